@@ -1,0 +1,37 @@
+"""skyflow: multi-stage LLMOps pipelines, each stage on the cheapest place that fits it.
+
+The public API is imported lazily so that ``import skyflow`` (and the CLI's --help) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Pipeline": "skyflow.spec.decorators",
+    "stage": "skyflow.spec.decorators",
+    "Input": "skyflow.spec.decorators",
+    "Resources": "skyflow.spec.models",
+    "load_pipeline": "skyflow.spec.loader",
+    "SkyflowError": "skyflow.errors",
+    "SpecError": "skyflow.errors",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from skyflow.errors import SkyflowError, SpecError
+    from skyflow.spec.decorators import Input, Pipeline, stage
+    from skyflow.spec.loader import load_pipeline
+    from skyflow.spec.models import Resources
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'skyflow' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), name)

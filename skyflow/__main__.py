@@ -1,0 +1,5 @@
+"""`python -m skyflow` is the `skyflow` command."""
+
+from skyflow.cli.main import main
+
+main()

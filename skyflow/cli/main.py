@@ -1,0 +1,75 @@
+"""The `skyflow` command: a lazy click group; each command's module is imported only when run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# command name -> (module, attribute, one-line help). Modules load only when the command runs,
+# which keeps `skyflow --help` fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": ("skyflow.cli.spec_commands", "validate", "Check a pipeline and print what is wrong."),
+    "dag": ("skyflow.cli.spec_commands", "dag", "Show the pipeline's DAG (text, mermaid or dot)."),
+    "export": ("skyflow.cli.spec_commands", "export", "Print a pipeline (YAML or Python) as YAML."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        command: click.Command = getattr(module, entry[1])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # From the table, so that `skyflow --help` imports no command module.
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else None
+        if name and name not in COMMANDS and not name.startswith("-"):
+            from skyflow.spec.base import close_matches
+
+            matches = close_matches(name, list(COMMANDS))
+            hint = f" Did you mean {', '.join(matches)}?" if matches else ""
+            raise click.UsageError(f"no such command {name!r}.{hint} Commands: {', '.join(sorted(COMMANDS))}.")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="skyflow", prog_name="skyflow", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Plan and run multi-stage LLMOps pipelines on the cheapest place that fits each stage."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from skyflow.errors import SkyflowError
+
+    try:
+        return cli.main(args=argv, prog_name="skyflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except SkyflowError as exc:
+        click.echo(f"error: {exc}" if "\n" not in str(exc) else f"error:\n{exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

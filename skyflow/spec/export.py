@@ -1,0 +1,77 @@
+"""Write a validated pipeline back as YAML in the user's own forms ('A100:8', '8+')."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from skyflow.spec.graph import ResolvedPipeline
+from skyflow.spec.models import PipelineSpec, Stage
+from skyflow.spec.resources import Resources
+
+
+def resources_to_data(res: Resources) -> dict[str, Any]:
+    data = res.model_dump(mode="json", exclude_defaults=True)
+    if res.accelerators:
+        data["accelerators"] = ", ".join(str(a) for a in res.accelerators) if len(res.accelerators) == 1 \
+            else [str(a) for a in res.accelerators]
+    for name in ("cpus", "memory"):
+        value = getattr(res, name)
+        if value is not None:
+            data[name] = str(value) if value.at_least or value.per_cpu else _number(value.amount)
+    if res.ports:
+        data["ports"] = [int(p) if p.isdigit() else p for p in res.ports]
+    for key in ("any_of", "ordered"):
+        if getattr(res, key):
+            data[key] = [resources_to_data(r) for r in getattr(res, key)]
+    return data
+
+
+def stage_to_data(stage: Stage) -> dict[str, Any]:
+    data = stage.model_dump(mode="json", exclude_defaults=True, exclude={"task"})
+    resources = resources_to_data(stage.resources)
+    if resources:
+        data["resources"] = resources
+    else:
+        data.pop("resources", None)
+    if stage.estimate.hours:
+        hours = stage.estimate.hours
+        data["estimate"] = {"hours": hours["default"] if list(hours) == ["default"] else dict(hours)}
+    if stage.outputs:
+        data["outputs"] = {k: v.model_dump(exclude_defaults=True) for k, v in stage.outputs.items()}
+    return data
+
+
+def spec_to_data(spec: PipelineSpec) -> dict[str, Any]:
+    data = spec.model_dump(mode="json", exclude_defaults=True, exclude={"stages"})
+    data["stages"] = {name: stage_to_data(stage) for name, stage in spec.stages.items()}
+    ordered = {k: data[k] for k in ("name", "description", "params", "envs", "secrets", "stores", "inputs",
+                                    "stages", "schedule") if k in data}
+    return ordered
+
+
+def dump_pipeline_yaml(pipeline: ResolvedPipeline) -> str:
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 100
+    out = io.StringIO()
+    yaml.dump(_literal_blocks(spec_to_data(pipeline.spec)), out)
+    return out.getvalue()
+
+
+def _literal_blocks(node: Any) -> Any:
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    if isinstance(node, dict):
+        return {k: _literal_blocks(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_literal_blocks(v) for v in node]
+    if isinstance(node, str) and "\n" in node:
+        return LiteralScalarString(node)
+    return node
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value.is_integer() else value

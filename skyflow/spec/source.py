@@ -1,0 +1,125 @@
+"""Parse YAML into plain Python data plus a map from each value's path to its file position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from skyflow.errors import Issue, SourcePosition, SpecError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Positions of keys and values by path (("stages", "sft", "resources"), ...)."""
+
+    file: str
+    values: dict[Path, SourcePosition] = field(default_factory=dict)
+    keys: dict[Path, SourcePosition] = field(default_factory=dict)
+
+    def position(self, path: Path, *, key: bool = False) -> SourcePosition:
+        """The position of ``path``, or of its nearest ancestor that has one."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if not key and probe in self.keys:
+                return self.keys[probe]
+            probe = probe[:-1]
+        return self.values.get((), SourcePosition(self.file, 1, 1))
+
+    def graft(self, other: SourceMap, prefix: Path, *, overwrite: bool = False) -> None:
+        """Copy ``other``'s positions under ``prefix`` (a task file merged into a stage)."""
+        for src, dst in ((other.values, self.values), (other.keys, self.keys)):
+            for path, pos in src.items():
+                target = prefix + path
+                if overwrite or target not in dst:
+                    dst[target] = pos
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """Parse ``text``; return plain dict/list/scalars and their positions."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = SourcePosition(file, mark.line + 1, mark.column + 1) if mark else None
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in problem or "found duplicate key" in str(exc):
+            problem = _duplicate_key_message(exc)
+        raise SpecError(Issue(f"invalid YAML: {problem}", pos, hint=_yaml_hint(problem))) from exc
+    except YAMLError as exc:
+        raise SpecError(Issue(f"invalid YAML: {exc}", SourcePosition(file, 1, 1))) from exc
+    smap = SourceMap(file)
+    smap.values[()] = SourcePosition(file, 1, 1)
+    return _to_plain(tree, (), smap), smap
+
+
+def _duplicate_key_message(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        if "duplicate key" in line:
+            return line.strip().rstrip(".") + " (each key may appear once in a mapping)"
+    return "duplicate key"
+
+
+def _yaml_hint(problem: str) -> str | None:
+    if "tab" in problem:
+        return "Indent with spaces, not tabs."
+    if "mapping values are not allowed" in problem:
+        return "Quote values that contain ': ' or fix the indentation."
+    if "could not find expected ':'" in problem:
+        return "Each mapping entry needs 'key: value'."
+    return None
+
+
+def _to_plain(node: Any, path: Path, smap: SourceMap) -> Any:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key in node:
+            kline, kcol = node.lc.key(key) if _has_lc(node, key) else (node.lc.line, node.lc.col)
+            vline, vcol = node.lc.value(key) if _has_lc(node, key) else (kline, kcol)
+            plain_key = _plain_scalar(key)
+            child = path + (str(plain_key),)
+            smap.keys[child] = SourcePosition(smap.file, kline + 1, kcol + 1)
+            smap.values[child] = SourcePosition(smap.file, vline + 1, vcol + 1)
+            out[str(plain_key) if plain_key is not None else "null"] = _to_plain(node[key], child, smap)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, item in enumerate(node):
+            line, col = node.lc.item(index) if index in node.lc.data else (node.lc.line, node.lc.col)
+            smap.values[path + (index,)] = SourcePosition(smap.file, line + 1, col + 1)
+            items.append(_to_plain(item, path + (index,), smap))
+        return items
+    return _plain_scalar(node)
+
+
+def _has_lc(node: Any, key: Any) -> bool:
+    return key in node.lc.data
+
+
+def _plain_scalar(value: Any) -> Any:
+    """ruamel's scalar subclasses (ScalarFloat, TaggedScalar, ...) become builtins."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if hasattr(value, "value") and isinstance(value.value, str):  # TaggedScalar
+        return str(value.value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    return str(value) if not isinstance(value, (dict, list)) else value
