@@ -13,7 +13,7 @@ _EXPORTS = {
     "Pipeline": "skyflow.spec.decorators",
     "stage": "skyflow.spec.decorators",
     "Input": "skyflow.spec.decorators",
-    "Resources": "skyflow.spec.models",
+    "Resources": "skyflow.spec.decorators",
     "load_pipeline": "skyflow.spec.loader",
     "SkyflowError": "skyflow.errors",
     "SpecError": "skyflow.errors",
@@ -23,9 +23,8 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from skyflow.errors import SkyflowError, SpecError
-    from skyflow.spec.decorators import Input, Pipeline, stage
+    from skyflow.spec.decorators import Input, Pipeline, Resources, stage
     from skyflow.spec.loader import load_pipeline
-    from skyflow.spec.models import Resources
 
 
 def __getattr__(name: str) -> Any:

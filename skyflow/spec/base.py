@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
 
 
@@ -23,27 +23,49 @@ def custom_error(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
 
 
 class SpecModel(BaseModel):
-    """Frozen model that names unknown keys with close matches and a fix."""
+    """Frozen model; unknown keys are errors that diagnostics explain with close matches and a fix."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
 
     # Keys people write that mean something else here: key -> how to say it instead.
     unknown_key_hints: ClassVar[dict[str, str]] = {}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        allowed = set(cls.model_fields)
-        allowed |= {f.alias for f in cls.model_fields.values() if f.alias}
-        for key in data:
-            if key in allowed:
-                continue
-            hint = cls.unknown_key_hints.get(str(key))
-            matches = [] if hint else close_matches(str(key), sorted(allowed))
-            raise custom_error(
-                "unknown_field", "unknown field {field!r}", field=str(key), matches=matches,
-                hint=hint or f"Allowed: {', '.join(sorted(allowed))}.",
-            )
-        return data
+
+def model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[SpecModel] | None:
+    """The spec model class that validated the mapping at pydantic's ``loc`` (union tags included)."""
+    import typing
+
+    current: Any = root
+    pending: list[Any] = []
+    for part in loc:
+        options = pending or _unwrap(current)
+        pending = []
+        models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+        tagged = [m for m in models if m.__name__ == part]
+        if tagged:
+            pending = [tagged[0]]
+            continue
+        model = next((m for m in models if part in m.model_fields), None)
+        if model is not None:
+            current = model.model_fields[part].annotation
+            continue
+        containers = [o for o in options if typing.get_origin(o) in (dict, tuple, list)]
+        if containers:
+            args = typing.get_args(containers[0])
+            current = args[-1] if typing.get_origin(containers[0]) is dict else args[0]
+            continue
+        return None
+    final = pending or _unwrap(current)
+    found = [o for o in final if isinstance(o, type) and issubclass(o, SpecModel)]
+    return found[0] if found else None
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _unwrap(arg)]
+    return [annotation]

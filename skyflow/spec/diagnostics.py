@@ -5,26 +5,45 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from skyflow.errors import Issue
-from skyflow.spec.base import close_matches
+from skyflow.spec.base import close_matches, model_at
 from skyflow.spec.source import Path, SourceMap
 
 _PRIORITY = {"unknown_field": 0, "missing": 2}
 
 
-def issues_from_validation(exc: ValidationError, data: Any, smap: SourceMap, prefix: Path = ()) -> list[Issue]:
+def issues_from_validation(exc: ValidationError, data: Any, smap: SourceMap, root: type[BaseModel]) -> list[Issue]:
     """One issue per distinct place in the file, most specific error first."""
     by_path: dict[tuple[Path, bool], dict[str, Any]] = {}
-    for err in exc.errors(include_url=False):
+    for details in exc.errors(include_url=False):
+        err: dict[str, Any] = dict(details)
+        if err["type"] == "extra_forbidden":
+            err = _explain_unknown_key(err, root)
         path, is_key = _locate(data, tuple(err["loc"]), err)
-        key = (prefix + path, is_key)
+        key = (path, is_key)
         current = by_path.get(key)
         if current is None or _rank(err) < _rank(current):
             by_path[key] = err
+    # A union tries each branch: a bare type error beside deeper errors is the branch that was not meant.
+    deeper = {p[:i] for p, _ in by_path for i in range(len(p))}
+    by_path = {k: e for k, e in by_path.items() if not (k[0] in deeper and e["type"].endswith("_type"))}
     issues = [_issue(err, path, is_key, smap) for (path, is_key), err in by_path.items()]
     return sorted(issues, key=lambda i: (i.position.line, i.position.col) if i.position else (0, 0))
+
+
+def _explain_unknown_key(err: dict[str, Any], root: type[BaseModel]) -> dict[str, Any]:
+    loc = tuple(err["loc"])
+    model = model_at(root, loc[:-1])
+    key = str(loc[-1])
+    allowed = sorted(model.model_fields) if model else []
+    hint = model.unknown_key_hints.get(key) if model else None
+    matches = [] if hint else close_matches(key, allowed)
+    if not hint and allowed:
+        hint = f"Allowed here: {', '.join(allowed)}."
+    return {**err, "type": "unknown_field", "msg": f"unknown field {key!r}", "loc": loc[:-1],
+            "ctx": {"field": key, "matches": matches, "hint": hint}}
 
 
 def _rank(err: dict[str, Any]) -> int:
@@ -38,10 +57,8 @@ def _locate(data: Any, loc: tuple[Any, ...], err: dict[str, Any]) -> tuple[Path,
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if (isinstance(node, dict) and part in node) or in_list:
             path.append(part)
             node = node[part]
         elif err["type"] == "missing" and isinstance(node, dict) and part == loc[-1]:

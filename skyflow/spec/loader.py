@@ -11,6 +11,7 @@ from skyflow.spec.graph import ResolvedPipeline, resolve_graph
 from skyflow.spec.source import SourceMap, parse_yaml
 
 _MERGED_MAPPINGS = ("resources", "envs", "secrets", "file_mounts")
+_TASK_KEYS = {"run", "setup", "resources", "service", "num_nodes", "file_mounts"}
 
 
 def load_pipeline(target: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ResolvedPipeline:
@@ -30,7 +31,8 @@ def read_text(path: FsPath) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(Issue(f"{path}: no such file", hint="Check the path (relative to where you run skyflow)."))
+        raise SpecError(Issue(f"{path}: no such file",
+                              hint="Check the path (relative to where you run skyflow).")) from None
     except IsADirectoryError:
         raise SpecError(Issue(f"{path}: is a directory, not a pipeline file",
                               hint=f"Point at {path}/pipeline.yaml.")) from None
@@ -55,6 +57,8 @@ def resolve_data(data: Any, smap: SourceMap, path: str, base_dir: str,
     if not isinstance(data, dict):
         raise SpecError(Issue(f"a pipeline must be a mapping, got {type(data).__name__}",
                               SourcePosition(smap.file, 1, 1), hint="Start with name: my-pipeline."))
+    if "stages" not in data and _TASK_KEYS & set(data):
+        data, smap = _task_as_pipeline(data, smap, path)
     data = _merge_tasks(data, smap, base_dir)
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     params = apply_overrides(params, overrides or {})
@@ -63,8 +67,22 @@ def resolve_data(data: Any, smap: SourceMap, path: str, base_dir: str,
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, data, smap)) from None
+        raise SpecError(issues_from_validation(exc, data, smap, PipelineSpec)) from None
     return resolve_graph(spec, smap, path, base_dir)
+
+
+def _task_as_pipeline(data: dict[str, Any], smap: SourceMap, path: str) -> tuple[dict[str, Any], SourceMap]:
+    """A plain SkyPilot task file runs as a one-stage pipeline named after the task (or file)."""
+    import re
+
+    raw = str(data.get("name") or FsPath(path.split(":")[0]).stem)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-_") or "task"
+    stage_name = name.replace("-", "_")
+    rebased = SourceMap(smap.file)
+    rebased.values[()] = smap.values.get((), SourcePosition(smap.file, 1, 1))
+    rebased.graft(smap, ("stages", stage_name))
+    rebased.keys[("stages", stage_name)] = rebased.values[("stages", stage_name)] = rebased.values[()]
+    return {"name": name, "stages": {stage_name: data}}, rebased
 
 
 def _merge_tasks(data: dict[str, Any], smap: SourceMap, base_dir: str) -> dict[str, Any]:

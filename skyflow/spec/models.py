@@ -55,9 +55,8 @@ class Estimate(SpecModel):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return {"default": value}
         if isinstance(value, dict):
-            from skyflow.spec.accelerators import canonical_accelerator
+            from skyflow.spec.accelerators import canonical_accelerator, known_accelerators
             from skyflow.spec.base import close_matches
-            from skyflow.spec.accelerators import known_accelerators
 
             out = {}
             for key, hours in value.items():

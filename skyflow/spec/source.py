@@ -71,7 +71,7 @@ def _duplicate_key_message(exc: Exception) -> str:
 
 
 def _yaml_hint(problem: str) -> str | None:
-    if "tab" in problem:
+    if "tab" in problem or "'\\t'" in problem:
         return "Indent with spaces, not tabs."
     if "mapping values are not allowed" in problem:
         return "Quote values that contain ': ' or fix the indentation."
@@ -89,7 +89,7 @@ def _to_plain(node: Any, path: Path, smap: SourceMap) -> Any:
             kline, kcol = node.lc.key(key) if _has_lc(node, key) else (node.lc.line, node.lc.col)
             vline, vcol = node.lc.value(key) if _has_lc(node, key) else (kline, kcol)
             plain_key = _plain_scalar(key)
-            child = path + (str(plain_key),)
+            child = (*path, str(plain_key))
             smap.keys[child] = SourcePosition(smap.file, kline + 1, kcol + 1)
             smap.values[child] = SourcePosition(smap.file, vline + 1, vcol + 1)
             out[str(plain_key) if plain_key is not None else "null"] = _to_plain(node[key], child, smap)
@@ -98,8 +98,8 @@ def _to_plain(node: Any, path: Path, smap: SourceMap) -> Any:
         items = []
         for index, item in enumerate(node):
             line, col = node.lc.item(index) if index in node.lc.data else (node.lc.line, node.lc.col)
-            smap.values[path + (index,)] = SourcePosition(smap.file, line + 1, col + 1)
-            items.append(_to_plain(item, path + (index,), smap))
+            smap.values[(*path, index)] = SourcePosition(smap.file, line + 1, col + 1)
+            items.append(_to_plain(item, (*path, index), smap))
         return items
     return _plain_scalar(node)
 

@@ -1,0 +1,315 @@
+"""The Python API: @stage and @Pipeline record what the user declared; the YAML path validates it.
+
+Decorators only record (nothing is validated or run at import). Loading a decorated pipeline calls
+its function with placeholders, which wires the DAG from the values passed between stage calls, and
+turns the result into the same data a YAML file gives, so both go through one code path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from skyflow.errors import Issue, SourcePosition, SpecError
+from skyflow.spec.source import SourceMap
+
+KWARGS_ENV = "SKYFLOW_KWARGS"
+KWARG_ENV_PREFIX = "SKYFLOW_KWARG_"
+
+
+def _caller(depth: int = 2) -> SourcePosition:
+    frame = sys._getframe(depth)
+    return SourcePosition(frame.f_code.co_filename, frame.f_lineno, 1)
+
+
+class Resources:
+    """Resources of a stage, with SkyPilot's fields; checked when the pipeline loads."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+        self.position = _caller()
+
+    def __repr__(self) -> str:
+        return f"Resources({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"
+
+
+@dataclass(frozen=True)
+class Input:
+    """External data a pipeline reads: its URI, where it lives, and its size."""
+
+    uri: str
+    infra: str | None = None
+    size_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A placeholder for an artifact while a pipeline function is traced."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A placeholder for a pipeline param; becomes ${params.NAME}."""
+
+    name: str
+
+
+class ParamsProxy:
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+
+    def __getattr__(self, name: str) -> ParamRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._names:
+            from skyflow.spec.base import close_matches
+
+            raise SpecError(Issue(f"params.{name}: the pipeline has no param {name!r}", _caller(),
+                                  matches=tuple(close_matches(name, self._names))))
+        return ParamRef(name)
+
+    def __getitem__(self, name: str) -> ParamRef:
+        return self.__getattr__(name)
+
+
+class StageCall:
+    """What calling a stage inside a pipeline function returns: its outputs by name."""
+
+    def __init__(self, name: str, outputs: list[str]) -> None:
+        self._name = name
+        self._outputs = outputs
+
+    def __getattr__(self, output: str) -> ArtifactRef:
+        if output.startswith("_"):
+            raise AttributeError(output)
+        if output not in self._outputs:
+            from skyflow.spec.base import close_matches
+
+            raise SpecError(Issue(f"stage {self._name!r} declares no output {output!r}", _caller(),
+                                  matches=tuple(close_matches(output, self._outputs)),
+                                  hint=f"Outputs: {', '.join(self._outputs) or '(none)'}."))
+        return ArtifactRef(f"{self._name}.{output}")
+
+    def sole_output(self) -> ArtifactRef:
+        if len(self._outputs) != 1:
+            raise SpecError(Issue(f"stage {self._name!r} has {len(self._outputs)} outputs; pass one by name",
+                                  _caller(4), hint=f"Write {self._name}_result.OUTPUT with one of: "
+                                  f"{', '.join(self._outputs) or '(none)'}."))
+        return ArtifactRef(f"{self._name}.{self._outputs[0]}")
+
+
+@dataclass
+class _Trace:
+    """The stages called while a pipeline function runs."""
+
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    positions: dict[str, SourcePosition] = field(default_factory=dict)
+    resource_positions: dict[str, SourcePosition] = field(default_factory=dict)
+
+
+_ACTIVE: list[_Trace] = []
+
+
+class StageDefinition:
+    """A function declared as a stage; calling it inside a pipeline function records a call."""
+
+    def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.func = func
+        self.name = options.pop("name", None) or func.__name__
+        self.options = options
+        self.position = SourcePosition(inspect.getsourcefile(func) or "<python>",
+                                       inspect.getsourcelines(func)[1], 1)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StageCall:
+        if not _ACTIVE:
+            raise SpecError(Issue(f"stage {self.name!r} was called outside a pipeline function", _caller(),
+                                  hint="Call stages inside a function decorated with @Pipeline(...)."))
+        trace = _ACTIVE[-1]
+        if args:
+            raise SpecError(Issue(f"stage {self.name!r}: pass inputs by name, e.g. {self.name}(data=...)",
+                                  _caller()))
+        name = self.name
+        if name in trace.stages:
+            name = f"{self.name}_{sum(1 for s in trace.stages if s.startswith(self.name))}"
+        inputs, constants, param_envs = {}, {}, {}
+        for key, value in kwargs.items():
+            if isinstance(value, StageCall):
+                value = value.sole_output()
+            if isinstance(value, ArtifactRef):
+                inputs[key] = value.ref
+            elif isinstance(value, ParamRef):
+                param_envs[f"{KWARG_ENV_PREFIX}{key}"] = f"${{params.{value.name}}}"
+            else:
+                constants[key] = value
+        trace.stages[name] = self._stage_data(name, inputs, constants, param_envs)
+        trace.positions[name] = _caller()
+        trace.resource_positions[name] = self.position
+        return StageCall(name, list(self._outputs()))
+
+    def _outputs(self) -> dict[str, Any]:
+        outputs = self.options.get("outputs") or {}
+        return {o: {} for o in outputs} if isinstance(outputs, (list, tuple)) else dict(outputs)
+
+    def _stage_data(self, name: str, inputs: dict[str, str], constants: dict[str, Any],
+                    param_envs: dict[str, str]) -> dict[str, Any]:
+        data = {k: v for k, v in self.options.items() if v is not None}
+        resources = data.get("resources")
+        if isinstance(resources, Resources):
+            data["resources"] = dict(resources.fields)
+        try:
+            encoded = json.dumps(constants, sort_keys=True)
+        except TypeError as exc:
+            raise SpecError(Issue(f"stage {name!r}: arguments must be JSON values or artifacts ({exc})",
+                                  _caller(3))) from None
+        module_file = FsPath(self.position.file).name
+        envs = {**(data.get("envs") or {}), **param_envs}
+        if constants:
+            envs[KWARGS_ENV] = encoded
+        data.update({"run": f"python -m skyflow.exec {module_file}:{self.func.__name__}", "envs": envs})
+        if inputs:
+            data["inputs"] = inputs
+        if "outputs" in data:
+            data["outputs"] = self._outputs()
+        return data
+
+
+def stage(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Declare a function as a stage: ``@stage(resources=Resources(accelerators="A100:8"), ...)``.
+
+    Options are a stage's YAML fields (resources, outputs, estimate, retries, cache, num_nodes,
+    setup, envs, secrets, timeout, depends_on, ...). The function receives each input as a local
+    path, ``outputs`` (if it takes that argument) as a dict of output directories, and constants.
+    """
+    if func is not None:
+        return StageDefinition(func, options)
+    return lambda f: StageDefinition(f, options)
+
+
+class Pipeline:
+    """Declare a pipeline function: ``@Pipeline(name="rlhf", params={...}, inputs={...})``."""
+
+    def __init__(self, name: str | None = None, **options: Any) -> None:
+        self.name = name
+        self.options = options
+        self.func: Callable[..., Any] | None = None
+        self.position = _caller()
+
+    def __call__(self, func: Callable[..., Any]) -> Pipeline:
+        self.func = func
+        self.name = self.name or func.__name__.replace("_", "-")
+        return self
+
+    def to_data(self) -> tuple[dict[str, Any], SourceMap]:
+        """Trace the pipeline function into pipeline data with positions in the Python file."""
+        if self.func is None:
+            raise SpecError(Issue("@Pipeline(...) must decorate a function", self.position))
+        inputs = {k: _input_data(v) for k, v in (self.options.get("inputs") or {}).items()}
+        params = dict(self.options.get("params") or {})
+        arguments = self._arguments(list(inputs), list(params))
+        trace = _Trace()
+        _ACTIVE.append(trace)
+        try:
+            self.func(**arguments)
+        except SpecError:
+            raise
+        except Exception as exc:
+            raise user_code_error(exc, FsPath(self.position.file), "tracing the pipeline function") from None
+        finally:
+            _ACTIVE.pop()
+        data = {"name": self.name, **{k: v for k, v in self.options.items() if v is not None}}
+        data.update({"inputs": inputs, "params": params, "stages": trace.stages})
+        data = {k: v for k, v in data.items() if v not in ({}, None)} | {"stages": trace.stages}
+        return data, self._source_map(trace)
+
+    def _arguments(self, inputs: list[str], params: list[str]) -> dict[str, Any]:
+        assert self.func is not None
+        out: dict[str, Any] = {}
+        for name in inspect.signature(self.func).parameters:
+            if name == "params":
+                out[name] = ParamsProxy(params)
+            elif name in inputs:
+                out[name] = ArtifactRef(name)
+            else:
+                raise SpecError(Issue(f"pipeline function argument {name!r} is no declared input or 'params'",
+                                      self.position, hint="Declare it: @Pipeline(inputs={'" + name + "': "
+                                      "Input(uri=...)}) or remove the argument."))
+        return out
+
+    def _source_map(self, trace: _Trace) -> SourceMap:
+        assert self.func is not None
+        file = inspect.getsourcefile(self.func) or "<python>"
+        smap = SourceMap(file)
+        smap.values[()] = self.position
+        for name, pos in trace.positions.items():
+            smap.keys[("stages", name)] = pos
+            smap.values[("stages", name)] = pos
+            for key in trace.stages[name]:
+                smap.values[("stages", name, key)] = pos
+            smap.values[("stages", name, "resources")] = trace.resource_positions[name]
+        return smap
+
+
+def _input_data(value: Any) -> Any:
+    if isinstance(value, Input):
+        return {k: v for k, v in vars(value).items() if v is not None}
+    return value
+
+
+def load_python_pipeline(target: str) -> tuple[dict[str, Any], SourceMap, str]:
+    """Import ``file.py`` and trace its ``function`` (a @Pipeline) into pipeline data."""
+    file_part, _, attr = target.rpartition(":")
+    path = FsPath(file_part).resolve()
+    module = import_file(path)
+    pipeline = getattr(module, attr, None)
+    if not isinstance(pipeline, Pipeline):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline))
+        raise SpecError(Issue(f"{target}: {attr!r} is not a @Pipeline function in {file_part}",
+                              matches=tuple(found), hint=f"Pipelines there: {', '.join(found) or '(none)'}."))
+    data, smap = pipeline.to_data()
+    for stage_data in data["stages"].values():
+        stage_data.setdefault("workdir", ".")
+    return data, smap, str(path.parent)
+
+
+def import_file(path: FsPath) -> Any:
+    """Import a Python file by path (its directory first on sys.path, as `python file.py` would)."""
+    if not path.is_file():
+        raise SpecError(Issue(f"{path}: no such file"))
+    name = f"skyflow_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SpecError(Issue(f"{path}: cannot import this file"))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SpecError:
+        raise
+    except SyntaxError as exc:
+        raise SpecError(Issue(f"Python syntax error: {exc.msg}",
+                              SourcePosition(str(path), exc.lineno or 1, exc.offset or 1))) from None
+    except Exception as exc:
+        raise user_code_error(exc, path, "importing the pipeline file") from None
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def user_code_error(exc: BaseException, path: FsPath, doing: str) -> SpecError:
+    """A user's exception as a positioned issue: the deepest frame in their file."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if FsPath(f.filename) == path]
+    frame = frames[-1] if frames else None
+    position = SourcePosition(str(path), frame.lineno or 1, 1) if frame else None
+    return SpecError(Issue(f"{type(exc).__name__} while {doing}: {exc}", position,
+                           hint="Fix the Python code at this line."))
