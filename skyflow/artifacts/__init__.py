@@ -1,1 +1,29 @@
-"""skyflow.artifacts."""
+"""Artifacts over fsspec: content-addressed, committed atomically, cached, moved between stores.
+
+Layout inside a store root::
+
+    blobs/sha256/ab/<hex>           file contents, stored once per digest
+    manifests/sha256/<hex>.json     an artifact: its files' paths, digests and sizes (written last)
+    cache/<key>.json                stage cache entries: output name -> artifact digest
+    tmp/                            local stores only: files being written, renamed into place
+"""
+
+from __future__ import annotations
+
+from skyflow.artifacts.cache import CacheIndex, code_digest, stage_cache_key
+from skyflow.artifacts.commit import commit_output, load_manifest, verify_artifact
+from skyflow.artifacts.garbage import GcStats, collect_garbage
+from skyflow.artifacts.manifest import FileEntry, Manifest
+from skyflow.artifacts.refs import ArtifactRef, TransferStats
+from skyflow.artifacts.store import ArtifactStore, FsspecStore, KeyInfo, open_store
+from skyflow.artifacts.sync import SyncStats, fetch_artifact, sync_artifact
+from skyflow.artifacts.transfer import transfer_artifact
+
+gc = collect_garbage
+
+__all__ = [
+    "ArtifactRef", "ArtifactStore", "CacheIndex", "FileEntry", "FsspecStore", "GcStats", "KeyInfo",
+    "Manifest", "SyncStats", "TransferStats", "code_digest", "collect_garbage", "commit_output",
+    "fetch_artifact", "gc", "load_manifest", "open_store", "stage_cache_key", "sync_artifact",
+    "transfer_artifact", "verify_artifact",
+]

@@ -1,0 +1,65 @@
+"""Turns what a storage library raises into an ArtifactError naming the artifact, the URI and the cause."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from skyflow.errors import ArtifactError
+
+# Storage libraries raise their own exception types; they are recognised by module so that none of
+# them has to be imported here (s3fs, gcsfs and adlfs are optional extras).
+_STORAGE_MODULES = {"botocore", "aiobotocore", "aiohttp", "azure", "google", "gcsfs", "s3fs", "adlfs",
+                    "requests", "urllib3", "fsspec"}
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """An exception that comes from reaching or using a store, as opposed to a bug in skyflow."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return type(exc).__module__.split(".")[0] in _STORAGE_MODULES
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line: what kind of failure, what to do about it, and the library's own words."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if isinstance(exc, FileNotFoundError):
+        return f"not found ({text})"
+    if isinstance(exc, PermissionError) or "AccessDenied" in text or "403" in text:
+        return f"permission denied; check the credentials and the bucket's policy ({text})"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device; free space or choose another directory ({text})"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or any(
+            word in text for word in ("Connect", "connect", "Timeout", "timed out", "Unreachable")):
+        return f"the store cannot be reached (after the library's retries); is it up? ({text})"
+    return text
+
+
+def storage_error(exc: BaseException, *, uri: str, action: str, artifact: str | None = None) -> ArtifactError:
+    return ArtifactError(f"{action} failed: {describe_failure(exc)}", artifact=artifact, uri=uri)
+
+
+@contextmanager
+def translated(uri: str, action: str) -> Iterator[None]:
+    """Re-raise storage failures inside the block as ArtifactError(uri=uri)."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        if not is_storage_failure(exc):
+            raise
+        raise storage_error(exc, uri=uri, action=action) from exc
+
+
+@contextmanager
+def naming(artifact: str | None) -> Iterator[None]:
+    """Add the artifact's name to an ArtifactError raised below a call that knows only the URI."""
+    try:
+        yield
+    except ArtifactError as exc:
+        if exc.artifact is not None or artifact is None:
+            raise
+        cause = exc.message.removeprefix(f"{exc.uri}: ") if exc.uri else exc.message
+        raise ArtifactError(cause, artifact=artifact, uri=exc.uri) from exc.__cause__ or exc

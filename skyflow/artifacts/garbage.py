@@ -1,0 +1,54 @@
+"""Garbage collection: remove manifests, blobs and cache entries that no kept artifact references."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from skyflow.artifacts.commit import read_manifest
+from skyflow.artifacts.refs import BLOBS, CACHE, MANIFESTS, TMP, blob_key, digest_of_manifest_key
+from skyflow.artifacts.store import ArtifactStore, KeyInfo
+
+
+@dataclass(frozen=True)
+class GcStats:
+    manifests_removed: int
+    blobs_removed: int
+    cache_entries_removed: int
+    bytes_freed: int
+
+
+def collect_garbage(store: ArtifactStore, keep: set[str], *, min_age_s: float = 3600.0) -> GcStats:
+    """Delete every artifact whose digest is not in ``keep``, then blobs no kept manifest lists.
+
+    Objects younger than ``min_age_s`` stay: a commit in progress has uploaded blobs but not yet
+    its manifest, and must not lose them.
+    """
+    cutoff = time.time() - min_age_s
+
+    def old(info: KeyInfo) -> bool:
+        return info.modified_s is None or info.modified_s <= cutoff
+
+    manifests = store.list_keys(MANIFESTS)
+    doomed = {k for k, info in manifests.items() if digest_of_manifest_key(k) not in keep and old(info)}
+    kept_digests = {digest_of_manifest_key(k) for k in manifests if k not in doomed}
+    referenced: set[str] = set()
+    for digest in kept_digests:
+        referenced.update(blob_key(f.digest) for f in read_manifest(store, digest).files)
+    blobs = store.list_keys(BLOBS)
+    dead_blobs = {k: info for k, info in blobs.items() if k not in referenced and old(info)}
+    dead_cache = [k for k in store.list_keys(CACHE) if not _cache_entry_kept(store, k, kept_digests)]
+    leftovers = [k for k, info in store.list_keys(TMP).items() if old(info)]
+    store.delete(sorted(doomed) + sorted(dead_blobs) + dead_cache + leftovers)
+    return GcStats(manifests_removed=len(doomed), blobs_removed=len(dead_blobs),
+                   cache_entries_removed=len(dead_cache),
+                   bytes_freed=sum(i.size_bytes for i in dead_blobs.values()))
+
+
+def _cache_entry_kept(store: ArtifactStore, key: str, kept_digests: set[str]) -> bool:
+    try:
+        body = json.loads(store.read_bytes(key))
+        return all(item["digest"] in kept_digests for item in body.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False

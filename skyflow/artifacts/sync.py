@@ -1,0 +1,96 @@
+"""Placing an artifact in a local directory: verified, inside the directory, only changed files."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from skyflow.artifacts.commit import load_manifest
+from skyflow.artifacts.failures import naming, translated
+from skyflow.artifacts.manifest import DigestingReader, FileEntry, check_relative_path, hash_file
+from skyflow.artifacts.refs import ArtifactRef, blob_key
+from skyflow.errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What a sync did: files and bytes copied, files already up to date."""
+
+    files_copied: int
+    files_unchanged: int
+    bytes_copied: int
+
+
+def select_files(files: Iterable[FileEntry], include: Iterable[str] = (),
+                 exclude: Iterable[str] = ()) -> list[FileEntry]:
+    """Entries matching any ``include`` glob (all when none) and no ``exclude`` glob."""
+    include, exclude = tuple(include), tuple(exclude)
+    return [f for f in files
+            if (not include or any(fnmatch.fnmatchcase(f.path, g) for g in include))
+            and not any(fnmatch.fnmatchcase(f.path, g) for g in exclude)]
+
+
+def safe_target(dest_dir: Path, relative: str) -> Path:
+    """``dest_dir/relative``, refusing any path (or symlink already in dest_dir) that leads outside."""
+    check_relative_path(relative)
+    root = dest_dir.resolve()
+    target = root / relative
+    if not target.parent.resolve().is_relative_to(root):
+        raise ArtifactError(f"{relative!r} would be written outside {root} (through a symlink); refusing it",
+                            uri=str(target))
+    return target
+
+
+def sync_artifact(ref: ArtifactRef, dest_dir: str | Path, *, include: Iterable[str] = (),
+                  exclude: Iterable[str] = (), incremental: bool = True) -> SyncStats:
+    """Make ``dest_dir`` hold the artifact's (selected) files; with ``incremental``, a local file whose
+    digest already matches the manifest is left alone. Each file is verified while it is written and
+    renamed into place only when its digest matches, so a failed sync leaves no half-written file."""
+    dest = Path(dest_dir)
+    with naming(ref.name):
+        manifest = load_manifest(ref)
+        wanted = select_files(manifest.files, include, exclude)
+        with translated(str(dest), "creating the destination directory"):
+            dest.mkdir(parents=True, exist_ok=True)
+        targets = [(entry, safe_target(dest, entry.path)) for entry in wanted]
+        copied = ref.store.map_concurrently(lambda pair: _place(ref, pair[0], pair[1], incremental), targets)
+    return SyncStats(files_copied=sum(1 for c in copied if c is not None),
+                     files_unchanged=sum(1 for c in copied if c is None),
+                     bytes_copied=sum(c for c in copied if c is not None))
+
+
+def fetch_artifact(ref: ArtifactRef, dest_dir: str | Path) -> Path:
+    """Put the artifact under ``dest_dir``; returns the file (a file artifact) or ``dest_dir``."""
+    sync_artifact(ref, dest_dir)
+    manifest = load_manifest(ref)
+    dest = Path(dest_dir).resolve()
+    return dest / manifest.files[0].path if manifest.kind == "file" else dest
+
+
+def _place(ref: ArtifactRef, entry: FileEntry, target: Path, incremental: bool) -> int | None:
+    """Copy one blob to ``target``; None when an up-to-date copy is already there."""
+    with translated(str(target), "writing"):
+        if incremental and target.is_file() and not target.is_symlink() \
+                and target.stat().st_size == entry.size_bytes and hash_file(target)[0] == entry.digest:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            reader = DigestingReader(ref.store.read_chunks(blob_key(entry.digest)))
+            with open(tmp, "wb") as f:
+                for chunk in reader:
+                    f.write(chunk)
+            if reader.digest != entry.digest or reader.size_bytes != entry.size_bytes:
+                raise ArtifactError(f"blob for {entry.path!r} is corrupted: read {reader.size_bytes} bytes "
+                                    f"hashing to {reader.digest}, manifest says {entry.size_bytes} bytes, "
+                                    f"{entry.digest}", uri=ref.store.url(blob_key(entry.digest)))
+            os.replace(tmp, target)
+            return entry.size_bytes
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
