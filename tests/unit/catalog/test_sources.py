@@ -1,0 +1,103 @@
+"""Reading SkyPilot-layout catalog folders: quirks of the real files, the default, the cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from skyflow.catalog import load_catalog
+from skyflow.catalog.sources import parse_vms_csv, read_catalog
+from skyflow.errors import CatalogError
+
+QUIRKS = Path(__file__).parents[2] / "fixtures" / "catalogs" / "quirks"
+SHARED = Path(os.environ.get("SKYFLOW_SHARED_DIR", Path(__file__).parents[3] / ".." / "shared"))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import skyflow.catalog.sources as sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "_loaded", {})
+
+
+def _by_key(catalog_dir: Path) -> dict[tuple[str, str, str], object]:
+    catalog = load_catalog(str(catalog_dir))
+    return {(o.cloud, o.region, o.instance_type + ":" + (o.accelerator_name or "")): o for o in catalog.offers()}
+
+
+def test_crlf_and_cheapest_zone_per_region() -> None:
+    offers = _by_key(QUIRKS)
+    p4d = offers[("aws", "us-east-1", "p4d.24xlarge:A100")]
+    assert (p4d.price, p4d.spot_price, p4d.accelerator_count) == (32.77, 11.0, 8.0)  # type: ignore[attr-defined]
+
+
+def test_gcp_accelerator_rows_priced_on_their_host_vm() -> None:
+    offers = _by_key(QUIRKS)
+    a100 = offers[("gcp", "us-central1", "a2-highgpu-8g:A100")]
+    assert a100.price == pytest.approx(5.9 + 23.5)  # type: ignore[attr-defined]
+    assert a100.spot_price == pytest.approx(2.9 + 11.5)  # type: ignore[attr-defined]
+    t4 = offers[("gcp", "us-central1", "n1-highmem-8:T4")]
+    assert t4.price == pytest.approx(0.47 + 0.35)  # type: ignore[attr-defined]
+    # a host that only sells with its GPUs is no CPU offer; n1-standard-2 is too small to host a T4
+    assert ("gcp", "us-central1", "a2-highgpu-8g:") not in offers
+    assert ("gcp", "us-central1", "n1-standard-2:T4") not in offers
+    assert ("gcp", "us-central1", "n1-standard-2:") in offers
+
+
+def test_unquoted_generation_field_and_missing_spot() -> None:
+    offers = _by_key(QUIRKS)
+    assert offers[("azure", "eastus", "Standard_D8s_v5:")].spot_price == 0.08  # type: ignore[attr-defined]
+    assert offers[("azure", "eastus", "Standard_ND96asr_v4:A100")].spot_price is None  # type: ignore[attr-defined]
+    assert offers[("lambda", "us-east-1", "gpu_8x_a100:A100")].spot_price is None  # type: ignore[attr-defined]
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(CatalogError, match=r"missing columns .*Price"):
+        parse_vms_csv("InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Region\n", "aws", "x.csv")
+
+
+def test_bad_number_names_the_line() -> None:
+    text = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,Region\nm,,,8,32,cheap,r\n"
+    with pytest.raises(CatalogError, match="line 2: expected a number, got 'cheap'"):
+        parse_vms_csv(text, "aws", "x.csv")
+
+
+def test_missing_folder() -> None:
+    with pytest.raises(CatalogError, match="no such catalog folder"):
+        load_catalog("/nonexistent/catalogs")
+
+
+def test_default_catalog_covers_the_common_clouds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SKYFLOW_CATALOG_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    catalog = load_catalog()
+    assert set(catalog.clouds) >= {"aws", "gcp", "azure", "lambda", "runpod"}
+    names = {o.accelerator_name for o in catalog.offers()}
+    assert {"A100", "H100", "L4", "T4", None} <= names
+    assert all(o.price and o.price > 0 for o in catalog.offers())
+
+
+def test_env_var_chooses_the_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYFLOW_CATALOG_DIR", str(QUIRKS))
+    assert set(load_catalog().clouds) == {"aws", "gcp", "azure", "lambda"}
+
+
+def test_cache_round_trip_gives_the_same_offers(tmp_path: Path) -> None:
+    import skyflow.catalog.sources as sources
+
+    first = read_catalog(str(QUIRKS)).offers()
+    sources._loaded.clear()
+    assert list((tmp_path / "cache" / "skyflow" / "catalogs").glob("*.pickle"))
+    assert read_catalog(str(QUIRKS)).offers() == first
+
+
+@pytest.mark.skipif(not (SHARED / "catalogs" / "anycloud").is_dir(), reason="shared catalogs absent")
+def test_real_azure_and_gcp_files_load() -> None:
+    catalog = load_catalog(str(SHARED / "catalogs" / "anycloud"))
+    assert {"azure", "gcp"} <= set(catalog.clouds)
+    gcp_a100 = [o for o in catalog.offers() if o.cloud == "gcp" and o.accelerator_name == "A100"
+                and o.accelerator_count == 8 and o.region == "us-central1"]
+    assert [o.instance_type for o in gcp_a100] == ["a2-highgpu-8g"]
