@@ -1,0 +1,221 @@
+"""MlflowRecorder: scrubs each record, spools it, and sends it to MLflow from a background thread.
+
+The runner never waits on MLflow (importing it alone takes about a second) and never fails
+because of it. Every event is first appended to the spool file; a worker thread sends events in
+order and marks them done. While the store is unreachable the worker backs off (1 s doubling to
+30 s); each new call and `flush()` make it try again at once; `close()` tries once more and leaves
+what is still unsent in the spool, where the next recorder on the same tracking URI finds and sends
+it. An event the store rejects outright (bad value) is set aside in `rejected.jsonl` beside the
+spool rather than blocking the ones after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
+from skyflow.lineage.records import RunInfo, StageRecord
+from skyflow.lineage.scrub import Scrubber
+from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
+
+LOG_ARTIFACT_MAX_BYTES = 16 << 20
+HEALTH_TIMEOUT_S = 2.0
+BACKOFF_MAX_S = 30.0
+
+log = logging.getLogger(__name__)
+
+
+def default_skyflow_home() -> Path:
+    return Path(os.environ.get("SKYFLOW_HOME") or Path.home() / ".skyflow")
+
+
+class MlflowRecorder:
+    """A LineageRecorder that writes to an MLflow tracking store and never loses a record."""
+
+    def __init__(self, tracking_uri: str, secret_values: Sequence[str], *, skyflow_home: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self._scrub = Scrubber(secret_values)
+        self._dir = spool_dir(skyflow_home or default_skyflow_home(), tracking_uri)
+        self._spool = SpoolFile.create(self._dir, tracking_uri)
+        self._pending: list[SpooledEvent] = []
+        self._files: list[SpoolFile] = [self._spool]
+        self._adopt_orphans()
+        self._cond = threading.Condition()
+        self._wake = False
+        self._closing = False
+        self._failures = 0
+        self.last_error: str | None = None
+        self._worker = threading.Thread(target=self._run, name="skyflow-lineage", daemon=True)
+        self._worker.start()
+
+    # -- the LineageRecorder protocol --------------------------------------------------------------
+    def start_run(self, info: RunInfo) -> None:
+        self._enqueue({"kind": "start_run", "info": self._scrub.tree(info.to_json())})
+
+    def record_stage(self, rec: StageRecord) -> None:
+        data = self._scrub.tree(rec.to_json())
+        log_copy = self._copy_log(rec.log_path) if rec.log_path else None
+        self._enqueue({"kind": "stage", "record": data, "log_copy": log_copy})
+
+    def end_run(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
+        payload = {"kind": "end_run", "run_id": run_id, "state": state, "totals": totals}
+        self._enqueue(self._scrub.tree(payload))
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Send what can be sent within `timeout_s`; the rest stays spooled for the next recorder."""
+        self.flush(timeout_s)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._worker.join(timeout=1.0)
+        if self._worker.is_alive():
+            return  # stuck in a slow call; the spool files stay locked until this process ends
+        for spool in self._files:
+            spool.close()
+        self._files.clear()
+
+    # -- buffering ---------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Events not yet accepted by the store."""
+        with self._cond:
+            return len(self._pending)
+
+    @property
+    def spool_path(self) -> Path:
+        return self._spool.path
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Try to send everything now; True when nothing is left.
+
+        Returns False as soon as an attempt has failed (the store is down) or after `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            if not self._pending:
+                return True
+            failures = self._failures
+            self._wake = True
+            self._cond.notify_all()
+            while self._pending and self._failures == failures:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._worker.is_alive():
+                    break
+                self._cond.wait(left)
+            return not self._pending
+
+    def _enqueue(self, payload: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending.append(self._spool.append(payload))
+            self._wake = True
+            self._cond.notify_all()
+
+    def _copy_log(self, log_path: str) -> str | None:
+        source = Path(log_path)
+        if not source.is_file():
+            return None
+        target = self._dir / f"log-{uuid.uuid4().hex[:12]}" / source.name
+        target.parent.mkdir(parents=True)
+        self._scrub.copy_file(source, target, max_bytes=LOG_ARTIFACT_MAX_BYTES)
+        return str(target)
+
+    def _adopt_orphans(self) -> None:
+        for path in orphan_paths(self._dir, self._spool.path):
+            adopted = SpoolFile.adopt(path)
+            if adopted is None:
+                continue
+            spool, events = adopted
+            self._files.append(spool)
+            self._pending.extend(events)
+
+    # -- the worker thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        store: MlflowStore | None = None
+        backoff_s = 1.0
+        while True:
+            with self._cond:
+                if not self._wake and not self._closing:
+                    self._cond.wait(backoff_s if self._pending else None)
+                if self._closing:
+                    return
+                self._wake = False
+                batch = list(self._pending)
+            ok = True
+            if batch:
+                try:
+                    store = store or self._open_store()
+                    self._send(store, batch)
+                except Exception as exc:  # the store is away; keep the events and try later
+                    ok = False
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.debug("lineage: %s unreachable: %s", self.tracking_uri, exc)
+            backoff_s = 1.0 if ok else min(backoff_s * 2, BACKOFF_MAX_S)
+            with self._cond:
+                self._failures += 0 if ok else 1
+                self._cond.notify_all()
+
+    def _open_store(self) -> MlflowStore:
+        # MLflow announces its own table creation at INFO; the runner owns the terminal.
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._check_reachable()
+        return MlflowStore(self.tracking_uri)
+
+    def _check_reachable(self) -> None:
+        """Fail fast for a server that is down; MLflow's own client would retry for minutes."""
+        if urlparse(self.tracking_uri).scheme not in ("http", "https"):
+            return
+        url = self.tracking_uri.rstrip("/") + "/health"
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as response:
+            response.read()
+
+    def _send(self, store: MlflowStore, batch: list[SpooledEvent]) -> None:
+        self._check_reachable()
+        for event in batch:
+            try:
+                self._send_one(store, event)
+            except Exception as exc:
+                if not is_rejection(exc):
+                    event.attempts += 1
+                    raise
+                self._set_aside(event, exc)
+            self._done(event)
+
+    def _send_one(self, store: MlflowStore, event: SpooledEvent) -> None:
+        payload, retry = event.payload, event.attempts > 0
+        if payload["kind"] == "start_run":
+            store.start_run(RunInfo.from_json(payload["info"]), retry=retry)
+        elif payload["kind"] == "stage":
+            log_copy = Path(payload["log_copy"]) if payload.get("log_copy") else None
+            if log_copy is not None and not log_copy.is_file():
+                log_copy = None
+            store.record_stage(StageRecord.from_json(payload["record"]), log_copy=log_copy, retry=retry)
+        elif payload["kind"] == "end_run":
+            store.end_run(payload["run_id"], payload["state"], payload["totals"])
+
+    def _done(self, event: SpooledEvent) -> None:
+        log_copy = event.payload.get("log_copy")
+        if log_copy:
+            Path(log_copy).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                Path(log_copy).parent.rmdir()
+        with self._cond:
+            event.file.mark_done(event)
+            self._pending.remove(event)
+
+    def _set_aside(self, event: SpooledEvent, exc: BaseException) -> None:
+        self.last_error = f"rejected by {self.tracking_uri}: {exc}"
+        log.warning("lineage: %s; the record is kept in %s", self.last_error, self._dir / "rejected.jsonl")
+        with (self._dir / "rejected.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"error": str(exc), "event": event.payload}) + "\n")

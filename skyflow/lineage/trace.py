@@ -1,0 +1,199 @@
+"""Answer "where did this artifact come from?" from MLflow: the stage run that wrote it, recursively.
+
+An artifact is found by its digest (`dataset.digest`, a prefix of 6+ characters works) or by its
+URI (the `skyflow.output_uris` tag of stage runs). Inputs are traced by digest, preferring a
+producer in the same pipeline run, then one that really ran (not a cache hit), then the newest.
+An input that no stage wrote is raw data: a leaf.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skyflow.errors import LineageError
+from skyflow.lineage.mlflow_store import (
+    CONTEXT_TAG,
+    MAX_DATASET_DIGEST,
+    TAG_KIND,
+    TAG_OUTPUT_URIS,
+    TAG_PIPELINE,
+    TAG_RUN_ID,
+    TAG_STAGE,
+    dataset_digest,
+    quote_filter_value,
+    skyflow_experiment_ids,
+)
+from skyflow.lineage.recorder import check_tracking_uri, describe_tracking
+from skyflow.lineage.records import ArtifactInfo, LineageNode, Producer
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, Run
+
+MIN_DIGEST_PREFIX = 6
+MAX_DEPTH = 64
+
+
+def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MAX_DEPTH) -> LineageNode:
+    """The lineage tree of one artifact, back to raw data. Raises LineageError if it is unknown."""
+    check_tracking_uri(tracking_uri)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        experiments = skyflow_experiment_ids(client)
+        if not experiments:
+            raise LineageError(f"{describe_tracking(tracking_uri)} holds no skyflow runs yet.")
+        tracer = _Tracer(client, experiments, max_depth)
+        if is_digest(uri_or_digest):
+            node = tracer.by_digest(uri_or_digest, context_run=None, depth=0, seen=frozenset())
+        else:
+            node = tracer.by_uri(uri_or_digest)
+    except MlflowException as exc:
+        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {exc.message}") from exc
+    if node is None:
+        raise LineageError(
+            f"no skyflow stage in {describe_tracking(tracking_uri)} wrote an artifact "
+            f"{'with digest' if is_digest(uri_or_digest) else 'at'} {uri_or_digest!r}. "
+            "Pass the URI or digest shown by `skyflow status RUN --json` (a digest prefix of "
+            f"{MIN_DIGEST_PREFIX}+ characters works)."
+        )
+    return node
+
+
+def is_digest(text: str) -> bool:
+    """A digest (`sha256:ab12...` or bare hex) rather than a URI or a path."""
+    return "/" not in text and "\\" not in text and not Path(text).exists()
+
+
+class _Tracer:
+    def __init__(self, client: MlflowClient, experiments: list[str], max_depth: int) -> None:
+        self.client = client
+        self.experiments = experiments
+        self.max_depth = max_depth
+
+    def by_digest(
+        self, digest: str, *, context_run: str | None, depth: int, seen: frozenset[str]
+    ) -> LineageNode | None:
+        short = dataset_digest(digest)
+        if len(short) < MIN_DIGEST_PREFIX:
+            raise LineageError(f"digest {digest!r} is too short: give at least {MIN_DIGEST_PREFIX} characters.")
+        clause = (
+            f"= '{quote_filter_value(short)}'"
+            if len(short) == MAX_DATASET_DIGEST
+            else f"LIKE '{quote_filter_value(short)}%'"
+        )
+        runs = self._stage_runs(f"dataset.digest {clause}")
+        found = self._best(runs, lambda d: dataset_digest(_full_digest(d)).startswith(short), context_run)
+        if found is None:
+            return None
+        return self._node(*found, depth=depth, seen=seen)
+
+    def by_uri(self, uri: str) -> LineageNode | None:
+        candidates = {uri}
+        path = Path(uri)
+        if path.exists():
+            candidates |= {str(path.resolve()), path.resolve().as_uri()}
+        for candidate in candidates:
+            runs = self._stage_runs(f"tags.`{TAG_OUTPUT_URIS}` LIKE '%{quote_filter_value(candidate)}%'")
+            found = self._best(runs, _at_uri(candidate), None)
+            if found is not None:
+                return self._node(*found, depth=0, seen=frozenset())
+        return None
+
+    def _stage_runs(self, clause: str) -> list[Run]:
+        return list(
+            self.client.search_runs(
+                self.experiments,
+                f"tags.`{TAG_KIND}` = 'stage_run' AND {clause}",
+                max_results=200,
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+
+    def _best(
+        self, runs: list[Run], matches: Callable[[Dataset], bool], context_run: str | None
+    ) -> tuple[Run, Dataset] | None:
+        hits = [(run, d) for run in runs for d in _datasets(run, "output") if matches(d)]
+        if not hits:
+            return None
+
+        def rank(hit: tuple[Run, Dataset]) -> tuple[bool, bool, int]:
+            tags = hit[0].data.tags
+            same_run = context_run is not None and tags.get(TAG_RUN_ID) == context_run
+            ran = tags.get("skyflow.cache_hit") != "true"
+            return (same_run, ran, hit[0].info.start_time or 0)
+
+        return max(hits, key=rank)
+
+    def _node(self, run: Run, dataset: Dataset, *, depth: int, seen: frozenset[str]) -> LineageNode:
+        artifact = _artifact(dataset)
+        producer = _producer(run)
+        if artifact.digest in seen:
+            return LineageNode(artifact, producer, note="cycle: this artifact is its own ancestor")
+        if depth >= self.max_depth:
+            return LineageNode(artifact, producer, note=f"stopped at depth {self.max_depth}")
+        seen = seen | {artifact.digest}
+        inputs = []
+        for input_dataset in _datasets(run, "input"):
+            child = self.by_digest(_full_digest(input_dataset), context_run=producer.run_id, depth=depth + 1, seen=seen)
+            inputs.append(child or LineageNode(_artifact(input_dataset), None))
+        return LineageNode(artifact, producer, tuple(inputs))
+
+
+def _at_uri(uri: str) -> Callable[[Dataset], bool]:
+    return lambda dataset: _uri(dataset) == uri
+
+
+def _datasets(run: Run, context: str) -> list[Dataset]:
+    return [
+        entry.dataset
+        for entry in (run.inputs.dataset_inputs if run.inputs else [])
+        if any(tag.key == CONTEXT_TAG and tag.value == context for tag in entry.tags)
+    ]
+
+
+def _profile(dataset: Dataset) -> dict[str, Any]:
+    try:
+        profile = json.loads(dataset.profile or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return profile if isinstance(profile, dict) else {}
+
+
+def _full_digest(dataset: Dataset) -> str:
+    return str(_profile(dataset).get("digest") or dataset.digest)
+
+
+def _uri(dataset: Dataset) -> str:
+    try:
+        return str(json.loads(dataset.source).get("uri", dataset.source))
+    except (json.JSONDecodeError, AttributeError):
+        return str(dataset.source)
+
+
+def _artifact(dataset: Dataset) -> ArtifactInfo:
+    size = _profile(dataset).get("size_bytes")
+    return ArtifactInfo(dataset.name, _uri(dataset), _full_digest(dataset), int(size) if size is not None else None)
+
+
+def _producer(run: Run) -> Producer:
+    tags = run.data.tags
+    dirty = tags.get("skyflow.git_dirty")
+    return Producer(
+        run_id=tags.get(TAG_RUN_ID, ""),
+        pipeline=tags.get(TAG_PIPELINE, ""),
+        stage=tags.get(TAG_STAGE, run.info.run_name or ""),
+        state=tags.get("skyflow.state", ""),
+        cache_hit=tags.get("skyflow.cache_hit") == "true",
+        code_digest=tags.get("skyflow.code_digest") or None,
+        git_commit=tags.get("skyflow.git_commit") or None,
+        git_dirty=None if dirty is None else dirty == "true",
+        started_at=run.info.start_time / 1000 if run.info.start_time else None,
+        mlflow_run_id=run.info.run_id,
+        mlflow_experiment_id=run.info.experiment_id,
+    )
