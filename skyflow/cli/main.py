@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("skyflow.cli.spec_commands", "validate", "Check a pipeline and print what is wrong."),
     "dag": ("skyflow.cli.spec_commands", "dag", "Show the pipeline's DAG (text, mermaid or dot)."),
     "export": ("skyflow.cli.spec_commands", "export", "Print a pipeline (YAML or Python) as YAML."),
+    "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),
+    "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
 }
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
+from skyflow.lineage.recorder import default_skyflow_home
 from skyflow.lineage.records import RunInfo, StageRecord
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
@@ -34,10 +34,6 @@ HEALTH_TIMEOUT_S = 2.0
 BACKOFF_MAX_S = 30.0
 
 log = logging.getLogger(__name__)
-
-
-def default_skyflow_home() -> Path:
-    return Path(os.environ.get("SKYFLOW_HOME") or Path.home() / ".skyflow")
 
 
 class MlflowRecorder:

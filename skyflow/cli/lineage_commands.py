@@ -1,0 +1,143 @@
+"""`skyflow lineage` and `skyflow ui`: read the lineage that runs left in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from skyflow.lineage.records import LineageNode
+
+tracking_uri_option = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///$SKYFLOW_HOME/mlflow.db).",
+)
+
+
+@click.command()
+@click.argument("artifact", metavar="ARTIFACT")
+@tracking_uri_option
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+def lineage(artifact: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Show where ARTIFACT (a URI, a path or a digest) came from, back to the raw data."""
+    from skyflow.lineage.recorder import default_skyflow_home, resolve_tracking_uri
+    from skyflow.lineage.trace import trace_artifact
+
+    node = trace_artifact(resolve_tracking_uri(tracking_uri, default_skyflow_home()), artifact)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(node), indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=400)  # piped: keep each line whole rather than cut at 80 columns
+    console.print(render_lineage(node))
+
+
+def render_lineage(node: LineageNode) -> Tree:
+    """A rich tree: each artifact, the stage run that made it, and that run's inputs below it."""
+    from rich.tree import Tree
+
+    tree = Tree(_label(node))
+    shown = {node.artifact.digest}
+    _add_inputs(tree, node, shown)
+    return tree
+
+
+def _add_inputs(branch: Tree, node: LineageNode, shown: set[str]) -> None:
+    for child in node.inputs:
+        if child.producer is not None and child.artifact.digest in shown:
+            branch.add(_label(child, repeated=True))
+            continue
+        shown.add(child.artifact.digest)
+        _add_inputs(branch.add(_label(child)), child, shown)
+
+
+def _label(node: LineageNode, *, repeated: bool = False) -> str:
+    from rich.markup import escape
+
+    art = node.artifact
+    size = f"  {_size(art.size_bytes)}" if art.size_bytes is not None else ""
+    line = f"[bold]{escape(art.name)}[/]  {escape(art.uri)}  [dim]{escape(_short(art.digest))}{size}[/]"
+    producer = node.producer
+    if producer is None:
+        return line + "\n[green]raw data[/] [dim](no recorded stage wrote it)[/]"
+    if repeated:
+        return line + f"\n[dim]made by stage {escape(producer.stage)} (shown above)[/]"
+    facts = [f"run {escape(producer.run_id)}", f"pipeline {escape(producer.pipeline)}", producer.state]
+    if producer.cache_hit:
+        facts.append("cache hit")
+    if producer.code_digest:
+        facts.append(f"code {escape(_short(producer.code_digest))}")
+    if producer.git_commit:
+        facts.append(f"git {escape(producer.git_commit[:12])}{'+dirty' if producer.git_dirty else ''}")
+    text = line + f"\nmade by stage [cyan]{escape(producer.stage)}[/] [dim]({', '.join(facts)})[/]"
+    text += f"\n[dim]mlflow run {producer.mlflow_run_id} in experiment {producer.mlflow_experiment_id}[/]"
+    if node.note:
+        text += f"\n[yellow]{escape(node.note)}[/]"
+    return text
+
+
+def _short(digest: str) -> str:
+    algo, _, hexpart = digest.rpartition(":")
+    return f"{algo}:{hexpart[:12]}" if algo else digest[:12]
+
+
+def _size(size_bytes: int) -> str:
+    size = float(size_bytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size_bytes} B"
+
+
+@click.command()
+@tracking_uri_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the UI on.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to serve the UI on.")
+def ui(tracking_uri: str | None, host: str, port: int) -> None:
+    """Serve the MLflow UI on the lineage store (until Ctrl-C)."""
+    from skyflow.lineage.mlflow_store import artifact_root_for
+    from skyflow.lineage.recorder import (
+        check_tracking_uri,
+        default_skyflow_home,
+        describe_tracking,
+        resolve_tracking_uri,
+    )
+
+    uri = resolve_tracking_uri(tracking_uri, default_skyflow_home())
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"Lineage is on {describe_tracking(uri)}; its UI is already there: open {uri}")
+        return
+    check_tracking_uri(uri)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    root = artifact_root_for(uri)
+    if root:
+        command += ["--default-artifact-root", root]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    # Without this the server forks a pool of job workers (~2 GB) that a UI does not need.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    click.echo(f"MLflow UI for {describe_tracking(uri)}: http://{host}:{port}  (Ctrl-C to stop)")
+    proc = subprocess.Popen(command, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
+        return
+    if code != 0:
+        from skyflow.errors import LineageError
+
+        raise LineageError(f"the MLflow server exited with code {code}; see its output above.")
