@@ -269,5 +269,10 @@ def _ensure_bucket(store: FsspecStore, protocol: str, *, create: bool, region: s
         if not create:
             raise ArtifactError(f"bucket {bucket!r} does not exist; create it, or set create: true on the "
                                 "store to let skyflow create it", uri=store.uri)
-        where = {"s3": {"region_name": region}, "gcs": {"location": region}}.get(protocol, {})
-        store.fs.mkdir(bucket, create_parents=True, **{k: v for k, v in where.items() if v})
+        if protocol == "s3":
+            # us-east-1 is S3's default and must not be named as a LocationConstraint.
+            where = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+                if region and region != "us-east-1" else {}
+            store.fs.call_s3("create_bucket", Bucket=bucket, **where)
+        else:
+            store.fs.mkdir(bucket, create_parents=True, **({"location": region} if region else {}))

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# System packages the integration tests need (sshd for SSH pools, Azurite for Azure Blob).
+# System packages the integration tests need (sshd for SSH pools; Node.js and npm for Azurite,
+# the Azure Blob emulator that prepare.sh installs from npm).
 set -euo pipefail
 need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
