@@ -264,8 +264,11 @@ def _ensure_bucket(store: FsspecStore, protocol: str, *, create: bool, region: s
         return
     bucket = store.root.split("/", 1)[0]
     with translated(store.uri, "checking the bucket"):
-        if store.fs.exists(bucket):
+        try:  # not fs.exists(): it answers False when the store cannot be reached at all
+            store.fs.info(bucket)
             return
+        except FileNotFoundError:
+            pass
         if not create:
             raise ArtifactError(f"bucket {bucket!r} does not exist; create it, or set create: true on the "
                                 "store to let skyflow create it", uri=store.uri)
