@@ -1,1 +1,10 @@
-"""skyflow.planner."""
+"""The planner (pure): choose cloud, region and instance for every stage jointly, exactly."""
+
+from __future__ import annotations
+
+from skyflow.planner.core import explain_stage, plan_pipeline
+from skyflow.planner.plan import Alternative, EgressCharge, Placement, Plan
+from skyflow.planner.policy import LocalCapacity, Policy
+
+__all__ = ["Alternative", "EgressCharge", "LocalCapacity", "Placement", "Plan", "Policy", "explain_stage",
+           "plan_pipeline"]

@@ -1,0 +1,179 @@
+"""Exact solvers: dominance pruning, then DP on forests or an integer program (HiGHS) on any DAG.
+
+Egress depends only on the locations of a transfer's two ends, so each stage is reduced to its
+cheapest option per location first. A location is then pruned when another option is no worse
+for *every* placement of the neighbours (compute difference covers the largest egress gain);
+swapping a pruned choice for its dominator never raises the cost, so the optimum survives.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from skyflow.planner.problem import Problem
+
+_PRUNE_AGAINST = 8  # each option is tested against this many of the stage's cheapest
+_EPS = 1e-9
+
+
+def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
+    """Option indices per stage: the cheapest at each location (options come sorted by cost)."""
+    keep = []
+    for locs in problem.opt_loc:
+        _, first = np.unique(locs, return_index=True)
+        keep.append(np.sort(first))
+    return keep
+
+
+def prune_dominated(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray]:
+    incoming: dict[int, list[int]] = defaultdict(list)
+    outgoing: dict[int, list[int]] = defaultdict(list)
+    for ti, t in enumerate(problem.transfers):
+        if t.producer is not None:
+            outgoing[t.producer].append(ti)
+        for c in t.consumers:
+            incoming[c].append(ti)
+    out = []
+    for s, opts in enumerate(keep):
+        if len(opts) <= 1:
+            out.append(opts)
+            continue
+        compute = problem.opt_compute[s][opts]
+        locs = problem.opt_loc[s][opts]
+        best = np.argsort(compute, kind="stable")[:_PRUNE_AGAINST]
+        bound = np.zeros((len(best), len(opts)))
+        for ti in incoming[s]:
+            bound += _incoming_gain(problem, ti, locs[best], locs, keep)
+        for ti in outgoing[s]:
+            bound += _outgoing_gain(problem, ti, locs[best], locs, keep)
+        slack = compute[best][:, None] + bound - compute[None, :]
+        dominated = np.any(slack <= _EPS, axis=0)
+        dominated[best] = False
+        out.append(opts[~dominated])
+    return out
+
+
+def _incoming_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.ndarray,
+                   keep: list[np.ndarray]) -> np.ndarray:
+    """Largest extra egress of moving the consumer from l to b, over all producer locations."""
+    t = problem.transfers[ti]
+    cost = problem.cost_matrix(t.size_gb)
+    if t.producer is None:
+        sources = np.array([problem.loc_index[t.source]])  # type: ignore[index]
+    else:
+        sources = problem.opt_loc[t.producer][keep[t.producer]]
+    to_b = cost[np.ix_(sources, b_locs)]
+    if len(t.consumers) > 1:  # l may share its transfer with another consumer: no saving to count
+        return np.broadcast_to(to_b.max(axis=0)[:, None], (len(b_locs), len(l_locs)))
+    to_l = cost[np.ix_(sources, l_locs)]
+    return np.asarray((to_b[:, :, None] - to_l[:, None, :]).max(axis=0))
+
+
+def _outgoing_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.ndarray,
+                   keep: list[np.ndarray]) -> np.ndarray:
+    t = problem.transfers[ti]
+    cost = problem.cost_matrix(t.size_gb)
+    dests = np.unique(np.concatenate([problem.opt_loc[c][keep[c]] for c in t.consumers]))
+    from_b = cost[np.ix_(b_locs, dests)]
+    from_l = cost[np.ix_(l_locs, dests)]
+    gain = np.maximum((from_b[:, None, :] - from_l[None, :, :]).max(axis=2), 0.0)
+    return np.asarray(gain * min(len(t.consumers), len(dests)))
+
+
+def is_forest(problem: Problem) -> bool:
+    """Pairwise costs only (one consumer per transfer) on a graph without undirected cycles."""
+    parent = list(range(len(problem.names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = set()
+    for t in problem.transfers:
+        if len(t.consumers) > 1:
+            return False
+        if t.producer is not None:
+            pairs.add((t.producer, t.consumers[0]))
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra == rb:
+            return False
+        parent[ra] = rb
+    return True
+
+
+def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
+    """Min-sum dynamic programming over each tree of the (undirected) transfer graph."""
+    n = len(problem.names)
+    unary = [problem.opt_compute[s][keep[s]].copy() for s in range(n)]
+    pair: dict[tuple[int, int], np.ndarray] = {}
+    neighbours: dict[int, set[int]] = defaultdict(set)
+    for t in problem.transfers:
+        cost = problem.cost_matrix(t.size_gb)
+        c = t.consumers[0]
+        c_locs = problem.opt_loc[c][keep[c]]
+        if t.producer is None:
+            unary[c] += cost[problem.loc_index[t.source], c_locs]  # type: ignore[index]
+            continue
+        p = t.producer
+        m = cost[np.ix_(problem.opt_loc[p][keep[p]], c_locs)]
+        pair[(p, c)] = pair.get((p, c), 0) + m
+        pair[(c, p)] = pair[(p, c)].T
+        neighbours[p].add(c)
+        neighbours[c].add(p)
+    choice = [-1] * n
+    seen = [False] * n
+    for start in range(n):
+        if seen[start]:
+            continue
+        order, parent_of = [start], {start: -1}
+        seen[start] = True
+        for node in order:
+            for nb in sorted(neighbours[node]):
+                if not seen[nb]:
+                    seen[nb] = True
+                    parent_of[nb] = node
+                    order.append(nb)
+        belief = {s: unary[s].copy() for s in order}
+        pick: dict[int, np.ndarray] = {}
+        for node in reversed(order[1:]):
+            up = parent_of[node]
+            total = pair[(up, node)] + belief[node][None, :]
+            pick[node] = total.argmin(axis=1)
+            belief[up] += total.min(axis=1)
+        local = {start: int(belief[start].argmin())}
+        for node in order[1:]:
+            local[node] = int(pick[node][local[parent_of[node]]])
+        for s, k in local.items():
+            choice[s] = int(keep[s][k])
+    return choice
+
+
+def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
+               deadline_h: float | None = None, max_cost_usd: float | None = None,
+               minimize: str = "cost") -> list[int]:
+    """The integer program; exact (gap 0). With time: finish-time variables along the DAG."""
+    from skyflow.planner.milp import MilpModel
+
+    model = MilpModel(problem, keep, with_time=with_time)
+    if minimize == "time":
+        if max_cost_usd is not None:
+            model.add_row(model.cost_row(), hi=max_cost_usd)
+        if deadline_h is not None:
+            model.add_row(model.makespan_row(), hi=deadline_h)
+        x = model.solve(model.makespan_objective(), what="the fastest plan")
+        fastest = float(model.makespan_value(x))
+        model.add_row(model.makespan_row(), hi=fastest + 1e-6 * max(1.0, fastest))
+    else:
+        if deadline_h is not None:
+            model.add_row(model.makespan_row(), hi=deadline_h)
+        if max_cost_usd is not None:
+            model.add_row(model.cost_row(), hi=max_cost_usd)
+    x = model.solve(model.cost_objective(), what="the cheapest plan")
+    return model.choice(x)
+
+
