@@ -14,6 +14,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("skyflow.cli.spec_commands", "validate", "Check a pipeline and print what is wrong."),
     "dag": ("skyflow.cli.spec_commands", "dag", "Show the pipeline's DAG (text, mermaid or dot)."),
     "export": ("skyflow.cli.spec_commands", "export", "Print a pipeline (YAML or Python) as YAML."),
+    "run": ("skyflow.cli.run_commands", "run", "Plan and run a pipeline end to end."),
+    "resume": ("skyflow.cli.run_commands", "resume", "Rerun the failed and never-run stages of a run."),
+    "status": ("skyflow.cli.run_commands", "status", "Show a run's stages (--json for scripts)."),
+    "logs": ("skyflow.cli.run_commands", "logs", "Print a stage's log (-f to follow)."),
+    "cancel": ("skyflow.cli.run_commands", "cancel", "Stop a run, keeping its state for resume."),
+    "runs": ("skyflow.cli.run_commands", "runs", "List recent runs with cost."),
     "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),
     "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
 }

@@ -1,0 +1,187 @@
+"""The local backend: each stage a process group on this machine (one process per node)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.backends.gpus import GpuAllocator, detect_gpus
+from skyflow.backends.masking import LogPump
+
+KILL_GRACE_S = 5.0
+
+
+def detect_capacity(max_parallel: int | None = None) -> Capacity:
+    """This machine's cpus, memory and GPUs (read at the edge, passed to the planner)."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gb = 0.0
+    gpus: dict[str, int] = {}
+    for name in detect_gpus().values():
+        gpus[name] = gpus.get(name, 0) + 1
+    return Capacity(cpus=cpus, memory_gb=round(memory_gb, 1), gpus=gpus,
+                    max_parallel=max_parallel or max(4, int(cpus) * 4))
+
+
+@dataclass
+class LocalStageHandle:
+    """The processes of one attempt: one per node, each leading its own process group."""
+
+    procs: list[subprocess.Popen[bytes]]
+    pumps: list[LogPump]
+    timeout_s: float | None
+    release: Callable[[], None]
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def process_groups(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def wait(self) -> StageExit:
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        try:
+            return self._wait(deadline)
+        finally:
+            for pump in self.pumps:
+                pump.join(timeout=5)
+            self.release()
+
+    def _wait(self, deadline: float | None) -> StageExit:
+        while True:
+            codes = [p.poll() for p in self.procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:  # one node failing fails the stage, as in SkyPilot; stop the others
+                self._kill_all()
+                return StageExit(failed[0], "cancelled" if self._cancelled.is_set() else
+                                 _describe(failed[0]), cancelled=self._cancelled.is_set())
+            if all(c == 0 for c in codes):
+                kill_process_groups(self.process_groups)  # background children die with the stage
+                return StageExit(0)
+            if deadline is not None and time.monotonic() > deadline:
+                self._kill_all()
+                return StageExit(-int(signal.SIGKILL), f"timed out after {self.timeout_s:g} s", timed_out=True)
+            time.sleep(0.02)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        kill_process_groups([p.pid for p in self.procs if p.poll() is None])
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=KILL_GRACE_S + 1)
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def kill_process_groups(groups: list[int]) -> None:
+    """SIGTERM each group, then SIGKILL what is left after a grace period."""
+    live = []
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            live.append(pgid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + KILL_GRACE_S
+    while live and time.monotonic() < deadline:
+        live = [g for g in live if _group_alive(g)]
+        time.sleep(0.05)
+    for pgid in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    with contextlib.suppress(ChildProcessError):  # a zombie leader still answers; reap it if ours
+        os.waitpid(pgid, os.WNOHANG)
+    return True
+
+
+class LocalBackend:
+    """Runs stages as local process groups; partitions GPUs between concurrent stages."""
+
+    name = "local"
+
+    def __init__(self, capacity: Capacity | None = None, on_line: Callable[[str, str], None] | None = None,
+                 gpu_devices: dict[int, str] | None = None) -> None:
+        self._capacity = capacity or detect_capacity()
+        self._gpus = GpuAllocator(gpu_devices if gpu_devices is not None else detect_gpus())
+        self._on_line = on_line
+        self._bash = shutil.which("bash") or "/bin/bash"
+
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def launch(self, launch: StageLaunch) -> StageHandle:
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        script = launch.log_path.parent / "stage.sh"
+        script.write_text(_wrapper(launch))
+        devices = self._gpus.acquire(launch.gpu_count)
+        log = open(launch.log_path, "ab")  # noqa: SIM115 - closed by the handle's release
+        procs, pumps = [], []
+        try:
+            for rank in range(launch.num_nodes):
+                env = {**launch.env, "SKYPILOT_NODE_RANK": str(rank)}
+                if devices is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+                proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                procs.append(proc)
+                prefix = f"(node {rank}) " if launch.num_nodes > 1 else ""
+                listener = (lambda line, s=launch.stage, cb=self._on_line: cb(s, line)) if self._on_line else None
+                assert proc.stdout is not None
+                pump = LogPump(proc.stdout, log, launch.secret_values, prefix, listener)
+                pump.start()
+                pumps.append(pump)
+        except OSError:
+            kill_process_groups([p.pid for p in procs])
+            log.close()
+            self._gpus.release(devices, launch.gpu_count)
+            raise
+
+        def release() -> None:
+            log.close()
+            self._gpus.release(devices, launch.gpu_count)
+
+        return LocalStageHandle(procs, pumps, launch.timeout_s, release)
+
+    def kill_process_groups(self, groups: list[int]) -> None:
+        kill_process_groups(groups)
+
+
+def _wrapper(launch: StageLaunch) -> str:
+    """setup, then run, each as its own bash script, as SkyPilot runs them."""
+    setup_file = launch.log_path.parent / "setup.sh"
+    run_file = launch.log_path.parent / "run.sh"
+    run_file.write_text(launch.run + "\n")
+    lines = ["#!/usr/bin/env bash"]
+    if launch.setup:
+        setup_file.write_text(launch.setup + "\n")
+        lines.append(f'bash "{setup_file}" || {{ code=$?; echo "skyflow: setup failed with exit code $code"; '
+                     'exit $code; }')
+    lines.append(f'exec bash "{run_file}"')
+    return "\n".join(lines) + "\n"

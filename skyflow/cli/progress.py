@@ -1,0 +1,83 @@
+"""Live progress of a run: a rich table on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from skyflow.runner.events import RunEvent
+
+STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "yellow", "cancelled": "yellow",
+         "running": "bold blue", "retrying": "magenta", "pending": "dim"}
+
+
+class ProgressView:
+    """Receives RunEvents from runner threads and shows them."""
+
+    def __init__(self, stages: list[str], placements: dict[str, str], console: Any | None = None,
+                 quiet: bool = False) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(stderr=False)
+        self.stages = stages
+        self.placements = placements
+        self.state = dict.fromkeys(stages, "pending")
+        self.started: dict[str, float] = {}
+        self.elapsed: dict[str, float] = {}
+        self.cost: dict[str, float] = {}
+        self.quiet = quiet
+        self.live: Any = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ProgressView:
+        if self.console.is_terminal and not self.quiet:
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def __call__(self, event: RunEvent) -> None:
+        with self._lock:
+            if event.stage is not None:
+                if event.kind == "running":
+                    self.started[event.stage] = time.monotonic()
+                if event.kind in STYLE:
+                    self.state[event.stage] = event.kind
+                if event.duration_s:
+                    self.elapsed[event.stage] = event.duration_s
+                self.cost[event.stage] = event.cost_usd
+            if self.live is not None:
+                self.live.update(self._table())
+            elif not self.quiet and event.kind != "log":
+                where = f" on {self.placements.get(event.stage or '', 'local')}" if event.kind == "running" else ""
+                detail = f": {event.message}" if event.message and event.kind not in ("running",) else ""
+                print(f"[{time.strftime('%H:%M:%S')}] {event.stage or 'run'} {event.kind}{where}{detail}",
+                      flush=True)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="stages", title_justify="left")
+        for column in ("stage", "state", "backend", "elapsed", "cost"):
+            table.add_column(column, justify="right" if column in ("elapsed", "cost") else "left")
+        for stage in self.stages:
+            state = self.state[stage]
+            elapsed = self.elapsed.get(stage)
+            if elapsed is None and state in ("running", "retrying") and stage in self.started:
+                elapsed = time.monotonic() - self.started[stage]
+            table.add_row(stage, f"[{STYLE.get(state, '')}]{state}[/]", self.placements.get(stage, "local"),
+                          f"{elapsed:.1f}s" if elapsed is not None else "",
+                          f"${self.cost.get(stage, 0.0):.2f}" if stage in self.cost else "")
+        return table
+
+
+def plain_output() -> bool:
+    return not sys.stdout.isatty()

@@ -1,0 +1,303 @@
+"""Execute a planned pipeline: ready stages in parallel, cache, retries, outputs, run state, lineage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyflow.backends.base import Backend, StageExit, StageHandle, StageLaunch
+from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
+from skyflow.lineage.records import ArtifactInfo
+from skyflow.runner import artifact_io
+from skyflow.runner.decisions import blocked_stages, ready_stages, retry_decision, run_outcome
+from skyflow.runner.environment import secret_values, stage_environment
+from skyflow.runner.events import RunEvent
+from skyflow.runner.lineage_io import LineageWriter
+from skyflow.runner.state import OutputRow, RunStore, skyflow_home
+from skyflow.spec.graph import ResolvedPipeline
+
+
+def new_run_id(pipeline: str) -> str:
+    return f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_id: str | None = None
+    no_cache: bool = False
+    max_parallel: int | None = None
+    retry_base_delay_s: float = 1.0
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class StageOutcome:
+    state: str
+    message: str = ""
+    outputs: dict[str, OutputRow] = field(default_factory=dict)
+
+
+class PipelineRunner:
+    """Runs one pipeline run to its end (or resumes one); decisions come from runner.decisions."""
+
+    def __init__(self, pipeline: ResolvedPipeline, plan: Mapping[str, Any], state: RunStore,
+                 backends: Mapping[str, Backend], lineage: LineageWriter, options: RunOptions,
+                 on_event: Callable[[RunEvent], None] = lambda e: None) -> None:
+        self.pipeline = pipeline
+        self.plan = plan
+        self.state = state
+        self.backends = backends
+        self.lineage = lineage
+        self.options = options
+        self.on_event = on_event
+        self.home = skyflow_home()
+        self.store = artifact_io.open_store(artifact_io.local_store_uri(pipeline, self.home))
+        self.upstream = {s: pipeline.upstream(s) for s in pipeline.order}
+        names = list(pipeline.spec.secrets) + [n for st in pipeline.stages.values() for n in st.secrets]
+        self.secrets = secret_values(names, options.env)
+        self.cancel_requested = threading.Event()
+        self._handles: dict[str, StageHandle] = {}
+        self._lock = threading.Lock()
+        self.run_id = ""
+
+    # -- entry points -------------------------------------------------------------------------
+    def start(self, target: str, overrides: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+        self.run_id = self.options.run_id or new_run_id(self.pipeline.name)
+        self.state.create_run(self.run_id, self.pipeline.name, target, self.pipeline.digest(), dict(overrides),
+                              {"no_cache": self.options.no_cache}, dict(self.plan) or None,
+                              list(self.pipeline.order), self.plan.get("total_usd"))
+        self.params = dict(params)
+        self.lineage.start(self.run_id, self.pipeline, self.params, dict(self.plan))
+        return self._execute()
+
+    def resume(self, run_id: str, params: Mapping[str, Any]) -> str:
+        self.run_id = run_id
+        self.params = dict(params)
+        run = self.state.get_run(run_id)
+        for name, row in run.stages.items():
+            if row.state == "running":
+                self.backends["local"].kill_process_groups(row.process_groups)
+            keep = row.state in ("succeeded", "cached") and artifact_io.outputs_still_there(self.store, row.outputs)
+            if not keep:
+                self.state.set_stage(run_id, name, state="pending", attempts=0, message=None, process_groups=[])
+        self.state.set_run(run_id, state="running", runner_pid=os.getpid(), ended_at=None)
+        self.lineage.start(run_id, self.pipeline, self.params, dict(self.plan))
+        return self._execute()
+
+    def cancel(self) -> None:
+        self.cancel_requested.set()
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            handle.cancel()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _states(self) -> dict[str, str]:
+        return {n: r.state for n, r in self.state.get_run(self.run_id).stages.items()}
+
+    def _execute(self) -> str:
+        capacity = self.backends["local"].capacity().max_parallel
+        workers = self.options.max_parallel or capacity
+        running: dict[Future[StageOutcome], str] = {}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+            while True:
+                states = self._states()
+                for name in blocked_stages(self.pipeline.order, self.upstream, states):
+                    self.state.finish_stage(self.run_id, name, "skipped", {}, message="an upstream stage failed")
+                    self.on_event(RunEvent("skipped", name, "an upstream stage failed"))
+                    states[name] = "skipped"
+                if not self.cancel_requested.is_set():
+                    for name in ready_stages(self.pipeline.order, self.upstream, states):
+                        if name in running.values() or len(running) >= workers:
+                            continue
+                        self.state.set_stage(self.run_id, name, state="running")
+                        running[pool.submit(self._run_stage_safely, name)] = name
+                if not running:
+                    break
+                try:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # Ctrl-C: stop the stages, keep the state, finish cleanly
+                    self.cancel()
+                    continue
+                for future in done:
+                    name = running.pop(future)
+                    self._finish(name, future.result())
+            if self.cancel_requested.is_set():
+                for name, st in self._states().items():
+                    if st in ("pending", "running"):
+                        self.state.finish_stage(self.run_id, name, "cancelled", {}, message="run cancelled")
+        return self._close()
+
+    def _finish(self, name: str, outcome: StageOutcome) -> None:
+        row = self.state.get_run(self.run_id).stages[name]
+        duration = (time.time() - row.started_at) if row.started_at else 0.0
+        cost = (row.hourly_usd or 0.0) * (row.num_nodes or 1) * duration / 3600 if outcome.state == "succeeded" else 0.0
+        if outcome.state == "failed" and row.hourly_usd:
+            cost = row.hourly_usd * (row.num_nodes or 1) * duration / 3600
+        self.state.finish_stage(self.run_id, name, outcome.state, outcome.outputs, message=outcome.message,
+                                duration_s=duration, cost_usd=cost)
+        self.on_event(RunEvent(outcome.state, name, outcome.message, cost_usd=cost, duration_s=duration))
+        self.lineage.stage(self.run_id, self.pipeline, self.state.get_run(self.run_id).stages[name])
+
+    def _close(self) -> str:
+        run = self.state.get_run(self.run_id)
+        outcome = run_outcome({n: s.state for n, s in run.stages.items()})
+        actual = sum(s.cost_usd or 0.0 for s in run.stages.values())
+        self.state.set_run(self.run_id, state=outcome, ended_at=time.time(), actual_usd=actual, runner_pid=None)
+        self.lineage.end(self.run_id, outcome, {"actual_usd": actual, "estimated_usd": run.estimated_usd or 0.0})
+        self.on_event(RunEvent("run-" + outcome, None, self.run_id, cost_usd=actual))
+        return outcome
+
+    # -- one stage ----------------------------------------------------------------------------
+    def _run_stage_safely(self, name: str) -> StageOutcome:
+        try:
+            return self._run_stage(name)
+        except SkyflowError as exc:
+            return StageOutcome("failed", str(exc))
+
+    def _run_stage(self, name: str) -> StageOutcome:
+        spec = self.pipeline.stages[name]
+        placement = self.plan.get("stages", {}).get(name, {})
+        accelerators = placement.get("accelerators") or {}
+        self.state.set_stage(self.run_id, name, infra=placement.get("infra", "local"),
+                             accelerator=next(iter(accelerators), None), hourly_usd=placement.get("hourly_usd", 0.0),
+                             num_nodes=spec.num_nodes, estimated_usd=placement.get("compute_usd"))
+        input_refs = self._input_refs(name)
+        self.lineage.stage_inputs[name] = [
+            ArtifactInfo(edge.ref, self._input_uri(edge.kind, edge.artifact, input_refs[edge.input_name].uri),
+                         input_refs[edge.input_name].digest, input_refs[edge.input_name].size_bytes)
+            for edge in self.pipeline.inputs_of(name)]
+        key = artifact_io.stage_cache_key(spec, params=self.params,
+                                          input_digests={k: r.digest for k, r in input_refs.items()},
+                                          code_digest=artifact_io.code_digest(self._code_dir(name)),
+                                          secret_names=list(self.secrets))
+        self.state.set_stage(self.run_id, name, cache_key=key)
+        if spec.cache and not self.options.no_cache and spec.outputs:
+            hit = artifact_io.cache_lookup(self.store, key)
+            if hit is not None and set(hit) == set(spec.outputs):
+                return StageOutcome("cached", "verified cache hit", hit)
+        self.on_event(RunEvent("running", name, placement.get("infra", "local")))
+        attempt, restarts = self.state.get_run(self.run_id).stages[name].attempts, 0
+        while True:
+            attempt += 1
+            outcome, exit_ = self._attempt(name, attempt, input_refs)
+            if outcome.state != "failed" or exit_ is None:
+                break
+            decision = retry_decision(spec, attempt, restarts, exit_, self.options.retry_base_delay_s)
+            if not decision.retry or self.cancel_requested.is_set():
+                break
+            if "restart" in decision.reason or "recover" in decision.reason or "exit code" in decision.reason:
+                restarts += 1
+            self.on_event(RunEvent("retrying", name, f"{outcome.message}; {decision.reason}"))
+            if self.cancel_requested.wait(decision.delay_s):
+                break
+        if outcome.state == "succeeded" and spec.cache and spec.outputs:
+            artifact_io.cache_record(self.store, key, outcome.outputs)
+        return outcome
+
+    def _attempt(self, name: str, attempt: int,
+                 input_refs: Mapping[str, artifact_io.ArtifactRef]) -> tuple[StageOutcome, StageExit | None]:
+        spec = self.pipeline.stages[name]
+        attempt_dir = self.home / "runs" / self.run_id / name / f"attempt-{attempt}"
+        if attempt_dir.exists():
+            shutil.rmtree(attempt_dir)
+        inputs = self._materialize_inputs(name, attempt_dir / "inputs", input_refs)
+        outputs = {o: attempt_dir / "outputs" / o for o in spec.outputs}
+        for path in outputs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        log_path = attempt_dir / "stage.log"
+        self.state.start_attempt(self.run_id, name, attempt, str(log_path))
+        gpus = sum(a.count for a in spec.resources.accelerators[:1])
+        env = stage_environment(self.pipeline, name, run_id=self.run_id, params=self.params, inputs=inputs,
+                                outputs=outputs, gpus_per_node=gpus, secrets=self.secrets,
+                                base_env={**self.options.env, **self.options.extra_env}, num_nodes=spec.num_nodes)
+        launch = StageLaunch(run_id=self.run_id, stage=name, attempt=attempt, setup=spec.setup,
+                             run=spec.run or "true", workdir=self._workdir(name), env=env, num_nodes=spec.num_nodes,
+                             log_path=log_path, timeout_s=spec.timeout, gpu_count=gpus,
+                             secret_values=tuple(self.secrets.values()))
+        backend = self._backend_for(name)
+        handle = backend.launch(launch)
+        with self._lock:
+            self._handles[name] = handle
+        self.state.set_stage(self.run_id, name, process_groups=handle.process_groups)
+        try:
+            exit_ = handle.wait()
+        finally:
+            with self._lock:
+                self._handles.pop(name, None)
+        self.state.end_attempt(self.run_id, name, attempt, exit_.exit_code, exit_.reason)
+        if exit_.cancelled or self.cancel_requested.is_set():
+            return StageOutcome("cancelled", "cancelled"), None
+        if not exit_.ok:
+            return StageOutcome("failed", f"attempt {attempt}: {exit_.reason} (log: {log_path})"), exit_
+        try:
+            rows = artifact_io.commit_outputs(self.store, outputs)
+        except ArtifactError as exc:
+            return StageOutcome("failed", str(exc)), None
+        shutil.rmtree(attempt_dir / "inputs", ignore_errors=True)
+        return StageOutcome("succeeded", "", rows), exit_
+
+    def _input_refs(self, name: str) -> dict[str, artifact_io.ArtifactRef]:
+        refs = {}
+        run = self.state.get_run(self.run_id)
+        for edge in self.pipeline.inputs_of(name):
+            if edge.kind == "stage":
+                assert edge.producer is not None
+                row = run.stages[edge.producer].outputs.get(edge.artifact)
+                if row is None:
+                    raise RunError(f"stage {edge.producer!r} finished without output {edge.artifact!r}")
+                refs[edge.input_name] = artifact_io.ref_from_row(row, self.store)
+            else:
+                location = artifact_io.external_location(self.pipeline, edge.artifact)
+                refs[edge.input_name] = artifact_io.import_external(self.store, edge.ref, location)
+        return refs
+
+    def _input_uri(self, kind: str, artifact: str, committed_uri: str) -> str:
+        """Raw data keeps its own URI in lineage; stage outputs their committed one."""
+        return committed_uri if kind == "stage" else artifact_io.external_location(self.pipeline, artifact)
+
+    def _materialize_inputs(self, name: str, root: Path,
+                            refs: Mapping[str, artifact_io.ArtifactRef]) -> dict[str, Path]:
+        paths = {}
+        for input_name, ref in refs.items():
+            path, size, seconds = artifact_io.fetch_input(ref, root / input_name)
+            self.state.record_transfer(self.run_id, name, f"{input_name}={ref.digest}", size, seconds)
+            paths[input_name] = path
+        return paths
+
+    def _workdir(self, name: str) -> Path:
+        workdir = self.pipeline.stages[name].workdir
+        if not isinstance(workdir, str):
+            return Path(self.pipeline.base_dir)
+        path = Path(workdir).expanduser()
+        return path if path.is_absolute() else Path(self.pipeline.base_dir) / path
+
+    def _code_dir(self, name: str) -> Path | None:
+        return self._workdir(name) if isinstance(self.pipeline.stages[name].workdir, str) else None
+
+    def _backend_for(self, name: str) -> Backend:
+        infra = str(self.plan.get("stages", {}).get(name, {}).get("infra", "local"))
+        kind = infra.split("/")[0]
+        backend = self.backends.get(kind)
+        if backend is None:
+            raise BackendError(f"stage {name!r} is placed on {infra!r}, but no backend for {kind!r} is available "
+                               f"here; run with --infra local to run it on this machine", stage=name, backend=kind)
+        return backend
+
+
+def install_signal_handlers(runner: PipelineRunner) -> None:
+    """SIGTERM (skyflow cancel) cancels cleanly, like Ctrl-C."""
+    def handler(signum: int, frame: Any) -> None:
+        runner.cancel()
+
+    signal.signal(signal.SIGTERM, handler)

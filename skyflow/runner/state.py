@@ -1,0 +1,253 @@
+"""Run state in SQLite: runs, stages, attempts, outputs, transfers. Safe for several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyflow.errors import RunError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, target TEXT NOT NULL, pipeline_digest TEXT NOT NULL,
+  overrides_json TEXT NOT NULL, options_json TEXT NOT NULL, plan_json TEXT, state TEXT NOT NULL,
+  runner_pid INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL, ended_at REAL,
+  estimated_usd REAL, actual_usd REAL
+);
+CREATE TABLE IF NOT EXISTS stages (
+  run_id TEXT NOT NULL, stage TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  infra TEXT, accelerator TEXT, hourly_usd REAL, num_nodes INTEGER, estimated_usd REAL, cost_usd REAL,
+  egress_gb REAL, egress_usd REAL, cache_key TEXT, started_at REAL, ended_at REAL, duration_s REAL,
+  message TEXT, log_path TEXT, process_groups TEXT,
+  PRIMARY KEY (run_id, stage)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+  run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT NULL, started_at REAL NOT NULL,
+  ended_at REAL, exit_code INTEGER, reason TEXT, PRIMARY KEY (run_id, stage, attempt)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+  run_id TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, uri TEXT NOT NULL, digest TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL, PRIMARY KEY (run_id, stage, name)
+);
+CREATE TABLE IF NOT EXISTS transfers (
+  run_id TEXT NOT NULL, stage TEXT NOT NULL, artifact TEXT NOT NULL, bytes INTEGER NOT NULL,
+  seconds REAL NOT NULL, egress_usd REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS stages_by_name ON stages (stage, state);
+"""
+
+
+def skyflow_home() -> Path:
+    return Path(os.environ.get("SKYFLOW_HOME") or Path.home() / ".skyflow").expanduser()
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    name: str
+    uri: str
+    digest: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: str
+    state: str
+    attempts: int
+    infra: str | None
+    accelerator: str | None
+    hourly_usd: float | None
+    num_nodes: int | None
+    estimated_usd: float | None
+    cost_usd: float | None
+    egress_gb: float | None
+    egress_usd: float | None
+    cache_key: str | None
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    message: str | None
+    log_path: str | None
+    process_groups: list[int] = field(default_factory=list)
+    outputs: dict[str, OutputRow] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    pipeline: str
+    target: str
+    pipeline_digest: str
+    overrides: dict[str, Any]
+    options: dict[str, Any]
+    plan: dict[str, Any] | None
+    state: str
+    runner_pid: int | None
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+    estimated_usd: float | None
+    actual_usd: float | None
+    stages: dict[str, StageRow] = field(default_factory=dict)
+
+
+class RunStore:
+    """The state DB (WAL, busy timeout), shared by runners, `skyflow status` and the scheduler."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or skyflow_home() / "state.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(self, run_id: str, pipeline: str, target: str, digest: str, overrides: dict[str, Any],
+                   options: dict[str, Any], plan: dict[str, Any] | None, stages: list[str],
+                   estimated_usd: float | None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+                raise RunError(f"a run named {run_id!r} exists already; pick another --run-id or "
+                               f"`skyflow resume {run_id}`")
+            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (run_id, pipeline, target, digest, json.dumps(overrides), json.dumps(options),
+                        json.dumps(plan) if plan else None, "running", os.getpid(), now, now, None,
+                        estimated_usd, None))
+            db.executemany("INSERT INTO stages (run_id, stage, state) VALUES (?,?,?)",
+                           [(run_id, s, "pending") for s in stages])
+
+    def set_run(self, run_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if "plan" in fields:
+            fields["plan_json"] = json.dumps(fields.pop("plan"))
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {cols} WHERE run_id=?", (*fields.values(), run_id))
+
+    def set_stage(self, run_id: str, stage: str, **fields: Any) -> None:
+        if "process_groups" in fields:
+            fields["process_groups"] = json.dumps(fields["process_groups"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
+            db.execute("UPDATE runs SET updated_at=? WHERE run_id=?", (time.time(), run_id))
+
+    def start_attempt(self, run_id: str, stage: str, attempt: int, log_path: str) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO attempts (run_id, stage, attempt, started_at) VALUES (?,?,?,?)",
+                       (run_id, stage, attempt, now))
+            db.execute("UPDATE stages SET state='running', attempts=?, log_path=?, started_at=COALESCE(started_at, ?) "
+                       "WHERE run_id=? AND stage=?", (attempt, log_path, now, run_id, stage))
+
+    def end_attempt(self, run_id: str, stage: str, attempt: int, exit_code: int, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET ended_at=?, exit_code=?, reason=? WHERE run_id=? AND stage=? "
+                       "AND attempt=?", (time.time(), exit_code, reason, run_id, stage, attempt))
+
+    def finish_stage(self, run_id: str, stage: str, state: str, outputs: dict[str, OutputRow],
+                     **fields: Any) -> None:
+        """Outputs and the final state in one transaction: a stage is done only with its outputs."""
+        with self._tx() as db:
+            db.execute("DELETE FROM outputs WHERE run_id=? AND stage=?", (run_id, stage))
+            db.executemany("INSERT INTO outputs VALUES (?,?,?,?,?,?)",
+                           [(run_id, stage, o.name, o.uri, o.digest, o.size_bytes) for o in outputs.values()])
+            fields.update(state=state, ended_at=time.time(), process_groups="[]")
+            cols = ", ".join(f"{k}=?" for k in fields)
+            db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
+
+    def record_transfer(self, run_id: str, stage: str, artifact: str, size_bytes: int, seconds: float,
+                        egress_usd: float = 0.0) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO transfers VALUES (?,?,?,?,?,?)",
+                       (run_id, stage, artifact, size_bytes, seconds, egress_usd))
+
+    # -- reads --------------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRow:
+        db = self._conn()
+        row = db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            from skyflow.spec.base import close_matches
+
+            ids = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 200")]
+            matches = close_matches(run_id, ids)
+            hint = f" Did you mean {', '.join(matches)}?" if matches else " See `skyflow runs`."
+            raise RunError(f"no run {run_id!r} in {self.path}.{hint}")
+        outputs: dict[str, dict[str, OutputRow]] = {}
+        for o in db.execute("SELECT * FROM outputs WHERE run_id=?", (run_id,)):
+            outputs.setdefault(o["stage"], {})[o["name"]] = OutputRow(o["name"], o["uri"], o["digest"], o["size_bytes"])
+        stages = {}
+        for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,)):
+            data = {k: s[k] for k in s if k != "run_id"}
+            data["process_groups"] = json.loads(s["process_groups"] or "[]")
+            stages[s["stage"]] = StageRow(**data, outputs=outputs.get(s["stage"], {}))
+        return RunRow(run_id=row["run_id"], pipeline=row["pipeline"], target=row["target"],
+                      pipeline_digest=row["pipeline_digest"], overrides=json.loads(row["overrides_json"]),
+                      options=json.loads(row["options_json"]),
+                      plan=json.loads(row["plan_json"]) if row["plan_json"] else None, state=row["state"],
+                      runner_pid=row["runner_pid"], created_at=row["created_at"], updated_at=row["updated_at"],
+                      ended_at=row["ended_at"], estimated_usd=row["estimated_usd"], actual_usd=row["actual_usd"],
+                      stages=stages)
+
+    def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
+        query = "SELECT run_id FROM runs" + (" WHERE pipeline=?" if pipeline else "") + \
+            " ORDER BY created_at DESC LIMIT ?"
+        args: tuple[Any, ...] = (pipeline, limit) if pipeline else (limit,)
+        return [self.get_run(r[0]) for r in self._conn().execute(query, args)]
+
+    def history(self, stage_names: list[str]) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+        """Past durations (hours, by accelerator) and output sizes (GB) of successful stages."""
+        hours: dict[str, dict[str, list[float]]] = {}
+        sizes: dict[str, list[float]] = {}
+        db = self._conn()
+        marks = ",".join("?" * len(stage_names))
+        for r in db.execute(f"SELECT stage, accelerator, duration_s FROM stages WHERE state='succeeded' "
+                            f"AND duration_s IS NOT NULL AND stage IN ({marks})", stage_names):
+            key = r["accelerator"] or "default"
+            hours.setdefault(r["stage"], {}).setdefault(key, []).append(r["duration_s"] / 3600)
+        for r in db.execute(f"SELECT o.stage, o.name, o.size_bytes FROM outputs o JOIN stages s ON "
+                            f"o.run_id=s.run_id AND o.stage=s.stage WHERE s.state='succeeded' AND o.stage IN "
+                            f"({marks})", stage_names):
+            sizes.setdefault(f"{r['stage']}.{r['name']}", []).append(r["size_bytes"] / 1e9)
+        return hours, sizes
+
+    def referenced_digests(self, keep_last: int) -> set[str]:
+        """Output digests of the newest ``keep_last`` runs of each pipeline (for gc)."""
+        db = self._conn()
+        keep = set()
+        for (pipeline,) in db.execute("SELECT DISTINCT pipeline FROM runs"):
+            ids = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE pipeline=? ORDER BY created_at DESC "
+                                            "LIMIT ?", (pipeline, keep_last))]
+            marks = ",".join("?" * len(ids))
+            keep |= {r[0] for r in db.execute(f"SELECT digest FROM outputs WHERE run_id IN ({marks})", ids)}
+        return keep
