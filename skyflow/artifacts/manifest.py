@@ -126,17 +126,16 @@ def list_local_files(root: Path, *, skip_dirs: frozenset[str] = frozenset()) -> 
         raise ArtifactError("output path does not exist; the stage wrote nothing there", uri=str(root))
     real_root = root.resolve()
     found: list[tuple[str, Path]] = []
-    seen_dirs: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
         real_here = here.resolve()
         if not real_here.is_relative_to(real_root):
             raise ArtifactError("a symlink points outside the output directory; copy the file in "
                                 "instead", uri=str(here))
-        if real_here in seen_dirs:  # a symlink loop inside the output: walk each real directory once
-            dirnames.clear()
+        parts = here.relative_to(root).parts
+        if real_here in {root.joinpath(*parts[:i]).resolve() for i in range(len(parts))}:
+            dirnames.clear()  # a link back to an ancestor: walking on would never end
             continue
-        seen_dirs.add(real_here)
         dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
         for name in sorted(filenames):
             path = here / name

@@ -158,7 +158,12 @@ class FsspecStore:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
             else:
-                self.fs.rm(paths)
+                try:
+                    self.fs.rm(paths)
+                except FileNotFoundError:  # some backends refuse a batch naming a missing object
+                    for path in paths:
+                        with contextlib.suppress(FileNotFoundError):
+                            self.fs.rm_file(path)
 
     def map_concurrently(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """Run ``fn`` over ``items`` on ``workers`` threads (each fsspec call waits on network I/O)."""
@@ -250,7 +255,8 @@ def open_store(uri: str, storage_options: dict[str, Any] | None = None, *, creat
         uri = rest
     with translated(uri, "opening the store"):
         fs = fsspec.filesystem(protocol, **(_default_options(protocol) | (storage_options or {})))
-    store = FsspecStore(fs, rest, uri, workers=workers)
+    root = rest if protocol == "file" else fs._strip_protocol(uri)
+    store = FsspecStore(fs, root, uri, workers=workers)
     _ensure_bucket(store, protocol, create=create, region=region)
     return store
 
