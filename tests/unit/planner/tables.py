@@ -1,0 +1,35 @@
+"""Tiny price tables and pipelines built in memory, so planner tests assert on Plan objects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from skyflow.catalog import EgressModel, EgressRule, Offer, PriceCatalog
+from skyflow.spec.graph import ResolvedPipeline
+from skyflow.spec.loader import resolve_data
+from skyflow.spec.source import parse_yaml
+
+
+def offer(location: str, instance: str, price: float | None, spot: float | None = None, *,
+          acc: str | None = None, count: float = 0, cpus: float = 8, mem: float = 32) -> Offer:
+    cloud, region = location.split("/")
+    return Offer(cloud, region, f"{region}-a", instance, acc, count if acc else 0.0, cpus, mem, price, spot)
+
+
+def catalog(*offers: Offer) -> PriceCatalog:
+    return PriceCatalog.from_offers(offers)
+
+
+def pipeline(stages: dict[str, Any], inputs: dict[str, Any] | None = None, name: str = "p") -> ResolvedPipeline:
+    body: dict[str, Any] = {"name": name, "stages": {}}
+    for stage, spec in stages.items():
+        body["stages"][stage] = {"run": "true", **spec}
+    if inputs:
+        body["inputs"] = inputs
+    data, smap = parse_yaml(json.dumps(body), "p.yaml")
+    return resolve_data(data, smap, "p.yaml", ".")
+
+
+def rules(*items: tuple[str, str, float]) -> EgressModel:
+    return EgressModel(rules=tuple(EgressRule(a, b, r) for a, b, r in items))

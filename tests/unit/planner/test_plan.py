@@ -1,0 +1,148 @@
+"""The cost model's exact semantics, constraints, local placement, errors and the JSON shape."""
+
+from __future__ import annotations
+
+import pytest
+from tables import catalog, offer, pipeline, rules
+
+from skyflow.catalog import load_egress
+from skyflow.errors import PlanningError
+from skyflow.planner import LocalCapacity, Policy, explain_stage, plan_pipeline
+
+CLOUDS = Policy(all_clouds=True)
+A100 = {"accelerators": "A100:8"}
+
+
+def test_compute_is_hourly_times_nodes_times_estimated_hours() -> None:
+    cat = catalog(offer("aws/us-east-1", "p4d", 32.0, acc="A100", count=8),
+                  offer("aws/us-east-1", "p5", 98.0, acc="H100", count=8))
+    p = pipeline({"train": {"resources": {"accelerators": ["A100:8", "H100:8"]}, "num_nodes": 2,
+                            "estimate": {"hours": {"A100": 10, "H100": 3}}}})
+    plan = plan_pipeline(p, cat, rules(), CLOUDS)
+    placed = plan.stages["train"]
+    assert (placed.instance_type, placed.hours, placed.compute_usd) == ("p5", 3, 98.0 * 2 * 3)
+    assert plan.total_usd == pytest.approx(588.0)
+
+
+def test_egress_pulls_a_stage_next_to_its_data() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 1.0), offer("gcp/us-central1", "n", 0.5))
+    p = pipeline({"prep": {"resources": {"infra": "aws/us-east-1"}, "outputs": {"out": 100}},
+                  "train": {"inputs": {"data": "prep.out"}}})
+    plan = plan_pipeline(p, cat, rules(("*", "*", 0.01)), CLOUDS)
+    assert plan.stages["train"].infra == "aws/us-east-1"  # 0.5 cheaper, but moving 100 GB costs 1.0
+    plan = plan_pipeline(p, cat, rules(("*", "*", 0.001)), CLOUDS)
+    assert plan.stages["train"].infra == "gcp/us-central1"
+    assert [(e.artifact, e.target, e.usd) for e in plan.egress] == [("prep.out", "gcp/us-central1", 0.1)]
+
+
+def test_an_artifact_moves_once_per_destination_region() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 5.0), offer("gcp/us-central1", "n", 1.0))
+    p = pipeline({"prep": {"resources": {"infra": "aws/us-east-1"}, "outputs": {"out": 10}},
+                  "a": {"inputs": {"x": "prep.out"}}, "b": {"inputs": {"x": "prep.out"}}})
+    plan = plan_pipeline(p, cat, rules(("*", "*", 0.3)), CLOUDS)
+    # Both on gcp: 2 x 1.0 compute + one move of 10 GB (3.0) = 5 + 2 + 3 = 10 < 5 + 10 on aws.
+    assert plan.stages["a"].infra == plan.stages["b"].infra == "gcp/us-central1"
+    assert len(plan.egress) == 1 and plan.total_usd == pytest.approx(10.0)
+
+
+def test_spot_uses_spot_prices_and_drops_offers_without_one() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 1.0, 0.3), offer("lambda/us-east-1", "l", 0.2))
+    plan = plan_pipeline(pipeline({"s": {"resources": {"use_spot": True}}}), cat, rules(), CLOUDS)
+    assert (plan.stages["s"].infra, plan.stages["s"].hourly_usd, plan.stages["s"].use_spot) == (
+        "aws/us-east-1", 0.3, True)
+
+
+def test_cpus_exact_or_at_least_and_gpu_boxes_serve_cpu_stages() -> None:
+    cat = catalog(offer("aws/r", "c8", 0.4, cpus=8), offer("aws/r", "c16", 0.8, cpus=16),
+                  offer("lambda/r", "gpu", 0.3, acc="A10", count=1, cpus=30))
+    exact = plan_pipeline(pipeline({"s": {"resources": {"cpus": 16}}}), cat, rules(), CLOUDS)
+    assert exact.stages["s"].instance_type == "c16"
+    at_least = plan_pipeline(pipeline({"s": {"resources": {"cpus": "8+"}}}), cat, rules(), CLOUDS)
+    assert at_least.stages["s"].instance_type == "gpu"
+
+
+def test_local_is_free_when_it_fits_and_forced_with_a_warning() -> None:
+    cat = catalog(offer("aws/r", "p4d", 32.0, acc="A100", count=8))
+    small = Policy(local=LocalCapacity(cpus=16, memory_gb=64))
+    p = pipeline({"prep": {"resources": {"cpus": "8+"}}, "train": {"resources": A100}})
+    plan = plan_pipeline(p, cat, rules(), small)
+    assert (plan.stages["prep"].infra, plan.stages["prep"].compute_usd) == ("local", 0.0)
+    assert plan.stages["train"].infra == "aws/r"
+    forced = plan_pipeline(p, cat, rules(), Policy(infra=("local",), local=small.local))
+    assert forced.stages["train"].infra == "local"
+    assert any("train" in w and "--infra local" in w for w in forced.warnings)
+
+
+def test_all_clouds_leaves_local_out() -> None:
+    cat = catalog(offer("aws/r", "m", 0.4))
+    plan = plan_pipeline(pipeline({"s": {}}), cat, rules(), Policy(all_clouds=True, local=LocalCapacity(64, 256)))
+    assert plan.stages["s"].infra == "aws/r"
+    assert plan_pipeline(pipeline({"s": {}}), cat, rules(), Policy()).stages["s"].infra == "local"
+
+
+def test_unknown_count_names_the_stage_and_the_counts_there_are() -> None:
+    cat = catalog(offer("aws/r", "p4d", 32.0, acc="A100", count=8), offer("aws/r", "a1", 4.0, acc="A100", count=1))
+    with pytest.raises(PlanningError, match=r"(?s)stage 'train'.*3x A100.*comes in counts 1, 8, not 3") as info:
+        plan_pipeline(pipeline({"train": {"resources": {"accelerators": "A100:3"}}}), cat, rules(), CLOUDS)
+    assert info.value.stage == "train"
+
+
+def test_error_says_which_constraint_removed_the_offers() -> None:
+    cat = catalog(offer("aws/us-east-1", "p4d", 32.0, acc="A100", count=8))
+    p = pipeline({"train": {"resources": A100}})
+    with pytest.raises(PlanningError, match=r"1 offers match the hardware but the clouds considered \(none;.*"
+                                            r"nearest: p4d .* in aws/us-east-1 at \$32.00/h"):
+        plan_pipeline(p, cat, rules(), Policy(enabled_clouds=("gcp",)))
+    with pytest.raises(PlanningError, match="no spot price removed them all"):
+        plan_pipeline(pipeline({"t": {"resources": {**A100, "use_spot": True}}}), cat, rules(), CLOUDS)
+    with pytest.raises(PlanningError, match="region filters"):
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, blocked_regions=("us-east-1",)))
+
+
+def test_deadline_buys_speed_and_budget_buys_time() -> None:
+    cat = catalog(offer("aws/r", "a100", 10.0, acc="A100", count=8), offer("aws/r", "h100", 30.0, acc="H100", count=8))
+    p = pipeline({"t": {"resources": {"accelerators": ["A100:8", "H100:8"]},
+                        "estimate": {"hours": {"A100": 10, "H100": 4}}}})
+    assert plan_pipeline(p, cat, rules(), CLOUDS).stages["t"].instance_type == "a100"  # $100 vs $120
+    fast = plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=5))
+    assert (fast.stages["t"].instance_type, fast.total_hours) == ("h100", 4)
+    assert plan_pipeline(p, cat, rules(), Policy(all_clouds=True, objective="time")).total_usd == 120
+    assert plan_pipeline(p, cat, rules(), Policy(all_clouds=True, objective="time",
+                                                 max_cost_usd=110)).stages["t"].instance_type == "a100"
+    with pytest.raises(PlanningError, match="no plan meets the constraints"):
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=3))
+
+
+def test_transfer_time_counts_on_the_critical_path() -> None:
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.0))
+    p = pipeline({"a": {"resources": {"infra": "aws/r"}, "outputs": {"o": 720}},
+                  "b": {"resources": {"infra": "gcp/r"}, "inputs": {"x": "a.o"}}})
+    assert plan_pipeline(p, cat, rules(), CLOUDS).total_hours == pytest.approx(1 + 720 / 360 + 1)
+
+
+def test_json_shape_and_baseline() -> None:
+    cat = catalog(offer("aws/us-east-1", "p4d", 32.77, 12.0, acc="A100", count=8),
+                  offer("gcp/us-central1", "a2", 29.0, acc="A100", count=8), offer("gcp/us-central1", "n2", 0.4))
+    p = pipeline({"sft": {"resources": A100, "estimate": 10, "outputs": {"model": 30}},
+                  "ppo": {"resources": {**A100, "use_spot": True}, "inputs": {"m": "sft.model"}}}, name="rlhf")
+    plan = plan_pipeline(p, cat, load_egress(), CLOUDS)
+    data = plan.to_json()
+    assert list(data) == ["pipeline", "objective", "total_usd", "total_hours", "stages", "egress"]
+    assert data["stages"]["sft"] == {
+        "infra": "gcp/us-central1", "cloud": "gcp", "region": "us-central1", "zone": "us-central1-a",
+        "instance_type": "a2", "accelerators": {"A100": 8}, "use_spot": False, "num_nodes": 1,
+        "hourly_usd": 29.0, "hours": 10.0, "compute_usd": 290.0}
+    assert data["egress"] == [{"artifact": "sft.model", "to_stage": "ppo", "source": "gcp/us-central1",
+                               "target": "aws/us-east-1", "size_gb": 30.0, "usd": 3.6}]
+    assert plan.baseline_usd == pytest.approx(290 + 29) and plan.baseline_cloud == "gcp"
+
+
+def test_explain_lists_losers_with_their_extra_cost() -> None:
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 2.0), offer("azure/r", "d", 5.0))
+    p = pipeline({"s": {}})
+    plan = plan_pipeline(p, cat, rules(), CLOUDS)
+    alts = explain_stage(p, cat, rules(), CLOUDS, plan, "s")
+    assert [(a.placement.infra, a.delta_usd) for a in alts] == [("gcp/r", 1.0), ("azure/r", 4.0)]
+    assert alts[0].reason == "+$1.00 compute, +$0.00 egress"
+    with pytest.raises(PlanningError, match="no stage 'x'"):
+        explain_stage(p, cat, rules(), CLOUDS, plan, "x")
