@@ -151,7 +151,7 @@ class MlflowStore:
         else:
             # A resumed run (or a retried event): reuse the parent; params cannot change in MLflow.
             run_id, logged_params = existing.info.run_id, existing.data.params
-            self.client.update_run(run_id, status="RUNNING")
+            self._set_status(run_id, "RUNNING")
         params = {clean_key(k): _cut(v, MAX_PARAM_VALUE) for k, v in flatten("", info.params).items()}
         self._log(run_id, params={k: v for k, v in params.items() if k not in logged_params}, tags=tags)
         if info.plan_json is not None and (existing is None or retry):
@@ -192,7 +192,7 @@ class MlflowStore:
             self._log_datasets(run_id, datasets)
         if log_copy is not None:
             self.client.log_artifact(run_id, str(log_copy), artifact_path="logs")
-        self.client.set_terminated(run_id, STATUS_BY_STATE.get(rec.state, "FINISHED"))
+        self._set_status(run_id, STATUS_BY_STATE.get(rec.state, "FINISHED"))
         for old in stale:
             if old.info.run_id != run_id:
                 self.client.delete_run(old.info.run_id)
@@ -212,9 +212,22 @@ class MlflowStore:
         }
         tags["skyflow.state"] = state
         self._log(parent_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(parent_id, STATUS_BY_STATE.get(state, "FINISHED"))
+        self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"))
 
     # -- helpers --------------------------------------------------------------------------------
+    def _set_status(self, run_id: str, status: str) -> None:
+        """Set a run's status (and end time, once it is final) in one call.
+
+        Not `MlflowClient.set_terminated`: against a server that fetches the run again and writes
+        "View run ... at" to stdout, which belongs to the runner's progress display.
+        """
+        from mlflow.entities import RunStatus
+
+        final = RunStatus.is_terminated(RunStatus.from_string(status))
+        self.client._tracking_client.store.update_run_info(
+            run_id, RunStatus.from_string(status), int(time.time() * 1000) if final else None, None
+        )
+
     def _stage_metrics(self, rec: StageRecord) -> dict[str, float]:
         metrics: dict[str, float | None] = {
             "duration_s": rec.duration_s,
