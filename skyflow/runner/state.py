@@ -208,7 +208,7 @@ class RunStore:
             outputs.setdefault(o["stage"], {})[o["name"]] = OutputRow(o["name"], o["uri"], o["digest"], o["size_bytes"])
         stages = {}
         for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,)):
-            data = {k: s[k] for k in s if k != "run_id"}
+            data = {k: s[k] for k in s.keys() if k != "run_id"}  # noqa: SIM118 - sqlite3.Row iterates values
             data["process_groups"] = json.loads(s["process_groups"] or "[]")
             stages[s["stage"]] = StageRow(**data, outputs=outputs.get(s["stage"], {}))
         return RunRow(run_id=row["run_id"], pipeline=row["pipeline"], target=row["target"],
