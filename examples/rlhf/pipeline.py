@@ -31,8 +31,8 @@ def sft(corpus: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None
     job.train(corpus, outputs["model"], scale, seed)
 
 
-@stage(resources=Resources(any_of=[{"accelerators": "A100:4", "use_spot": True},
-                                   {"accelerators": "H100:4", "use_spot": True}, LOCAL]),
+@stage(resources=Resources(any_of=[{"accelerators": "A100:8", "use_spot": True},
+                                   {"accelerators": "H100:8", "use_spot": True}, LOCAL]),
        setup=SETUP, outputs={"model": {"size_gb": 30}}, estimate={"hours": {"A100": 4, "H100": 2, "default": 5}},
        retries=2)
 def reward(base: Path, prefs: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None:
@@ -60,8 +60,8 @@ def evaluate(sft: Path, ppo: Path, reward: Path, outputs: dict, scale: str = "de
 
 @Pipeline(name="rlhf", description="SFT -> reward model -> PPO -> eval, a real (tiny, numpy) RLHF loop",
           params={"scale": "demo", "seed": 0, "kl_coef": 0.2}, envs={"PYTHONUNBUFFERED": "1"},
-          inputs={"corpus": Input(uri="./data/corpus.txt", size_gb=50),
-                  "prefs": Input(uri="./data/prefs.jsonl", size_gb=5)})
+          inputs={"corpus": Input(uri="./data/corpus.txt", infra="local", size_gb=50),
+                  "prefs": Input(uri="./data/prefs.jsonl", infra="local", size_gb=5)})
 def rlhf(corpus, prefs, params):
     policy = sft(corpus=corpus, scale=params.scale, seed=params.seed)
     scorer = reward(base=policy.model, prefs=prefs, scale=params.scale, seed=params.seed)
