@@ -2,31 +2,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed-base
+DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,azure,ssh,k8s]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mlflow,examples]'
+	@touch $(BASE)
 
-demo: $(STAMP)
-	$(BIN)/skyflow validate examples/rlhf/pipeline.yaml
-	$(BIN)/skyflow dag examples/rlhf/pipeline.yaml
+$(DEV): $(BASE)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mlflow,examples,s3,gcs,azure,ssh,k8s]'
+	@touch $(DEV)
 
-test: $(STAMP)
+# Runs examples/rlhf end to end on this machine: the plan, live progress, and where lineage went.
+demo: $(BASE)
+	$(BIN)/skyflow run examples/rlhf/pipeline.yaml
+
+test: $(DEV)
 	bash tests/services/prepare.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
-lint: $(STAMP)
-	$(BIN)/ruff check skyflow tests bench
+lint: $(DEV)
+	$(BIN)/ruff check skyflow tests bench examples pipelines
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench
