@@ -1,0 +1,200 @@
+"""`skyflow schedule add|list|pause|resume|remove|trigger|export` and the `skyflow scheduler` daemon."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+
+def open_store() -> Any:
+    """The schedule tables in the runner's state DB."""
+    from skyflow.runner.state import skyflow_home
+    from skyflow.scheduler.store import ScheduleStore
+
+    return ScheduleStore(skyflow_home() / "state.db")
+
+
+def open_launcher() -> Any:
+    """A launcher wired to the runner's run state and cancel (the scheduler does not import the runner)."""
+    from skyflow.errors import RunError
+    from skyflow.runner.api import cancel_run
+    from skyflow.runner.state import RunStore, skyflow_home
+    from skyflow.scheduler.launch import RunLauncher
+
+    runs = RunStore()
+
+    def run_state(run_id: str) -> tuple[str, int | None] | None:
+        try:
+            run = runs.get_run(run_id)
+        except RunError:
+            return None
+        return run.state, run.runner_pid
+
+    return RunLauncher(skyflow_home() / "scheduler" / "logs", run_state,
+                       lambda run_id, timeout_s: cancel_run(run_id, timeout_s=timeout_s))
+
+
+@click.group()
+def schedule() -> None:
+    """Run pipelines on a cron and when their data changes (see `skyflow scheduler`)."""
+
+
+@schedule.command()
+@click.argument("file")
+@click.option("--name", help="Schedule name (default: the pipeline's name).")
+@click.option("--cron", help="Cron line, e.g. '0 3 * * 1' (overrides the pipeline's schedule.cron).")
+@click.option("--timezone", help="IANA zone the cron is read in, e.g. Europe/Berlin (default UTC).")
+@click.option("--on-change", "on_change", multiple=True, metavar="INPUT|URI", help="Rerun when this data changes.")
+@click.option("--concurrency", type=click.Choice(["forbid", "allow", "replace"]))
+@click.option("--catchup", type=click.Choice(["latest", "all", "none"]))
+@click.option("--infra", help="Passed to each `skyflow run` (e.g. local).")
+@click.option("--no-lineage", is_flag=True, help="Runs record no lineage.")
+def add(file: str, name: str | None, cron: str | None, timezone: str | None, on_change: tuple[str, ...],
+        concurrency: str | None, catchup: str | None, infra: str | None, no_lineage: bool) -> None:
+    """Add (or update) the schedule of pipeline FILE."""
+    from skyflow.scheduler.api import add_schedule, next_fire, schedule_from_pipeline
+
+    run_args = (("--infra", infra) if infra else ()) + (("--no-lineage",) if no_lineage else ())
+    record = schedule_from_pipeline(file, name=name, cron=cron, timezone=timezone, on_change=on_change,
+                                    concurrency=concurrency, catchup=catchup, run_args=run_args)
+    saved = add_schedule(open_store(), record)
+    when = next_fire(saved, time.time())
+    click.echo(f"schedule {saved.name}: {_trigger_text(saved)}; next run {_when(when, saved.timezone)}")
+    click.echo("runs fire while `skyflow scheduler` is running")
+
+
+def _trigger_text(record: object) -> str:
+    cron = getattr(record, "cron", None)
+    watched = [ref for ref, _ in getattr(record, "on_change", ())]
+    parts = [f"cron '{cron}' {getattr(record, 'timezone', '')}"] if cron else []
+    return ", ".join(parts + ([f"on change of {', '.join(watched)}"] if watched else []))
+
+
+def _when(epoch: float | None, timezone: str) -> str:
+    if epoch is None:
+        return "-"
+    from skyflow.scheduler.timing import format_tick
+
+    return format_tick(epoch, timezone)
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """List schedules with their next fire time and last run."""
+    from skyflow.scheduler.api import next_fire
+
+    store = open_store()
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    records = store.schedules()
+    for record in records:
+        last = next(iter(store.fires(record.name, limit=1)), None)
+        rows.append({"name": record.name, "pipeline": record.pipeline, "target": record.target, "cron": record.cron,
+                     "timezone": record.timezone, "on_change": [r for r, _ in record.on_change],
+                     "concurrency": record.concurrency, "catchup": record.catchup, "paused": record.paused,
+                     "next_fire": _when(next_fire(record, now), record.timezone),
+                     "pending_change": record.pending_change,
+                     "last_run": last.run_id if last else None,
+                     "last_state": (last.outcome or last.state) if last else None})
+    lease = store.lease()
+    if as_json:
+        click.echo(json.dumps({"schedules": rows, "scheduler": lease}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="schedules", title_justify="left")
+    for column in ("name", "trigger", "next fire", "policy", "last run", "state"):
+        table.add_column(column)
+    for row, record in zip(rows, records, strict=True):
+        table.add_row(row["name"] + (" (paused)" if row["paused"] else ""), _trigger_text(record),
+                      row["next_fire"], f"{row['concurrency']}/{row['catchup']}", row["last_run"] or "-",
+                      row["last_state"] or "-")
+    console = Console()
+    console.print(table)
+    alive = lease and lease.get("expires_at", 0) > now
+    console.print(f"scheduler: {'running as ' + str(lease['owner']) if alive and lease else 'not running'}")
+
+
+@schedule.command()
+@click.argument("name")
+def pause(name: str) -> None:
+    """Stop NAME from firing until `skyflow schedule resume`."""
+    open_store().set_paused(name, True, time.time())
+    click.echo(f"schedule {name}: paused")
+
+
+@schedule.command()
+@click.argument("name")
+def resume(name: str) -> None:
+    """Let NAME fire again; ticks that fell while it was paused are skipped."""
+    from skyflow.scheduler.api import next_fire
+
+    store = open_store()
+    store.set_paused(name, False, time.time())
+    record = store.get(name)
+    click.echo(f"schedule {name}: resumed; next run {_when(next_fire(record, time.time()), record.timezone)}")
+
+
+@schedule.command()
+@click.argument("name")
+def remove(name: str) -> None:
+    """Delete NAME and its fire history (runs stay in `skyflow runs`)."""
+    open_store().remove(name)
+    click.echo(f"schedule {name}: removed")
+
+
+@schedule.command()
+@click.argument("name")
+def trigger(name: str) -> None:
+    """Start a run of NAME now, honouring its concurrency policy."""
+    from skyflow.scheduler.api import trigger_now
+
+    fire = trigger_now(open_store(), open_launcher(), name)
+    click.echo(f"schedule {name}: started run {fire.run_id} (pid {fire.pid}); log {fire.log_path}")
+    click.echo(f"follow it with `skyflow status {fire.run_id}`")
+
+
+@schedule.command()
+@click.argument("file")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["crontab", "k8s-cronjob", "github-actions", "airflow"]))
+@click.option("--cron", help="Cron line (overrides the pipeline's schedule.cron).")
+@click.option("--timezone", help="IANA zone the cron is read in.")
+@click.option("--image", default="skyflow:latest", show_default=True, help="Container image (k8s-cronjob).")
+def export(file: str, fmt: str, cron: str | None, timezone: str | None, image: str) -> None:
+    """Print FILE's schedule as config for another scheduler."""
+    from skyflow.scheduler.api import schedule_from_pipeline
+    from skyflow.scheduler.exports import export_schedule
+
+    record = schedule_from_pipeline(file, cron=cron, timezone=timezone)
+    text, warnings = export_schedule(record, fmt, file, image=image)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(text, nl=False)
+
+
+@click.command()
+@click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Seconds between polls of watched inputs (cron ticks fire on time regardless).")
+@click.option("--lease-ttl", default=60.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds another scheduler waits before taking over from one that stopped answering.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log why due runs are waiting.")
+def scheduler(interval: float, lease_ttl: float, verbose: bool) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    import logging
+    import threading
+
+    from skyflow.scheduler.daemon import Scheduler, stop_on_signals
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    Scheduler(open_store(), open_launcher(), poll_s=interval, lease_ttl_s=lease_ttl).serve(stop)
