@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("skyflow.cli.run_commands", "logs", "Print a stage's log (-f to follow)."),
     "cancel": ("skyflow.cli.run_commands", "cancel", "Stop a run, keeping its state for resume."),
     "runs": ("skyflow.cli.run_commands", "runs", "List recent runs with cost."),
+    "schedule": ("skyflow.cli.schedule_commands", "schedule", "Add, list, pause, trigger and export schedules."),
+    "scheduler": ("skyflow.cli.schedule_commands", "scheduler", "Fire scheduled and data-triggered runs (foreground)."),
     "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),
     "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
 }
