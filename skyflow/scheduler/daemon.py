@@ -158,7 +158,10 @@ class Scheduler:
         if decision.cancel_active:
             for fire in open_fires:
                 log.info("schedule %s: cancelling run %s (concurrency: replace)", record.name, fire.run_id)
-                self.launcher.cancel(fire)
+                result = self.launcher.cancel(fire)
+                outcome = "cancelled" if result == "cancelled" else self.launcher.outcome(fire)
+                if outcome is not None:
+                    self.store.mark_ended(record.name, fire.fire_key, outcome, now)
                 report.cancelled.append(fire.run_id)
         if not decision.fires and decision.watermark_s is None:
             return

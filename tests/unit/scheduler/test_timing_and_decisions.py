@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -45,7 +46,7 @@ def test_daily_0230_in_the_repeated_autumn_hour_fires_once() -> None:
 def test_hourly_cron_fires_in_both_copies_of_the_repeated_hour() -> None:
     ticks, _ = due_ticks("30 * * * *", BERLIN, at(2025, 10, 26, 1), at(2025, 10, 26, 3, 45))
     assert len(ticks) == 4  # 01:30+02, 02:30+02, 02:30+01, 03:30+01: the day has 25 hours
-    assert [b - a for a, b in zip(ticks, ticks[1:], strict=False)] == [3600.0, 3600.0, 3600.0]
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [3600.0, 3600.0, 3600.0]
 
 
 def test_monday_0300_stays_0300_local_across_dst_in_new_york() -> None:
