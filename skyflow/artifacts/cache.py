@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from skyflow.artifacts.commit import find_corrupted_blobs, find_missing_blobs, read_manifest
-from skyflow.artifacts.manifest import build_manifest, digest_bytes
-from skyflow.artifacts.refs import CACHE, ArtifactRef, manifest_key
+from skyflow.artifacts.manifest import Manifest, build_manifest, digest_bytes
+from skyflow.artifacts.refs import CACHE, ArtifactRef
 from skyflow.artifacts.store import ArtifactStore
 from skyflow.errors import ArtifactError
 from skyflow.spec.models import Stage
@@ -80,27 +80,31 @@ class CacheIndex:
         Every output's manifest is read and checked against its digest, and every blob must be
         present with its size (``deep`` re-hashes the blobs too): a stale entry is a miss.
         """
-        path = self._key(key)
-        if self.store.size_of(path) is None:
+        raw = self.store.read_optional(self._key(key))
+        if raw is None:
             return None
         try:
-            body = json.loads(self.store.read_bytes(path))
+            body = json.loads(raw)
             entries = {str(name): str(item["digest"]) for name, item in body.items()}
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        found: dict[str, ArtifactRef] = {}
-        for name, digest in entries.items():
-            if self.store.size_of(manifest_key(digest)) is None:
-                return None
+
+        def manifest_of(item: tuple[str, str]) -> Manifest | None:
             try:
-                manifest = read_manifest(self.store, digest, name=name)
+                return read_manifest(self.store, item[1], name=item[0])
             except ArtifactError:
                 return None
-            check = find_corrupted_blobs if deep else find_missing_blobs
-            if check(self.store, manifest):
+
+        manifests = self.store.map_concurrently(manifest_of, list(entries.items()))
+        if any(m is None for m in manifests):
+            return None
+        found = {name: m for name, m in zip(entries, manifests, strict=True) if m is not None}
+        if deep:
+            if any(self.store.map_concurrently(lambda m: find_corrupted_blobs(self.store, m), found.values())):
                 return None
-            found[name] = ArtifactRef.in_store(self.store, manifest, name=name)
-        return found
+        elif find_missing_blobs(self.store, *found.values()):  # every output's blobs in one check
+            return None
+        return {name: ArtifactRef.in_store(self.store, m, name=name) for name, m in found.items()}
 
     def forget(self, key: str) -> None:
         self.store.delete([self._key(key)])

@@ -17,13 +17,17 @@ class GcStats:
     blobs_removed: int
     cache_entries_removed: int
     bytes_freed: int
+    dry_run: bool = False
 
 
-def collect_garbage(store: ArtifactStore, keep: set[str], *, min_age_s: float = 3600.0) -> GcStats:
-    """Delete every artifact whose digest is not in ``keep``, then blobs no kept manifest lists.
+def collect_garbage(store: ArtifactStore, keep: set[str], *, min_age_s: float = 3600.0,
+                    dry_run: bool = False) -> GcStats:
+    """Delete every artifact whose digest is not in ``keep``, then blobs no kept manifest lists,
+    cache entries that point at a removed artifact, and old temp files.
 
     Objects younger than ``min_age_s`` stay: a commit in progress has uploaded blobs but not yet
-    its manifest, and must not lose them.
+    its manifest, and must not lose them. With ``dry_run`` nothing is deleted; the counts say what
+    would be.
     """
     cutoff = time.time() - min_age_s
 
@@ -33,17 +37,22 @@ def collect_garbage(store: ArtifactStore, keep: set[str], *, min_age_s: float = 
     manifests = store.list_keys(MANIFESTS)
     doomed = {k for k, info in manifests.items() if digest_of_manifest_key(k) not in keep and old(info)}
     kept_digests = {digest_of_manifest_key(k) for k in manifests if k not in doomed}
-    referenced: set[str] = set()
-    for digest in kept_digests:
-        referenced.update(blob_key(f.digest) for f in read_manifest(store, digest).files)
+    referenced = {blob_key(f.digest) for manifest in store.map_concurrently(
+        lambda digest: read_manifest(store, digest), sorted(kept_digests)) for f in manifest.files}
     blobs = store.list_keys(BLOBS)
     dead_blobs = {k: info for k, info in blobs.items() if k not in referenced and old(info)}
-    dead_cache = [k for k in store.list_keys(CACHE) if not _cache_entry_kept(store, k, kept_digests)]
+    entries = sorted(store.list_keys(CACHE))
+    alive = store.map_concurrently(lambda k: _cache_entry_kept(store, k, kept_digests), entries)
+    dead_cache = [k for k, kept in zip(entries, alive, strict=True) if not kept]
     leftovers = [k for k, info in store.list_keys(TMP).items() if old(info)]
-    store.delete(sorted(doomed) + sorted(dead_blobs) + dead_cache + leftovers)
+    if not dry_run:
+        # Cache entries and manifests go before the blobs they name, so that a gc killed half-way
+        # leaves no entry or manifest pointing at a deleted blob.
+        store.delete(dead_cache + sorted(doomed))
+        store.delete(sorted(dead_blobs) + leftovers)
     return GcStats(manifests_removed=len(doomed), blobs_removed=len(dead_blobs),
                    cache_entries_removed=len(dead_cache),
-                   bytes_freed=sum(i.size_bytes for i in dead_blobs.values()))
+                   bytes_freed=sum(i.size_bytes for i in dead_blobs.values()), dry_run=dry_run)
 
 
 def _cache_entry_kept(store: ArtifactStore, key: str, kept_digests: set[str]) -> bool:

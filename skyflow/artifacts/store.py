@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from skyflow.artifacts.failures import translated
+from skyflow.artifacts.listing import MIN_KEYS_TO_LIST, PrefixListing, list_sizes, listing_budget
 from skyflow.artifacts.manifest import CHUNK_BYTES
 from skyflow.errors import ArtifactError
 
@@ -36,12 +38,16 @@ class KeyInfo:
 class ArtifactStore(Protocol):
     """Keys under one root. Writes are atomic: an object is visible whole or not at all."""
 
+    workers: int  # how many requests the store's callers keep in flight
+
     @property
     def uri(self) -> str: ...
     def url(self, key: str) -> str: ...
     def size_of(self, key: str) -> int | None: ...
     def sizes_of(self, keys: Iterable[str]) -> dict[str, int | None]: ...
+    def list_prefix(self, prefix: str, *, wanted_keys: int) -> PrefixListing | None: ...
     def read_bytes(self, key: str) -> bytes: ...
+    def read_optional(self, key: str) -> bytes | None: ...
     def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> bool: ...
     def upload_files(self, pairs: list[tuple[Path, str]]) -> None: ...
     def read_chunks(self, key: str) -> Iterator[bytes]: ...
@@ -59,7 +65,8 @@ class FsspecStore:
         self.root = root.rstrip("/")
         self._uri = uri.rstrip("/")
         self.workers = workers
-        self.is_local = _protocol_of(fs) == "file"
+        self.protocol = _protocol_of(fs)
+        self.is_local = self.protocol == "file"
 
     def __repr__(self) -> str:
         return f"FsspecStore({self._uri!r})"
@@ -82,12 +89,40 @@ class FsspecStore:
                 return None
 
     def sizes_of(self, keys: Iterable[str]) -> dict[str, int | None]:
-        keys = list(keys)
-        return dict(zip(keys, self.map_concurrently(self.size_of, keys), strict=True))
+        """Sizes (None: absent) of many keys: one bounded listing of their common prefix where the
+        store lists in order and that is cheaper, then a HEAD for each key the listing left open."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, int | None] = {}
+        if len(keys) >= MIN_KEYS_TO_LIST:
+            listing = self.list_prefix(_common_prefix(keys), wanted_keys=len(keys))
+            if listing is not None:
+                found = {k: listing.sizes.get(k) for k in keys if listing.settles(k)}
+        rest = [k for k in keys if k not in found]
+        return found | dict(zip(rest, self.map_concurrently(self.size_of, rest), strict=True))
+
+    def list_prefix(self, prefix: str, *, wanted_keys: int) -> PrefixListing | None:
+        """Keys and sizes under ``prefix``, read in pages until a budget set by ``wanted_keys``;
+        None where the store has no ordered paged listing (then a HEAD per key is the way)."""
+        with translated(self.url(prefix), "listing"):
+            listed = list_sizes(self.fs, self.protocol, self._path(prefix), listing_budget(wanted_keys))
+        if listed is None:
+            return None
+        sizes, through = listed
+        skip = len(self.root) + 1
+        return PrefixListing(prefix, {path[skip:]: size for path, size in sizes.items()},
+                             through[skip:] if through is not None else None)
 
     def read_bytes(self, key: str) -> bytes:
         with translated(self.url(key), "reading"):
             return bytes(self.fs.cat_file(self._path(key)))
+
+    def read_optional(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object (one request, not HEAD + GET)."""
+        with translated(self.url(key), "reading"):
+            try:
+                return bytes(self.fs.cat_file(self._path(key)))
+            except FileNotFoundError:
+                return None
 
     def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
         """Write an object; with ``exclusive``, a conditional create that returns False if it existed."""
@@ -198,9 +233,18 @@ class FsspecStore:
                 tmp.unlink()
 
 
+def _common_prefix(keys: list[str]) -> str:
+    """The longest whole-folder prefix shared by ``keys`` ("blobs/sha256/" for a set of blobs)."""
+    parents = [key.rpartition("/")[0] for key in keys]
+    shared = posixpath.commonpath(parents) if all(parents) else ""
+    return f"{shared}/" if shared else ""
+
+
 def _protocol_of(fs: Any) -> str:
+    """The filesystem's protocol in open_store's terms ("gcs" for gcsfs's ("gs", "gcs"), ...)."""
     protocol = fs.protocol
-    return protocol if isinstance(protocol, str) else protocol[0]
+    name = protocol if isinstance(protocol, str) else protocol[0]
+    return _PROTOCOLS.get(name, name)
 
 
 def _modified_s(info: dict[str, Any]) -> float | None:
