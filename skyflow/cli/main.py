@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "scheduler": ("skyflow.cli.schedule_commands", "scheduler", "Fire scheduled and data-triggered runs (foreground)."),
     "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),
     "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
+    "artifacts": ("skyflow.cli.artifacts_commands", "artifacts", "List artifacts; gc what no kept run uses."),
 }
 
 
