@@ -49,8 +49,13 @@ def prune_dominated(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray
         for ti in outgoing[s]:
             bound += _outgoing_gain(problem, ti, locs[best], locs, keep)
         slack = compute[best][:, None] + bound - compute[None, :]
-        dominated = np.any(slack <= _EPS, axis=0)
-        dominated[best] = False
+        beats = slack <= _EPS
+        # Among the reference options only an earlier one may prune a later one, so that ties
+        # (the same price in many regions) collapse to one without two pruning each other.
+        rank = np.full(len(opts), len(best))
+        rank[best] = np.arange(len(best))
+        beats &= np.arange(len(best))[:, None] < rank[None, :]
+        dominated = np.any(beats, axis=0)
         out.append(opts[~dominated])
     return out
 
