@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("skyflow.cli.spec_commands", "validate", "Check a pipeline and print what is wrong."),
     "dag": ("skyflow.cli.spec_commands", "dag", "Show the pipeline's DAG (text, mermaid or dot)."),
     "export": ("skyflow.cli.spec_commands", "export", "Print a pipeline (YAML or Python) as YAML."),
+    "plan": ("skyflow.cli.plan_commands", "plan", "Place each stage on the cheapest cloud, region and instance."),
+    "catalog": ("skyflow.cli.catalog_commands", "catalog", "Look at the price catalog (gpus)."),
     "run": ("skyflow.cli.run_commands", "run", "Plan and run a pipeline end to end."),
     "resume": ("skyflow.cli.run_commands", "resume", "Rerun the failed and never-run stages of a run."),
     "status": ("skyflow.cli.run_commands", "status", "Show a run's stages (--json for scripts)."),
