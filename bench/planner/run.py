@@ -1,0 +1,130 @@
+"""Planner bench: skyflow vs SkyPilot 0.14.1's optimizer on the same DAGs, and a 1,000-stage DAG.
+
+Reads ../shared (or $SKYFLOW_SHARED_DIR); SkyPilot runs in its own venv under .bench/ (created on
+first use with `pip install skypilot==0.14.1`). Prints a table and writes .bench/planner.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("SKYFLOW_SHARED_DIR", REPO.parent / "shared"))
+OUT = REPO / ".bench"
+SHAPES = {"chain3": "chain:3", "chain10": "chain:10", "chain30": "chain:30", "diamond": "diamond", "wide8": "wide:8"}
+TEMPLATES = [({"cpus": "8+"}, 500.0), ({"accelerators": "A100:8"}, 300.0), ({"accelerators": "L4:1"}, 1.0),
+             ({"accelerators": "A100:4"}, 150.0), ({"accelerators": "H100:8"}, 0.0)]
+
+
+def run_skyflow(repeats: int) -> dict[str, Any]:
+    from skyflow.catalog import load_catalog, load_egress
+    from skyflow.planner import Policy, plan_pipeline
+    from skyflow.spec.loader import load_pipeline
+
+    catalog_dir = str(SHARED / "catalogs" / "bench")
+    t0 = time.perf_counter()
+    catalog = load_catalog(catalog_dir)
+    load_s = time.perf_counter() - t0
+    egress = load_egress(str(SHARED / "bench" / "egress-skypilot.yaml"), catalog_dir)
+    policy = Policy(all_clouds=True)
+    out: dict[str, Any] = {"catalog_load_s": load_s, "shapes": {}}
+    for name in SHAPES:
+        pipeline = load_pipeline(SHARED / "bench" / "pipelines" / f"{name}.yaml")
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            plan = plan_pipeline(pipeline, catalog, egress, policy, baseline=False)
+            times.append(time.perf_counter() - t)
+        out["shapes"][name] = {"total_usd": plan.total_usd, "total_hours": plan.total_hours, "solver": plan.solver,
+                               "plan_s_median": statistics.median(times), "plan_s_first": times[0]}
+    return out
+
+
+def random_dag(n: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    stages: dict[str, Any] = {}
+    for i in range(n):
+        resources, size = TEMPLATES[rng.randrange(len(TEMPLATES))]
+        parents = sorted({f"s{rng.randrange(i)}" for _ in range(rng.randint(0, 3))}) if i else []
+        stages[f"s{i}"] = {"resources": resources, "estimate": {"hours": 1}, "run": "true",
+                           "outputs": {"out": {"size_gb": size * rng.choice([0.1, 1, 2])}},
+                           "inputs": {f"in{j}": f"{p}.out" for j, p in enumerate(parents)}}
+    return {"name": f"random{n}", "stages": stages}
+
+
+def run_large(n: int, egress_file: str | None) -> dict[str, Any]:
+    from skyflow.catalog import load_catalog, load_egress
+    from skyflow.planner import Policy, plan_pipeline
+    from skyflow.spec.loader import resolve_data
+    from skyflow.spec.source import parse_yaml
+
+    data, smap = parse_yaml(json.dumps(random_dag(n, seed=7)), "random.yaml")
+    t = time.perf_counter()
+    pipeline = resolve_data(data, smap, "random.yaml", ".")
+    load_s = time.perf_counter() - t
+    catalog_dir = str(SHARED / "catalogs" / "bench")
+    catalog, egress = load_catalog(catalog_dir), load_egress(egress_file, catalog_dir)
+    t = time.perf_counter()
+    plan = plan_pipeline(pipeline, catalog, egress, Policy(all_clouds=True), baseline=False)
+    plan_s = time.perf_counter() - t
+    return {"stages": n, "edges": len(pipeline.edges), "egress": egress_file or "list prices",
+            "spec_load_s": load_s, "plan_s": plan_s, "solver": plan.solver, "total_usd": plan.total_usd}
+
+
+def run_skypilot(repeats: int) -> dict[str, Any]:
+    venv = OUT / "sky-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "skypilot==0.14.1"], check=True)
+    result_file = OUT / "skypilot.json"
+    cmd = [str(python), str(SHARED / "bench" / "sky_optimize_bench.py"), "--shapes", ",".join(SHAPES.values()),
+           "--repeats", str(repeats), "--json", str(result_file), "--catalog-root", str(SHARED / "catalogs")]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    data = json.loads(result_file.read_text())
+    by_shape = {r["shape"]: r for r in data["results"]}
+    return {name: by_shape.get(shape, {}) for name, shape in SHAPES.items()}
+
+
+def main(argv: list[str]) -> int:
+    if not (SHARED / "catalogs" / "bench").is_dir():
+        print(f"skipped: no shared catalogs at {SHARED}")
+        return 0
+    OUT.mkdir(exist_ok=True)
+    repeats = int(os.environ.get("BENCH_REPEATS", "3"))
+    ours = run_skyflow(repeats)
+    try:
+        sky: dict[str, Any] | None = run_skypilot(repeats)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"SkyPilot side skipped: {exc}")
+        sky = None
+    large = [run_large(1000, str(SHARED / "bench" / "egress-skypilot.yaml"))]
+    print(f"catalog load (cached): {ours['catalog_load_s'] * 1000:.1f} ms")
+    print(f"{'shape':<9}{'skyflow $':>11}{'SkyPilot $':>12}{'cost ratio':>12}{'skyflow s':>11}"
+          f"{'SkyPilot s':>12}{'speedup':>10}  solver")
+    ok = True
+    for name, mine in ours["shapes"].items():
+        theirs = (sky or {}).get(name, {})
+        their_usd, their_s = theirs.get("total_cost"), theirs.get("opt_seconds_median")
+        ratio = mine["total_usd"] / their_usd if their_usd else float("nan")
+        speed = their_s / mine["plan_s_median"] if their_s else float("nan")
+        ok &= not their_usd or mine["total_usd"] <= their_usd + 1e-6
+        print(f"{name:<9}{mine['total_usd']:>11.2f}{their_usd or float('nan'):>12.2f}{ratio:>12.3f}"
+              f"{mine['plan_s_median']:>11.4f}{their_s or float('nan'):>12.2f}{speed:>10.0f}  {mine['solver']}")
+    for row in large:
+        print(f"random DAG, {row['stages']} stages / {row['edges']} edges, egress {row['egress']}: "
+              f"planned in {row['plan_s']:.2f} s ({row['solver']}), ${row['total_usd']:,.2f}")
+    (OUT / "planner.json").write_text(json.dumps({"skyflow": ours, "skypilot": sky, "large": large}, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
