@@ -172,6 +172,32 @@ class LocalBackend:
     def kill_process_groups(self, groups: list[int]) -> None:
         kill_process_groups(groups)
 
+    def launch_service(self, launch: StageLaunch, ports: list[int]) -> list[subprocess.Popen[bytes]]:
+        """Start one detached replica per port; they outlive this process until `skyflow down`.
+
+        Output goes through a masking process (not a thread of ours) into the stage log.
+        """
+        import json
+        import sys
+
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        script = launch.log_path.parent / "stage.sh"
+        script.write_text(_wrapper(launch))
+        replicas = []
+        for rank, port in enumerate(ports):
+            masker = subprocess.Popen([sys.executable, "-m", "skyflow.backends.masking", str(launch.log_path)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True,
+                                      env={**os.environ, "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values))})
+            env = {**launch.env, "SKYPILOT_NODE_RANK": "0", "SKYFLOW_SERVICE_PORT": str(port),
+                   "SKYFLOW_REPLICA_ID": str(rank)}
+            proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=masker.stdin, stderr=subprocess.STDOUT, start_new_session=True)
+            assert masker.stdin is not None
+            masker.stdin.close()
+            replicas += [proc, masker]
+        return replicas
+
 
 def _wrapper(launch: StageLaunch) -> str:
     """setup, then run, each as its own bash script, as SkyPilot runs them."""

@@ -35,3 +35,26 @@ class LogPump(threading.Thread):
             if self.on_line:
                 self.on_line(line.rstrip("\n"))
         self.source.close()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m skyflow.backends.masking LOG`: copy stdin to LOG with secrets masked.
+
+    Long-running service processes outlive the runner, so their output goes through this small
+    process instead of a thread of the runner. Secret values arrive in SKYFLOW_MASK_VALUES (JSON).
+    """
+    import json
+    import os
+    import sys
+
+    secrets = json.loads(os.environ.pop("SKYFLOW_MASK_VALUES", "[]"))
+    with open(argv[0], "ab") as log:
+        pump = LogPump(sys.stdin.buffer, log, secrets)
+        pump.run()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("skyflow.cli.run_commands", "logs", "Print a stage's log (-f to follow)."),
     "cancel": ("skyflow.cli.run_commands", "cancel", "Stop a run, keeping its state for resume."),
     "runs": ("skyflow.cli.run_commands", "runs", "List recent runs with cost."),
+    "down": ("skyflow.cli.run_commands", "down", "Stop the services a run left serving."),
     "schedule": ("skyflow.cli.schedule_commands", "schedule", "Add, list, pause, trigger and export schedules."),
     "scheduler": ("skyflow.cli.schedule_commands", "scheduler", "Fire scheduled and data-triggered runs (foreground)."),
     "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),

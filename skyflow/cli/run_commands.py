@@ -110,6 +110,9 @@ def _summary(run: Any, where: str | None) -> None:
                       f"{row.duration_s:.1f}s" if row.duration_s else "", f"{row.estimated_usd or 0:.2f}",
                       f"{row.cost_usd or 0:.4f}", (row.message or "")[:80])
     console.print(table)
+    for name, row in run.stages.items():
+        if row.endpoint and row.process_groups:
+            console.print(f"{name} is serving at {row.endpoint} — stop it with `skyflow down {run.run_id}`")
     console.print(f"estimated ${run.estimated_usd or 0:.2f}, actual ${run.actual_usd or 0:.4f}")
     console.print(f"lineage: {where}" if where else "lineage: not recorded")
     console.print(f"state: {RunStoreLocation()}; outputs: `skyflow status {run.run_id} --json`")
@@ -197,6 +200,16 @@ def cancel(run_id: str) -> None:
     from skyflow.runner.api import cancel_run
 
     click.echo(f"run {run_id}: {cancel_run(run_id)}")
+
+
+@click.command()
+@click.argument("run_id")
+def down(run_id: str) -> None:
+    """Stop the services RUN_ID left serving."""
+    from skyflow.runner.api import down_run
+
+    stopped = down_run(run_id)
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else f"run {run_id} has no service running")
 
 
 @click.command()

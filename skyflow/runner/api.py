@@ -97,6 +97,21 @@ def cancel_run(run_id: str, timeout_s: float = 30.0) -> str:
     return "cancelled"
 
 
+def down_run(run_id: str) -> list[str]:
+    """Stop the services a run left serving; returns the stages stopped."""
+    from skyflow.backends.local import kill_process_groups
+
+    state = RunStore()
+    run = state.get_run(run_id)
+    stopped = []
+    for name, row in run.stages.items():
+        if row.endpoint and row.process_groups:
+            kill_process_groups(row.process_groups)
+            state.set_stage(run_id, name, process_groups=[], message=f"stopped (was serving at {row.endpoint})")
+            stopped.append(name)
+    return stopped
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

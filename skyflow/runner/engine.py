@@ -45,6 +45,8 @@ class StageOutcome:
     state: str
     message: str = ""
     outputs: dict[str, OutputRow] = field(default_factory=dict)
+    endpoint: str | None = None
+    service_groups: list[int] = field(default_factory=list)
 
 
 class PipelineRunner:
@@ -141,11 +143,11 @@ class PipelineRunner:
     def _finish(self, name: str, outcome: StageOutcome) -> None:
         row = self.state.get_run(self.run_id).stages[name]
         duration = (time.time() - row.started_at) if row.started_at else 0.0
-        cost = (row.hourly_usd or 0.0) * (row.num_nodes or 1) * duration / 3600 if outcome.state == "succeeded" else 0.0
-        if outcome.state == "failed" and row.hourly_usd:
-            cost = row.hourly_usd * (row.num_nodes or 1) * duration / 3600
+        ran = outcome.state in ("succeeded", "failed")  # compute was used; cached/skipped cost nothing
+        cost = (row.hourly_usd or 0.0) * (row.num_nodes or 1) * duration / 3600 if ran else 0.0
         self.state.finish_stage(self.run_id, name, outcome.state, outcome.outputs, message=outcome.message,
-                                duration_s=duration, cost_usd=cost)
+                                duration_s=duration, cost_usd=cost, endpoint=outcome.endpoint,
+                                process_groups=outcome.service_groups)
         self.on_event(RunEvent(outcome.state, name, outcome.message, cost_usd=cost, duration_s=duration))
         self.lineage.stage(self.run_id, self.pipeline, self.state.get_run(self.run_id).stages[name])
 
@@ -226,6 +228,8 @@ class PipelineRunner:
                              log_path=log_path, timeout_s=spec.timeout, gpu_count=gpus,
                              secret_values=tuple(self.secrets.values()))
         backend = self._backend_for(name)
+        if spec.service is not None:
+            return self._serve(name, launch, backend), None
         handle = backend.launch(launch)
         with self._lock:
             self._handles[name] = handle
@@ -246,6 +250,32 @@ class PipelineRunner:
             return StageOutcome("failed", str(exc)), None
         shutil.rmtree(attempt_dir / "inputs", ignore_errors=True)
         return StageOutcome("succeeded", "", rows), exit_
+
+    def _serve(self, name: str, launch: StageLaunch, backend: Backend) -> StageOutcome:
+        """Start the replicas, wait for the probe; the run goes on while the service keeps serving."""
+        from skyflow.runner.service import replica_ports, wait_until_ready
+
+        spec = self.pipeline.stages[name]
+        assert spec.service is not None
+        start = getattr(backend, "launch_service", None)
+        if start is None:
+            raise BackendError(f"the {backend.name} backend cannot run service stages yet", stage=name)
+        ports = replica_ports(spec.service, spec.resources.ports)
+        procs = start(launch, ports)
+        groups = [p.pid for p in procs]
+        self.state.set_stage(self.run_id, name, process_groups=groups)
+        urls = [f"http://127.0.0.1:{port}{spec.service.readiness_probe.path}" for port in ports]
+        problem = wait_until_ready(urls, spec.service, procs[::2], self.cancel_requested)
+        if problem is not None:
+            backend.kill_process_groups(groups)
+            self.state.end_attempt(self.run_id, name, launch.attempt, 1, problem)
+            state = "cancelled" if problem == "cancelled" else "failed"
+            return StageOutcome(state, f"service {problem} (log: {launch.log_path})")
+        self.state.end_attempt(self.run_id, name, launch.attempt, 0, "ready")
+        endpoint = ", ".join(f"http://127.0.0.1:{port}" for port in ports)
+        self.on_event(RunEvent("serving", name, endpoint))
+        return StageOutcome("succeeded", f"serving at {endpoint}; stop with `skyflow down {self.run_id}`",
+                            endpoint=endpoint, service_groups=groups)
 
     def _input_refs(self, name: str) -> dict[str, artifact_io.ArtifactRef]:
         refs = {}

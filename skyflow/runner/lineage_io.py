@@ -65,7 +65,8 @@ class LineageWriter:
         record = StageRecord(
             run_id=run_id, stage=row.stage, state=row.state, attempts=row.attempts,
             placement={"infra": row.infra or "local", "accelerator": row.accelerator, "hourly_usd": row.hourly_usd,
-                       "num_nodes": row.num_nodes, "use_spot": spec.resources.use_spot},
+                       "num_nodes": row.num_nodes, "use_spot": spec.resources.use_spot,
+                       **({"endpoint": row.endpoint} if row.endpoint else {})},
             resources=resources_to_data(spec.resources), duration_s=row.duration_s or 0.0,
             estimated_usd=row.estimated_usd, actual_usd=row.cost_usd, egress_gb=row.egress_gb or 0.0,
             egress_usd=row.egress_usd or 0.0, cache_hit=row.state == "cached",

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS stages (
   run_id TEXT NOT NULL, stage TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
   infra TEXT, accelerator TEXT, hourly_usd REAL, num_nodes INTEGER, estimated_usd REAL, cost_usd REAL,
   egress_gb REAL, egress_usd REAL, cache_key TEXT, started_at REAL, ended_at REAL, duration_s REAL,
-  message TEXT, log_path TEXT, process_groups TEXT,
+  message TEXT, log_path TEXT, process_groups TEXT, endpoint TEXT,
   PRIMARY KEY (run_id, stage)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -77,6 +77,7 @@ class StageRow:
     message: str | None
     log_path: str | None
     process_groups: list[int] = field(default_factory=list)
+    endpoint: str | None = None
     outputs: dict[str, OutputRow] = field(default_factory=dict)
 
 
@@ -182,7 +183,8 @@ class RunStore:
             db.execute("DELETE FROM outputs WHERE run_id=? AND stage=?", (run_id, stage))
             db.executemany("INSERT INTO outputs VALUES (?,?,?,?,?,?)",
                            [(run_id, stage, o.name, o.uri, o.digest, o.size_bytes) for o in outputs.values()])
-            fields.update(state=state, ended_at=time.time(), process_groups="[]")
+            fields["process_groups"] = json.dumps(fields.get("process_groups", []))
+            fields.update(state=state, ended_at=time.time())
             cols = ", ".join(f"{k}=?" for k in fields)
             db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
 

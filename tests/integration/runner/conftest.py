@@ -27,7 +27,8 @@ class Skyflow:
         result = subprocess.run([sys.executable, "-m", "skyflow", *args], cwd=self.workdir, capture_output=True,
                                 text=True, env={**self.env, **(env or {})}, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"skyflow {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(f"skyflow {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
         return result
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -1,0 +1,75 @@
+"""Service stages on this machine: ports for replicas and waiting on the readiness probe."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from skyflow.spec.models import Service
+
+PROBE_INTERVAL_S = 0.25
+
+
+def replica_ports(service: Service, declared: tuple[str, ...]) -> list[int]:
+    """The declared port for the first replica when it is free, free ports for the rest."""
+    wanted = service.ports or (int(declared[0]) if declared and declared[0].isdigit() else None)
+    ports: list[int] = []
+    for _ in range(service.replica_count()):
+        port = wanted if wanted and not ports and _free(wanted) else _any_free_port()
+        ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def probe(url: str, service: Service) -> bool:
+    """One readiness check: a 2xx answer (POST when the probe has post_data)."""
+    spec = service.readiness_probe
+    data = None
+    if spec.post_data is not None:
+        data = (spec.post_data if isinstance(spec.post_data, str) else json.dumps(spec.post_data)).encode()
+    request = urllib.request.Request(url, data=data, headers=spec.headers or {}, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=spec.timeout_seconds) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until_ready(urls: list[str], service: Service, procs: list[subprocess.Popen[bytes]],
+                     cancelled: threading.Event) -> str | None:
+    """None when every replica answers its probe; else why not (exited, timed out, cancelled)."""
+    deadline = time.monotonic() + service.readiness_probe.initial_delay_seconds
+    pending = list(urls)
+    while pending:
+        for proc in procs:
+            code = proc.poll()
+            if code is not None:
+                return f"a replica exited with code {code} before it was ready"
+        pending = [url for url in pending if not probe(url, service)]
+        if not pending:
+            return None
+        if time.monotonic() > deadline:
+            return (f"not ready after {service.readiness_probe.initial_delay_seconds:g} s "
+                    f"(probe {', '.join(pending)})")
+        if cancelled.wait(PROBE_INTERVAL_S):
+            return "cancelled"
+    return None
