@@ -210,8 +210,11 @@ def _state(skyflow: Skyflow, run_id: str, stage: str) -> str | None:
     db = skyflow.home / "state.db"
     if not db.exists():
         return None
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT state FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+    try:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT state FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+    except sqlite3.OperationalError:  # the runner is still creating its tables
+        return None
     return row[0] if row else None
 
 
