@@ -51,5 +51,6 @@ def test_stores_without_an_ordered_listing_answer_per_key(azure_server: Any, tmp
                   open_store(str(tmp_path / "local"))):
         assert store.list_prefix(f"{BLOBS}/", wanted_keys=100) is None
         keys = [blob_key(digest(i)) for i in range(12)]
-        store.map_concurrently(lambda key, s=store: s.write_bytes(key, b"ab"), keys[:6])
+        for key in keys[:6]:
+            store.write_bytes(key, b"ab")
         assert store.sizes_of(keys) == {k: (2 if i < 6 else None) for i, k in enumerate(keys)}
