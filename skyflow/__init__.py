@@ -19,7 +19,7 @@ _EXPORTS = {
     "SpecError": "skyflow.errors",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = ["Input", "Pipeline", "Resources", "SkyflowError", "SpecError", "__version__", "load_pipeline", "stage"]
 
 if TYPE_CHECKING:
     from skyflow.errors import SkyflowError, SpecError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,17 @@ class StageLaunch:
     timeout_s: float | None = None
     gpu_count: float = 0.0
     secret_values: tuple[str, ...] = field(default=(), repr=False)
+    # Where the runner put the inputs and expects the outputs on this machine. A remote backend
+    # copies inputs out and outputs back, or commits outputs itself (StageExit.outputs).
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+    # The committed input artifacts ({"uri", "digest", "size_bytes", "store_uri"}) for backends
+    # whose nodes fetch inputs from a store themselves, and the store outputs should go to.
+    input_refs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    store_uri: str | None = None
+    # The planner's placement of this stage (infra, cloud, region, instance_type, use_spot, ...).
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    stage_spec: Any = None  # the validated skyflow.spec.models.Stage
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class StageExit:
     reason: str = ""
     timed_out: bool = False
     cancelled: bool = False
+    # Set by backends whose nodes committed the outputs themselves: name -> {uri, digest, size_bytes}.
+    outputs: Mapping[str, Mapping[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:

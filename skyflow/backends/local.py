@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
 from skyflow.backends.gpus import GpuAllocator, detect_gpus
@@ -211,3 +212,7 @@ def _wrapper(launch: StageLaunch) -> str:
                      'exit $code; }')
     lines.append(f'exec bash "{run_file}"')
     return "\n".join(lines) + "\n"
+
+
+def from_context(context: Any) -> LocalBackend:
+    return LocalBackend(detect_capacity(context.max_parallel), on_line=context.on_line)

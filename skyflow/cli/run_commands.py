@@ -145,7 +145,9 @@ def resume(run_id: str, as_json: bool, parallel: int | None) -> None:
         _warn(f"{run.target} changed since run {run_id} started; resuming with the current version")
     options = RunOptions(run_id=run_id, max_parallel=parallel, no_cache=bool(run.options.get("no_cache")),
                          retry_base_delay_s=float(os.environ.get("SKYFLOW_RETRY_BASE_S", "1")))
-    _execute(RunRequest(pipeline, run.target, run.overrides, run.plan or {}, options), as_json, resume_id=run_id)
+    request = RunRequest(pipeline, run.target, run.overrides, run.plan or {}, options,
+                         lineage=bool(run.options.get("lineage", True)))
+    _execute(request, as_json, resume_id=run_id)
 
 
 @click.command()

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyflow.backends.base import Backend
-from skyflow.backends.local import LocalBackend, detect_capacity
+from skyflow.backends.registry import BackendContext, BackendPool
 from skyflow.errors import RunError
 from skyflow.runner.engine import PipelineRunner, RunOptions, install_signal_handlers
 from skyflow.runner.events import RunEvent
@@ -48,9 +47,14 @@ def open_lineage(enabled: bool, tracking_uri: str | None, secrets: list[str],
     return LineageWriter(recorder=recorder, warn=warn), describe_tracking(resolve_tracking_uri(tracking_uri, home))
 
 
-def local_backends(options: RunOptions, on_event: Callable[[RunEvent], None]) -> dict[str, Backend]:
-    capacity = detect_capacity(options.max_parallel)
-    return {"local": LocalBackend(capacity, on_line=lambda stage, line: on_event(RunEvent("log", stage, line)))}
+def open_backends(options: RunOptions, on_event: Callable[[RunEvent], None]) -> BackendPool:
+    """Backends open on first use; the user's config (SSH pools, Kubernetes contexts) comes along."""
+    from skyflow.spec.config import load_config
+
+    context = BackendContext(config=load_config(skyflow_home() / "config.yaml"),
+                             on_line=lambda stage, line: on_event(RunEvent("log", stage, line)),
+                             max_parallel=options.max_parallel)
+    return BackendPool(context)
 
 
 def execute(request: RunRequest, on_event: Callable[[RunEvent], None], warn: Callable[[str], None],
@@ -60,7 +64,7 @@ def execute(request: RunRequest, on_event: Callable[[RunEvent], None], warn: Cal
     names = list(request.pipeline.spec.secrets) + [n for s in request.pipeline.stages.values() for n in s.secrets]
     secret_vals = [request.options.env[n] for n in names if request.options.env.get(n)]
     writer, where = open_lineage(request.lineage, request.tracking_uri, secret_vals, warn)
-    runner = PipelineRunner(request.pipeline, request.plan, state, local_backends(request.options, on_event),
+    runner = PipelineRunner(request.pipeline, request.plan, state, open_backends(request.options, on_event),
                             writer, request.options, on_event)
     install_signal_handlers(runner)
     params = request.pipeline.spec.params

@@ -84,6 +84,14 @@ def commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path]) -> dict[st
     return rows
 
 
+def rows_from_backend(outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, OutputRow]:
+    """Outputs a remote node committed itself ({name: {uri, digest, size_bytes}})."""
+    try:
+        return {n: OutputRow(n, str(o["uri"]), str(o["digest"]), int(o["size_bytes"])) for n, o in outputs.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"the backend reported malformed outputs: {exc}") from exc
+
+
 def cache_lookup(store: ArtifactStore, key: str) -> dict[str, OutputRow] | None:
     found = CacheIndex(store).lookup(key)
     if found is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skyflow.backends.base import Backend, StageExit, StageHandle, StageLaunch
+from skyflow.backends.registry import BackendPool
 from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
 from skyflow.lineage.records import ArtifactInfo
 from skyflow.runner import artifact_io
@@ -53,7 +54,7 @@ class PipelineRunner:
     """Runs one pipeline run to its end (or resumes one); decisions come from runner.decisions."""
 
     def __init__(self, pipeline: ResolvedPipeline, plan: Mapping[str, Any], state: RunStore,
-                 backends: Mapping[str, Backend], lineage: LineageWriter, options: RunOptions,
+                 backends: BackendPool, lineage: LineageWriter, options: RunOptions,
                  on_event: Callable[[RunEvent], None] = lambda e: None) -> None:
         self.pipeline = pipeline
         self.plan = plan
@@ -76,7 +77,8 @@ class PipelineRunner:
     def start(self, target: str, overrides: Mapping[str, Any], params: Mapping[str, Any]) -> str:
         self.run_id = self.options.run_id or new_run_id(self.pipeline.name)
         self.state.create_run(self.run_id, self.pipeline.name, target, self.pipeline.digest(), dict(overrides),
-                              {"no_cache": self.options.no_cache}, dict(self.plan) or None,
+                              {"no_cache": self.options.no_cache, "lineage": self.lineage.enabled},
+                              dict(self.plan) or None,
                               list(self.pipeline.order), self.plan.get("total_usd"))
         self.params = dict(params)
         self.lineage.start(self.run_id, self.pipeline, self.params, dict(self.plan))
@@ -88,10 +90,11 @@ class PipelineRunner:
         run = self.state.get_run(run_id)
         for name, row in run.stages.items():
             if row.state == "running":
-                self.backends["local"].kill_process_groups(row.process_groups)
+                self.backends.for_infra(row.infra or "local").kill_process_groups(row.process_groups)
             keep = row.state in ("succeeded", "cached") and artifact_io.outputs_still_there(self.store, row.outputs)
             if not keep:
-                self.state.set_stage(run_id, name, state="pending", attempts=0, message=None, process_groups=[])
+                self.state.set_stage(run_id, name, state="pending", attempts=0, message=None, process_groups=[],
+                                     started_at=None, ended_at=None)
         self.state.set_run(run_id, state="running", runner_pid=os.getpid(), ended_at=None)
         self.lineage.start(run_id, self.pipeline, self.params, dict(self.plan))
         return self._execute()
@@ -108,7 +111,7 @@ class PipelineRunner:
         return {n: r.state for n, r in self.state.get_run(self.run_id).stages.items()}
 
     def _execute(self) -> str:
-        capacity = self.backends["local"].capacity().max_parallel
+        capacity = self.backends.get("local").capacity().max_parallel
         workers = self.options.max_parallel or capacity
         running: dict[Future[StageOutcome], str] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
@@ -226,7 +229,11 @@ class PipelineRunner:
         launch = StageLaunch(run_id=self.run_id, stage=name, attempt=attempt, setup=spec.setup,
                              run=spec.run or "true", workdir=self._workdir(name), env=env, num_nodes=spec.num_nodes,
                              log_path=log_path, timeout_s=spec.timeout, gpu_count=gpus,
-                             secret_values=tuple(self.secrets.values()))
+                             secret_values=tuple(self.secrets.values()), inputs=inputs, outputs=outputs,
+                             input_refs={k: {"uri": r.uri, "digest": r.digest, "size_bytes": r.size_bytes,
+                                             "store_uri": r.store.uri} for k, r in input_refs.items()},
+                             store_uri=self.store.uri, placement=self.plan.get("stages", {}).get(name, {}),
+                             stage_spec=spec)
         backend = self._backend_for(name)
         if spec.service is not None:
             return self._serve(name, launch, backend), None
@@ -245,7 +252,8 @@ class PipelineRunner:
         if not exit_.ok:
             return StageOutcome("failed", f"attempt {attempt}: {exit_.reason} (log: {log_path})"), exit_
         try:
-            rows = artifact_io.commit_outputs(self.store, outputs)
+            rows = (artifact_io.rows_from_backend(exit_.outputs) if exit_.outputs is not None
+                    else artifact_io.commit_outputs(self.store, outputs))
         except ArtifactError as exc:
             return StageOutcome("failed", str(exc)), None
         shutil.rmtree(attempt_dir / "inputs", ignore_errors=True)
@@ -317,12 +325,11 @@ class PipelineRunner:
 
     def _backend_for(self, name: str) -> Backend:
         infra = str(self.plan.get("stages", {}).get(name, {}).get("infra", "local"))
-        kind = infra.split("/")[0]
-        backend = self.backends.get(kind)
-        if backend is None:
-            raise BackendError(f"stage {name!r} is placed on {infra!r}, but no backend for {kind!r} is available "
-                               f"here; run with --infra local to run it on this machine", stage=name, backend=kind)
-        return backend
+        try:
+            return self.backends.for_infra(infra)
+        except BackendError as exc:
+            raise BackendError(f"stage {name!r} is placed on {infra!r}: {exc.message}", stage=name,
+                               backend=exc.backend) from exc
 
 
 def install_signal_handlers(runner: PipelineRunner) -> None:

@@ -40,6 +40,10 @@ class LineageWriter:
     stage_inputs: dict[str, list[ArtifactInfo]] = field(default_factory=dict)
     _failed: bool = False
 
+    @property
+    def enabled(self) -> bool:
+        return not isinstance(self.recorder, NullRecorder)
+
     def _call(self, fn: Callable[[], None]) -> None:
         try:
             fn()

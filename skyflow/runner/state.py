@@ -107,7 +107,17 @@ class RunStore:
         self.path = path or skyflow_home() / "state.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(SCHEMA)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Columns added after a state DB was made are added in place (old runs keep working)."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(stages)")}
+        for column, kind in (("endpoint", "TEXT"),):
+            if column not in have:
+                conn.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

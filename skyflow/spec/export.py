@@ -45,9 +45,8 @@ def stage_to_data(stage: Stage) -> dict[str, Any]:
 def spec_to_data(spec: PipelineSpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json", exclude_defaults=True, exclude={"stages"})
     data["stages"] = {name: stage_to_data(stage) for name, stage in spec.stages.items()}
-    ordered: dict[str, Any] = {k: data[k] for k in ("name", "description", "params", "envs", "secrets", "stores", "inputs",
-                                    "stages", "schedule") if k in data}
-    return ordered
+    keys = ("name", "description", "params", "envs", "secrets", "stores", "inputs", "stages", "schedule")
+    return {k: data[k] for k in keys if k in data}
 
 
 def dump_pipeline_yaml(pipeline: ResolvedPipeline) -> str:

@@ -1,0 +1,99 @@
+"""The user's skyflow config ($SKYFLOW_HOME/config.yaml): SSH node pools and Kubernetes contexts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from skyflow.errors import SpecError
+from skyflow.spec.base import SpecModel, custom_error
+from skyflow.spec.resources import parse_accelerators
+
+
+def _accelerator_counts(value: Any) -> Any:
+    if value is None or (isinstance(value, dict) and all(isinstance(v, int) for v in value.values())):
+        accs = parse_accelerators(value) if value else ()
+        return {a.name: int(a.count) for a in accs}
+    if isinstance(value, str):
+        return {a.name: int(a.count) for a in parse_accelerators(value)}
+    raise custom_error("bad_accelerators", "accelerators must be a mapping like {A100: 8}, got {value!r}",
+                       value=value, hint="Write accelerators: {A100: 8}.")
+
+
+class SshPool(SpecModel):
+    """Machines reachable over SSH that stages can run on (per host: cpus, memory, GPUs)."""
+
+    hosts: tuple[str, ...] = Field(min_length=1)
+    user: str | None = None
+    identity_file: str | None = None
+    accelerators: dict[str, int] = Field(default_factory=dict)
+    cpus: float | None = Field(default=None, gt=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+    hourly_usd: float = Field(default=0.0, ge=0)
+    workdir_root: str = "~/.skyflow/remote"
+    python: str = "python3"
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _accs(cls, value: Any) -> Any:
+        return _accelerator_counts(value)
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class KubernetesPricing(SpecModel):
+    cpu_hourly_usd: float = Field(default=0.0, ge=0)
+    memory_gb_hourly_usd: float = Field(default=0.0, ge=0)
+    accelerators_hourly_usd: dict[str, float] = Field(default_factory=dict)
+
+
+class KubernetesContext(SpecModel):
+    """A kubeconfig context the planner may place stages in, with its prices and capacity."""
+
+    namespace: str = "default"
+    infra: str | None = None  # where the cluster lives (gcp/us-central1), for egress prices
+    pricing: KubernetesPricing = Field(default_factory=KubernetesPricing)
+    cpus: float | None = Field(default=None, gt=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+    accelerators: dict[str, int] = Field(default_factory=dict)
+    accelerator_label_key: str = "nvidia.com/gpu.product"
+    spot_node_selector: dict[str, str] = Field(default_factory=dict)
+    spot_tolerations: tuple[dict[str, Any], ...] = ()
+    image: str = "python:3.11-slim"
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _accs(cls, value: Any) -> Any:
+        return _accelerator_counts(value)
+
+
+class KubernetesConfig(SpecModel):
+    kubeconfig: str | None = None
+    contexts: dict[str, KubernetesContext] = Field(default_factory=dict)
+
+
+class SkyflowConfig(SpecModel):
+    ssh_pools: dict[str, SshPool] = Field(default_factory=dict)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+
+
+def load_config(path: Path) -> SkyflowConfig:
+    """The config at ``path``; an absent file is an empty config, a wrong one a positioned error."""
+    from skyflow.spec.diagnostics import issues_from_validation
+    from skyflow.spec.loader import read_text
+    from skyflow.spec.source import parse_yaml
+
+    if not path.is_file():
+        return SkyflowConfig()
+    data, smap = parse_yaml(read_text(path), str(path))
+    if data is None:
+        return SkyflowConfig()
+    try:
+        return SkyflowConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(issues_from_validation(exc, data, smap, SkyflowConfig)) from None
