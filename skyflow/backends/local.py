@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,17 @@ class LocalStageHandle:
                 proc.wait(timeout=KILL_GRACE_S + 1)
 
 
+def with_own_python(env: Mapping[str, str]) -> dict[str, str]:
+    """`python` in a local stage is the interpreter skyflow runs on (its virtualenv, if any)."""
+    import sys
+
+    own = os.path.dirname(sys.executable)
+    path = env.get("PATH", os.defpath)
+    if path.split(os.pathsep)[0] != own:
+        path = own + os.pathsep + path
+    return {**env, "PATH": path}
+
+
 def _describe(code: int) -> str:
     if code < 0:
         try:
@@ -145,7 +156,7 @@ class LocalBackend:
         procs, pumps = [], []
         try:
             for rank in range(launch.num_nodes):
-                env = {**launch.env, "SKYPILOT_NODE_RANK": str(rank)}
+                env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": str(rank)}
                 if devices is not None:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
                 proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env,
@@ -190,7 +201,7 @@ class LocalBackend:
                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True,
                                       env={**os.environ, "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values))})
-            env = {**launch.env, "SKYPILOT_NODE_RANK": "0", "SKYFLOW_SERVICE_PORT": str(port),
+            env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": "0", "SKYFLOW_SERVICE_PORT": str(port),
                    "SKYFLOW_REPLICA_ID": str(rank)}
             proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=masker.stdin, stderr=subprocess.STDOUT, start_new_session=True)
