@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -73,6 +74,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> Any:
     from skyflow.errors import SkyflowError
 
+    if not sys.stdout.isatty():  # logs and CI: rich would wrap tables at 80 columns
+        os.environ.setdefault("COLUMNS", "120")
     try:
         return cli.main(args=argv, prog_name="skyflow", standalone_mode=False)
     except click.exceptions.Abort:
