@@ -17,6 +17,9 @@ from skyflow.errors import BackendError
 # infra kind -> "module:factory"; a factory takes a BackendContext and returns a Backend.
 FACTORIES: dict[str, str] = {
     "local": "skyflow.backends.local:from_context",
+    "kubernetes": "skyflow.backends.kubernetes:from_context",
+    "skypilot": "skyflow.backends.skypilot:from_context",
+    "ssh": "skyflow.backends.ssh:from_context",
 }
 CLOUD_BACKEND = "skypilot"
 

@@ -1,0 +1,350 @@
+"""The Kubernetes backend: create a stage's Job (or Deployment), watch it, stream its logs, clean up.
+
+Manifests come from :mod:`skyflow.backends.kubernetes_manifests`; this module only talks to the API
+server through the official ``kubernetes`` client (the ``k8s`` extra), imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.backends.kubernetes_manifests import PodPlan, job_manifests, redacted, service_manifests
+from skyflow.backends.masking import LogPump
+from skyflow.backends.remote_stage import (
+    commit_workdir,
+    node_spec,
+    read_result,
+    remote_store_uri,
+    split_env,
+)
+from skyflow.errors import BackendError
+
+DEFAULT_CONTEXT = "default"
+POLL_S = 1.0
+
+
+def context_name(infra: str | None) -> str:
+    """`kubernetes/CTX` or `k8s/CTX` -> CTX; plain `kubernetes` -> the kubeconfig's current context."""
+    _, _, name = str(infra or "").partition("/")
+    return name or DEFAULT_CONTEXT
+
+
+def _settings(config: Any, name: str) -> Any:
+    from skyflow.spec.config import KubernetesContext
+
+    contexts = getattr(getattr(config, "kubernetes", None), "contexts", {}) or {}
+    return contexts.get(name) or KubernetesContext()
+
+
+def _translated(action: str, stage: str) -> Any:
+    """Turn the client's errors into a BackendError naming what was being done."""
+    @contextlib.contextmanager
+    def scope() -> Any:
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or exc
+            body = getattr(exc, "body", None)
+            raise BackendError(f"Kubernetes: {action} failed: {reason}{f' ({body})' if body else ''}",
+                               stage=stage, backend="kubernetes") from exc
+    return scope()
+
+
+def default_client_factory(kubeconfig: str | None) -> Callable[[str], Any]:
+    def open_client(context: str) -> Any:
+        try:
+            from kubernetes import config as kconfig
+        except ImportError as exc:
+            raise BackendError("the Kubernetes backend needs the official client: pip install 'skyflow[k8s]'",
+                               backend="kubernetes") from exc
+        try:
+            return kconfig.new_client_from_config(config_file=kubeconfig,
+                                                  context=None if context == DEFAULT_CONTEXT else context)
+        except Exception as exc:
+            raise BackendError(f"cannot open Kubernetes context {context!r} from "
+                               f"{kubeconfig or '~/.kube/config'}: {exc}", backend="kubernetes") from exc
+    return open_client
+
+
+def _kind_create(kind: str) -> tuple[str, str]:
+    return {"Secret": ("CoreV1Api", "create_namespaced_secret"),
+            "Service": ("CoreV1Api", "create_namespaced_service"),
+            "Job": ("BatchV1Api", "create_namespaced_job"),
+            "Deployment": ("AppsV1Api", "create_namespaced_deployment")}[kind]
+
+
+def _kind_delete(kind: str) -> tuple[str, str]:
+    return {"Secret": ("CoreV1Api", "delete_namespaced_secret"),
+            "Service": ("CoreV1Api", "delete_namespaced_service"),
+            "Job": ("BatchV1Api", "delete_namespaced_job"),
+            "Deployment": ("AppsV1Api", "delete_namespaced_deployment")}[kind]
+
+
+class Cluster:
+    """One API client and the few calls the backend makes."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.apis = {n: getattr(client, n)(api_client) for n in ("CoreV1Api", "BatchV1Api", "AppsV1Api")}
+
+    def create(self, docs: list[dict[str, Any]], stage: str) -> None:
+        for doc in docs:
+            api, method = _kind_create(doc["kind"])
+            with _translated(f"creating {doc['kind']} {doc['metadata']['name']}", stage):
+                getattr(self.apis[api], method)(doc["metadata"]["namespace"], doc)
+
+    def delete(self, docs: list[dict[str, Any]]) -> None:
+        """Delete in reverse order; what is already gone is fine (cleanup must not fail a stage)."""
+        for doc in reversed(docs):
+            api, method = _kind_delete(doc["kind"])
+            with contextlib.suppress(Exception):
+                getattr(self.apis[api], method)(doc["metadata"]["name"], doc["metadata"]["namespace"],
+                                                propagation_policy="Background")
+
+    def job_status(self, name: str, namespace: str) -> Any:
+        return self.apis["BatchV1Api"].read_namespaced_job_status(name, namespace).status
+
+    def pods_of(self, job: str, namespace: str) -> list[Any]:
+        pods = self.apis["CoreV1Api"].list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+        return [p for p in pods if (p.metadata.labels or {}).get("job-name") == job]
+
+    def log_stream(self, pod: str, namespace: str) -> Any:
+        return self.apis["CoreV1Api"].read_namespaced_pod_log(pod, namespace, follow=True, _preload_content=False)
+
+    def ready_replicas(self, name: str, namespace: str) -> int:
+        return int(self.apis["AppsV1Api"].read_namespaced_deployment_status(name, namespace).status.ready_replicas
+                   or 0)
+
+
+def _finished(status: Any, completions: int) -> tuple[bool, bool, str]:
+    """(done, ok, reason) from a Job's status."""
+    for cond in status.conditions or []:
+        if cond.status == "True" and cond.type in ("Complete", "SuccessCriteriaMet"):
+            return True, True, ""
+        if cond.status == "True" and cond.type in ("Failed", "FailureTarget"):
+            return True, False, f"{cond.reason or 'Failed'}: {cond.message or ''}".rstrip(": ")
+    if (status.succeeded or 0) >= completions:
+        return True, True, ""
+    if status.failed:
+        return True, False, f"{status.failed} pod(s) failed"
+    return False, False, ""
+
+
+def _exit_code(pods: list[Any]) -> int:
+    for pod in pods:
+        for cs in (pod.status.container_statuses or []) if pod.status else []:
+            term = cs.state.terminated if cs.state else None
+            if term is not None and term.exit_code:
+                return int(term.exit_code)
+    return 1
+
+
+@dataclass
+class KubernetesStageHandle:
+    """One Job: watched until it finishes, its pods' logs copied to the stage log, then deleted."""
+
+    cluster: Cluster
+    launch: StageLaunch
+    docs: list[dict[str, Any]]
+    store_uri: str
+    result_key: str
+    on_line: Callable[[str, str], None] | None = None
+    poll_s: float = POLL_S
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _pumps: dict[str, LogPump] = field(default_factory=dict)
+
+    @property
+    def process_groups(self) -> list[int]:
+        return []  # nothing runs on this machine
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.docs[-1]
+
+    def wait(self) -> StageExit:
+        self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.launch.log_path, "ab") as log:
+            try:
+                return self._wait(log)
+            finally:
+                self.cluster.delete(self.docs)
+                for pump in self._pumps.values():
+                    pump.join(timeout=5)
+
+    def _wait(self, log: io.BufferedWriter) -> StageExit:
+        name, namespace = self.job["metadata"]["name"], self.job["metadata"]["namespace"]
+        deadline = time.monotonic() + self.launch.timeout_s if self.launch.timeout_s else None
+        while True:
+            if self._cancelled.is_set():
+                return StageExit(-15, "cancelled", cancelled=True)
+            with _translated(f"watching Job {name}", self.launch.stage):
+                status = self.cluster.job_status(name, namespace)
+                pods = self.cluster.pods_of(name, namespace)
+            self._follow_logs(pods, namespace, log)
+            done, ok, reason = _finished(status, int(self.launch.num_nodes))
+            if done:
+                return self._result(ok, reason, pods)
+            if deadline is not None and time.monotonic() > deadline:
+                return StageExit(-9, f"timed out after {self.launch.timeout_s:g} s", timed_out=True)
+            self._cancelled.wait(self.poll_s)
+
+    def _result(self, ok: bool, reason: str, pods: list[Any]) -> StageExit:
+        if not ok:
+            timed_out = "DeadlineExceeded" in reason
+            return StageExit(-9 if timed_out else _exit_code(pods), reason, timed_out=timed_out)
+        with _translated("reading the stage result", self.launch.stage):
+            outputs = read_result(self.store_uri, self.result_key)
+        if outputs is None:
+            return StageExit(1, f"the Job succeeded but wrote no result to {self.store_uri}/{self.result_key}")
+        return StageExit(0, outputs=outputs)
+
+    def _follow_logs(self, pods: list[Any], namespace: str, log: io.BufferedWriter) -> None:
+        for pod in pods:
+            pod_name = pod.metadata.name
+            phase = pod.status.phase if pod.status else None
+            if pod_name in self._pumps or phase not in ("Running", "Succeeded", "Failed"):
+                continue
+            try:
+                stream = self.cluster.log_stream(pod_name, namespace)
+            except Exception:  # not ready for logs yet; try again on the next poll
+                continue
+            index = (pod.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index")
+            prefix = f"(node {index}) " if self.launch.num_nodes > 1 and index is not None else ""
+            listener = (lambda line, s=self.launch.stage, cb=self.on_line: cb(s, line)) if self.on_line else None
+            pump = LogPump(stream, log, self.launch.secret_values, prefix, listener)
+            pump.start()
+            self._pumps[pod_name] = pump
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self.cluster.delete(self.docs)
+
+
+@dataclass
+class KubernetesService:
+    """A service stage's Deployment and Service; ready once the Deployment's replicas are."""
+
+    cluster: Cluster
+    docs: list[dict[str, Any]]
+    replicas: int
+    endpoint: str
+    poll_s: float = POLL_S
+
+    def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
+        deployment = next(d for d in self.docs if d["kind"] == "Deployment")
+        name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        deadline = time.monotonic() + timeout_s
+        while not cancel.is_set():
+            if self.cluster.ready_replicas(name, namespace) >= self.replicas:
+                return None
+            if time.monotonic() > deadline:
+                return f"not ready after {timeout_s:g} s"
+            cancel.wait(self.poll_s)
+        return "cancelled"
+
+    def stop(self) -> None:
+        self.cluster.delete(self.docs)
+
+
+class KubernetesBackend:
+    """Runs each stage as a Job in the context its placement names."""
+
+    name = "kubernetes"
+
+    def __init__(self, config: Any = None, on_line: Callable[[str, str], None] | None = None,
+                 client_factory: Callable[[str], Any] | None = None, poll_s: float = POLL_S) -> None:
+        self.config = config
+        kubeconfig = getattr(getattr(config, "kubernetes", None), "kubeconfig", None)
+        self._open_client = client_factory or default_client_factory(kubeconfig)
+        self._clusters: dict[str, Cluster] = {}
+        self.on_line = on_line
+        self.poll_s = poll_s
+
+    def capacity(self) -> Capacity:
+        contexts = getattr(getattr(self.config, "kubernetes", None), "contexts", {}) or {}
+        gpus: dict[str, int] = {}
+        for ctx in contexts.values():
+            for gpu, count in ctx.accelerators.items():
+                gpus[gpu] = gpus.get(gpu, 0) + count
+        return Capacity(cpus=sum(c.cpus or 0 for c in contexts.values()),
+                        memory_gb=sum(c.memory_gb or 0 for c in contexts.values()), gpus=gpus, max_parallel=64)
+
+    def _cluster(self, context: str) -> Cluster:
+        if context not in self._clusters:
+            self._clusters[context] = Cluster(self._open_client(context))
+        return self._clusters[context]
+
+    def manifests(self, launch: StageLaunch, store_uri: str, workdir_ref: Mapping[str, Any] | None = None
+                  ) -> list[dict[str, Any]]:
+        """Every manifest this launch creates (Secret values included: never print these)."""
+        settings = _settings(self.config, context_name(launch.placement.get("infra")))
+        plain, secret = split_env(launch)
+        plan = PodPlan(namespace=settings.namespace, image=settings.image,
+                       accelerator_label_key=settings.accelerator_label_key,
+                       spot_node_selector=settings.spot_node_selector, spot_tolerations=settings.spot_tolerations,
+                       plain_env=plain, secret_names=tuple(secret), node_spec=node_spec(launch, store_uri, workdir_ref))
+        build = service_manifests if getattr(launch.stage_spec, "service", None) is not None else job_manifests
+        return build(launch, plan, secret)
+
+    def render(self, launch: StageLaunch) -> str:
+        """The manifests as one multi-document YAML, Secret values redacted (for --dry-run)."""
+        import yaml
+
+        note = ""
+        try:
+            store = remote_store_uri(launch, self.name)
+        except BackendError as exc:
+            store, note = "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
+        docs = json.loads(json.dumps(redacted(self.manifests(launch, store))))  # no YAML anchors
+        return note + yaml.safe_dump_all(docs, sort_keys=False)
+
+    def _prepare(self, launch: StageLaunch) -> tuple[Cluster, str, list[dict[str, Any]]]:
+        store = remote_store_uri(launch, self.name)
+        cluster = self._cluster(context_name(launch.placement.get("infra")))
+        docs = self.manifests(launch, store, commit_workdir(launch, store))
+        return cluster, store, docs
+
+    def launch(self, launch: StageLaunch) -> StageHandle:
+        cluster, store, docs = self._prepare(launch)
+        try:
+            cluster.create(docs, launch.stage)
+        except BackendError:
+            cluster.delete(docs)
+            raise
+        spec_key = node_spec(launch, store)["result_key"]
+        return KubernetesStageHandle(cluster, launch, docs, store, spec_key, self.on_line, self.poll_s)
+
+    def serve(self, launch: StageLaunch) -> KubernetesService:
+        """Create the service stage's Deployment and Service; `wait_ready` then tells when it serves."""
+        from skyflow.backends.kubernetes_manifests import service_port
+
+        cluster, _, docs = self._prepare(launch)
+        try:
+            cluster.create(docs, launch.stage)
+        except BackendError:
+            cluster.delete(docs)
+            raise
+        service = next(d for d in docs if d["kind"] == "Service")
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        meta = service["metadata"]
+        endpoint = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{service_port(launch.stage_spec)}"
+        return KubernetesService(cluster, docs, int(deployment["spec"]["replicas"]), endpoint, self.poll_s)
+
+    def kill_process_groups(self, groups: list[int]) -> None:
+        """Jobs are not local processes; a Job left by a dead runner ends by its own deadline and TTL."""
+
+
+def from_context(context: Any) -> KubernetesBackend:
+    return KubernetesBackend(context.config, on_line=context.on_line)

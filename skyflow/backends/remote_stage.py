@@ -1,0 +1,189 @@
+"""The stage wrapper a remote node runs: fetch inputs, run setup and run, commit outputs, report them.
+
+A remote backend (Kubernetes, SkyPilot) starts ``python -m skyflow.backends.remote_stage`` on each
+node with the JSON from :func:`node_spec` in ``SKYFLOW_STAGE_SPEC``. The node fetches its inputs
+from the artifact store, runs the stage with ``SKYFLOW_INPUT_*``/``SKYFLOW_OUTPUT_*`` pointing at
+its own directories, and node 0 commits the outputs and writes a small result JSON to the store
+under :func:`result_key`, which the backend reads back as ``StageExit.outputs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from skyflow.backends.base import StageLaunch
+from skyflow.errors import ArtifactError, BackendError
+
+SPEC_ENV = "SKYFLOW_STAGE_SPEC"
+WRAPPER_MODULE = "skyflow.backends.remote_stage"
+REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://")
+# Names the runner sets from this machine that mean nothing on another one.
+_HOST_ONLY = ("SKYFLOW_INPUT_", "SKYFLOW_OUTPUT_")
+_KEEP_PREFIXES = ("SKYFLOW_", "SKYPILOT_")
+
+
+def is_remote_uri(uri: str | None) -> bool:
+    return bool(uri) and str(uri).startswith(REMOTE_SCHEMES)
+
+
+def remote_store_uri(launch: StageLaunch, backend: str) -> str:
+    """The object store a remote node reads inputs from and commits outputs to.
+
+    The placement's ``store_uri`` wins (the pipeline's store for that cloud or region), then the
+    run's own store when it is remote. A local-only store cannot be reached from another machine.
+    """
+    for candidate in (launch.placement.get("store_uri"), launch.store_uri):
+        if is_remote_uri(candidate):
+            return str(candidate)
+    raise BackendError(
+        f"stage {launch.stage!r} is placed on {backend}, but the run's artifact store is "
+        f"{launch.store_uri or 'local'!s}, which a remote node cannot reach. Add an object store to the "
+        "pipeline, e.g. `stores: {aws/us-east-1: s3://my-bucket/skyflow}` (or gs://, az://)",
+        stage=launch.stage, backend=backend)
+
+
+def result_key(run_id: str, stage: str, attempt: int) -> str:
+    return f"runs/{run_id}/{stage}/attempt-{attempt}/result.json"
+
+
+def split_env(launch: StageLaunch) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain, secret) variables a remote node needs: not this machine's environment, not its paths.
+
+    The runner's environment includes this shell's variables; only those the pipeline or skyflow set
+    (or that differ from this shell) travel. Secrets are split out so they go in a Secret, not a spec.
+    """
+    secrets = set(launch.secret_values)
+    stage_envs = set(getattr(launch.stage_spec, "envs", {}) or {})
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for key, value in launch.env.items():
+        if key.startswith(_HOST_ONLY):
+            continue
+        if value in secrets:
+            secret[key] = value
+        elif key.startswith(_KEEP_PREFIXES) or key in stage_envs or os.environ.get(key) != value:
+            plain[key] = value
+    for key in ("SKYPILOT_NODE_RANK", "SKYPILOT_HEAD_IP", "SKYPILOT_NODE_IPS"):
+        plain.pop(key, None)  # set per node
+    return plain, secret
+
+
+def node_spec(launch: StageLaunch, store_uri: str, workdir_ref: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the wrapper on a node needs (no secret values: those arrive as environment variables)."""
+    return {
+        "run_id": launch.run_id, "stage": launch.stage, "attempt": launch.attempt,
+        "setup": launch.setup, "run": launch.run, "num_nodes": launch.num_nodes,
+        "store_uri": store_uri, "result_key": result_key(launch.run_id, launch.stage, launch.attempt),
+        "inputs": {name: dict(ref) for name, ref in launch.input_refs.items()},
+        "outputs": sorted(launch.outputs),
+        "workdir": dict(workdir_ref) if workdir_ref else None,
+    }
+
+
+def commit_workdir(launch: StageLaunch, store_uri: str) -> dict[str, Any] | None:
+    """Upload the stage's own workdir (only one it names) so nodes can fetch it like an input."""
+    from skyflow.artifacts import commit_output, open_store
+
+    if not isinstance(getattr(launch.stage_spec, "workdir", None), str) or not launch.workdir.is_dir():
+        return None
+    ref = commit_output(open_store(store_uri), launch.workdir, name="workdir")
+    return {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes, "store_uri": store_uri}
+
+
+def read_result(store_uri: str, key: str) -> dict[str, dict[str, Any]] | None:
+    """The outputs node 0 committed, or None when it wrote no result (it failed before)."""
+    from skyflow.artifacts import open_store
+
+    data = open_store(store_uri).read_optional(key)
+    if data is None:
+        return None
+    try:
+        outputs = json.loads(data)["outputs"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(f"the stage result at {store_uri}/{key} is malformed: {exc}") from exc
+    return {str(k): dict(v) for k, v in outputs.items()}
+
+
+# -- on the node --------------------------------------------------------------------------------
+
+def _fetch(ref: Mapping[str, Any], name: str, dest: Path) -> Path:
+    from skyflow.artifacts import ArtifactRef, fetch_artifact, open_store
+
+    store = open_store(str(ref["store_uri"]))
+    artifact = ArtifactRef(name=name, uri=str(ref["uri"]), digest=str(ref["digest"]),
+                           size_bytes=int(ref.get("size_bytes", 0)), file_count=0, store=store)
+    return fetch_artifact(artifact, dest)
+
+
+def _node_env(spec: Mapping[str, Any], inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, str]:
+    env = dict(os.environ)
+    # An Indexed Job numbers its pods; that number is the node rank.
+    rank = env.get("SKYPILOT_NODE_RANK") or env.get("JOB_COMPLETION_INDEX") or "0"
+    env["SKYPILOT_NODE_RANK"] = rank
+    head = env.get("SKYPILOT_HEAD_IP") or "127.0.0.1"
+    env["SKYPILOT_HEAD_IP"] = head
+    env.setdefault("SKYPILOT_NODE_IPS", "\n".join([head] * int(spec.get("num_nodes", 1))))
+    env.update({f"SKYFLOW_INPUT_{k.upper()}": str(p) for k, p in inputs.items()})
+    env.update({f"SKYFLOW_OUTPUT_{k.upper()}": str(p) for k, p in outputs.items()})
+    return env
+
+
+def _bash(script: str, cwd: Path, env: Mapping[str, str]) -> int:
+    return subprocess.call(["bash", "-c", script], cwd=cwd, env=dict(env))
+
+
+def run_node(spec: Mapping[str, Any], root: Path) -> int:
+    """Run one node's part of a stage under ``root``; node 0 commits and reports the outputs."""
+    from skyflow.artifacts import commit_output, open_store
+
+    inputs = {name: _fetch(ref, name, root / "inputs" / name) for name, ref in spec["inputs"].items()}
+    outputs = {name: root / "outputs" / name for name in spec["outputs"]}
+    for path in outputs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    workdir = _fetch(spec["workdir"], "workdir", root / "workdir") if spec.get("workdir") else root
+    env = _node_env(spec, inputs, outputs)
+    if spec.get("setup"):
+        code = _bash(spec["setup"], workdir, env)
+        if code != 0:
+            print(f"skyflow: setup failed with exit code {code}", flush=True)
+            return code
+    code = _bash(spec["run"], workdir, env)
+    if code != 0 or env["SKYPILOT_NODE_RANK"] != "0":
+        return code
+    store = open_store(spec["store_uri"])
+    result: dict[str, Any] = {}
+    for name, path in outputs.items():
+        if not any(path.iterdir()):
+            print(f"skyflow: the stage wrote nothing to output {name!r}", flush=True)
+            return 1
+        ref = commit_output(store, path, name=name)
+        result[name] = {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes}
+    store.write_bytes(spec["result_key"], json.dumps({"outputs": result}, sort_keys=True).encode())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    raw = Path(args[0]).read_text() if args else os.environ.get(SPEC_ENV)
+    if not raw:
+        print(f"skyflow: no stage spec: pass a file or set {SPEC_ENV}", file=sys.stderr)
+        return 2
+    spec = json.loads(raw)
+    base = os.environ.get("SKYFLOW_NODE_ROOT")
+    root = Path(base) if base else Path(tempfile.mkdtemp(prefix="skyflow-node-"))
+    try:
+        return run_node(spec, root)
+    except ArtifactError as exc:
+        print(f"skyflow: {exc}", file=sys.stderr, flush=True)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

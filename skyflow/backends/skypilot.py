@@ -1,0 +1,204 @@
+"""The SkyPilot backend: a stage placed on a cloud runs as a SkyPilot task pinned to the planner's choice.
+
+`sky.jobs.launch` (managed, with spot recovery) for spot placements, `sky.launch` then `sky.down`
+otherwise; service stages go through `sky serve up`. `sky` (the ``skypilot`` extra) is imported on
+first use. Outputs are committed by the stage wrapper on node 0 and read back from the store.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.backends.masking import mask_secrets
+from skyflow.backends.remote_stage import commit_workdir, node_spec, read_result, remote_store_uri, split_env
+from skyflow.backends.skypilot_task import DEFAULT_INSTALL, task_config, wants_recovery
+from skyflow.errors import BackendError
+
+
+def import_sky() -> Any:
+    try:
+        return importlib.import_module("sky")
+    except ImportError as exc:
+        raise BackendError("stages placed on a cloud run through SkyPilot: pip install 'skyflow[skypilot]'",
+                           backend="skypilot") from exc
+
+
+class _LogSink(io.TextIOBase):
+    """A text stream SkyPilot writes logs to: masked, appended to the stage log, passed on by line."""
+
+    def __init__(self, log: io.BufferedWriter, secrets: tuple[str, ...],
+                 on_line: Callable[[str], None] | None) -> None:
+        self.log, self.secrets, self.on_line = log, [s for s in secrets if s], on_line
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            masked = mask_secrets(line, self.secrets)
+            self.log.write((masked + "\n").encode())
+            if self.on_line:
+                self.on_line(masked)
+        self.log.flush()
+        return len(text)
+
+
+@dataclass
+class SkyPilotStageHandle:
+    """A launched task: logs are tailed until it ends; a plain cluster is taken down afterwards."""
+
+    sky: Any
+    launch: StageLaunch
+    cluster: str
+    job_id: int | None
+    managed: bool
+    store_uri: str
+    result_key: str
+    on_line: Callable[[str, str], None] | None = None
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def process_groups(self) -> list[int]:
+        return []
+
+    def wait(self) -> StageExit:
+        self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        listener = (lambda line: self.on_line(self.launch.stage, line)) if self.on_line else None  # type: ignore[misc]
+        try:
+            with open(self.launch.log_path, "ab") as log:
+                sink = _LogSink(log, self.launch.secret_values, listener)
+                code = self._tail(sink)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"SkyPilot: following {self.cluster} failed: {exc}", stage=self.launch.stage,
+                               backend="skypilot") from exc
+        finally:
+            if not self.managed:
+                self._down()
+        if self._cancelled.is_set():
+            return StageExit(-15, "cancelled", cancelled=True)
+        if code != 0:
+            return StageExit(int(code), f"exit code {code}")
+        outputs = read_result(self.store_uri, self.result_key)
+        if outputs is None:
+            return StageExit(1, f"the task succeeded but wrote no result to {self.store_uri}/{self.result_key}")
+        return StageExit(0, outputs=outputs)
+
+    def _tail(self, sink: io.TextIOBase) -> int:
+        if self.managed:
+            return int(self.sky.jobs.tail_logs(job_id=self.job_id, follow=True, output_stream=sink) or 0)
+        return int(self.sky.tail_logs(self.cluster, self.job_id, follow=True, output_stream=sink) or 0)
+
+    def _down(self) -> None:
+        self.sky.stream_and_get(self.sky.down(self.cluster))
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self.managed:
+            self.sky.stream_and_get(self.sky.jobs.cancel(job_ids=[self.job_id]))
+        else:
+            self.sky.stream_and_get(self.sky.cancel(self.cluster, job_ids=[self.job_id]))
+
+
+@dataclass
+class SkyServeService:
+    """A `sky serve` service: ready when SkyPilot reports an endpoint for it."""
+
+    sky: Any
+    name: str
+    endpoint: str
+
+    def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
+        return "cancelled" if cancel.is_set() else None
+
+    def stop(self) -> None:
+        self.sky.stream_and_get(self.sky.serve.down(self.name))
+
+
+class SkyPilotBackend:
+    """Launches stages with SkyPilot; skyflow has already chosen where."""
+
+    name = "skypilot"
+
+    def __init__(self, on_line: Callable[[str, str], None] | None = None, install: str = DEFAULT_INSTALL,
+                 sky_module: Any = None) -> None:
+        self.on_line = on_line
+        self.install = install
+        self._sky = sky_module
+
+    @property
+    def sky(self) -> Any:
+        if self._sky is None:
+            self._sky = import_sky()
+        return self._sky
+
+    def capacity(self) -> Capacity:
+        return Capacity(cpus=0.0, memory_gb=0.0, gpus={}, max_parallel=64)  # clouds: bounded by quota only
+
+    def task_config(self, launch: StageLaunch, store_uri: str,
+                    workdir_ref: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        plain, secret = split_env(launch)
+        return task_config(launch, node_spec(launch, store_uri, workdir_ref), plain, tuple(secret), self.install)
+
+    def render(self, launch: StageLaunch) -> str:
+        import yaml
+
+        note = ""
+        try:
+            store = remote_store_uri(launch, self.name)
+        except BackendError as exc:
+            store, note = "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
+        mode = "sky jobs launch (spot recovery)" if wants_recovery(launch) else "sky launch, then sky down"
+        return f"{note}# {mode}\n" + yaml.safe_dump(self.task_config(launch, store), sort_keys=False)
+
+    def _task(self, launch: StageLaunch) -> tuple[Any, dict[str, Any], str]:
+        store = remote_store_uri(launch, self.name)
+        config = self.task_config(launch, store, commit_workdir(launch, store))
+        try:
+            task = self.sky.Task.from_yaml_config(config)
+        except Exception as exc:
+            raise BackendError(f"SkyPilot rejected the task for stage {launch.stage!r}: {exc}",
+                               stage=launch.stage, backend=self.name) from exc
+        _, secret = split_env(launch)
+        if secret:
+            task.update_secrets(secret)
+        return task, config, store
+
+    def launch(self, launch: StageLaunch) -> StageHandle:
+        task, config, store = self._task(launch)
+        name, managed = config["name"], wants_recovery(launch)
+        try:
+            if managed:
+                job_ids, _ = self.sky.stream_and_get(self.sky.jobs.launch(task, name=name))
+                job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
+            else:
+                job_id, _ = self.sky.stream_and_get(self.sky.launch(task, cluster_name=name, down=True))
+        except Exception as exc:
+            raise BackendError(f"SkyPilot could not launch stage {launch.stage!r} on "
+                               f"{config['resources'].get('infra', 'a cloud')}: {exc}",
+                               stage=launch.stage, backend=self.name) from exc
+        key = node_spec(launch, store)["result_key"]
+        return SkyPilotStageHandle(self.sky, launch, name, job_id, managed, store, key, self.on_line)
+
+    def serve(self, launch: StageLaunch) -> SkyServeService:
+        task, config, _ = self._task(launch)
+        try:
+            name, endpoint = self.sky.stream_and_get(self.sky.serve.up(task, service_name=config["name"]))
+        except Exception as exc:
+            raise BackendError(f"sky serve up failed for stage {launch.stage!r}: {exc}", stage=launch.stage,
+                               backend=self.name) from exc
+        return SkyServeService(self.sky, str(name), str(endpoint))
+
+    def kill_process_groups(self, groups: list[int]) -> None:
+        """Nothing local to kill; SkyPilot's clusters and managed jobs are stopped through SkyPilot."""
+
+
+def from_context(context: Any) -> SkyPilotBackend:
+    return SkyPilotBackend(on_line=context.on_line)

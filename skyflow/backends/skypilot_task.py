@@ -1,0 +1,116 @@
+"""A SkyPilot task config (the dict `sky.Task.from_yaml_config` takes) for a stage pinned to its placement.
+
+skyflow plans; SkyPilot provisions. The task names exactly the cloud, region, zone, instance type,
+accelerators and spot choice the planner made, and runs the stage wrapper, which moves artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
+
+# How a node gets skyflow (and the object-store libraries) before the wrapper runs.
+DEFAULT_INSTALL = 'pip install -q "skyflow[s3,gcs,azure]"'
+
+
+def task_name(run_id: str, stage: str, attempt: int) -> str:
+    digest = hashlib.sha256(f"{run_id}/{stage}/{attempt}".encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-")[:30] or "stage"
+    return f"sf-{stem}-{digest}"
+
+
+def _infra(placement: Mapping[str, Any]) -> str | None:
+    cloud = placement.get("cloud") or str(placement.get("infra") or "").split("/")[0] or None
+    if not cloud:
+        return None
+    parts = [str(cloud)]
+    for key in ("region", "zone"):
+        if not placement.get(key):
+            break
+        parts.append(str(placement[key]))
+    return "/".join(parts)
+
+
+def _accelerators(placement: Mapping[str, Any]) -> str | None:
+    accelerators = placement.get("accelerators") or {}
+    if not accelerators:
+        return None
+    name, count = next(iter(accelerators.items()))
+    return f"{name}:{float(count):g}"
+
+
+def task_resources(placement: Mapping[str, Any], stage_spec: Any) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    infra = _infra(placement)
+    if infra:
+        resources["infra"] = infra
+    if placement.get("instance_type"):
+        resources["instance_type"] = placement["instance_type"]
+    accelerators = _accelerators(placement)
+    if accelerators:
+        resources["accelerators"] = accelerators
+    resources["use_spot"] = bool(placement.get("use_spot"))
+    spec = getattr(stage_spec, "resources", None)
+    disk = placement.get("disk_size") or getattr(spec, "disk_size", None)
+    if disk:
+        resources["disk_size"] = int(disk)
+    tier = getattr(spec, "disk_tier", None)
+    if tier:
+        resources["disk_tier"] = tier
+    ports = list(getattr(spec, "ports", ()) or ())
+    service = getattr(stage_spec, "service", None)
+    if service is not None and service.ports and str(service.ports) not in ports:
+        ports.append(str(service.ports))
+    if ports:
+        resources["ports"] = ports
+    recovery = getattr(spec, "job_recovery", None)
+    if resources["use_spot"] and recovery is not None:
+        resources["job_recovery"] = {k: v for k, v in {"strategy": recovery.strategy,
+                                                       "max_restarts_on_errors": recovery.max_restarts_on_errors
+                                                       }.items() if v is not None}
+    return resources
+
+
+def service_section(stage_spec: Any) -> dict[str, Any]:
+    service = stage_spec.service
+    probe = service.readiness_probe
+    section: dict[str, Any] = {"readiness_probe": {"path": probe.path,
+                                                   "initial_delay_seconds": int(probe.initial_delay_seconds),
+                                                   "timeout_seconds": int(probe.timeout_seconds)}}
+    if service.replica_policy is not None:
+        policy = service.replica_policy
+        section["replica_policy"] = {k: v for k, v in {
+            "min_replicas": policy.min_replicas, "max_replicas": policy.max_replicas,
+            "target_qps_per_replica": policy.target_qps_per_replica}.items() if v is not None}
+    else:
+        section["replicas"] = int(service.replicas or 1)
+    return section
+
+
+def task_config(launch: Any, node_spec: Mapping[str, Any], plain_env: Mapping[str, str],
+                secret_names: tuple[str, ...], install: str = DEFAULT_INSTALL) -> dict[str, Any]:
+    """The task for one attempt; secret values are attached at launch, never written here."""
+    envs = {**plain_env, SPEC_ENV: json.dumps(dict(node_spec), sort_keys=True)}
+    config: dict[str, Any] = {
+        "name": task_name(launch.run_id, launch.stage, launch.attempt),
+        "num_nodes": int(launch.num_nodes),
+        "resources": task_resources(launch.placement, launch.stage_spec),
+        "envs": dict(sorted(envs.items())),
+        "setup": install,
+        "run": f"python -m {WRAPPER_MODULE}",
+    }
+    if secret_names:
+        config["secrets"] = {name: None for name in sorted(secret_names)}
+    if getattr(launch.stage_spec, "service", None) is not None:
+        config["service"] = service_section(launch.stage_spec)
+    return config
+
+
+def wants_recovery(launch: Any) -> bool:
+    """Managed jobs (with spot recovery) for spot placements; a plain cluster otherwise."""
+    return bool(launch.placement.get("use_spot"))
