@@ -11,6 +11,7 @@ from skyflow.catalog import PriceCatalog
 from skyflow.errors import PlanningError
 from skyflow.planner.plan import Placement
 from skyflow.planner.policy import LOCAL, Policy
+from skyflow.planner.pools import pool_placements, pools_reason
 from skyflow.spec.models import Stage
 from skyflow.spec.resources import Quantity, Resources
 
@@ -142,10 +143,11 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
             if not _fits_local(req, policy):
                 warnings.append(f"stage {name!r} asks for {req.describe()}, more than the local machine has; "
                                 "placed on local because --infra local forces it")
+        hours = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
+        found += pool_placements(req, stage.num_nodes, hours, policy)
         for index, hourly in finder.offers(req):
             offer = cat.offer(index)
             acc = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
-            hours = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
             found.append(Placement(
                 infra=offer.location, cloud=offer.cloud, region=offer.region, zone=req.zone or offer.zone,
                 instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
@@ -157,7 +159,7 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
         if ordered and found:
             break
     if not best:
-        raise no_candidates_error(name, requests, finder)
+        raise no_candidates_error(name, requests, finder, stage.num_nodes)
     return sorted(best.values(), key=lambda p: (p.compute_usd, p.hours, p.infra)), warnings
 
 
@@ -187,11 +189,15 @@ def _local_placement(name: str, stage: Stage, req: Request, policy: Policy) -> P
                      accelerators=acc, use_spot=False, num_nodes=stage.num_nodes, hourly_usd=0.0, hours=hours)
 
 
-def no_candidates_error(name: str, requests: list[Request], finder: CandidateFinder) -> PlanningError:
+def no_candidates_error(name: str, requests: list[Request], finder: CandidateFinder,
+                        num_nodes: int = 1) -> PlanningError:
     """Say what the stage asked for, the nearest offers, and which constraint removed them."""
     lines = [f"stage {name!r}: no place to run it."]
     for req in requests:
-        lines.append(f"  asked for {req.describe()}: {_why_none(req, finder)}")
+        pools = pools_reason(req, num_nodes, finder.policy)
+        pinned = req.cloud in ("ssh", "kubernetes")
+        why = pools if pinned else "; ".join(r for r in (_why_none(req, finder), pools) if r)
+        lines.append(f"  asked for {req.describe()}: {why}")
     return PlanningError("\n".join(lines), stage=name)
 
 

@@ -23,13 +23,61 @@ class LocalCapacity:
 
 
 @dataclass(frozen=True)
+class PoolLocation:
+    """Machines the user already has, as one planner location: an SSH pool or a Kubernetes context.
+
+    ``name`` is the location (``ssh/lab``, ``kubernetes/ctx``). ``cpus``, ``memory_gb`` and
+    ``accelerators`` describe one node (None: not declared, not checked). An SSH pool bills whole
+    nodes at ``hourly_usd``; a Kubernetes context bills what a pod requests at the per-resource
+    rates. ``egress_location`` is where the machines sit for egress prices (``gcp/us-central1``
+    for a GKE context); None is on-premises, priced like `local`.
+    """
+
+    name: str
+    kind: Literal["ssh", "kubernetes"]
+    max_nodes: int
+    cpus: float | None = None
+    memory_gb: float | None = None
+    accelerators: dict[str, int] = field(default_factory=dict)
+    hourly_usd: float = 0.0
+    cpu_hourly_usd: float = 0.0
+    memory_gb_hourly_usd: float = 0.0
+    accelerators_hourly_usd: dict[str, float] = field(default_factory=dict)
+    egress_location: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ssh", "kubernetes"):
+            raise ValueError(f"pool kind must be 'ssh' or 'kubernetes', got {self.kind!r}")
+        if not self.name.startswith(f"{self.kind}/") or self.name == f"{self.kind}/":
+            raise ValueError(f"pool name must look like {self.kind}/NAME, got {self.name!r}")
+        if self.max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.kind, self.max_nodes, self.cpus, self.memory_gb,
+                     tuple(sorted(self.accelerators.items())), self.hourly_usd))
+
+    @property
+    def short_name(self) -> str:
+        """``lab`` of ``ssh/lab``."""
+        return self.name.split("/", 1)[1]
+
+    @property
+    def egress_as(self) -> str:
+        """The location whose egress prices this pool's traffic pays."""
+        return self.egress_location or LOCAL
+
+
+@dataclass(frozen=True)
 class Policy:
     """Objective and constraints of one planning call.
 
     ``enabled_clouds`` are the clouds the user can launch on (the CLI checks credentials);
     None means every cloud of the catalog. ``infra`` (``--infra``) limits the places considered
     to those named, ``all_clouds`` plans over every catalog cloud whether enabled or not, and
-    leaves `local` out unless ``infra`` names it.
+    leaves `local` out unless ``infra`` names it. ``pools`` (SSH pools, Kubernetes contexts) are
+    candidate locations like `local`: always by default, with ``all_clouds`` only when ``infra``
+    names them (``ssh/lab``, or ``ssh`` / ``kubernetes`` for all of a kind).
     """
 
     objective: Literal["cost", "time"] = "cost"
@@ -43,6 +91,7 @@ class Policy:
     all_clouds: bool = False
     enabled_clouds: tuple[str, ...] | None = None
     local: LocalCapacity = field(default_factory=LocalCapacity)
+    pools: tuple[PoolLocation, ...] = ()
     observed_hours: dict[str, dict[str, float]] = field(default_factory=dict)
     observed_size_gb: dict[str, float] = field(default_factory=dict)
     transfer_gb_per_hour: float = DEFAULT_TRANSFER_GB_PER_HOUR
@@ -66,6 +115,14 @@ class Policy:
         if self.infra is not None:
             return any(entry.split("/", 1)[0] == LOCAL for entry in self.infra)
         return not self.all_clouds and self._cloud_allowed(LOCAL)
+
+    def pool_considered(self, pool: PoolLocation, pinned: bool = False) -> bool:
+        """Whether ``pool`` is a candidate; ``pinned`` when the stage itself names it."""
+        if pool.kind in self.blocked_clouds or pool.name in self.blocked_clouds:
+            return False
+        if self.infra is not None:
+            return any(entry in (pool.name, pool.kind) for entry in self.infra)
+        return pinned or not self.all_clouds
 
     def local_forced(self) -> bool:
         """`--infra local` alone: run locally even where the machine looks too small."""
@@ -95,6 +152,11 @@ class Policy:
         if self.infra is None:
             return True
         return any(_infra_covers(entry, cloud, region) for entry in self.infra)
+
+
+def egress_aliases(pools: tuple[PoolLocation, ...]) -> dict[str, str]:
+    """Pool location -> the location whose egress prices it pays."""
+    return {pool.name: pool.egress_as for pool in pools}
 
 
 def _infra_covers(entry: str, cloud: str, region: str) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from skyflow.catalog import EgressModel
+from skyflow.catalog.egress import FREE
 from skyflow.planner.plan import EgressCharge, Placement
-from skyflow.planner.policy import Policy
+from skyflow.planner.policy import Policy, egress_aliases
 from skyflow.spec.graph import ResolvedPipeline
 
 
@@ -33,6 +34,13 @@ class Problem:
     ordering: list[tuple[int, int]]  # depends_on (before, after): time only
     egress: EgressModel
     transfer_gb_per_hour: float
+    egress_alias: dict[str, str] = field(default_factory=dict)  # pool -> where its egress is priced
+
+    def egress_usd(self, size_gb: float, source: str, target: str) -> float:
+        if source == target:
+            return 0.0
+        alias = self.egress_alias
+        return self.egress.estimate_egress_usd(size_gb, alias.get(source, source), alias.get(target, target))
 
     def __post_init__(self) -> None:
         locs = sorted({p.infra for opts in self.options for p in opts}
@@ -63,7 +71,8 @@ class Problem:
             ids = np.zeros((n, n), dtype=np.int64)
             for i, src in enumerate(self.locations):
                 for j, dst in enumerate(self.locations):
-                    tiers = self.egress.tiers(src, dst)
+                    tiers = FREE if i == j else self.egress.tiers(self.egress_alias.get(src, src),
+                                                                  self.egress_alias.get(dst, dst))
                     ids[i, j] = seen.setdefault(tiers, len(seen))
             self._tiers = list(seen)
             self._tier_ids = ids
@@ -81,7 +90,7 @@ def build_problem(pipeline: ResolvedPipeline, options: dict[str, list[Placement]
     warnings: list[str] = []
     groups: dict[tuple[str, str], list[int]] = {}
     for edge in pipeline.edges:
-        if edge.kind == "uri":
+        if edge.kind == "uri" and uri_location(edge.artifact) is None:
             continue
         key = (edge.producer or "", edge.artifact)
         consumers = groups.setdefault(key, [])
@@ -98,15 +107,41 @@ def build_problem(pipeline: ResolvedPipeline, options: dict[str, list[Placement]
                 warnings.append(f"{ref} has no size_gb and no history; its transfers are counted as 0 GB")
             transfers.append(Transfer(ref, size or 0.0, index[producer], None, tuple(consumers)))
             continue
-        spec_input = pipeline.spec.inputs[artifact]
-        if spec_input.infra is None:
-            if spec_input.size_gb:
-                warnings.append(f"input {artifact!r} has no infra; moving it is counted as free")
-            continue
-        transfers.append(Transfer(artifact, spec_input.size_gb or 0.0, None, spec_input.infra, tuple(consumers)))
+        found = _input_transfer(pipeline, artifact, tuple(consumers), policy, warnings)
+        if found is not None:
+            transfers.append(found)
     ordering = [(index[a], index[b]) for a, b in pipeline.ordering]
-    problem = Problem(names, [options[n] for n in names], transfers, ordering, egress, policy.transfer_gb_per_hour)
+    problem = Problem(names, [options[n] for n in names], transfers, ordering, egress, policy.transfer_gb_per_hour,
+                      egress_aliases(policy.pools))
     return problem, warnings
+
+
+# Object-store schemes and the cloud that bills reading from them.
+URI_CLOUDS = {"s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure",
+              "abfss": "azure"}
+
+
+def uri_location(uri: str) -> str | None:
+    """``aws/*`` for ``s3://...``: the bucket's cloud, region unknown (priced as another region)."""
+    scheme, sep, _ = uri.partition("://")
+    cloud = URI_CLOUDS.get(scheme.lower()) if sep else None
+    return f"{cloud}/*" if cloud else None
+
+
+def _input_transfer(pipeline: ResolvedPipeline, artifact: str, consumers: tuple[int, ...], policy: Policy,
+                    warnings: list[str]) -> Transfer | None:
+    """A pipeline input (declared infra, else its URI's cloud) or a raw object-store URI (size from history)."""
+    spec_input = pipeline.spec.inputs.get(artifact)
+    if spec_input is None:  # a raw URI read by a stage
+        size = policy.observed_size_gb.get(artifact)
+        source = uri_location(artifact)
+        return Transfer(artifact, size, None, source, consumers) if size and source else None
+    source = spec_input.infra or uri_location(spec_input.uri)
+    if source is None:
+        if spec_input.size_gb:
+            warnings.append(f"input {artifact!r} has no infra; moving it is counted as free")
+        return None
+    return Transfer(artifact, spec_input.size_gb or 0.0, None, source, consumers)
 
 
 @dataclass(frozen=True)
@@ -136,7 +171,7 @@ def evaluate(problem: Problem, choice: list[int]) -> Evaluation:
                 continue
             if target not in done:
                 done.add(target)
-                usd = problem.egress.estimate_egress_usd(t.size_gb, source, target)
+                usd = problem.egress_usd(t.size_gb, source, target)
                 charges.append(EgressCharge(t.artifact, problem.names[c], source, target, t.size_gb, usd))
             if t.producer is None:
                 arrive[c] = max(arrive[c], problem.transfer_hours(t.size_gb))

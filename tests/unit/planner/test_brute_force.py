@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.errors import PlanningError
-from skyflow.planner import Policy, plan_pipeline, solve
+from skyflow.planner import Policy, PoolLocation, plan_pipeline, solve
 from skyflow.planner.core import _problem
 from skyflow.planner.problem import evaluate
 
@@ -38,6 +38,8 @@ def cases(draw: Any) -> tuple[Any, ...]:
                                 "estimate": draw(st.integers(1, 4))}
         if kind != "cpu":
             spec["resources"] = {"accelerators": f"{kind}:1"}
+        if draw(st.integers(0, 3)) == 0:
+            spec["num_nodes"] = 2
         stages[f"s{i}"] = spec
     if draw(st.booleans()):
         stages["s0"]["inputs"] = {"raw": "raw"}
@@ -46,7 +48,21 @@ def cases(draw: Any) -> tuple[Any, ...]:
                   for a, b in [("aws", "aws"), ("gcp", "gcp"), ("aws", "*"), ("gcp", "*"), ("*", "*")]]
     if draw(st.booleans()):  # a region-pair rule breaks the per-cloud structure the MILP exploits
         rate_rules.insert(0, ("aws/a", "gcp/b", draw(st.sampled_from([0.0, 0.2]))))
-    return catalog(*offers), pipeline(stages, inputs if "raw" in stages["s0"]["inputs"] else None), rules(*rate_rules)
+    pools = draw(st.lists(pool_locations(), max_size=2, unique_by=lambda pool: pool.name))
+    return (catalog(*offers), pipeline(stages, inputs if "raw" in stages["s0"]["inputs"] else None),
+            rules(*rate_rules), tuple(pools))
+
+
+@st.composite
+def pool_locations(draw: Any) -> PoolLocation:
+    kind = draw(st.sampled_from(["ssh", "kubernetes"]))
+    accs = {draw(st.sampled_from(["A100", "L4"])): 1} if draw(st.booleans()) else {}
+    return PoolLocation(
+        name=f"{kind}/{draw(st.sampled_from(['lab', 'gke']))}", kind=kind, max_nodes=draw(st.integers(1, 2)),
+        cpus=8, memory_gb=32, accelerators=accs, hourly_usd=draw(st.integers(0, 20)) / 4,
+        cpu_hourly_usd=draw(st.sampled_from([0.0, 0.1, 0.5])), memory_gb_hourly_usd=0.01,
+        accelerators_hourly_usd={"A100": 2.0, "L4": 0.5},
+        egress_location=draw(st.sampled_from([None, *LOCATIONS])))
 
 
 def _brute_force(p: Any, cat: Any, egress: Any, policy: Policy) -> float | None:
@@ -74,8 +90,9 @@ def test_cost_optimum_matches_brute_force(case: tuple[Any, ...], deadline: float
 
 
 def _check(case: tuple[Any, ...], deadline: float | None) -> None:
-    cat, p, egress = case
-    policy = Policy(all_clouds=True, deadline_h=deadline)
+    cat, p, egress, pools = case
+    # With pools, plan as a user would (every catalog cloud enabled, pools and `local` candidates).
+    policy = Policy(all_clouds=not pools, deadline_h=deadline, pools=pools)
     try:
         expected = _brute_force(p, cat, egress, policy)
     except PlanningError:
