@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from skyflow.cli.options import pipeline_target, set_option
+from skyflow.cli.planning import PlanningFlags, planning_options
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -37,18 +38,16 @@ def _warn(message: str) -> None:
 @set_option
 @click.option("--env", "envs", multiple=True, metavar="KEY[=VALUE]", help="Pass an env var to every stage.")
 @click.option("--run-id", help="Name the run (e.g. ci-$GIT_SHA); default: PIPELINE-DATE-TIME-XXXX.")
-@click.option("--infra", help="Comma-separated places to consider, e.g. local or aws,gcp; `local` forces this machine.")
-@click.option("--all-clouds", is_flag=True, help="Plan over every cloud in the catalog (what-if).")
-@click.option("--catalog", "catalog_dir", metavar="DIR", help="SkyPilot-format price catalog directory.")
-@click.option("--egress", "egress_file", metavar="FILE", help="Egress price rules (YAML).")
+@planning_options
 @click.option("--no-cache", is_flag=True, help="Run every stage even when a verified cached result exists.")
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("--no-lineage", is_flag=True, help="Do not record lineage in MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON status object at the end.")
-@click.option("--dry-run", is_flag=True, help="Plan and show what would run; run nothing.")
-def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str | None, infra: str | None,
-        all_clouds: bool, catalog_dir: str | None, egress_file: str | None, no_cache: bool, parallel: int | None,
-        no_lineage: bool, as_json: bool, dry_run: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Plan and show what each backend would launch; run nothing.")
+@click.option("--output", metavar="DIR", help="With --dry-run: write DIR/<stage>.yaml instead of printing.")
+def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str | None, planning: PlanningFlags,
+        no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, dry_run: bool,
+        output: str | None) -> None:
     """Plan PIPELINE, then run every stage, moving artifacts and recording lineage."""
     from skyflow.cli.planning import plan_for_run
     from skyflow.runner.api import RunRequest
@@ -59,22 +58,90 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     overrides = parse_overrides(set_)
     pipeline = load_pipeline(target, overrides)
     extra_env = _env_pairs(envs)
-    plan = plan_for_run(pipeline, infra=infra, all_clouds=all_clouds, catalog_dir=catalog_dir,
-                        egress_file=egress_file, warn=_warn)
+    if dry_run:
+        _dry_run(pipeline, planning, output)
+        return
+    if output:
+        raise click.UsageError("--output goes with --dry-run")
+    plan = plan_for_run(pipeline, planning, warn=_warn)
     if not as_json:
         from skyflow.cli.planning import print_plan_summary
 
         print_plan_summary(plan)
-    if dry_run:
-        for name in pipeline.order:
-            stage = pipeline.stages[name]
-            click.echo(f"--- {name} on {plan['stages'][name]['infra']}\n{stage.setup or ''}\n{stage.run or ''}")
-        return
     options = RunOptions(run_id=run_id, no_cache=no_cache, max_parallel=parallel,
                          retry_base_delay_s=float(os.environ.get("SKYFLOW_RETRY_BASE_S", "1")),
                          extra_env=extra_env)
     request = RunRequest(pipeline, target, overrides, plan, options, lineage=not no_lineage)
     _execute(request, as_json)
+
+
+def _dry_run(pipeline: Any, planning: PlanningFlags, output: str | None) -> None:
+    """Print (or write to OUTPUT/<stage>.yaml) what each stage's backend would launch."""
+    from pathlib import Path
+
+    from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
+    from skyflow.cli.planning import plan_for_run, print_plan_summary
+    from skyflow.runner.state import skyflow_home
+    from skyflow.spec.config import load_config
+
+    # A cluster or pool forced by --infra needs no configuration to be reviewed: place every stage there.
+    forced = planning.infra and backend_kind(planning.infra) in ("kubernetes", "ssh")
+    plan = _forced_plan(pipeline, str(planning.infra)) if forced else plan_for_run(pipeline, planning, warn=_warn)
+    print_plan_summary(plan)
+    pool = BackendPool(BackendContext(config=load_config(skyflow_home() / "config.yaml")))
+    for name, launch in _preview_launches(pipeline, plan).items():
+        backend = pool.for_infra(str(launch.placement.get("infra", "local")))
+        render = getattr(backend, "render", None)
+        text = render(launch) if render else f"# setup\n{launch.setup or ''}\n# run\n{launch.run}\n"
+        if output:
+            Path(output).mkdir(parents=True, exist_ok=True)
+            (Path(output) / f"{name}.yaml").write_text(text)
+        else:
+            click.echo(f"--- # {name} on {launch.placement.get('infra', 'local')} ({backend.name})\n{text}")
+    if output:
+        click.echo(f"wrote {len(pipeline.order)} file(s) to {output}")
+
+
+def _forced_plan(pipeline: Any, infra: str) -> dict[str, Any]:
+    stages = {}
+    for name in pipeline.order:
+        res = pipeline.stages[name].resources
+        accs = {a.name: a.count for a in res.accelerators[:1]}
+        stages[name] = {"infra": infra, "accelerators": accs, "use_spot": res.use_spot, "disk_size": res.disk_size,
+                        "num_nodes": pipeline.stages[name].num_nodes, "hourly_usd": 0.0, "compute_usd": 0.0}
+    return {"pipeline": pipeline.name, "stages": stages, "total_usd": 0.0, "total_hours": 0.0}
+
+
+def _preview_launches(pipeline: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """The StageLaunch each stage would get, with placeholders for what only a run knows."""
+    from pathlib import Path
+
+    from skyflow.backends.base import StageLaunch
+    from skyflow.runner.environment import stage_environment
+
+    stores = [s.uri for key, s in pipeline.spec.stores.items() if key != "local"]
+    store = stores[0] if stores else None
+    node = Path("/skyflow")
+    launches = {}
+    for name in pipeline.order:
+        spec = pipeline.stages[name]
+        edges = pipeline.inputs_of(name)
+        inputs = {e.input_name: node / "inputs" / e.input_name for e in edges}
+        outputs = {o: node / "outputs" / o for o in spec.outputs}
+        gpus = sum(a.count for a in spec.resources.accelerators[:1])
+        secrets = {n: f"<{n}>" for n in [*pipeline.spec.secrets, *spec.secrets]}
+        env = stage_environment(pipeline, name, run_id="DRY-RUN", params=dict(pipeline.spec.params), inputs=inputs,
+                                outputs=outputs, gpus_per_node=gpus, secrets=secrets, base_env={},
+                                num_nodes=spec.num_nodes)
+        refs = {e.input_name: {"uri": f"<{e.ref} once committed>", "digest": "<digest>", "size_bytes": 0,
+                               "store_uri": store or "<store>"} for e in edges}
+        launches[name] = StageLaunch(run_id="DRY-RUN", stage=name, attempt=1, setup=spec.setup, run=spec.run or "true",
+                                     workdir=Path(pipeline.base_dir), env=env, num_nodes=spec.num_nodes,
+                                     log_path=Path("stage.log"), timeout_s=spec.timeout, gpu_count=gpus,
+                                     secret_values=tuple(secrets.values()), inputs=inputs, outputs=outputs,
+                                     input_refs=refs, store_uri=store,
+                                     placement=plan["stages"][name], stage_spec=spec)
+    return launches
 
 
 def _execute(request: Any, as_json: bool, resume_id: str | None = None) -> None:
