@@ -266,6 +266,8 @@ class PipelineRunner:
         spec = self.pipeline.stages[name]
         assert spec.service is not None
         start = getattr(backend, "launch_service", None)
+        if start is None and hasattr(backend, "serve"):
+            return self._serve_remote(name, launch, backend)
         if start is None:
             raise BackendError(f"the {backend.name} backend cannot run service stages yet", stage=name)
         ports = replica_ports(spec.service, spec.resources.ports)
@@ -284,6 +286,21 @@ class PipelineRunner:
         self.on_event(RunEvent("serving", name, endpoint))
         return StageOutcome("succeeded", f"serving at {endpoint}; stop with `skyflow down {self.run_id}`",
                             endpoint=endpoint, service_groups=groups)
+
+    def _serve_remote(self, name: str, launch: StageLaunch, backend: Any) -> StageOutcome:
+        """A service on a cluster or cloud: the backend creates it and says when it is ready."""
+        spec = self.pipeline.stages[name]
+        assert spec.service is not None
+        service = backend.serve(launch)
+        problem = service.wait_ready(self.cancel_requested, spec.service.readiness_probe.initial_delay_seconds)
+        if problem is not None:
+            service.stop()
+            self.state.end_attempt(self.run_id, name, launch.attempt, 1, problem)
+            return StageOutcome("cancelled" if problem == "cancelled" else "failed", f"service {problem}")
+        self.state.end_attempt(self.run_id, name, launch.attempt, 0, "ready")
+        self.on_event(RunEvent("serving", name, service.endpoint))
+        return StageOutcome("succeeded", f"serving at {service.endpoint} on {backend.name}",
+                            endpoint=service.endpoint)
 
     def _input_refs(self, name: str) -> dict[str, artifact_io.ArtifactRef]:
         refs = {}
