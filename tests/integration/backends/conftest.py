@@ -1,0 +1,203 @@
+"""Real OpenSSH servers for the SSH pool tests: on loopback, and in network namespaces of their own.
+
+Every sshd gets its own host key, an authorized_keys file holding a key made here, a free port and
+``PasswordAuthentication no``/``UsePAM no``/``StrictModes no``; it runs in its own process group and
+is stopped by it. The namespaced hosts sit on a bridge with the project's own 10.250.0.0/24
+addresses, so nodes reach each other the way pool hosts on one LAN do.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from skyflow.spec.config import SshPool
+from tests.integration.conftest import free_port, stop_group
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class SshKeys:
+    """A client key pair authorized on every test sshd, the host key they share, and known_hosts."""
+
+    root: Path
+    identity_file: Path
+    host_key: Path
+    authorized_keys: Path
+
+    def known_hosts_line(self, ip: str, port: int) -> str:
+        return f"[{ip}]:{port} {self.host_key.with_suffix('.pub').read_text().split()[0]} " \
+               f"{self.host_key.with_suffix('.pub').read_text().split()[1]}\n"
+
+
+@dataclass(frozen=True)
+class SshHost:
+    ip: str
+    port: int
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> SshKeys:
+    if not os.path.exists(SSHD):
+        pytest.skip("OpenSSH sshd is not installed; run tests/services/install-system.sh")
+    root = tmp_path_factory.mktemp("ssh")
+    for name in ("id_client", "host_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    authorized = root / "authorized_keys"
+    shutil.copy(root / "id_client.pub", authorized)
+    (root / "id_client").chmod(0o600)
+    return SshKeys(root, root / "id_client", root / "host_key", authorized)
+
+
+def _sshd_config(keys: SshKeys, ip: str, port: int) -> Path:
+    path = keys.root / f"sshd-{ip}-{port}.conf"
+    path.write_text(f"Port {port}\nListenAddress {ip}\nHostKey {keys.host_key}\n"
+                    f"AuthorizedKeysFile {keys.authorized_keys}\nPasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n"
+                    "PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nMaxSessions 50\n"
+                    "MaxStartups 50\nLogLevel ERROR\n")
+    return path
+
+
+@contextmanager
+def run_sshd(keys: SshKeys, ip: str = "127.0.0.1", netns: str | None = None) -> Iterator[SshHost]:
+    """One sshd on ``ip`` (inside ``netns`` when given) until the block ends."""
+    os.makedirs("/run/sshd", exist_ok=True)
+    port = free_port()
+    cmd = [SSHD, "-D", "-e", "-f", str(_sshd_config(keys, ip, port))]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_open(proc, ip, port)
+        yield SshHost(ip, port, proc.pid)
+    finally:
+        stop_group(proc)
+
+
+def _wait_open(proc: subprocess.Popen[bytes], ip: str, port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"sshd on {ip}:{port} exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            socket.create_connection((ip, port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not open {ip}:{port} in {timeout_s} s") from None
+            time.sleep(0.05)
+
+
+def write_known_hosts(keys: SshKeys, hosts: list[SshHost]) -> Path:
+    path = keys.root / f"known_hosts-{uuid.uuid4().hex[:8]}"
+    path.write_text("".join(keys.known_hosts_line(h.ip, h.port) for h in hosts))
+    return path
+
+
+@dataclass(frozen=True)
+class SshPoolSetup:
+    """A pool of running sshd hosts as the skyflow config declares it, and the known_hosts to trust them."""
+
+    hosts: list[SshHost]
+    pool: SshPool
+    known_hosts: Path
+    keys: SshKeys
+
+    def config_yaml(self, name: str = "lab") -> str:
+        hosts = ", ".join(f'"{h.address}"' for h in self.hosts)
+        return (f"ssh_pools:\n  {name}:\n    hosts: [{hosts}]\n    user: {self.pool.user}\n"
+                f"    identity_file: {self.pool.identity_file}\n    workdir_root: {self.pool.workdir_root}\n"
+                f"    hourly_usd: 0\n")
+
+
+def make_pool(keys: SshKeys, hosts: list[SshHost], workdir_root: Path) -> SshPoolSetup:
+    pool = SshPool(hosts=tuple(h.address for h in hosts), user=getpass.getuser(),
+                   identity_file=str(keys.identity_file), workdir_root=str(workdir_root))
+    return SshPoolSetup(hosts, pool, write_known_hosts(keys, hosts), keys)
+
+
+@pytest.fixture(scope="session")
+def loopback_hosts(ssh_keys: SshKeys) -> Iterator[list[SshHost]]:
+    """Two sshd processes on 127.0.0.1, each on its own port: two pool hosts on this machine."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(run_sshd(ssh_keys)) for _ in range(2)]
+
+
+@pytest.fixture
+def loopback_pool(ssh_keys: SshKeys, loopback_hosts: list[SshHost], tmp_path: Path) -> SshPoolSetup:
+    return make_pool(ssh_keys, loopback_hosts, tmp_path / "remote")
+
+
+# --- hosts with addresses of their own -------------------------------------------------------------
+
+NETNS_SUBNET = "10.250.0"
+
+
+def _ip(*args: str, netns: str | None = None) -> None:
+    cmd = ["ip", *args] if netns is None else ["ip", "netns", "exec", netns, "ip", *args]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+@contextmanager
+def lan(count: int) -> Iterator[list[tuple[str, str]]]:
+    """``count`` network namespaces on one bridge: [(netns, ip)], with 10.250.0.1 on this side."""
+    tag = uuid.uuid4().hex[:6]
+    bridge, made_ns, made_links = f"sfbr{tag}", [], []
+    try:
+        _ip("link", "add", bridge, "type", "bridge")
+        made_links.append(bridge)
+        _ip("addr", "add", f"{NETNS_SUBNET}.1/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        hosts = []
+        for i in range(count):
+            ns, outer, inner, ip = f"sf{tag}n{i}", f"sf{tag}h{i}", f"sf{tag}c{i}", f"{NETNS_SUBNET}.{10 + i}"
+            _ip("netns", "add", ns)
+            made_ns.append(ns)
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            made_links.append(outer)
+            _ip("link", "set", outer, "master", bridge)
+            _ip("link", "set", outer, "up")
+            _ip("link", "set", inner, "netns", ns)
+            _ip("addr", "add", f"{ip}/24", "dev", inner, netns=ns)
+            _ip("link", "set", inner, "up", netns=ns)
+            _ip("link", "set", "lo", "up", netns=ns)
+            hosts.append((ns, ip))
+        yield hosts
+    finally:
+        for link in reversed(made_links):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        for ns in made_ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def netns_hosts(ssh_keys: SshKeys) -> Iterator[list[SshHost]]:
+    """Two sshd hosts, each in its own network namespace with its own 10.250.0.x address."""
+    if not shutil.which("ip"):
+        pytest.skip("`ip` (iproute2) is not installed; run tests/services/install-system.sh")
+    probe = f"sfprobe{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create network namespaces here (needs root/CAP_NET_ADMIN): {made.stderr.strip()}")
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    with lan(2) as members, ExitStack() as stack:
+        yield [stack.enter_context(run_sshd(ssh_keys, ip, netns=ns)) for ns, ip in members]
