@@ -17,15 +17,34 @@ from skyflow.artifacts import (
     fetch_artifact,
     open_store,
     stage_cache_key,
+    transfer_artifact,
 )
 from skyflow.errors import ArtifactError
 from skyflow.runner.state import OutputRow
 from skyflow.spec.graph import ResolvedPipeline, is_uri
 
 
+def store_for_infra(pipeline: ResolvedPipeline, infra: str, home: Path) -> tuple[str, bool, str | None]:
+    """(store URI, create if missing, region) for a stage placed at ``infra``.
+
+    `stores:` may name a cloud/region or a cloud; the local machine, SSH pools and anything
+    unnamed use the `local` store. A bucket is created only where the user allowed it.
+    """
+    parts = infra.split("/")
+    cloud, region = parts[0], parts[1] if len(parts) > 1 else None
+    for key in ([f"{cloud}/{region}"] if region else []) + [cloud]:
+        spec = pipeline.spec.stores.get(key)
+        if spec is not None and cloud not in ("local", "ssh"):
+            return spec.uri, spec.create, region
+    local = pipeline.spec.stores.get("local")
+    return local_store_uri(pipeline, home), bool(local and local.create), None
+
+
 def local_store_uri(pipeline: ResolvedPipeline, home: Path) -> str:
     spec = pipeline.spec.stores.get("local")
-    return str(Path(spec.uri).expanduser()) if spec else str(home / "artifacts")
+    if spec is None:
+        return str(home / "artifacts")
+    return spec.uri if "://" in spec.uri else str(Path(spec.uri).expanduser())
 
 
 def external_location(pipeline: ResolvedPipeline, ref: str) -> str:
@@ -118,4 +137,5 @@ def describe(rows: Mapping[str, OutputRow]) -> dict[str, Any]:
     return {n: {"uri": o.uri, "digest": o.digest, "size_bytes": o.size_bytes} for n, o in rows.items()}
 
 
-__all__ = ["ArtifactRef", "code_digest", "is_uri", "open_store", "stage_cache_key"]
+__all__ = ["ArtifactRef", "ArtifactStore", "OutputRow", "code_digest", "is_uri", "open_store", "stage_cache_key",
+           "transfer_artifact"]

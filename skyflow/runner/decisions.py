@@ -33,6 +33,7 @@ class RetryDecision:
     retry: bool
     delay_s: float
     reason: str
+    recovery: bool = False  # granted by job_recovery rather than `retries`
 
 
 def retry_decision(stage: Stage, attempt: int, restarts: int, outcome: StageExit,
@@ -49,11 +50,13 @@ def retry_decision(stage: Stage, attempt: int, restarts: int, outcome: StageExit
     delay = min(base_delay_s * 2 ** (attempt - 1), 60 * base_delay_s)
     if recovery is not None and not outcome.timed_out:
         if outcome.preempted:
-            return RetryDecision(True, delay, f"recovering from preemption ({outcome.reason})")
+            return RetryDecision(True, delay, f"recovering from preemption ({outcome.reason})", recovery=True)
         if outcome.exit_code in recovery.recover_on_exit_codes:
-            return RetryDecision(True, delay, f"exit code {outcome.exit_code} is in recover_on_exit_codes")
+            return RetryDecision(True, delay, f"exit code {outcome.exit_code} is in recover_on_exit_codes",
+                                 recovery=True)
         if restarts < recovery.max_restarts_on_errors:
-            return RetryDecision(True, delay, f"restart {restarts + 1} of {recovery.max_restarts_on_errors} on error")
+            return RetryDecision(True, delay, f"restart {restarts + 1} of {recovery.max_restarts_on_errors} on error",
+                                 recovery=True)
     failures = attempt - restarts
     if not outcome.timed_out and failures <= stage.retries:
         return RetryDecision(True, delay, f"retry {failures} of {stage.retries}")

@@ -64,7 +64,9 @@ class PipelineRunner:
         self.options = options
         self.on_event = on_event
         self.home = skyflow_home()
-        self.store = artifact_io.open_store(artifact_io.local_store_uri(pipeline, self.home))
+        uri, create, _ = artifact_io.store_for_infra(pipeline, "local", self.home)
+        self.store = artifact_io.open_store(uri, create=create)
+        self._stores: dict[str, artifact_io.ArtifactStore] = {self.store.uri: self.store}
         self.upstream = {s: pipeline.upstream(s) for s in pipeline.order}
         names = list(pipeline.spec.secrets) + [n for st in pipeline.stages.values() for n in st.secrets]
         self.secrets = secret_values(names, options.env)
@@ -177,7 +179,8 @@ class PipelineRunner:
         self.state.set_stage(self.run_id, name, infra=placement.get("infra", "local"),
                              accelerator=next(iter(accelerators), None), hourly_usd=placement.get("hourly_usd", 0.0),
                              num_nodes=spec.num_nodes, estimated_usd=placement.get("compute_usd"))
-        input_refs = self._input_refs(name)
+        store = self._store_for(name)
+        input_refs = self._input_refs(name, store)
         self.lineage.stage_inputs[name] = [
             ArtifactInfo(edge.ref, self._input_uri(edge.kind, edge.artifact, input_refs[edge.input_name].uri),
                          input_refs[edge.input_name].digest, input_refs[edge.input_name].size_bytes)
@@ -188,30 +191,60 @@ class PipelineRunner:
                                           secret_names=list(self.secrets))
         self.state.set_stage(self.run_id, name, cache_key=key)
         if spec.cache and not self.options.no_cache and spec.outputs:
-            hit = artifact_io.cache_lookup(self.store, key)
-            if hit is not None and set(hit) == set(spec.outputs):
-                return StageOutcome("cached", "verified cache hit", hit)
+            hit = self._cache_hit(name, key, store)
+            if hit is not None:
+                return hit
         self.on_event(RunEvent("running", name, placement.get("infra", "local")))
         attempt, restarts = self.state.get_run(self.run_id).stages[name].attempts, 0
         while True:
             attempt += 1
-            outcome, exit_ = self._attempt(name, attempt, input_refs)
+            outcome, exit_ = self._attempt(name, attempt, input_refs, store)
             if outcome.state != "failed" or exit_ is None:
                 break
             decision = retry_decision(spec, attempt, restarts, exit_, self.options.retry_base_delay_s)
             if not decision.retry or self.cancel_requested.is_set():
                 break
-            if "restart" in decision.reason or "recover" in decision.reason or "exit code" in decision.reason:
+            if decision.recovery:
                 restarts += 1
             self.on_event(RunEvent("retrying", name, f"{outcome.message}; {decision.reason}"))
             if self.cancel_requested.wait(decision.delay_s):
                 break
         if outcome.state == "succeeded" and spec.cache and spec.outputs:
-            artifact_io.cache_record(self.store, key, outcome.outputs)
+            artifact_io.cache_record(store, key, outcome.outputs)
         return outcome
 
-    def _attempt(self, name: str, attempt: int,
-                 input_refs: Mapping[str, artifact_io.ArtifactRef]) -> tuple[StageOutcome, StageExit | None]:
+    def _store_for(self, name: str) -> artifact_io.ArtifactStore:
+        """The store of the stage's location: `stores:` by cloud/region, then cloud, then local."""
+        infra = str(self.plan.get("stages", {}).get(name, {}).get("infra", "local"))
+        uri, create, region = artifact_io.store_for_infra(self.pipeline, infra, self.home)
+        if uri not in self._stores:
+            self._stores[uri] = artifact_io.open_store(uri, create=create, region=region)
+        return self._stores[uri]
+
+    def _cache_hit(self, name: str, key: str, store: artifact_io.ArtifactStore) -> StageOutcome | None:
+        """A verified hit in the stage's store, else the same outputs found in another store by an
+        earlier run, verified and moved here (moving them is cheaper than recomputing)."""
+        wanted = set(self.pipeline.stages[name].outputs)
+        hit = artifact_io.cache_lookup(store, key)
+        if hit is not None and set(hit) == wanted:
+            return StageOutcome("cached", "verified cache hit", hit)
+        elsewhere = self.state.outputs_for_cache_key(key)
+        if not elsewhere or set(elsewhere) != wanted:
+            return None
+        rows = {}
+        for output, row in elsewhere.items():
+            source = artifact_io.ref_from_row(row, store)
+            if source.store.uri == store.uri or not artifact_io.outputs_still_there(source.store, {output: row}):
+                return None
+            moved, stats = artifact_io.transfer_artifact(source, store)
+            self.state.record_transfer(self.run_id, name, f"{output}={moved.digest}", stats.bytes, stats.seconds)
+            rows[output] = artifact_io.OutputRow(output, moved.uri, moved.digest, moved.size_bytes)
+        artifact_io.cache_record(store, key, rows)
+        origin = elsewhere[next(iter(elsewhere))].uri.split("/manifests/")[0]
+        return StageOutcome("cached", f"verified cache hit moved from {origin}", rows)
+
+    def _attempt(self, name: str, attempt: int, input_refs: Mapping[str, artifact_io.ArtifactRef],
+                 store: artifact_io.ArtifactStore) -> tuple[StageOutcome, StageExit | None]:
         spec = self.pipeline.stages[name]
         attempt_dir = self.home / "runs" / self.run_id / name / f"attempt-{attempt}"
         if attempt_dir.exists():
@@ -232,7 +265,7 @@ class PipelineRunner:
                              secret_values=tuple(self.secrets.values()), inputs=inputs, outputs=outputs,
                              input_refs={k: {"uri": r.uri, "digest": r.digest, "size_bytes": r.size_bytes,
                                              "store_uri": r.store.uri} for k, r in input_refs.items()},
-                             store_uri=self.store.uri, placement=self.plan.get("stages", {}).get(name, {}),
+                             store_uri=store.uri, placement=self.plan.get("stages", {}).get(name, {}),
                              stage_spec=spec)
         backend = self._backend_for(name)
         if spec.service is not None:
@@ -253,7 +286,7 @@ class PipelineRunner:
             return StageOutcome("failed", f"attempt {attempt}: {exit_.reason} (log: {log_path})"), exit_
         try:
             rows = (artifact_io.rows_from_backend(exit_.outputs) if exit_.outputs is not None
-                    else artifact_io.commit_outputs(self.store, outputs))
+                    else artifact_io.commit_outputs(store, outputs))
         except ArtifactError as exc:
             return StageOutcome("failed", str(exc)), None
         shutil.rmtree(attempt_dir / "inputs", ignore_errors=True)
@@ -302,7 +335,8 @@ class PipelineRunner:
         return StageOutcome("succeeded", f"serving at {service.endpoint} on {backend.name}",
                             endpoint=service.endpoint)
 
-    def _input_refs(self, name: str) -> dict[str, artifact_io.ArtifactRef]:
+    def _input_refs(self, name: str, store: artifact_io.ArtifactStore) -> dict[str, artifact_io.ArtifactRef]:
+        """Each input as an artifact in the stage's store (moved there from another store if needed)."""
         refs = {}
         run = self.state.get_run(self.run_id)
         for edge in self.pipeline.inputs_of(name):
@@ -311,11 +345,21 @@ class PipelineRunner:
                 row = run.stages[edge.producer].outputs.get(edge.artifact)
                 if row is None:
                     raise RunError(f"stage {edge.producer!r} finished without output {edge.artifact!r}")
-                refs[edge.input_name] = artifact_io.ref_from_row(row, self.store)
+                ref = artifact_io.ref_from_row(row, store)
+                if ref.store.uri != store.uri:
+                    ref, stats = artifact_io.transfer_artifact(ref, store)
+                    self.state.record_transfer(self.run_id, name, f"{edge.input_name}={ref.digest}", stats.bytes,
+                                               stats.seconds, self._egress_usd(edge.ref, name))
+                refs[edge.input_name] = ref
             else:
                 location = artifact_io.external_location(self.pipeline, edge.artifact)
-                refs[edge.input_name] = artifact_io.import_external(self.store, edge.ref, location)
+                refs[edge.input_name] = artifact_io.import_external(store, edge.ref, location)
         return refs
+
+    def _egress_usd(self, artifact: str, stage: str) -> float:
+        """What the plan priced moving ``artifact`` to ``stage`` (0 when it priced nothing)."""
+        return sum(float(e.get("usd", 0.0)) for e in self.plan.get("egress", [])
+                   if e.get("artifact") == artifact and e.get("to_stage") == stage)
 
     def _input_uri(self, kind: str, artifact: str, committed_uri: str) -> str:
         """Raw data keeps its own URI in lineage; stage outputs their committed one."""

@@ -253,6 +253,16 @@ class RunStore:
             sizes.setdefault(f"{r['stage']}.{r['name']}", []).append(r["size_bytes"] / 1e9)
         return hours, sizes
 
+    def outputs_for_cache_key(self, key: str) -> dict[str, OutputRow] | None:
+        """The outputs of the newest finished stage run with this cache key, in whatever store."""
+        db = self._conn()
+        row = db.execute("SELECT run_id, stage FROM stages WHERE cache_key=? AND state IN ('succeeded', 'cached') "
+                         "ORDER BY ended_at DESC LIMIT 1", (key,)).fetchone()
+        if row is None:
+            return None
+        return {o["name"]: OutputRow(o["name"], o["uri"], o["digest"], o["size_bytes"])
+                for o in db.execute("SELECT * FROM outputs WHERE run_id=? AND stage=?", (row[0], row[1]))}
+
     def referenced_digests(self, keep_last: int) -> set[str]:
         """Output digests of the newest ``keep_last`` runs of each pipeline (for gc)."""
         db = self._conn()
