@@ -137,7 +137,14 @@ class MlflowRecorder:
 
     # -- the worker thread -------------------------------------------------------------------------
     def _run(self) -> None:
+        # Opening the store costs seconds (imports, schema check): begin now, while the run starts,
+        # rather than when the first event arrives. A store that is away is retried with the events.
         store: MlflowStore | None = None
+        try:
+            store = self._open_store()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.debug("lineage: %s unreachable: %s", self.tracking_uri, exc)
         backoff_s = 1.0
         while True:
             with self._cond:

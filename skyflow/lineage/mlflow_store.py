@@ -11,14 +11,18 @@ the buffering. mlflow is imported only when a MlflowStore is made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from skyflow.lineage.records import ArtifactInfo, RunInfo, StageRecord
 
@@ -79,13 +83,52 @@ def dataset_digest(digest: str) -> str:
     return digest.split(":", 1)[-1][:MAX_DATASET_DIGEST]
 
 
-def artifact_root_for(tracking_uri: str) -> str | None:
-    """Where a sqlite store keeps artifacts: beside its database file. None: the server decides."""
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for other stores and `:memory:`."""
     parsed = urlparse(tracking_uri)
     # sqlite:///rel.db has path "/rel.db", sqlite:////abs/x.db has "//abs/x.db".
     if parsed.scheme != "sqlite" or parsed.path in ("", "/", "/:memory:"):
         return None
-    return (Path(parsed.path[1:]).parent / "mlflow-artifacts").resolve().as_uri()
+    return Path(parsed.path[1:])
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Where a sqlite store keeps artifacts: beside its database file. None: the server decides."""
+    path = sqlite_path(tracking_uri)
+    return None if path is None else (path.parent / "mlflow-artifacts").resolve().as_uri()
+
+
+def use_write_ahead_log(db_path: Path) -> None:
+    """Put a sqlite store in WAL mode (a setting kept in the file): a commit then needs no fsync of
+    its own with synchronous=NORMAL, and readers never block the writer. Best effort: a store that
+    is busy right now keeps its mode."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.closing(sqlite3.connect(db_path, timeout=5.0)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass
+
+
+def _sqlite_connection_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # NORMAL is durable against a killed process in WAL mode (only power loss can drop the last
+    # commits, and the lineage spool is the record of what was not yet sent).
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def tune_sqlite_engine(client: MlflowClient) -> None:
+    """Apply the connection pragmas to the engine MLflow made for a sqlite store."""
+    from sqlalchemy import event
+
+    engine = getattr(client._tracking_client.store, "engine", None)
+    if engine is None or engine.dialect.name != "sqlite":
+        return
+    if not event.contains(engine, "connect", _sqlite_connection_pragmas):
+        event.listen(engine, "connect", _sqlite_connection_pragmas)
+        engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -122,7 +165,12 @@ class MlflowStore:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        db_path = sqlite_path(tracking_uri)
+        if db_path is not None:
+            use_write_ahead_log(db_path)
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        if db_path is not None:
+            tune_sqlite_engine(self.client)
         self._artifact_root = artifact_root_for(tracking_uri)
         self._experiments: dict[str, str] = {}
         self._parents: dict[str, _Parent] = {}
@@ -191,7 +239,7 @@ class MlflowStore:
         if datasets:
             self._log_datasets(run_id, datasets)
         if log_copy is not None:
-            self.client.log_artifact(run_id, str(log_copy), artifact_path="logs")
+            self._log_file(run_id, run.info.artifact_uri, log_copy, "logs")
         self._set_status(run_id, STATUS_BY_STATE.get(rec.state, "FINISHED"))
         for old in stale:
             if old.info.run_id != run_id:
@@ -278,6 +326,16 @@ class MlflowStore:
             )
             entries.append(DatasetInput(dataset, [InputTag(CONTEXT_TAG, context)]))
         self.client.log_inputs(run_id, entries)
+
+    def _log_file(self, run_id: str, artifact_uri: str | None, path: Path, artifact_path: str) -> None:
+        """A local artifact root takes a plain copy (no lookup of the run); others go through MLflow."""
+        parsed = urlparse(artifact_uri or "")
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+            return
+        target = Path(url2pathname(parsed.path)) / artifact_path
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / path.name)
 
     def _log_text(self, run_id: str, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory(prefix="skyflow-lineage-") as tmp:
