@@ -300,12 +300,12 @@ class Schedule(SpecModel):
                                hint="Five fields: minute hour day-of-month month day-of-week, "
                                "e.g. '0 3 * * 1' (Mondays 03:00).")
         # Well-formed but never due (February 30th): a fixed start keeps this free of the clock.
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
 
         from croniter import CroniterBadDateError
 
         try:
-            croniter(value, datetime(2000, 1, 1, tzinfo=timezone.utc)).get_next(float)
+            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(float)
         except CroniterBadDateError:
             raise custom_error("bad_cron", "cron expression {value!r} never fires", value=value,
                                hint="Check the day of month against the month, e.g. '0 3 28 2 *'.") from None
