@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from skyflow.errors import CatalogError
 
 LOCAL = "local"
@@ -85,6 +87,8 @@ class EgressModel:
     rules: tuple[EgressRule, ...] = ()
 
     _cache: dict[tuple[str, str], Tiers] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _matrices: dict[tuple[str, ...], tuple[np.ndarray, tuple[Tiers, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def tiers(self, source: str, target: str) -> Tiers:
         """The price schedule of one transfer from ``source`` to ``target``."""
@@ -92,6 +96,20 @@ class EgressModel:
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = _tiers(self, source, target)
+        return found
+
+    def tier_matrix(self, locations: tuple[str, ...]) -> tuple[np.ndarray, tuple[Tiers, ...]]:
+        """ids[i, j] indexes the schedule from locations[i] to locations[j] (cached per location list)."""
+        found = self._matrices.get(locations)
+        if found is None:
+            seen: dict[Tiers, int] = {}
+            n = len(locations)
+            ids = np.zeros((n, n), dtype=np.int64)
+            for i, src in enumerate(locations):
+                row = ids[i]
+                for j, dst in enumerate(locations):
+                    row[j] = seen.setdefault(self.tiers(src, dst), len(seen))
+            found = self._matrices[locations] = (ids, tuple(seen))
         return found
 
     def rate_usd_per_gb(self, source: str, target: str) -> float:

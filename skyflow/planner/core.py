@@ -12,7 +12,14 @@ from skyflow.planner.candidates import CandidateFinder, stage_placements
 from skyflow.planner.plan import Alternative, Placement, Plan
 from skyflow.planner.policy import Policy
 from skyflow.planner.problem import Problem, build_problem, evaluate
-from skyflow.planner.solve import cheapest_per_location, is_forest, prune_dominated, solve_forest, solve_milp
+from skyflow.planner.solve import (
+    cheapest_per_location,
+    is_forest,
+    merge_interchangeable,
+    prune_dominated,
+    solve_forest,
+    solve_milp,
+)
 from skyflow.spec.graph import ResolvedPipeline
 
 
@@ -47,7 +54,7 @@ def _problem(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressMo
 
 def solve(problem: Problem, policy: Policy) -> tuple[list[int], str]:
     """Option index per stage, and which solver found it."""
-    keep = cheapest_per_location(problem)
+    keep = merge_interchangeable(problem, cheapest_per_location(problem))
     if not policy.uses_time:
         keep = prune_dominated(problem, keep)
         if all(len(k) == 1 for k in keep):
@@ -55,7 +62,7 @@ def solve(problem: Problem, policy: Policy) -> tuple[list[int], str]:
         if is_forest(problem):
             return solve_forest(problem, keep), "dp"
         return solve_milp(problem, keep), "milp"
-    keep = [_all_options(problem, s) for s in range(len(problem.names))]
+    keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
     choice = solve_milp(problem, keep, with_time=True, deadline_h=policy.deadline_h,
                         max_cost_usd=policy.max_cost_usd, minimize=policy.objective)
     return choice, "milp"

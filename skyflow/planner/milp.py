@@ -57,7 +57,7 @@ class MilpModel:
         return self.at[s].get(loc, [])
 
     def _cloud_of(self, loc: int) -> str:
-        return self.problem.locations[loc].split("/", 1)[0]
+        return self.problem.cloud_names[int(self.problem.loc_cloud[loc])]
 
     def _presence(self, t: Transfer, dests: list[int]) -> dict[int, Terms]:
         if len(t.consumers) == 1:
@@ -93,15 +93,24 @@ class MilpModel:
 
     def _cloud_rates(self, cost: np.ndarray, sources: list[int], dests: list[int]) -> dict | None:
         """rate per (source cloud, target cloud) when that is all egress depends on, else None."""
-        rates: dict[tuple[str, str], float] = {}
-        for u in sources:
-            for v in dests:
-                if u == v:
-                    continue
-                key = (self._cloud_of(u), self._cloud_of(v))
-                if rates.setdefault(key, float(cost[u, v])) != float(cost[u, v]):
-                    return None
-        return rates
+        cloud = self.problem.loc_cloud
+        src, dst = np.asarray(sources), np.asarray(dests)
+        block = cost[np.ix_(src, dst)]
+        pair = cloud[src][:, None] * (cloud.max() + 1) + cloud[dst][None, :]
+        off = src[:, None] != dst[None, :]
+        keys, values = pair[off], block[off]
+        if len(keys) == 0:
+            return {}
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        starts = np.r_[0, np.nonzero(np.diff(keys))[0] + 1]
+        first = values[starts]
+        if not np.array_equal(np.repeat(first, np.diff(np.r_[starts, len(keys)])), values):
+            return None
+        names = self.problem.cloud_names
+        width = cloud.max() + 1
+        return {(names[int(k // width)], names[int(k % width)]): float(v) for k, v in zip(keys[starts], first,
+                                                                                          strict=True)}
 
     def _by_cloud(self, producer: int, rates: dict, sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:

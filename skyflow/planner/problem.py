@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from skyflow.catalog import EgressModel
-from skyflow.catalog.egress import FREE
 from skyflow.planner.plan import EgressCharge, Placement
 from skyflow.planner.policy import Policy, egress_aliases
 from skyflow.spec.graph import ResolvedPipeline
@@ -47,6 +46,8 @@ class Problem:
                       | {t.source for t in self.transfers if t.source})
         self.locations = locs
         self.loc_index = {loc: i for i, loc in enumerate(locs)}
+        self.cloud_names = sorted({loc.split("/", 1)[0] for loc in locs})
+        self.loc_cloud = np.array([self.cloud_names.index(loc.split("/", 1)[0]) for loc in locs], dtype=np.int64)
         self.opt_loc = [np.array([self.loc_index[p.infra] for p in opts], dtype=np.int64) for opts in self.options]
         self.opt_compute = [np.array([p.compute_usd for p in opts]) for opts in self.options]
         self.opt_hours = [np.array([p.hours for p in opts]) for opts in self.options]
@@ -64,18 +65,16 @@ class Problem:
         found = self._cost_cache[size_gb] = per_tier[ids]
         return found
 
+    def tier_ids(self) -> np.ndarray:
+        """ids[i, j]: which price schedule moving data from location i to j pays (equal ids, equal prices)."""
+        return self._tier_id_matrix()
+
     def _tier_id_matrix(self) -> np.ndarray:
         if self._tier_ids is None:
-            seen: dict[object, int] = {}
-            n = len(self.locations)
-            ids = np.zeros((n, n), dtype=np.int64)
-            for i, src in enumerate(self.locations):
-                for j, dst in enumerate(self.locations):
-                    tiers = FREE if i == j else self.egress.tiers(self.egress_alias.get(src, src),
-                                                                  self.egress_alias.get(dst, dst))
-                    ids[i, j] = seen.setdefault(tiers, len(seen))
-            self._tiers = list(seen)
-            self._tier_ids = ids
+            # Pools pay egress as the location they sit in; two names for one place move data free.
+            priced = tuple(self.egress_alias.get(loc, loc) for loc in self.locations)
+            self._tier_ids, tiers = self.egress.tier_matrix(priced)
+            self._tiers = list(tiers)
         return self._tier_ids
 
     def transfer_hours(self, size_gb: float) -> float:

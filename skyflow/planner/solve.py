@@ -27,6 +27,55 @@ def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
     return keep
 
 
+def merge_interchangeable(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray]:
+    """Keep one representative of locations no plan can tell apart, dropping the others' options.
+
+    Locations u and v are interchangeable when every stage has the same options (compute cost
+    and hours) at both and egress to and from every other location is priced the same. Moving
+    every stage from v to u then never costs more: egress from and to the rest is unchanged,
+    transfers between u and v vanish, and consumers of one artifact that sat at both now share
+    one transfer. So the optimum survives with v dropped (exact, for cost and time alike).
+    """
+    n = len(problem.locations)
+    signature: list[list[tuple[int, float, float]]] = [[] for _ in range(n)]
+    for s, opts in enumerate(keep):
+        locs, compute, hours = problem.opt_loc[s][opts], problem.opt_compute[s][opts], problem.opt_hours[s][opts]
+        for loc, c, h in sorted(zip(locs.tolist(), compute.tolist(), hours.tolist(), strict=True)):
+            signature[loc].append((s, c, h))
+    fixed = {problem.loc_index[t.source] for t in problem.transfers if t.source is not None}
+    groups: dict[tuple[tuple[int, float, float], ...], list[int]] = defaultdict(list)
+    for loc in range(n):
+        if signature[loc] and loc not in fixed:
+            groups[tuple(signature[loc])].append(loc)
+    ids = problem.tier_ids()
+    dropped = np.zeros(n, dtype=bool)
+    for members in groups.values():
+        if len(members) > 1:
+            for _rep, others in _same_egress(ids, members):
+                dropped[others] = True
+    if not dropped.any():
+        return keep
+    return [opts[~dropped[problem.opt_loc[s][opts]]] for s, opts in enumerate(keep)]
+
+
+def _same_egress(ids: np.ndarray, members: list[int]) -> list[tuple[int, list[int]]]:
+    """(representative, the members priced exactly like it to and from every location outside them)."""
+    inside = np.zeros(len(ids), dtype=bool)
+    inside[members] = True
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for v in members:
+        by_key[ids[v, ~inside].tobytes() + b"|" + ids[~inside, v].tobytes()].append(v)
+    out = []
+    for sub in by_key.values():
+        rep, others = sub[0], sub[1:]
+        rest = [w for w in members if w not in sub]  # members of the group left in other subgroups
+        same = [v for v in others if np.array_equal(ids[v, rest], ids[rep, rest])
+                and np.array_equal(ids[rest, v], ids[rest, rep])]
+        if same:
+            out.append((rep, same))
+    return out
+
+
 def prune_dominated(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray]:
     incoming: dict[int, list[int]] = defaultdict(list)
     outgoing: dict[int, list[int]] = defaultdict(list)

@@ -28,6 +28,9 @@ def cases(draw: Any) -> tuple[Any, ...]:
                 hours_price = draw(st.integers(1, 40)) / 4
                 acc = None if kind == "cpu" else kind
                 offers.append(offer(loc, f"{kind}-{loc}", hours_price, acc=acc, count=1 if acc else 0))
+    if draw(st.booleans()):  # a twin region priced like aws/a: the solver may merge the two
+        offers += [offer("aws/c", o.instance_type, o.price, acc=o.accelerator_name, count=o.accelerator_count)
+                   for o in offers if o.region == "a" and o.cloud == "aws"]
     n = draw(st.integers(2, 5))
     stages: dict[str, Any] = {}
     for i in range(n):
