@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import threading
@@ -26,9 +27,19 @@ from skyflow.runner.lineage_io import LineageWriter
 from skyflow.runner.state import OutputRow, RunStore, skyflow_home
 from skyflow.spec.graph import ResolvedPipeline
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
 
 def new_run_id(pipeline: str) -> str:
     return f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names directories and appears in stage scripts: letters, digits, '.', '_', '-' only."""
+    if not RUN_ID.fullmatch(run_id):
+        raise RunError(f"run id {run_id!r} is not allowed: use up to 128 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit (e.g. --run-id ci-3f2a9c1)")
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class PipelineRunner:
 
     # -- entry points -------------------------------------------------------------------------
     def start(self, target: str, overrides: Mapping[str, Any], params: Mapping[str, Any]) -> str:
-        self.run_id = self.options.run_id or new_run_id(self.pipeline.name)
+        self.run_id = check_run_id(self.options.run_id or new_run_id(self.pipeline.name))
         self.state.create_run(self.run_id, self.pipeline.name, target, self.pipeline.digest(), dict(overrides),
                               {"no_cache": self.options.no_cache, "lineage": self.lineage.enabled},
                               dict(self.plan) or None,
