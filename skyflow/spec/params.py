@@ -33,6 +33,9 @@ def _scalar(raw: str) -> Any:
         value = YAML(typ="safe", pure=True).load(raw)
     except YAMLError:
         return raw
+    if isinstance(value, str) and raw[:1] not in ("'", '"'):
+        # Unquoted text is kept as typed: YAML would fold newlines, strip spaces and drop `#...`.
+        return raw
     return value if isinstance(value, (str, int, float, bool)) or value is None else raw
 
 
