@@ -344,11 +344,6 @@ def plan_with_deadline(pipeline: Path, value: str) -> Any:
                        st.text(max_size=6)))
 def test_deadline_flag(small_pipeline: Path, value: str) -> None:
     """click rejects what is not a number (exit 2); skyflow plans, or rejects with a SkyflowError."""
-    try:
-        if float(value) <= 0:
-            return  # not positive: the known bug below
-    except ValueError:
-        pass
     result = accepted_or_rejected(lambda: plan_with_deadline(small_pipeline, value), "skyflow plan --deadline")
     # `cli` is the command group under `main`, which prints a SkyflowError and exits 2.
     if isinstance(result.exception, SkyflowError):
@@ -358,14 +353,16 @@ def test_deadline_flag(small_pipeline: Path, value: str) -> None:
     assert result.exit_code in (0, 2), (value, result.exit_code, result.output)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known bug: the planner's Policy raises ValueError for a deadline <= 0 and the CLI "
-                          "does not turn it into a SkyflowError (skyflow/planner/policy.py, cli/planning.py)")
-@pytest.mark.parametrize("value", ["0", "-1", "-0.5"])
-def test_a_deadline_that_is_not_positive_is_a_user_error(small_pipeline: Path, value: str) -> None:
-    result = plan_with_deadline(small_pipeline, value)
-    assert isinstance(result.exception, SkyflowError | SystemExit), repr(result.exception)
-    assert result.exit_code in (1, 2)
+@pytest.mark.parametrize("flag", ["--deadline", "--max-cost"])
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", "-inf"])
+def test_a_deadline_or_budget_that_is_not_positive_is_a_user_error(small_pipeline: Path, flag: str,
+                                                                  value: str) -> None:
+    from skyflow.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["plan", str(small_pipeline), flag, value, "--json"], catch_exceptions=True)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2
+    assert flag in result.output and "x>0" in result.output, result.output
 
 
 # -- cron strings ----------------------------------------------------------------------------------
