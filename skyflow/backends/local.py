@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -219,9 +220,9 @@ def _wrapper(launch: StageLaunch) -> str:
     lines = ["#!/usr/bin/env bash"]
     if launch.setup:
         setup_file.write_text(launch.setup + "\n")
-        lines.append(f'bash "{setup_file}" || {{ code=$?; echo "skyflow: setup failed with exit code $code"; '
-                     'exit $code; }')
-    lines.append(f'exec bash "{run_file}"')
+        lines.append(f'bash {shlex.quote(str(setup_file))} || {{ code=$?; '
+                     'echo "skyflow: setup failed with exit code $code"; exit $code; }')
+    lines.append(f"exec bash {shlex.quote(str(run_file))}")
     return "\n".join(lines) + "\n"
 
 
