@@ -124,12 +124,26 @@ class Cluster:
         return self.apis["CoreV1Api"].read_namespaced_pod_log(pod, namespace, follow=True, _preload_content=False)
 
     def ready_replicas(self, name: str, namespace: str) -> int:
-        return int(self.apis["AppsV1Api"].read_namespaced_deployment_status(name, namespace).status.ready_replicas
-                   or 0)
+        status = self.apis["AppsV1Api"].read_namespaced_deployment_status(name, namespace).status
+        return int(getattr(status, "ready_replicas", None) or 0)  # no status until the controller writes one
+
+
+def remote_handle(context: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a later process needs to find (and delete) what this attempt created: JSON-safe."""
+    return {"backend": "kubernetes", "context": context,
+            "objects": [{"kind": d["kind"], "name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"]}
+                        for d in docs]}
+
+
+def _docs_of(handle: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"kind": o["kind"], "metadata": {"name": o["name"], "namespace": o["namespace"]}}
+            for o in handle.get("objects", [])]
 
 
 def _finished(status: Any, completions: int) -> tuple[bool, bool, str]:
-    """(done, ok, reason) from a Job's status."""
+    """(done, ok, reason) from a Job's status (None until the controller first writes one)."""
+    if status is None:
+        return False, False, ""
     for cond in status.conditions or []:
         if cond.status == "True" and cond.type in ("Complete", "SuccessCriteriaMet"):
             return True, True, ""
@@ -160,6 +174,7 @@ class KubernetesStageHandle:
     docs: list[dict[str, Any]]
     store_uri: str
     result_key: str
+    context: str
     on_line: Callable[[str, str], None] | None = None
     poll_s: float = POLL_S
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -172,6 +187,10 @@ class KubernetesStageHandle:
     @property
     def job(self) -> dict[str, Any]:
         return self.docs[-1]
+
+    @property
+    def remote(self) -> dict[str, Any]:
+        return remote_handle(self.context, self.docs)
 
     def wait(self) -> StageExit:
         self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +259,12 @@ class KubernetesService:
     docs: list[dict[str, Any]]
     replicas: int
     endpoint: str
+    context: str
     poll_s: float = POLL_S
+
+    @property
+    def remote(self) -> dict[str, Any]:
+        return remote_handle(self.context, self.docs)
 
     def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
         deployment = next(d for d in self.docs if d["kind"] == "Deployment")
@@ -317,6 +341,7 @@ class KubernetesBackend:
         return cluster, store, docs
 
     def launch(self, launch: StageLaunch) -> StageHandle:
+        context = context_name(launch.placement.get("infra"))
         cluster, store, docs = self._prepare(launch)
         try:
             cluster.create(docs, launch.stage)
@@ -324,7 +349,7 @@ class KubernetesBackend:
             cluster.delete(docs)
             raise
         spec_key = node_spec(launch, store)["result_key"]
-        return KubernetesStageHandle(cluster, launch, docs, store, spec_key, self.on_line, self.poll_s)
+        return KubernetesStageHandle(cluster, launch, docs, store, spec_key, context, self.on_line, self.poll_s)
 
     def serve(self, launch: StageLaunch) -> KubernetesService:
         """Create the service stage's Deployment and Service; `wait_ready` then tells when it serves."""
@@ -340,11 +365,22 @@ class KubernetesBackend:
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         meta = service["metadata"]
         endpoint = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{service_port(launch.stage_spec)}"
-        return KubernetesService(cluster, docs, int(deployment["spec"]["replicas"]), endpoint, self.poll_s)
+        return KubernetesService(cluster, docs, int(deployment["spec"]["replicas"]), endpoint,
+                                 context_name(launch.placement.get("infra")), self.poll_s)
+
+    def stop_service(self, handle: Mapping[str, Any]) -> None:
+        """Delete a service stage's Deployment, Service and Secret (`skyflow down`), from its stored handle."""
+        self._cluster(str(handle["context"])).delete(_docs_of(handle))
+
+    def abandon(self, handle: Mapping[str, Any]) -> None:
+        """Delete the Job (and its Service and Secret) an attempt of a dead runner left (`skyflow resume`)."""
+        self._cluster(str(handle["context"])).delete(_docs_of(handle))
 
     def kill_process_groups(self, groups: list[int]) -> None:
-        """Jobs are not local processes; a Job left by a dead runner ends by its own deadline and TTL."""
+        """Jobs are not local processes: a Job left by a dead runner is deleted by `abandon`."""
 
 
 def from_context(context: Any) -> KubernetesBackend:
-    return KubernetesBackend(context.config, on_line=context.on_line)
+    # extra["kubernetes_client_factory"]: open API clients another way (in-cluster config, a test server).
+    return KubernetesBackend(context.config, on_line=context.on_line,
+                             client_factory=context.extra.get("kubernetes_client_factory"))

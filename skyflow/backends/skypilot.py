@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,11 @@ class SkyPilotStageHandle:
     def process_groups(self) -> list[int]:
         return []
 
+    @property
+    def remote(self) -> dict[str, Any]:
+        """What `skyflow resume` needs to stop this task if the runner dies first."""
+        return {"backend": "skypilot", "cluster": self.cluster, "job_id": self.job_id, "managed": self.managed}
+
     def wait(self) -> StageExit:
         self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         listener = (lambda line: self.on_line(self.launch.stage, line)) if self.on_line else None  # type: ignore[misc]
@@ -107,16 +113,46 @@ class SkyPilotStageHandle:
             self.sky.stream_and_get(self.sky.cancel(self.cluster, job_ids=[self.job_id]))
 
 
+FAILED_SERVICE_STATUSES = ("CONTROLLER_FAILED", "FAILED", "FAILED_CLEANUP", "NO_REPLICA")
+POLL_S = 5.0
+
+
+def _status_name(status: Any) -> str:
+    return str(getattr(status, "value", status) or "")
+
+
 @dataclass
 class SkyServeService:
-    """A `sky serve` service: ready when SkyPilot reports an endpoint for it."""
+    """A `sky serve` service: ready once `sky serve status` says READY."""
 
     sky: Any
     name: str
     endpoint: str
+    poll_s: float = POLL_S
+
+    @property
+    def remote(self) -> dict[str, Any]:
+        return {"backend": "skypilot", "service": self.name}
+
+    def status(self) -> dict[str, Any] | None:
+        records = self.sky.stream_and_get(self.sky.serve.status([self.name])) or []
+        return next((dict(r) for r in records if r.get("name") == self.name), None)
 
     def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
-        return "cancelled" if cancel.is_set() else None
+        deadline = time.monotonic() + timeout_s
+        last = "unknown"
+        while not cancel.is_set():
+            record = self.status()
+            last = _status_name(record.get("status")) if record else "not found"
+            if last == "READY":
+                self.endpoint = str(record.get("endpoint") or self.endpoint) if record else self.endpoint
+                return None
+            if last in FAILED_SERVICE_STATUSES:
+                return f"is {last} (see `sky serve logs {self.name}`)"
+            if time.monotonic() > deadline:
+                return f"not READY after {timeout_s:g} s (sky serve status: {last})"
+            cancel.wait(self.poll_s)
+        return "cancelled"
 
     def stop(self) -> None:
         self.sky.stream_and_get(self.sky.serve.down(self.name))
@@ -128,10 +164,11 @@ class SkyPilotBackend:
     name = "skypilot"
 
     def __init__(self, on_line: Callable[[str, str], None] | None = None, install: str = DEFAULT_INSTALL,
-                 sky_module: Any = None) -> None:
+                 sky_module: Any = None, poll_s: float = POLL_S) -> None:
         self.on_line = on_line
         self.install = install
         self._sky = sky_module
+        self.poll_s = poll_s
 
     @property
     def sky(self) -> Any:
@@ -194,10 +231,30 @@ class SkyPilotBackend:
         except Exception as exc:
             raise BackendError(f"sky serve up failed for stage {launch.stage!r}: {exc}", stage=launch.stage,
                                backend=self.name) from exc
-        return SkyServeService(self.sky, str(name), str(endpoint))
+        return SkyServeService(self.sky, str(name), str(endpoint or ""), self.poll_s)
+
+    def stop_service(self, handle: Mapping[str, Any]) -> None:
+        """`sky serve down` for a service stage, from its stored handle (`skyflow down`)."""
+        self._call(f"sky serve down {handle['service']}", self.sky.serve.down, handle["service"])
+
+    def abandon(self, handle: Mapping[str, Any]) -> None:
+        """Stop what a dead runner's attempt left: cancel the managed job, take the cluster down, or
+        take down a service that never became ready."""
+        if handle.get("service"):
+            self.stop_service(handle)
+        elif handle.get("managed"):
+            self._call(f"sky jobs cancel {handle['job_id']}", self.sky.jobs.cancel, job_ids=[handle["job_id"]])
+        else:
+            self._call(f"sky down {handle['cluster']}", self.sky.down, handle["cluster"])
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            self.sky.stream_and_get(fn(*args, **kwargs))
+        except Exception as exc:
+            raise BackendError(f"SkyPilot: {what} failed: {exc}", backend=self.name) from exc
 
     def kill_process_groups(self, groups: list[int]) -> None:
-        """Nothing local to kill; SkyPilot's clusters and managed jobs are stopped through SkyPilot."""
+        """Nothing local to kill; a dead runner's clusters and managed jobs are stopped by `abandon`."""
 
 
 def from_context(context: Any) -> SkyPilotBackend:

@@ -101,18 +101,34 @@ def cancel_run(run_id: str, timeout_s: float = 30.0) -> str:
     return "cancelled"
 
 
-def down_run(run_id: str) -> list[str]:
-    """Stop the services a run left serving; returns the stages stopped."""
+def down_run(run_id: str, backends: BackendPool | None = None) -> list[str]:
+    """Stop the services a run left serving (local replicas, a Kubernetes Deployment, `sky serve`);
+    returns the stages stopped."""
+    import json
+
     from skyflow.backends.local import kill_process_groups
+    from skyflow.spec.config import load_config
 
     state = RunStore()
     run = state.get_run(run_id)
+    pool = backends or BackendPool(BackendContext(config=load_config(skyflow_home() / "config.yaml")))
     stopped = []
     for name, row in run.stages.items():
-        if row.endpoint and row.process_groups:
+        if not row.endpoint:
+            continue
+        if row.remote_handle:
+            backend = pool.for_infra(row.infra or "local")
+            stop = getattr(backend, "stop_service", None)
+            if stop is None:
+                raise RunError(f"stage {name!r} serves on {row.infra}, whose backend cannot stop services")
+            stop(json.loads(row.remote_handle))
+            state.set_stage(run_id, name, remote_handle=None, message=f"stopped (was serving at {row.endpoint})")
+        elif row.process_groups:
             kill_process_groups(row.process_groups)
             state.set_stage(run_id, name, process_groups=[], message=f"stopped (was serving at {row.endpoint})")
-            stopped.append(name)
+        else:
+            continue
+        stopped.append(name)
     return stopped
 
 

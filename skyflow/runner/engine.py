@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from skyflow.runner.decisions import blocked_stages, ready_stages, retry_decisio
 from skyflow.runner.environment import secret_values, stage_environment
 from skyflow.runner.events import RunEvent
 from skyflow.runner.lineage_io import LineageWriter
-from skyflow.runner.state import OutputRow, RunStore, skyflow_home
+from skyflow.runner.state import OutputRow, RunStore, StageRow, skyflow_home
 from skyflow.spec.graph import ResolvedPipeline
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -103,7 +104,7 @@ class PipelineRunner:
         run = self.state.get_run(run_id)
         for name, row in run.stages.items():
             if row.state == "running":
-                self.backends.for_infra(row.infra or "local").kill_process_groups(row.process_groups)
+                self._abandon(row)
             keep = row.state in ("succeeded", "cached") and artifact_io.outputs_still_there(self.store, row.outputs)
             if not keep:
                 self.state.set_stage(run_id, name, state="pending", attempts=0, message=None, process_groups=[],
@@ -111,6 +112,14 @@ class PipelineRunner:
         self.state.set_run(run_id, state="running", runner_pid=os.getpid(), ended_at=None)
         self.lineage.start(run_id, self.pipeline, self.params, dict(self.plan))
         return self._execute()
+
+    def _abandon(self, row: StageRow) -> None:
+        """Stop what a dead runner's attempt left: local process groups, or a remote Job, task or service."""
+        backend = self.backends.for_infra(row.infra or "local")
+        abandon = getattr(backend, "abandon", None)
+        if row.remote_handle and abandon is not None:
+            abandon(json.loads(row.remote_handle))
+        backend.kill_process_groups(row.process_groups)
 
     def cancel(self) -> None:
         self.cancel_requested.set()
@@ -284,7 +293,9 @@ class PipelineRunner:
         handle = backend.launch(launch)
         with self._lock:
             self._handles[name] = handle
-        self.state.set_stage(self.run_id, name, process_groups=handle.process_groups)
+        remote = getattr(handle, "remote", None)
+        self.state.set_stage(self.run_id, name, process_groups=handle.process_groups,
+                             remote_handle=json.dumps(remote) if remote else None)
         try:
             exit_ = handle.wait()
         finally:
@@ -336,6 +347,7 @@ class PipelineRunner:
         spec = self.pipeline.stages[name]
         assert spec.service is not None
         service = backend.serve(launch)
+        self.state.set_stage(self.run_id, name, remote_handle=json.dumps(service.remote))
         problem = service.wait_ready(self.cancel_requested, spec.service.readiness_probe.initial_delay_seconds)
         if problem is not None:
             service.stop()

@@ -78,6 +78,8 @@ class StageRow:
     log_path: str | None
     process_groups: list[int] = field(default_factory=list)
     endpoint: str | None = None
+    # JSON a remote backend wrote to find what an attempt or service created (Job names, sky service).
+    remote_handle: str | None = None
     outputs: dict[str, OutputRow] = field(default_factory=dict)
 
 
@@ -115,7 +117,7 @@ class RunStore:
     def _migrate(conn: sqlite3.Connection) -> None:
         """Columns added after a state DB was made are added in place (old runs keep working)."""
         have = {row[1] for row in conn.execute("PRAGMA table_info(stages)")}
-        for column, kind in (("endpoint", "TEXT"),):
+        for column, kind in (("endpoint", "TEXT"), ("remote_handle", "TEXT")):
             if column not in have:
                 conn.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
 
