@@ -12,3 +12,15 @@ if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] \
   mkdir -p "$AZURITE_DIR"
   npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
 fi
+
+# SkyPilot 0.14.1 (its click pin conflicts with skyflow's) in .venv/skypilot, for the test that checks
+# generated tasks against SkyPilot's own schema. Installed once; a failed install only makes that
+# test skip, so it never fails preparation.
+SKYPILOT_VERSION=0.14.1
+SKYPILOT_DIR=.venv/skypilot
+if ! "$SKYPILOT_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('skypilot') != '$SKYPILOT_VERSION')" 2>/dev/null; then
+  if ! { python3 -m venv "$SKYPILOT_DIR" && "$SKYPILOT_DIR/bin/pip" install -q "skypilot==$SKYPILOT_VERSION"; } >/dev/null 2>&1; then
+    echo "warning: could not install skypilot==$SKYPILOT_VERSION into $SKYPILOT_DIR; the SkyPilot schema test will skip" >&2
+    rm -rf "$SKYPILOT_DIR"
+  fi
+fi

@@ -1,0 +1,251 @@
+"""The SkyPilot backend's launch path with a fake ``sky`` module that records every call.
+
+This is the one sanctioned fake: SkyPilot provisions real clouds, which no test here can reach. The
+fake answers like SkyPilot 0.14's SDK (request ids resolved by ``stream_and_get``); the artifact store
+the stage wrapper would write its result to is a real local directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skyflow.artifacts import open_store
+from skyflow.backends.base import StageLaunch
+from skyflow.backends.masking import MASK
+from skyflow.backends.remote_stage import result_key
+from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService
+from skyflow.errors import BackendError
+from skyflow.spec.models import Stage
+
+SECRET = "hf_s3cr3t"
+
+
+class FakeSky(types.ModuleType):
+    """Records calls; `logs` is what tail_logs writes; `exit_code` what it returns."""
+
+    def __init__(self) -> None:
+        super().__init__("sky")
+        self.calls: list[tuple[str, Any]] = []
+        self.logs = f"step 1\nusing token {SECRET}\ndone"
+        self.exit_code = 0
+        self.on_tail: Any = None
+        self.serve_statuses = ["CONTROLLER_INIT", "REPLICA_INIT", "READY"]
+        self.jobs = types.SimpleNamespace(launch=self._jobs_launch, tail_logs=self._jobs_tail, cancel=self._jobs_cancel)
+        self.serve = types.SimpleNamespace(up=self._serve_up, down=self._serve_down, status=self._serve_status)
+        fake = self
+
+        class Task:
+            def __init__(self, config: dict[str, Any]) -> None:
+                self.config = config
+                self.secrets: dict[str, str] = {}
+
+            @classmethod
+            def from_yaml_config(cls, config: dict[str, Any]) -> Task:
+                fake.calls.append(("Task.from_yaml_config", config))
+                return cls(config)
+
+            def update_secrets(self, secrets: dict[str, str]) -> None:
+                self.secrets.update(secrets)
+
+        self.Task = Task
+
+    def stream_and_get(self, request: Any) -> Any:
+        return request  # the fake's calls return their results directly
+
+    def launch(self, task: Any, cluster_name: str, down: bool) -> Any:
+        self.calls.append(("launch", {"cluster_name": cluster_name, "down": down, "secrets": task.secrets}))
+        return 1, object()
+
+    def tail_logs(self, cluster: str, job_id: int, follow: bool, output_stream: Any) -> int:
+        self.calls.append(("tail_logs", (cluster, job_id, follow)))
+        return self._write(output_stream)
+
+    def down(self, cluster: str) -> None:
+        self.calls.append(("down", cluster))
+
+    def cancel(self, cluster: str, job_ids: list[int]) -> None:
+        self.calls.append(("cancel", (cluster, job_ids)))
+
+    def _write(self, stream: Any) -> int:
+        if self.on_tail:
+            self.on_tail()
+        for piece in (self.logs[:7], self.logs[7:], "\n"):  # lines split across writes, as a stream does
+            stream.write(piece)
+        return self.exit_code
+
+    def _jobs_launch(self, task: Any, name: str) -> Any:
+        self.calls.append(("jobs.launch", {"name": name, "secrets": task.secrets}))
+        return [42], object()
+
+    def _jobs_tail(self, job_id: int, follow: bool, output_stream: Any) -> int:
+        self.calls.append(("jobs.tail_logs", job_id))
+        return self._write(output_stream)
+
+    def _jobs_cancel(self, job_ids: list[int]) -> None:
+        self.calls.append(("jobs.cancel", job_ids))
+
+    def _serve_up(self, task: Any, service_name: str) -> Any:
+        self.calls.append(("serve.up", {"service_name": service_name, "config": task.config}))
+        return service_name, "34.1.2.3:30001"
+
+    def _serve_status(self, names: list[str]) -> list[dict[str, Any]]:
+        self.calls.append(("serve.status", names))
+        status = self.serve_statuses.pop(0) if len(self.serve_statuses) > 1 else self.serve_statuses[0]
+        return [{"name": names[0], "status": types.SimpleNamespace(value=status),
+                 "endpoint": "http://34.1.2.3:30001" if status == "READY" else None}]
+
+    def _serve_down(self, name: str) -> None:
+        self.calls.append(("serve.down", name))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@pytest.fixture
+def sky(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSky]:
+    fake = FakeSky()
+    monkeypatch.setitem(sys.modules, "sky", fake)
+    yield fake
+
+
+def _launch(tmp_path: Path, *, use_spot: bool = False, stage_spec: Any = None) -> StageLaunch:
+    store = tmp_path / "store"
+    return StageLaunch(run_id="r1", stage="train", attempt=1, setup=None, run="python train.py", workdir=tmp_path,
+                       env={"SKYFLOW_STAGE": "train", "HF_TOKEN": SECRET}, num_nodes=1,
+                       log_path=tmp_path / "logs" / "stage.log", secret_values=(SECRET,),
+                       outputs={"model": tmp_path / "model"}, store_uri=str(store), stage_spec=stage_spec,
+                       placement={"infra": "aws/us-east-1", "cloud": "aws", "region": "us-east-1",
+                                  "instance_type": "p4d.24xlarge", "accelerators": {"A100": 8},
+                                  "use_spot": use_spot, "store_uri": "s3://bucket/skyflow"})
+
+
+@pytest.fixture
+def backend(sky: FakeSky, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SkyPilotBackend:
+    # Nodes would reach the pipeline's s3:// store; here that store is a local directory.
+    store = open_store(str(tmp_path / "store"), create=True)
+    monkeypatch.setattr("skyflow.backends.skypilot.remote_store_uri", lambda launch, backend: store.uri)
+    return SkyPilotBackend(poll_s=0.0)
+
+
+def _write_result(tmp_path: Path) -> dict[str, Any]:
+    outputs = {"model": {"uri": "s3://bucket/skyflow/manifests/x.json", "digest": "d" * 64, "size_bytes": 5}}
+    open_store(str(tmp_path / "store")).write_bytes(result_key("r1", "train", 1),
+                                                    json.dumps({"outputs": outputs}).encode())
+    return outputs
+
+
+def test_on_demand_stage_is_launched_tailed_with_secrets_masked_and_taken_down(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    outputs = _write_result(tmp_path)
+    lines: list[tuple[str, str]] = []
+    backend.on_line = lambda stage, line: lines.append((stage, line))
+    handle = backend.launch(_launch(tmp_path))
+    exit_ = handle.wait()
+    assert exit_.ok and exit_.outputs == outputs
+    assert sky.names() == ["Task.from_yaml_config", "launch", "tail_logs", "down"]
+    launched = dict(sky.calls[1][1])
+    assert launched["down"] is True and launched["secrets"] == {"HF_TOKEN": SECRET}
+    config = sky.calls[0][1]
+    assert config["resources"]["infra"] == "aws/us-east-1" and config["resources"]["use_spot"] is False
+    assert SECRET not in json.dumps(config)
+    log = (tmp_path / "logs" / "stage.log").read_text()
+    assert log == f"step 1\nusing token {MASK}\ndone\n"
+    assert ("train", f"using token {MASK}") in lines
+
+
+def test_spot_stage_is_a_managed_job_and_is_never_taken_down_by_skyflow(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    _write_result(tmp_path)
+    handle = backend.launch(_launch(tmp_path, use_spot=True))
+    assert isinstance(handle, SkyPilotStageHandle) and handle.remote == {
+        "backend": "skypilot", "cluster": handle.cluster, "job_id": 42, "managed": True}
+    assert handle.wait().ok
+    assert sky.names() == ["Task.from_yaml_config", "jobs.launch", "jobs.tail_logs"]
+
+
+def test_a_failing_task_reports_its_exit_code_and_still_takes_the_cluster_down(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    sky.exit_code = 3
+    exit_ = backend.launch(_launch(tmp_path)).wait()
+    assert exit_.exit_code == 3 and not exit_.ok
+    assert sky.names()[-1] == "down"
+
+
+def test_success_without_a_result_is_a_failure(backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    exit_ = backend.launch(_launch(tmp_path)).wait()
+    assert exit_.exit_code == 1 and "wrote no result" in exit_.reason
+
+
+@pytest.mark.parametrize(("use_spot", "expected"), [(False, ("cancel", ("cluster", [1]))),
+                                                    (True, ("jobs.cancel", [42]))])
+def test_cancel_stops_the_job_through_skypilot(backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path,
+                                               use_spot: bool, expected: tuple[str, Any]) -> None:
+    handle = backend.launch(_launch(tmp_path, use_spot=use_spot))
+    assert isinstance(handle, SkyPilotStageHandle)
+    sky.on_tail = handle.cancel  # cancelled while the logs are being followed
+    exit_ = handle.wait()
+    assert exit_.cancelled and not exit_.ok
+    name, args = expected
+    assert (name, args if name == "jobs.cancel" else (handle.cluster, [1])) in sky.calls
+
+
+def test_abandon_cancels_a_managed_job_or_takes_a_cluster_down(backend: SkyPilotBackend, sky: FakeSky) -> None:
+    backend.abandon({"backend": "skypilot", "cluster": "sf-train-1", "job_id": 7, "managed": True})
+    backend.abandon({"backend": "skypilot", "cluster": "sf-train-2", "job_id": 1, "managed": False})
+    assert sky.calls == [("jobs.cancel", [7]), ("down", "sf-train-2")]
+
+
+def test_launch_failure_is_a_backend_error_naming_the_stage(backend: SkyPilotBackend, sky: FakeSky,
+                                                             tmp_path: Path) -> None:
+    def refuse(task: Any, cluster_name: str, down: bool) -> Any:
+        raise RuntimeError("ResourcesUnavailableError: no p4d.24xlarge in us-east-1")
+
+    sky.launch = refuse  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match=r"could not launch stage 'train' on aws/us-east-1.*p4d"):
+        backend.launch(_launch(tmp_path))
+
+
+def _service_stage() -> Stage:
+    return Stage.model_validate({"run": "python serve.py", "resources": {"ports": 8080},
+                                 "service": {"readiness_probe": "/health", "replicas": 2}})
+
+
+def test_serve_up_then_ready_when_sky_serve_status_says_ready_then_down(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    service = backend.serve(_launch(tmp_path, stage_spec=_service_stage()))
+    assert isinstance(service, SkyServeService)
+    up = sky.calls[1][1]
+    assert up["config"]["service"] == {"readiness_probe": {"path": "/health", "initial_delay_seconds": 1200,
+                                                           "timeout_seconds": 15}, "replicas": 2}
+    assert service.wait_ready(threading.Event(), timeout_s=60) is None
+    assert sky.names().count("serve.status") == 3
+    assert service.endpoint == "http://34.1.2.3:30001"
+    backend.stop_service(json.loads(json.dumps(service.remote)))  # as `skyflow down` does, from the run state
+    assert sky.calls[-1] == ("serve.down", up["service_name"])
+
+
+def test_a_failed_service_is_reported_with_where_to_look(backend: SkyPilotBackend, sky: FakeSky,
+                                                          tmp_path: Path) -> None:
+    sky.serve_statuses = ["REPLICA_INIT", "FAILED"]
+    service = backend.serve(_launch(tmp_path, stage_spec=_service_stage()))
+    problem = service.wait_ready(threading.Event(), timeout_s=60)
+    assert problem is not None and "FAILED" in problem and f"sky serve logs {service.name}" in problem
+
+
+def test_a_service_never_ready_times_out_and_a_cancel_stops_waiting(backend: SkyPilotBackend, sky: FakeSky,
+                                                                     tmp_path: Path) -> None:
+    sky.serve_statuses = ["REPLICA_INIT"]
+    service = backend.serve(_launch(tmp_path, stage_spec=_service_stage()))
+    problem = service.wait_ready(threading.Event(), timeout_s=0.0)
+    assert problem == "not READY after 0 s (sky serve status: REPLICA_INIT)"
+    cancelled = threading.Event()
+    cancelled.set()
+    assert service.wait_ready(cancelled, timeout_s=60) == "cancelled"
