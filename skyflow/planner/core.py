@@ -12,6 +12,7 @@ from skyflow.planner.candidates import CandidateFinder, stage_placements
 from skyflow.planner.plan import Alternative, Placement, Plan
 from skyflow.planner.policy import Policy
 from skyflow.planner.problem import Problem, build_problem, evaluate
+from skyflow.planner.search import good_start
 from skyflow.planner.solve import (
     cheapest_per_location,
     is_forest,
@@ -61,7 +62,7 @@ def solve(problem: Problem, policy: Policy) -> tuple[list[int], str]:
             return [int(k[0]) for k in keep], "trivial"
         if is_forest(problem):
             return solve_forest(problem, keep), "dp"
-        return solve_milp(problem, keep), "milp"
+        return solve_milp(problem, keep, start=good_start(problem, keep)), "milp"
     keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
     choice = solve_milp(problem, keep, with_time=True, deadline_h=policy.deadline_h,
                         max_cost_usd=policy.max_cost_usd, minimize=policy.objective)

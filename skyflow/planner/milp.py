@@ -1,20 +1,27 @@
-"""The placement integer program, built as sparse rows for scipy.optimize.milp (HiGHS).
+"""The placement integer program, built as sparse rows and solved by HiGHS (``highspy``), gap 0.
 
 x[s,o] = 1 places stage s on option o. For a transfer, y[v] = 1 when some consumer sits at
-location v (so the artifact moves there once). Its egress is linearized per destination: when
-the rates depend only on the clouds of the two ends (and 0 inside a region), one variable
-e[v] >= rate(k, cloud(v)) * (X[p in cloud k] + y[v] - 1 - X[p at v]) per cloud k suffices;
-otherwise one z[u,v] >= X[p at u] + y[v] - 1 per location pair.
+location v (so the artifact moves there once). When the rates depend only on the clouds of the
+two ends (and 0 inside a region), its egress to v is linearized per source cloud k:
+w[k,v] <= X[p in cloud k] (less X[p at v] when v is in k) and sum_k w[k,v] >= y[v] - X[p where
+moving to v is free], at cost rate(k, cloud(v)) * w[k,v]. With integer x this is exact (w[k,v]
+= y[v] for the producer's cloud, 0 elsewhere); its relaxation is much tighter than one
+big-M-like row per cloud, which is what makes large DAGs fast. Otherwise one
+z[u,v] >= X[p at u] + y[v] - 1 per location pair.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skyflow.errors import PlanningError
 from skyflow.planner.problem import Problem, Transfer
+
+if TYPE_CHECKING:
+    import highspy
 
 Terms = list[tuple[int, float]]
 
@@ -30,6 +37,7 @@ class MilpModel:
         self.cost: dict[int, float] = defaultdict(float)
         self.x = [np.array([self._var(0, 1, True) for _ in opts], dtype=np.int64) for opts in keep]
         self.at: list[dict[int, Terms]] = []
+        self.shares: dict[int, dict[str, int]] = {}
         for s, opts in enumerate(keep):
             by_loc: dict[int, Terms] = defaultdict(list)
             for var, k in zip(self.x[s], opts, strict=True):
@@ -114,23 +122,39 @@ class MilpModel:
 
     def _by_cloud(self, producer: int, rates: dict, sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:
-        in_cloud: dict[str, Terms] = defaultdict(list)
-        for u in sources:
-            in_cloud[self._cloud_of(u)] += self._loc(producer, u)
+        in_cloud = self._cloud_shares(producer, sources)
         for v in dests:
             target = self._cloud_of(v)
-            e: int | None = None
-            for cloud, terms in in_cloud.items():
+            cover: Terms = []
+            row: Terms = []
+            for cloud, share in in_cloud.items():
                 rate = rates.get((cloud, target), 0.0)
                 if rate <= 0:
                     continue
-                if e is None:
-                    e = self._var(0, np.inf)
-                    self.cost[e] += 1.0
-                row = [(e, 1.0)] + [(var, -rate) for var, _ in terms] + [(var, -rate * c) for var, c in here[v]]
+                w = self._var(0, 1)
+                self.cost[w] += rate
+                src = [(share, 1.0)]
                 if cloud == target:
-                    row += [(var, rate) for var, _ in self._loc(producer, v)]
-                self.add_row(row, lo=-rate)
+                    src += [(var, -1.0) for var, _ in self._loc(producer, v)]
+                self.add_row([(w, -1.0), *src], lo=0)
+                cover.append((w, 1.0))
+                row += [(var, -c) for var, c in src]
+            if cover:
+                self.add_row(cover + row + [(var, -c) for var, c in here[v]], lo=-1)
+
+    def _cloud_shares(self, producer: int, sources: list[int]) -> dict[str, int]:
+        found = self.shares.get(producer)
+        if found is None:
+            terms: dict[str, Terms] = defaultdict(list)
+            for u in sources:
+                terms[self._cloud_of(u)] += self._loc(producer, u)
+            found = {}
+            for cloud, ts in terms.items():
+                share = self._var(0, 1)
+                self.add_row([(share, -1.0)] + [(var, 1.0) for var, _ in ts], lo=0, hi=0)
+                found[cloud] = share
+            self.shares[producer] = found
+        return found
 
     def _pairwise(self, producer: int, cost: np.ndarray, sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:
@@ -197,25 +221,51 @@ class MilpModel:
     def makespan_value(self, x: np.ndarray) -> float:
         return float(x[self.makespan_row()[0][0]])
 
-    def solve(self, objective: np.ndarray, what: str) -> np.ndarray:
-        from scipy.optimize import Bounds, LinearConstraint, milp
+    def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None) -> np.ndarray:
+        """Optimal variable values; ``start`` (option index per stage) is a feasible plan to begin from."""
+        import highspy
+
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("mip_rel_gap", 0.0)
+        h.passModel(self._highs_lp(objective))
+        if start is not None:
+            index, value = self._start_values(start)
+            h.setSolution(len(index), index, value)  # HiGHS completes the continuous part
+        h.run()
+        status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
+            raise PlanningError(f"no plan meets the constraints (deadline, budget) while finding {what}")
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise PlanningError(f"the solver stopped before proving {what} optimal: {h.modelStatusToString(status)}")
+        return np.asarray(h.getSolution().col_value)
+
+    def _highs_lp(self, objective: np.ndarray) -> highspy.HighsLp:
+        import highspy
         from scipy.sparse import coo_matrix
 
-        rows, cols, vals = [], [], []
-        for i, (terms, _, _) in enumerate(self.rows):
-            for var, coef in terms:
-                rows.append(i)
-                cols.append(var)
-                vals.append(coef)
-        matrix = coo_matrix((vals, (rows, cols)), shape=(len(self.rows), len(self.lb))).tocsr()
-        lo = np.array([r[1] for r in self.rows])
-        hi = np.array([r[2] for r in self.rows])
-        result = milp(objective, integrality=np.array(self.integer), bounds=Bounds(self.lb, self.ub),
-                      constraints=LinearConstraint(matrix, lo, hi), options={"mip_rel_gap": 0.0})
-        if result.x is None:
-            raise PlanningError(f"no plan meets the constraints (deadline, budget) while finding {what}: "
-                                f"{result.message}")
-        return np.asarray(result.x)
+        rows = np.repeat(np.arange(len(self.rows)), [len(terms) for terms, _, _ in self.rows])
+        flat = [pair for terms, _, _ in self.rows for pair in terms]
+        cols = np.array([var for var, _ in flat], dtype=np.int64)
+        vals = np.array([coef for _, coef in flat])
+        matrix = coo_matrix((vals, (rows, cols)), shape=(len(self.rows), len(self.lb))).tocsc()
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = len(self.lb), len(self.rows)
+        lp.col_cost_ = objective
+        lp.col_lower_, lp.col_upper_ = np.array(self.lb), np.array(self.ub)
+        lp.row_lower_ = np.array([lo for _, lo, _ in self.rows])
+        lp.row_upper_ = np.array([hi for _, _, hi in self.rows])
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
+        kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+        lp.integrality_ = [kinds[i] for i in self.integer]
+        return lp
+
+    def _start_values(self, start: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The stage variables of a plan: 1 on each stage's chosen option, 0 on the others."""
+        index = np.concatenate(self.x).astype(np.int32)
+        value = np.concatenate([(opts == start[s]).astype(float) for s, opts in enumerate(self.keep)])
+        return index, value
 
     def choice(self, x: np.ndarray) -> list[int]:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]

@@ -209,8 +209,12 @@ def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
 
 def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                deadline_h: float | None = None, max_cost_usd: float | None = None,
-               minimize: str = "cost") -> list[int]:
-    """The integer program; exact (gap 0). With time: finish-time variables along the DAG."""
+               minimize: str = "cost", start: list[int] | None = None) -> list[int]:
+    """The integer program; exact (gap 0). With time: finish-time variables along the DAG.
+
+    ``start`` (option index per stage, each in ``keep``) is a plan to begin the cost search from;
+    it only speeds the search up, the result is optimal with or without it.
+    """
     from skyflow.planner.milp import MilpModel
 
     model = MilpModel(problem, keep, with_time=with_time)
@@ -227,7 +231,7 @@ def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = Fa
             model.add_row(model.makespan_row(), hi=deadline_h)
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
-    x = model.solve(model.cost_objective(), what="the cheapest plan")
+    x = model.solve(model.cost_objective(), what="the cheapest plan", start=start)
     return model.choice(x)
 
 

@@ -1,0 +1,135 @@
+"""A fast feasible plan for the integer program to start from: local search over stage options.
+
+Not a solver of its own: the integer program proves optimality (gap 0) either way. A start close
+to the optimum lets HiGHS skip most of its own search for a first good plan, which on large DAGs
+is where its time goes. Moves change one stage at a time, with exact cost deltas (compute plus
+egress, each artifact paid once per distinct destination), then move a stage to another cloud
+and let its neighbours follow, which single moves cannot do when sharing a transfer ties
+consumers together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skyflow.planner.problem import Problem
+
+_EPS = 1e-9
+
+
+class LocalSearch:
+    """Positions into ``keep`` per stage, with per-transfer counts of consumers at each location."""
+
+    def __init__(self, problem: Problem, keep: list[np.ndarray]) -> None:
+        self.problem = problem
+        n = len(keep)
+        self.locs = [problem.opt_loc[s][keep[s]] for s in range(n)]
+        self.compute = [problem.opt_compute[s][keep[s]] for s in range(n)]
+        self.pos = [int(np.argmin(c)) for c in self.compute]
+        self.at = np.array([int(self.locs[s][self.pos[s]]) for s in range(n)], dtype=np.int64)
+        transfers = problem.transfers
+        self.counts = np.zeros((len(transfers), len(problem.locations)), dtype=np.int64)
+        self.incoming: list[list[int]] = [[] for _ in range(n)]
+        self.outgoing: list[list[int]] = [[] for _ in range(n)]
+        self.cost = [problem.cost_matrix(t.size_gb) for t in transfers]
+        self.fixed = [problem.loc_index[t.source] if t.source is not None else -1 for t in transfers]
+        for ti, t in enumerate(transfers):
+            for c in t.consumers:
+                self.counts[ti, self.at[c]] += 1
+                self.incoming[c].append(ti)
+            if t.producer is not None:
+                self.outgoing[t.producer].append(ti)
+        linked: list[set[int]] = [set() for _ in range(n)]
+        for t in transfers:
+            if t.producer is not None:
+                for c in t.consumers:
+                    linked[t.producer].add(c)
+                    linked[c].add(t.producer)
+        self.neighbours = [sorted(nbs - {s}) for s, nbs in enumerate(linked)]
+        clouds = problem.loc_cloud
+        self.by_cloud = [[np.flatnonzero(clouds[locs] == c) for c in np.unique(clouds[locs])] for locs in self.locs]
+
+    def choice(self, keep: list[np.ndarray]) -> list[int]:
+        return [int(keep[s][k]) for s, k in enumerate(self.pos)]
+
+    def delta(self, s: int) -> np.ndarray:
+        """The change in total cost of moving stage s to each of its options, the rest fixed."""
+        locs, here = self.locs[s], int(self.at[s])
+        out = self.compute[s] - self.compute[s][self.pos[s]]
+        for ti in self.incoming[s]:
+            src = self.fixed[ti] if self.fixed[ti] >= 0 else int(self.at[self.problem.transfers[ti].producer])
+            count, rate = self.counts[ti], self.cost[ti][src]
+            count[here] -= 1  # without s: a location pays when no other consumer is there
+            out = out + rate[locs] * (count[locs] == 0) - rate[here] * (count[here] == 0)
+            count[here] += 1
+        for ti in self.outgoing[s]:
+            dests = np.flatnonzero(self.counts[ti])
+            if len(dests):
+                rates = self.cost[ti][:, dests]
+                out = out + rates[locs].sum(axis=1) - rates[here].sum()
+        return np.asarray(out)
+
+    def move(self, s: int, k: int) -> None:
+        here, there = int(self.at[s]), int(self.locs[s][k])
+        for ti in self.incoming[s]:
+            self.counts[ti, here] -= 1
+            self.counts[ti, there] += 1
+        self.pos[s] = k
+        self.at[s] = there
+
+    def descend(self, stages: list[int] | None = None) -> None:
+        """Best single-stage moves until none helps, revisiting the neighbours of what moved."""
+        todo = list(range(len(self.locs))) if stages is None else stages
+        while todo:
+            again: set[int] = set()
+            for s in todo:
+                if len(self.locs[s]) > 1 and self._step(s) < -_EPS:
+                    again.update(self.neighbours[s])
+            todo = sorted(again)
+
+    def _step(self, s: int) -> float:
+        d = self.delta(s)
+        k = int(np.argmin(d))
+        if d[k] < -_EPS:
+            self.move(s, k)
+            return float(d[k])
+        return 0.0
+
+    def shift_clouds(self, max_rounds: int = 20) -> None:
+        """Move a stage to its best option in another cloud, its neighbours follow; keep it if cheaper."""
+        for _ in range(max_rounds):
+            improved = False
+            for s in range(len(self.locs)):
+                if len(self.by_cloud[s]) > 1:
+                    improved |= self._try_clouds(s)
+            if not improved:
+                return
+
+    def _try_clouds(self, s: int) -> bool:
+        clouds = self.problem.loc_cloud
+        for group in self.by_cloud[s]:
+            if clouds[self.locs[s][group[0]]] == clouds[self.at[s]]:
+                continue
+            d = self.delta(s)
+            k = int(group[np.argmin(d[group])])
+            undo = [(s, self.pos[s])]
+            total = float(d[k])
+            self.move(s, k)
+            for nb in self.neighbours[s]:
+                undo.append((nb, self.pos[nb]))
+                if len(self.locs[nb]) > 1:
+                    total += self._step(nb)
+            if total < -_EPS:
+                return True
+            for stage, old in reversed(undo):
+                self.move(stage, old)
+        return False
+
+
+def good_start(problem: Problem, keep: list[np.ndarray]) -> list[int]:
+    """A low-cost plan (option index per stage) for the cost objective; no optimality claimed."""
+    search = LocalSearch(problem, keep)
+    search.descend()
+    search.shift_clouds()
+    search.descend()
+    return search.choice(keep)

@@ -1,0 +1,122 @@
+"""The integer program's per-cloud egress rows and its starting plans, against brute force.
+
+General DAGs (artifacts with several consumers, undirected cycles) with egress rates that depend
+only on the clouds of the two ends: the case the program linearizes per source cloud.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tables import catalog, offer, pipeline, rules
+
+from skyflow.errors import PlanningError
+from skyflow.planner import Policy
+from skyflow.planner.core import _problem
+from skyflow.planner.milp import MilpModel
+from skyflow.planner.problem import Problem, evaluate
+from skyflow.planner.search import LocalSearch, good_start
+from skyflow.planner.solve import cheapest_per_location, solve_milp
+
+LOCATIONS = ["aws/a", "aws/b", "gcp/a", "gcp/b", "azure/a", "lambda/a"]
+RATES = [0.0, 0.01, 0.05, 0.12]
+
+
+@st.composite
+def cloud_level_cases(draw: Any) -> Problem:
+    offers = [offer(loc, f"cpu-{loc}", draw(st.integers(1, 40)) / 4) for loc in LOCATIONS if draw(st.booleans())]
+    if not offers:
+        offers = [offer("aws/a", "cpu-aws/a", 1.0)]
+    n = draw(st.integers(3, 5))
+    stages: dict[str, Any] = {}
+    for i in range(n):
+        parents = [f"s{j}" for j in range(i) if draw(st.integers(0, 1))]
+        stages[f"s{i}"] = {"outputs": {"o": draw(st.sampled_from([0, 10, 40, 200]))},
+                           "inputs": {f"i{j}": f"{p}.o" for j, p in enumerate(parents)},
+                           "estimate": draw(st.integers(1, 4))}
+    stages["s0"]["inputs"] = {"raw": "raw"}
+    inputs = {"raw": {"uri": "s3://b/raw", "infra": draw(st.sampled_from(LOCATIONS)), "size_gb": 50}}
+    pairs = [("aws", "aws"), ("gcp", "gcp"), ("aws", "*"), ("gcp", "*"), ("azure", "*"), ("lambda", "*"),
+             ("*", "*")]
+    egress = rules(*[(a, b, draw(st.sampled_from(RATES))) for a, b in pairs])
+    problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), egress, Policy(all_clouds=True))
+    return problem
+
+
+def _brute_force(problem: Problem, deadline_h: float | None, max_cost_usd: float | None) -> float | None:
+    best = None
+    for choice in itertools.product(*[range(len(o)) for o in problem.options]):
+        result = evaluate(problem, list(choice))
+        if deadline_h is not None and result.hours > deadline_h + 1e-9:
+            continue
+        if max_cost_usd is not None and result.total_usd > max_cost_usd + 1e-9:
+            continue
+        if best is None or result.total_usd < best:
+            best = result.total_usd
+    return best
+
+
+def _starts(problem: Problem, keep: list[np.ndarray]) -> dict[str, list[int] | None]:
+    dearest = [int(k[np.argmax(problem.opt_compute[s][k])]) for s, k in enumerate(keep)]
+    return {"none": None, "search": good_start(problem, keep), "dearest": dearest}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases(), st.sampled_from([None, None, 3.0, 6.0, 12.0]), st.sampled_from([None, None, 0.5, 1.0]))
+def test_per_cloud_program_matches_brute_force(problem: Problem, deadline: float | None,
+                                               budget_factor: float | None) -> None:
+    keep = cheapest_per_location(problem)
+    # The per-cloud rows are what is under test: every transfer with a producer takes that branch.
+    model = MilpModel(problem, keep, with_time=False)
+    assert set(model.shares) == {t.producer for t in problem.transfers if t.producer is not None and t.size_gb > 0}
+    unconstrained = _brute_force(problem, None, None)
+    assert unconstrained is not None
+    max_cost = None if budget_factor is None else unconstrained * (1 + budget_factor)
+    expected = _brute_force(problem, deadline, max_cost)
+    with_time = deadline is not None or max_cost is not None
+    for name, start in _starts(problem, keep).items():
+        if expected is None:
+            with pytest.raises(PlanningError, match="no plan meets the constraints"):
+                solve_milp(problem, keep, with_time=with_time, deadline_h=deadline, max_cost_usd=max_cost,
+                           start=start)
+            continue
+        choice = solve_milp(problem, keep, with_time=with_time, deadline_h=deadline, max_cost_usd=max_cost,
+                            start=start)
+        result = evaluate(problem, choice)
+        assert result.total_usd == pytest.approx(expected, abs=1e-6), name
+        if deadline is not None:
+            assert result.hours <= deadline + 1e-6
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases(), st.randoms(use_true_random=False))
+def test_local_search_deltas_are_exact(problem: Problem, rng: Any) -> None:
+    keep = cheapest_per_location(problem)
+    search = LocalSearch(problem, keep)
+    for _ in range(6):  # random walk: every move's predicted change equals the evaluated one
+        s = rng.randrange(len(keep))
+        before = evaluate(problem, search.choice(keep)).total_usd
+        delta = search.delta(s)
+        k = rng.randrange(len(keep[s]))
+        search.move(s, k)
+        after = evaluate(problem, search.choice(keep)).total_usd
+        assert after - before == pytest.approx(delta[k], abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases())
+def test_good_start_is_a_local_optimum(problem: Problem) -> None:
+    keep = cheapest_per_location(problem)
+    choice = good_start(problem, keep)
+    cost = evaluate(problem, choice).total_usd
+    for s, opts in enumerate(keep):
+        assert choice[s] in set(opts.tolist())
+        for k in opts:
+            trial = list(choice)
+            trial[s] = int(k)
+            assert evaluate(problem, trial).total_usd >= cost - 1e-6
