@@ -242,13 +242,8 @@ class MilpModel:
 
     def _highs_lp(self, objective: np.ndarray) -> highspy.HighsLp:
         import highspy
-        from scipy.sparse import coo_matrix
 
-        rows = np.repeat(np.arange(len(self.rows)), [len(terms) for terms, _, _ in self.rows])
-        flat = [pair for terms, _, _ in self.rows for pair in terms]
-        cols = np.array([var for var, _ in flat], dtype=np.int64)
-        vals = np.array([coef for _, coef in flat])
-        matrix = coo_matrix((vals, (rows, cols)), shape=(len(self.rows), len(self.lb))).tocsc()
+        start, index, value = self._columns()
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = len(self.lb), len(self.rows)
         lp.col_cost_ = objective
@@ -256,10 +251,22 @@ class MilpModel:
         lp.row_lower_ = np.array([lo for _, lo, _ in self.rows])
         lp.row_upper_ = np.array([hi for _, _, hi in self.rows])
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = start, index, value
         kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
         lp.integrality_ = [kinds[i] for i in self.integer]
         return lp
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The constraint matrix column-wise (starts, row indices, values), repeated entries summed."""
+        n_rows = len(self.rows)
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), [len(terms) for terms, _, _ in self.rows])
+        flat = [pair for terms, _, _ in self.rows for pair in terms]
+        cols = np.array([var for var, _ in flat], dtype=np.int64)
+        vals = np.array([coef for _, coef in flat], dtype=float)
+        keys, where = np.unique(cols * n_rows + rows, return_inverse=True)  # sorted by column, then row
+        summed = np.bincount(where, weights=vals, minlength=len(keys))
+        per_col = np.bincount(keys // n_rows, minlength=len(self.lb)) if len(keys) else np.zeros(len(self.lb), int)
+        return np.r_[0, np.cumsum(per_col)].astype(np.int32), (keys % n_rows).astype(np.int32), summed
 
     def _start_values(self, start: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """The stage variables of a plan: 1 on each stage's chosen option, 0 on the others."""
