@@ -38,6 +38,7 @@ from skyflow.errors import BackendError
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
+FIRST_COMMAND_TIMEOUT_S = 120.0
 
 
 class _LoopThread:
@@ -113,6 +114,7 @@ class SshBackend:
         return self._capacity
 
     def launch(self, launch: StageLaunch) -> StageHandle:
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         hosts = self._pick_hosts(launch)
         try:
             nodes = self._loop.run(self._start(launch, hosts))
@@ -153,17 +155,21 @@ class SshBackend:
             keys = [str(Path(self.pool.identity_file).expanduser())] if self.pool.identity_file else ()
             where = f"{self.pool.user + '@' if self.pool.user else ''}{host.address}"
             try:
-                conn = await asyncssh.connect(host.address.host, port=host.address.port, username=self.pool.user,
+                conn = await asyncssh.connect(host.address.host, port=host.address.port, username=self.pool.user or (),
                                               client_keys=keys or (), known_hosts=self._known_hosts,
                                               connect_timeout=self._connect_timeout_s, keepalive_interval=30)
-                done = await conn.run(f"mkdir -p {root_expression(self.pool.workdir_root)} && "
-                                      f"cd {root_expression(self.pool.workdir_root)} && pwd -P", check=True)
+                root = root_expression(self.pool.workdir_root)
+                # a login shell that hangs (a stuck rc file) is an error here, not a hung run
+                done = await asyncio.wait_for(conn.run(f"mkdir -p {root} && cd {root} && pwd -P", check=True),
+                                              FIRST_COMMAND_TIMEOUT_S)
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise BackendError(f"ssh pool {self.pool_name!r}: host key of {where} is not trusted ({exc}); "
                                    f"add it with `ssh-keyscan -p {host.address.port} {host.address.host} "
                                    f">> ~/.ssh/known_hosts`", backend=self.name) from exc
             except (TimeoutError, OSError, asyncssh.Error) as exc:
-                cause = str(exc) or type(exc).__name__
+                cause = str(exc) or (f"no answer in time (connect {self._connect_timeout_s:g} s, first command "
+                                     f"{FIRST_COMMAND_TIMEOUT_S:g} s)" if isinstance(exc, TimeoutError)
+                                     else type(exc).__name__)
                 raise BackendError(f"ssh pool {self.pool_name!r}: cannot reach host {where}: {cause}",
                                    backend=self.name) from exc
             host.conn, host.root = conn, str(done.stdout).strip()

@@ -82,6 +82,7 @@ def run_sshd(keys: SshKeys, ip: str = "127.0.0.1", netns: str | None = None) -> 
     os.makedirs("/run/sshd", exist_ok=True)
     port = free_port()
     cmd = [SSHD, "-D", "-e", "-f", str(_sshd_config(keys, ip, port))]
+    cmd = _without_shell_rc(keys, cmd)
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -90,6 +91,25 @@ def run_sshd(keys: SshKeys, ip: str = "127.0.0.1", netns: str | None = None) -> 
         yield SshHost(ip, port, proc.pid)
     finally:
         stop_group(proc)
+
+
+def _without_shell_rc(keys: SshKeys, cmd: list[str]) -> list[str]:
+    """Give the host an empty ~/.bashrc when a private mount namespace is allowed.
+
+    bash sources ~/.bashrc for every SSH command; this machine's (pyenv init and rehash under one
+    global lock) would make each remote command of every test host wait on the others. A pool host
+    is another machine with its own startup files, so the test hosts get an empty one.
+    """
+    bashrc = Path("~/.bashrc").expanduser()
+    if not bashrc.is_file() or not shutil.which("unshare"):
+        return cmd
+    empty = keys.root / "empty-bashrc"
+    empty.touch()
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return cmd
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "_", str(empty), str(bashrc), *cmd]
 
 
 def _wait_open(proc: subprocess.Popen[bytes], ip: str, port: int, timeout_s: float = 20.0) -> None:
