@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,9 @@ class LocalStageHandle:
                 return StageExit(failed[0], "cancelled" if self._cancelled.is_set() else
                                  _describe(failed[0]), cancelled=self._cancelled.is_set())
             if all(c == 0 for c in codes):
-                kill_process_groups(self.process_groups)  # background children die with the stage
+                kill_process_groups(self.process_groups, self.procs)  # background children die with the stage
+                if self._cancelled.is_set():
+                    return StageExit(-int(signal.SIGTERM), "cancelled", cancelled=True)
                 return StageExit(0)
             if deadline is not None and time.monotonic() > deadline:
                 self._kill_all()
@@ -79,7 +81,7 @@ class LocalStageHandle:
         self._kill_all()
 
     def _kill_all(self) -> None:
-        kill_process_groups([p.pid for p in self.procs if p.poll() is None])
+        kill_process_groups([p.pid for p in self.procs if p.poll() is None], self.procs)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=KILL_GRACE_S + 1)
@@ -105,8 +107,13 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def kill_process_groups(groups: list[int]) -> None:
-    """SIGTERM each group, then SIGKILL what is left after a grace period."""
+def kill_process_groups(groups: list[int], own: Sequence[subprocess.Popen[bytes]] = ()) -> None:
+    """SIGTERM each group, then SIGKILL what is left after a grace period.
+
+    ``own`` are our child processes among the group leaders: they are reaped through Popen (a
+    zombie leader still answers killpg, and reaping it behind Popen's back would make Popen
+    report exit code 0 for a killed process).
+    """
     live = []
     for pgid in groups:
         try:
@@ -116,20 +123,40 @@ def kill_process_groups(groups: list[int]) -> None:
             continue
     deadline = time.monotonic() + KILL_GRACE_S
     while live and time.monotonic() < deadline:
-        live = [g for g in live if _group_alive(g)]
+        for proc in own:
+            proc.poll()
+        live = [g for g in live if group_alive(g)]
         time.sleep(0.05)
     for pgid in live:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a live (non-zombie) member."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    with contextlib.suppress(ChildProcessError):  # a zombie leader still answers; reap it if ours
-        os.waitpid(pgid, os.WNOHANG)
+    return not _only_zombies(pgid)
+
+
+def _only_zombies(pgid: int) -> bool:
+    """True when every process left in the group is a zombie (dead, waiting for its parent)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return False
     return True
 
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from skyflow.backends.base import StageHandle
-from skyflow.backends.local import LocalBackend, detect_capacity
+from skyflow.backends.local import LocalBackend, detect_capacity, group_alive
 from skyflow.backends.ssh import SshBackend
 from tests.integration.backends.conftest import SshPoolSetup
 from tests.integration.backends.contract import *  # noqa: F403 - the contract's tests run here
 from tests.integration.backends.contract import BackendHarness
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _ssh_alive(handle: StageHandle) -> bool:
