@@ -34,10 +34,13 @@ def stage_row(home: Path, run_id: str | None, stage: str) -> dict[str, object] |
     path = home / "state.db"
     if not path.exists():
         return None
-    with sqlite3.connect(path, timeout=30) as conn:
-        conn.row_factory = sqlite3.Row
-        where, args = ("stage = ?", [stage]) if run_id is None else ("run_id = ? AND stage = ?", [run_id, stage])
-        row = conn.execute(f"SELECT * FROM stages WHERE {where}", args).fetchone()
+    where, args = ("stage = ?", [stage]) if run_id is None else ("run_id = ? AND stage = ?", [run_id, stage])
+    try:
+        with sqlite3.connect(path, timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute(f"SELECT * FROM stages WHERE {where}", args).fetchone()
+    except sqlite3.OperationalError:  # the runner has made the file but not its tables yet
+        return None
     return dict(row) if row else None
 
 
