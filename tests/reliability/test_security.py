@@ -227,3 +227,16 @@ def test_a_hostile_run_id_is_refused_or_kept_verbatim_and_never_executed(skyflow
     assert not canary.exists()
     assert result.returncode == 2 and "run id" in result.stderr and "not allowed" in result.stderr, result.stderr
     assert skyflow("run", "ids.yaml", "--run-id", "ci-3f2a.9_c", "--no-lineage").returncode == 0
+
+
+def test_a_skyflow_home_holding_shell_syntax_is_never_expanded(tmp_path: Path) -> None:
+    """Stage scripts live under SKYFLOW_HOME; the wrapper that starts them quotes their paths."""
+    work = tmp_path / "work"
+    work.mkdir()
+    sky = Skyflow(tmp_path / 'home "$(touch CANARY)" `touch CANARY2` $HOME', work)
+    sky.write("p.yaml", "name: p\nstages:\n  s: {setup: 'true', run: 'echo ran > \"$SKYFLOW_OUTPUT_O/o\"', "
+              "outputs: [o]}\n")
+    code, status, err = sky.run_json("p.yaml", "--no-lineage", "--infra", "local")
+    assert code == 0, err
+    assert status["stages"]["s"]["state"] == "succeeded"
+    assert list(tmp_path.rglob("CANARY*")) == []
