@@ -50,6 +50,9 @@ class MlflowRecorder:
         self._cond = threading.Condition()
         self._wake = False
         self._closing = False
+        self._handed_off = False
+        self._sending = False
+        self._store_open = False
         self._failures = 0
         self.last_error: str | None = None
         self._worker = threading.Thread(target=self._run, name="skyflow-lineage", daemon=True)
@@ -80,6 +83,28 @@ class MlflowRecorder:
         for spool in self._files:
             spool.close()
         self._files.clear()
+
+    def hand_off(self) -> bool:
+        """Leave what is unsent to a background process, so that a short run need not wait.
+
+        Only while a local store (sqlite, file) is still being opened — the seconds of importing
+        MLflow — and nothing is being sent: the worker then stops before its first send, the spool
+        files are unlocked, and `python -m skyflow.lineage.drain` adopts and sends them. Records
+        are already scrubbed and on disk, so none is lost; a reader waits for the drain
+        (`wait_for_drain`). Returns False when the caller should `close()` as usual.
+        """
+        if urlparse(self.tracking_uri).scheme in ("http", "https") or self._store_open:
+            return False
+        with self._cond:
+            if not self._pending or self._sending:
+                return False
+            self._handed_off = True
+            self._cond.notify_all()
+        for spool in self._files:
+            spool.close()
+        self._files.clear()
+        start_drain(self.tracking_uri, self._dir.parent.parent)
+        return True
 
     # -- buffering ---------------------------------------------------------------------------------
     @property
@@ -142,6 +167,7 @@ class MlflowRecorder:
         store: MlflowStore | None = None
         try:
             store = self._open_store()
+            self._store_open = True
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.debug("lineage: %s unreachable: %s", self.tracking_uri, exc)
@@ -150,19 +176,24 @@ class MlflowRecorder:
             with self._cond:
                 if not self._wake and not self._closing:
                     self._cond.wait(backoff_s if self._pending else None)
-                if self._closing:
+                if self._closing or self._handed_off:
                     return
                 self._wake = False
                 batch = list(self._pending)
+                self._sending = bool(batch)
             ok = True
             if batch:
                 try:
                     store = store or self._open_store()
+                    self._store_open = True
                     self._send(store, batch)
                 except Exception as exc:  # the store is away; keep the events and try later
                     ok = False
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.debug("lineage: %s unreachable: %s", self.tracking_uri, exc)
+                finally:
+                    with self._cond:
+                        self._sending = False
             backoff_s = 1.0 if ok else min(backoff_s * 2, BACKOFF_MAX_S)
             with self._cond:
                 self._failures += 0 if ok else 1
@@ -222,3 +253,14 @@ class MlflowRecorder:
         log.warning("lineage: %s; the record is kept in %s", self.last_error, self._dir / "rejected.jsonl")
         with (self._dir / "rejected.jsonl").open("a", encoding="utf-8") as out:
             out.write(json.dumps({"error": str(exc), "event": event.payload}) + "\n")
+
+
+def start_drain(tracking_uri: str, skyflow_home: Path) -> None:
+    """A detached process that sends the spooled records of recorders that handed off."""
+    import os
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-m", "skyflow.lineage.drain", tracking_uri, str(skyflow_home)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

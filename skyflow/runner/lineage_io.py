@@ -39,6 +39,7 @@ class LineageWriter:
     warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)
     stage_inputs: dict[str, list[ArtifactInfo]] = field(default_factory=dict)
     _failed: bool = False
+    background_ok: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -83,4 +84,8 @@ class LineageWriter:
         self._call(lambda: self.recorder.end_run(run_id, state, totals))
 
     def close(self) -> None:
+        """Finish sending; a short run on a local store leaves the sending to a background process."""
+        hand_off = getattr(self.recorder, "hand_off", None)
+        if hand_off is not None and self.background_ok and hand_off():
+            return
         self._call(self.recorder.close)

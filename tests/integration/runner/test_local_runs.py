@@ -10,6 +10,7 @@ from pathlib import Path
 
 from skyflow.artifacts import ArtifactRef, fetch_artifact, load_manifest, open_store
 from skyflow.artifacts.refs import blob_key
+from skyflow.lineage.drain import wait_for_drain
 from tests.integration.runner.conftest import Skyflow, wait_for
 
 CHAIN = """\
@@ -174,6 +175,8 @@ stages:
     assert code == 0
     log = skyflow("logs", status["run_id"], "leak", check=True).stdout
     assert "token is ********" in log and secret not in log
+    uri = f"sqlite:///{(skyflow.home / 'mlflow.db').resolve()}"
+    assert wait_for_drain(uri, skyflow.home)  # lineage a short run left to the background is in MLflow
     for path in [skyflow.home / "state.db", skyflow.home / "mlflow.db", *skyflow.home.glob("runs/**/*.log")]:
         assert secret.encode() not in path.read_bytes(), path
 
