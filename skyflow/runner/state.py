@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skyflow.errors import RunError
+from skyflow.statedb import StateDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -102,16 +100,12 @@ class RunRow:
     stages: dict[str, StageRow] = field(default_factory=dict)
 
 
-class RunStore:
+class RunStore(StateDB):
     """The state DB (WAL, busy timeout), shared by runners, `skyflow status` and the scheduler."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or skyflow_home() / "state.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        conn = self._conn()
-        conn.executescript(SCHEMA)
-        self._migrate(conn)
+        super().__init__(path or skyflow_home() / "state.db", SCHEMA)
+        self._migrate(self._conn())
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -120,28 +114,6 @@ class RunStore:
         for column, kind in (("endpoint", "TEXT"), ("remote_handle", "TEXT")):
             if column not in have:
                 conn.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, pipeline: str, target: str, digest: str, overrides: dict[str, Any],

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 
 from skyflow.errors import SchedulerError
 from skyflow.scheduler.decisions import Fingerprint, Fire, ScheduleView
+from skyflow.statedb import StateDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -91,35 +89,11 @@ def run_id_for(name: str, fire: Fire, now_s: float) -> str:
     return f"{name}-{kind}-{stamp}{suffix}"
 
 
-class ScheduleStore:
+class ScheduleStore(StateDB):
     """The scheduler's tables beside the runner's, in ``state.db`` (WAL, busy timeout)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conn().executescript(SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        super().__init__(path, SCHEMA)
 
     # -- schedules ----------------------------------------------------------------------------
     def save(self, record: ScheduleRecord, now_s: float) -> ScheduleRecord:
