@@ -27,6 +27,8 @@ def replica_ports(service: Service, declared: tuple[str, ...]) -> list[int]:
 
 def _free(port: int) -> bool:
     with socket.socket() as sock:
+        # as servers do: a port in TIME_WAIT after the last server stopped is free to serve again
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
