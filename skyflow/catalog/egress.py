@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from skyflow.errors import CatalogError
 
 LOCAL = "local"
 
@@ -141,59 +138,3 @@ def _tiers(model: EgressModel, source: str, target: str) -> Tiers:
     if target != LOCAL and target.split("/", 1)[0] == src_cloud:
         return prices.inter_region
     return prices.internet
-
-
-def parse_tiers(value: object, where: str) -> Tiers:
-    """``0.09`` or ``[[10240, 0.09], [51200, 0.085], [null, 0.05]]`` (GB bound, USD/GB)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Tiers.flat(_rate(value, where))
-    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-        raise CatalogError(f"{where}: expected a USD/GB number or a list of [upto_gb, usd_per_gb], "
-                           f"got {value!r}")
-    steps: list[tuple[float, float]] = []
-    for item in value:
-        if not isinstance(item, Sequence) or isinstance(item, str) or len(item) != 2:
-            raise CatalogError(f"{where}: tier {item!r} is not [upto_gb, usd_per_gb]")
-        upto = float("inf") if item[0] is None else float(item[0])
-        if steps and upto <= steps[-1][0]:
-            raise CatalogError(f"{where}: tier bounds must increase, got {upto:g} after {steps[-1][0]:g}")
-        steps.append((upto, _rate(item[1], where)))
-    if steps[-1][0] != float("inf"):
-        steps.append((float("inf"), steps[-1][1]))
-    return Tiers(tuple(steps))
-
-
-def _rate(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise CatalogError(f"{where}: usd_per_gb must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-def parse_rules(items: object, where: str) -> tuple[EgressRule, ...]:
-    """The ``rules:`` list of an egress override file."""
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise CatalogError(f"{where}: rules must be a list of {{from, to, usd_per_gb}}, got {items!r}")
-    rules = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or set(item) != {"from", "to", "usd_per_gb"}:
-            raise CatalogError(f"{where}: rules[{index}] must have exactly from, to, usd_per_gb; got {item!r}")
-        rules.append(EgressRule(str(item["from"]).strip(), str(item["to"]).strip(),
-                                _rate(item["usd_per_gb"], f"{where}: rules[{index}]")))
-    return tuple(rules)
-
-
-def parse_clouds(items: object, where: str) -> dict[str, CloudEgress]:
-    """The ``clouds:`` mapping: ``{aws: {inter_region: 0.02, internet: [[...], ...]}}``."""
-    if items is None:
-        return {}
-    if not isinstance(items, dict):
-        raise CatalogError(f"{where}: clouds must be a mapping of cloud -> prices, got {items!r}")
-    out = {}
-    for cloud, prices in items.items():
-        if not isinstance(prices, dict) or set(prices) - {"inter_region", "internet"}:
-            raise CatalogError(f"{where}: clouds.{cloud} takes inter_region and internet, got {prices!r}")
-        out[str(cloud)] = CloudEgress(parse_tiers(prices.get("inter_region", 0), f"{where}: clouds.{cloud}"),
-                                      parse_tiers(prices.get("internet", 0), f"{where}: clouds.{cloud}"))
-    return out

@@ -2,8 +2,8 @@
 
 Over 10,000 cases per run in total (see `CASES`): pipeline YAML mutated structurally and as text,
 the Python API, catalog CSV and egress YAML files, `--set` and `--deadline`, cron strings and
-artifact URIs. A file input that is rejected must say where: `FILE:LINE:COL` for pipelines, the file
-(and the line, where the catalog knows it) for catalog files. No other exception, and no hang: each
+artifact URIs. A file input that is rejected must say where: `FILE:LINE:COL` for pipelines, catalog
+CSV and egress YAML files. No other exception, and no hang: each
 case runs under an alarm, so a case that never returns fails the test instead of stalling CI.
 """
 
@@ -275,11 +275,12 @@ def test_catalog_csv(header: str, rows: list[str], newline: str) -> None:
     result = accepted_or_rejected(lambda: parse_vms_csv(text, "aws", "aws/vms.csv"), "parsing vms.csv",
                                   CatalogError)
     if isinstance(result, CatalogError):
-        assert str(result).startswith("aws/vms.csv: "), str(result)
-        number = re.search(r"line (\d+):", str(result))
-        if number:
-            physical_lines = len(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-            assert 2 <= int(number.group(1)) <= physical_lines, str(result)
+        where = re.match(r"aws/vms\.csv:(\d+):(\d+): \S", str(result))
+        assert where and result.path == "aws/vms.csv", str(result)
+        physical_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        line, col = int(where[1]), int(where[2])
+        assert 1 <= line <= len(physical_lines), str(result)
+        assert 1 <= col <= len(physical_lines[line - 1]) + 1, str(result)
     else:
         for offer in result:
             assert offer.region, offer
@@ -303,7 +304,10 @@ def test_egress_yaml(scratch: Path, tree: Any, raw: bool, noise: str) -> None:
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     result = accepted_or_rejected(lambda: read_egress(str(path), None), "reading egress.yaml", CatalogError)
     if isinstance(result, CatalogError):
-        assert str(result).startswith(f"{path}: "), str(result)
+        where = re.match(rf"{re.escape(str(path))}:(\d+):(\d+): \S", str(result))
+        assert where and result.path == str(path), str(result)
+        yaml_lines = re.split(r"\r\n|[\n\r\x85\u2028\u2029]", text)
+        assert 1 <= int(where[1]) <= len(yaml_lines) and int(where[2]) >= 1, str(result)
 
 
 # -- CLI flags -------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from skyflow.catalog import EgressModel, EgressRule, load_egress
-from skyflow.catalog.egress import parse_rules, parse_tiers
+from skyflow.catalog.egress_file import parse_egress_yaml
 from skyflow.errors import CatalogError
 
 DEFAULT = load_egress()
@@ -36,13 +38,13 @@ def test_tiers_are_monotone(a: float, b: float, cloud: str) -> None:
 
 
 def test_most_specific_rule_wins_and_ties_go_to_the_earlier() -> None:
-    model = EgressModel(rules=parse_rules([
+    model = EgressModel(rules=parse_egress_yaml(json.dumps({"rules": [
         {"from": "*", "to": "*", "usd_per_gb": 0.1},
         {"from": "aws", "to": "aws", "usd_per_gb": 0.02},
         {"from": "aws/us-east-1", "to": "gcp/us-central1", "usd_per_gb": 0.09},
         {"from": "aws", "to": "gcp/us-central1", "usd_per_gb": 0.5},
         {"from": "aws/us-east-1", "to": "gcp", "usd_per_gb": 0.6},
-    ], "t"))
+    ]}), "t")[1])
     assert model.rate_usd_per_gb("aws/us-east-1", "gcp/us-central1") == 0.09
     assert model.rate_usd_per_gb("aws/us-west-2", "aws/us-east-1") == 0.02
     assert model.rate_usd_per_gb("aws/us-east-1", "aws/us-east-1") == 0
@@ -54,12 +56,12 @@ def test_most_specific_rule_wins_and_ties_go_to_the_earlier() -> None:
 
 
 def test_bad_rules_and_tiers() -> None:
-    with pytest.raises(CatalogError, match=r"rules\[0\] must have exactly from, to, usd_per_gb"):
-        parse_rules([{"from": "aws", "usd_per_gb": 1}], "f.yaml")
-    with pytest.raises(CatalogError, match="must be a number >= 0, got -1"):
-        parse_rules([{"from": "aws", "to": "*", "usd_per_gb": -1}], "f.yaml")
-    with pytest.raises(CatalogError, match="tier bounds must increase"):
-        parse_tiers([[100, 0.1], [50, 0.05]], "f.yaml")
+    with pytest.raises(CatalogError, match=r"^f.yaml:1:9: rules\[0\] lacks to\."):
+        parse_egress_yaml('rules: [{from: aws, usd_per_gb: 1}]', "f.yaml")
+    with pytest.raises(CatalogError, match=r"^f.yaml:1:42: rules\[0\].usd_per_gb is -1; expected a finite"):
+        parse_egress_yaml('rules: [{from: aws, to: "*", usd_per_gb: -1}]', "f.yaml")
+    with pytest.raises(CatalogError, match=r"^f.yaml:1:40: clouds.aws.internet\[1\] bound 50 GB is not above"):
+        parse_egress_yaml("clouds: {aws: {internet: [[100, 0.1], [50, 0.05]]}}", "f.yaml")
 
 
 def test_override_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -69,5 +71,5 @@ def test_override_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert model.rate_usd_per_gb("aws/a", "aws/b") == 0
     assert model.rate_usd_per_gb("aws/a", "gcp/b") == 0.09  # falls back to list prices
     path.write_text("rules: [oops\n")
-    with pytest.raises(CatalogError, match="not valid YAML"):
+    with pytest.raises(CatalogError, match=r":2:1: not valid YAML: expected ',' or ']'"):
         load_egress(str(path), None)

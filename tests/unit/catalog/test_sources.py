@@ -55,13 +55,13 @@ def test_unquoted_generation_field_and_missing_spot() -> None:
 
 
 def test_missing_columns_are_named() -> None:
-    with pytest.raises(CatalogError, match=r"missing columns .*Price"):
+    with pytest.raises(CatalogError, match=r"^x.csv:1:1: missing required columns Price; the header has Inst"):
         parse_vms_csv("InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Region\n", "aws", "x.csv")
 
 
-def test_bad_number_names_the_line() -> None:
+def test_bad_number_names_line_and_column() -> None:
     text = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,Region\nm,,,8,32,cheap,r\n"
-    with pytest.raises(CatalogError, match="line 2: expected a number, got 'cheap'"):
+    with pytest.raises(CatalogError, match=r"^x.csv:2:10: Price is 'cheap', not a number"):
         parse_vms_csv(text, "aws", "x.csv")
 
 
