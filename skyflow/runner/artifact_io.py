@@ -24,18 +24,22 @@ from skyflow.runner.state import OutputRow
 from skyflow.spec.graph import ResolvedPipeline, is_uri
 
 
-def store_for_infra(pipeline: ResolvedPipeline, infra: str, home: Path) -> tuple[str, bool, str | None]:
+def store_for_infra(pipeline: ResolvedPipeline, infra: str, home: Path,
+                    located_at: str | None = None) -> tuple[str, bool, str | None]:
     """(store URI, create if missing, region) for a stage placed at ``infra``.
 
     `stores:` may name a cloud/region or a cloud; the local machine, SSH pools and anything
-    unnamed use the `local` store. A bucket is created only where the user allowed it.
+    unnamed use the `local` store. ``located_at`` is where the placement's machines live when its
+    name does not say (a Kubernetes context's `infra:`, e.g. aws/us-east-1 for an EKS cluster); it is
+    tried after ``infra`` itself. A bucket is created only where the user allowed it.
     """
-    parts = infra.split("/")
-    cloud, region = parts[0], parts[1] if len(parts) > 1 else None
-    for key in ([f"{cloud}/{region}"] if region else []) + [cloud]:
-        spec = pipeline.spec.stores.get(key)
-        if spec is not None and cloud not in ("local", "ssh"):
-            return spec.uri, spec.create, region
+    for where in (infra, located_at) if located_at else (infra,):
+        parts = where.split("/")
+        cloud, region = parts[0], parts[1] if len(parts) > 1 else None
+        for key in ([f"{cloud}/{region}"] if region else []) + [cloud]:
+            spec = pipeline.spec.stores.get(key)
+            if spec is not None and cloud not in ("local", "ssh"):
+                return spec.uri, spec.create, region
     local = pipeline.spec.stores.get("local")
     return local_store_uri(pipeline, home), bool(local and local.create), None
 

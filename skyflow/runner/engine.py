@@ -236,10 +236,20 @@ class PipelineRunner:
     def _store_for(self, name: str) -> artifact_io.ArtifactStore:
         """The store of the stage's location: `stores:` by cloud/region, then cloud, then local."""
         infra = str(self.plan.get("stages", {}).get(name, {}).get("infra", "local"))
-        uri, create, region = artifact_io.store_for_infra(self.pipeline, infra, self.home)
+        uri, create, region = artifact_io.store_for_infra(self.pipeline, infra, self.home, self._located_at(infra))
         if uri not in self._stores:
             self._stores[uri] = artifact_io.open_store(uri, create=create, region=region)
         return self._stores[uri]
+
+    def _located_at(self, infra: str) -> str | None:
+        """Where a Kubernetes context's cluster lives (its `infra:` in the skyflow config), if set."""
+        kind, _, context = infra.partition("/")
+        if kind not in ("kubernetes", "k8s"):
+            return None
+        config = getattr(getattr(self.backends, "context", None), "config", None)
+        contexts = getattr(getattr(config, "kubernetes", None), "contexts", None) or {}
+        located = getattr(contexts.get(context or "default"), "infra", None)
+        return str(located) if located else None
 
     def _cache_hit(self, name: str, key: str, store: artifact_io.ArtifactStore) -> StageOutcome | None:
         """A verified hit in the stage's store, else the same outputs found in another store by an
