@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.cli.main import main
+from tests.unit.cli.cli_helpers import run
 
 HEADER = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone\n"
 VMS = {
@@ -44,16 +44,6 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch.delenv(var, raising=False)
     return {"pipeline": str(tmp_path / "p.yaml"), "catalog": str(tmp_path / "cat"),
             "egress": str(tmp_path / "egress.yaml"), "home": str(tmp_path / "skyflow")}
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def plan_args(files: dict[str, str], *extra: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.cli.main import main
+from tests.unit.cli.cli_helpers import run
 
 PIPELINE = """\
 name: rlhf
@@ -28,16 +28,6 @@ def pipeline_file(tmp_path: Path) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(PIPELINE)
     return path
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_validate_ok(pipeline_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
