@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 @planning_options
 @click.option("--explain", "explain", metavar="STAGE", help="Show the next best placements of STAGE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(target: str, set_: tuple[str, ...], planning: PlanningFlags, explain: str | None, as_json: bool) -> None:
+@click.option("--no-cache", is_flag=True, help="Plan every stage as recomputed, ignoring cached outputs.")
+def plan(target: str, set_: tuple[str, ...], planning: PlanningFlags, explain: str | None, as_json: bool,
+         no_cache: bool) -> None:
     """Plan TARGET: where each stage runs, what it costs, and what moving its data costs."""
     from skyflow.cli.planning import load_prices, plan_with_flags
     from skyflow.planner import explain_stage
@@ -29,7 +31,7 @@ def plan(target: str, set_: tuple[str, ...], planning: PlanningFlags, explain: s
     from skyflow.spec.params import parse_overrides
 
     pipeline = load_pipeline(target, parse_overrides(set_))
-    result, policy = plan_with_flags(pipeline, planning)
+    result, policy = plan_with_flags(pipeline, planning, no_cache=no_cache)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
@@ -38,6 +40,10 @@ def plan(target: str, set_: tuple[str, ...], planning: PlanningFlags, explain: s
         catalog, egress = load_prices(planning)
         render_alternatives(explain, result.stages.get(explain),
                             explain_stage(pipeline, catalog, egress, policy, result, explain))
+
+
+def _infra(p: Placement) -> str:
+    return f"{p.infra} (cached)" if p.cached else p.infra
 
 
 def _accelerators(p: Placement) -> str:
@@ -53,7 +59,7 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
     for col in ("stage", "infra", "instance", "accelerators", "spot", "$/h", "hours", "$"):
         table.add_column(col, justify="right" if col in ("$/h", "hours", "$") else "left")
     for name, p in plan.stages.items():
-        table.add_row(name, p.infra, p.instance_type, _accelerators(p), "yes" if p.use_spot else "no",
+        table.add_row(name, _infra(p), p.instance_type, _accelerators(p), "yes" if p.use_spot else "no",
                       f"{p.hourly_usd * p.num_nodes:,.2f}", f"{p.hours:g}", f"{p.compute_usd:,.2f}")
     console.print(table)
     if plan.egress:
@@ -79,12 +85,12 @@ def render_alternatives(stage: str, chosen: Placement | None, alternatives: list
     from rich.table import Table
 
     console = console or Console()
-    where = f" (chosen: {chosen.infra} {chosen.instance_type})" if chosen else ""
+    where = f" (chosen: {_infra(chosen)} {chosen.instance_type})" if chosen else ""
     table = Table(title=f"Next best placements of {stage}{where}, the rest of the plan fixed")
     for col in ("infra", "instance", "accelerators", "$/h", "total $", "vs plan", "why it lost"):
         table.add_column(col)
     for a in alternatives:
         p = a.placement
-        table.add_row(p.infra, p.instance_type, _accelerators(p), f"{p.hourly_usd:,.2f}", f"{a.total_usd:,.2f}",
+        table.add_row(_infra(p), p.instance_type, _accelerators(p), f"{p.hourly_usd:,.2f}", f"{a.total_usd:,.2f}",
                       f"+${a.delta_usd:,.2f}", a.reason)
     console.print(table)

@@ -17,7 +17,7 @@ import click
 
 if TYPE_CHECKING:
     from skyflow.catalog import EgressModel, PriceCatalog
-    from skyflow.planner import Plan, Policy, PoolLocation
+    from skyflow.planner import CachedCopy, Plan, Policy, PoolLocation
     from skyflow.spec.config import SkyflowConfig
     from skyflow.spec.graph import ResolvedPipeline
 
@@ -127,8 +127,23 @@ def _median_history(pipeline: ResolvedPipeline) -> tuple[dict[str, dict[str, flo
             {k: statistics.median(v) for k, v in sizes.items()})
 
 
-def build_policy(pipeline: ResolvedPipeline, flags: PlanningFlags, config: SkyflowConfig | None = None) -> Policy:
-    """The one Policy both commands plan with: flags, this machine, the user's pools, run history."""
+def cached_copies(pipeline: ResolvedPipeline) -> dict[str, tuple[CachedCopy, ...]]:
+    """Where earlier runs left each stage's outputs (still there), for the planner to weigh against recomputing."""
+    from skyflow.planner import CachedCopy
+    from skyflow.runner.artifact_io import predict_cached_copies
+    from skyflow.runner.state import RunStore, skyflow_home
+
+    home = skyflow_home()
+    if not (home / "state.db").is_file():  # no runs yet: nothing is cached
+        return {}
+    found = predict_cached_copies(pipeline, RunStore(), home, os.environ)
+    return {name: tuple(CachedCopy(location, size) for location, size in copies) for name, copies in found.items()}
+
+
+def build_policy(pipeline: ResolvedPipeline, flags: PlanningFlags, config: SkyflowConfig | None = None, *,
+                 no_cache: bool = False) -> Policy:
+    """The one Policy both commands plan with: flags, this machine, the user's pools, run history,
+    and (unless ``no_cache``) the cached copies of stage outputs."""
     from skyflow.backends.local import detect_capacity
     from skyflow.planner import LocalCapacity, Policy
     from skyflow.runner.state import skyflow_home
@@ -145,7 +160,8 @@ def build_policy(pipeline: ResolvedPipeline, flags: PlanningFlags, config: Skyfl
         blocked_regions=_split(flags.block_regions) or (),
         enabled_clouds=None if flags.all_clouds else detect_enabled_clouds(),
         local=LocalCapacity(cpus=capacity.cpus, memory_gb=capacity.memory_gb, gpus=dict(capacity.gpus)),
-        pools=pools_from_config(config), observed_hours=hours, observed_size_gb=sizes)
+        pools=pools_from_config(config), observed_hours=hours, observed_size_gb=sizes,
+        cached={} if no_cache else cached_copies(pipeline))
 
 
 def load_prices(flags: PlanningFlags) -> tuple[PriceCatalog, EgressModel]:
@@ -154,17 +170,19 @@ def load_prices(flags: PlanningFlags) -> tuple[PriceCatalog, EgressModel]:
     return load_catalog(flags.catalog_dir), load_egress(flags.egress_file, flags.catalog_dir)
 
 
-def plan_with_flags(pipeline: ResolvedPipeline, flags: PlanningFlags) -> tuple[Plan, Policy]:
+def plan_with_flags(pipeline: ResolvedPipeline, flags: PlanningFlags, *,
+                    no_cache: bool = False) -> tuple[Plan, Policy]:
     from skyflow.planner import plan_pipeline
 
     catalog, egress = load_prices(flags)
-    policy = build_policy(pipeline, flags)
+    policy = build_policy(pipeline, flags, no_cache=no_cache)
     return plan_pipeline(pipeline, catalog, egress, policy), policy
 
 
-def plan_for_run(pipeline: ResolvedPipeline, flags: PlanningFlags, *, warn: Callable[[str], None]) -> dict[str, Any]:
+def plan_for_run(pipeline: ResolvedPipeline, flags: PlanningFlags, *, warn: Callable[[str], None],
+                 no_cache: bool = False) -> dict[str, Any]:
     """The plan a run executes, as its JSON (what run state and lineage keep)."""
-    plan, _ = plan_with_flags(pipeline, flags)
+    plan, _ = plan_with_flags(pipeline, flags, no_cache=no_cache)
     for message in plan.warnings:
         warn(message)
     return dict(plan.to_json())
@@ -181,6 +199,7 @@ def print_plan_summary(plan: dict[str, Any]) -> None:
     for name, p in plan.get("stages", {}).items():
         accs = ", ".join(f"{k}:{v:g}" for k, v in (p.get("accelerators") or {}).items()) or "-"
         spot = "yes" if p.get("use_spot") else "no"
-        table.add_row(name, p.get("infra", ""), p.get("instance_type") or "-", accs, spot,
+        infra = f"{p.get('infra', '')} (cached)" if p.get("cached") else p.get("infra", "")
+        table.add_row(name, infra, p.get("instance_type") or "-", accs, spot,
                       f"{p.get('hourly_usd', 0):.2f}", f"{p.get('hours', 0):.2f}", f"{p.get('compute_usd', 0):.2f}")
     Console().print(table)

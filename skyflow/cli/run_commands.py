@@ -63,7 +63,7 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
         return
     if output:
         raise click.UsageError("--output goes with --dry-run")
-    plan = plan_for_run(pipeline, planning, warn=_warn)
+    plan = plan_for_run(pipeline, planning, warn=_warn, no_cache=no_cache)
     if not as_json:
         from skyflow.cli.planning import print_plan_summary
 
@@ -86,7 +86,9 @@ def _dry_run(pipeline: Any, planning: PlanningFlags, output: str | None) -> None
 
     # A cluster or pool forced by --infra needs no configuration to be reviewed: place every stage there.
     forced = planning.infra and backend_kind(planning.infra) in ("kubernetes", "ssh")
-    plan = _forced_plan(pipeline, str(planning.infra)) if forced else plan_for_run(pipeline, planning, warn=_warn)
+    # Every stage is shown as launched, so plan as if nothing were cached.
+    plan = (_forced_plan(pipeline, str(planning.infra)) if forced
+            else plan_for_run(pipeline, planning, warn=_warn, no_cache=True))
     print_plan_summary(plan)
     pool = BackendPool(BackendContext(config=load_config(skyflow_home() / "config.yaml")))
     for name, launch in _preview_launches(pipeline, plan).items():

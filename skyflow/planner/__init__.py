@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from skyflow.planner.core import explain_stage, plan_pipeline
 from skyflow.planner.plan import Alternative, EgressCharge, Placement, Plan
-from skyflow.planner.policy import LocalCapacity, Policy, PoolLocation
+from skyflow.planner.policy import CachedCopy, LocalCapacity, Policy, PoolLocation
 
-__all__ = ["Alternative", "EgressCharge", "LocalCapacity", "Placement", "Plan", "Policy", "PoolLocation",
+__all__ = ["Alternative", "CachedCopy", "EgressCharge", "LocalCapacity", "Placement", "Plan", "Policy", "PoolLocation",
            "explain_stage", "plan_pipeline"]

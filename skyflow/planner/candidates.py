@@ -133,7 +133,7 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
     policy, cat = finder.policy, finder.catalog
     requests = [Request.of(r) for r in stage.resources.alternatives()]
     ordered = bool(stage.resources.ordered)
-    best: dict[tuple[str, float], Placement] = {}
+    best: dict[tuple[str, float, bool], Placement] = {}
     warnings: list[str] = []
     for req in requests:
         found: list[Placement] = []
@@ -153,14 +153,27 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
                 instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
                 num_nodes=stage.num_nodes, hourly_usd=hourly, hours=hours))
         for p in found:
-            key = (p.infra, p.hours)
+            key = (p.infra, p.hours, p.cached)
             if key not in best or p.compute_usd < best[key].compute_usd:
                 best[key] = p
         if ordered and found:
             break
+    for p in cached_placements(name, stage, policy):
+        best[(p.infra, p.hours, p.cached)] = p
     if not best:
         raise no_candidates_error(name, requests, finder, stage.num_nodes)
     return sorted(best.values(), key=lambda p: (p.compute_usd, p.hours, p.infra)), warnings
+
+
+def cached_placements(name: str, stage: Stage, policy: Policy) -> list[Placement]:
+    """One placement per cached copy of the stage's outputs: no compute, no hours, at the copy."""
+    out = []
+    for copy in policy.cached.get(name, ()):
+        cloud, _, region = copy.location.partition("/")
+        out.append(Placement(infra=copy.location, cloud=cloud, region=region or None, zone=None,
+                             instance_type="cached", accelerators={}, use_spot=False, num_nodes=stage.num_nodes,
+                             hourly_usd=0.0, hours=0.0, cached=True))
+    return out
 
 
 def _fits_local(req: Request, policy: Policy) -> bool:

@@ -81,7 +81,9 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
     for cloud in policy.clouds_considered(catalog.clouds):
         single = dataclasses.replace(policy, objective="cost", deadline_h=None, max_cost_usd=None,
                                      allowed_clouds=(cloud,), all_clouds=True,
-                                     infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud))
+                                     infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud),
+                                     cached={name: tuple(c for c in copies if c.location.split("/")[0] == cloud)
+                                             for name, copies in policy.cached.items()})
         try:
             problem, _ = _problem(on_demand, catalog, egress, single)
             choice, _ = solve(problem, single)
@@ -119,7 +121,7 @@ def explain_stage(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
     current = evaluate(problem, chosen)
     s = problem.names.index(stage)
     out = []
-    for k in cheapest_per_location(problem)[s]:
+    for k in _cheapest_per_location_and_kind(problem, s):
         if int(k) == chosen[s]:
             continue
         trial = list(chosen)
@@ -133,3 +135,15 @@ def explain_stage(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
             delta_hours=result.hours - current.hours))
     out.sort(key=lambda a: (a.delta_usd, a.delta_hours, a.placement.infra))
     return out[:limit]
+
+
+def _cheapest_per_location_and_kind(problem: Problem, s: int) -> list[int]:
+    """Stage ``s``'s cheapest option per location, reusing a cached copy and recomputing apart:
+    when the cached copy wins, recomputing where it sits is still an alternative worth showing."""
+    seen: set[tuple[str, bool]] = set()
+    out = []
+    for k, p in enumerate(problem.options[s]):  # sorted by cost
+        if (p.infra, p.cached) not in seen:
+            seen.add((p.infra, p.cached))
+            out.append(k)
+    return out

@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Placement:
-    """One stage on one offer in one location (`local` or `cloud/region`)."""
+    """One stage on one offer in one location (`local` or `cloud/region`), or its cached outputs there."""
 
     infra: str
     cloud: str
@@ -20,6 +20,8 @@ class Placement:
     num_nodes: int
     hourly_usd: float  # per node
     hours: float
+    cached: bool = False  # the stage's outputs already exist here: nothing runs, they are reused
+
 
     @property
     def compute_usd(self) -> float:
@@ -27,16 +29,19 @@ class Placement:
 
     def __hash__(self) -> int:
         return hash((self.infra, self.instance_type, tuple(self.accelerators.items()), self.use_spot,
-                     self.hourly_usd, self.hours))
+                     self.hourly_usd, self.hours, self.cached))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "infra": self.infra, "cloud": self.cloud, "region": self.region, "zone": self.zone,
             "instance_type": self.instance_type,
             "accelerators": {k: int(v) if float(v).is_integer() else v for k, v in self.accelerators.items()},
             "use_spot": self.use_spot, "num_nodes": self.num_nodes, "hourly_usd": _usd(self.hourly_usd),
             "hours": round(self.hours, 4), "compute_usd": _usd(self.compute_usd),
         }
+        if self.cached:
+            out["cached"] = True
+        return out
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,19 @@ class PoolLocation:
 
 
 @dataclass(frozen=True)
+class CachedCopy:
+    """A stage's outputs already exist at ``location`` (`local`, ``aws/us-east-1``, a pool name).
+
+    The planner offers the copy as one more placement of the stage: no compute and no hours, at
+    that location, so moving the outputs to their consumers is priced from there ("transfer at $X"
+    against "recompute at $Y"). ``size_gb`` is the outputs' total size, for display.
+    """
+
+    location: str
+    size_gb: float = 0.0
+
+
+@dataclass(frozen=True)
 class Policy:
     """Objective and constraints of one planning call.
 
@@ -77,7 +90,8 @@ class Policy:
     to those named, ``all_clouds`` plans over every catalog cloud whether enabled or not, and
     leaves `local` out unless ``infra`` names it. ``pools`` (SSH pools, Kubernetes contexts) are
     candidate locations like `local`: always by default, with ``all_clouds`` only when ``infra``
-    names them (``ssh/lab``, or ``ssh`` / ``kubernetes`` for all of a kind).
+    names them (``ssh/lab``, or ``ssh`` / ``kubernetes`` for all of a kind). ``cached`` lists, per
+    stage, where its outputs already exist (the CLI predicts it from earlier runs).
     """
 
     objective: Literal["cost", "time"] = "cost"
@@ -95,6 +109,7 @@ class Policy:
     observed_hours: dict[str, dict[str, float]] = field(default_factory=dict)
     observed_size_gb: dict[str, float] = field(default_factory=dict)
     transfer_gb_per_hour: float = DEFAULT_TRANSFER_GB_PER_HOUR
+    cached: dict[str, tuple[CachedCopy, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.objective not in ("cost", "time"):

@@ -12,6 +12,7 @@ from skyflow.artifacts import (
     ArtifactRef,
     ArtifactStore,
     CacheIndex,
+    build_manifest,
     code_digest,
     commit_output,
     fetch_artifact,
@@ -20,7 +21,7 @@ from skyflow.artifacts import (
     transfer_artifact,
 )
 from skyflow.errors import ArtifactError
-from skyflow.runner.state import OutputRow
+from skyflow.runner.state import OutputRow, RunStore
 from skyflow.spec.graph import ResolvedPipeline, is_uri
 
 
@@ -42,6 +43,95 @@ def store_for_infra(pipeline: ResolvedPipeline, infra: str, home: Path,
                 return spec.uri, spec.create, region
     local = pipeline.spec.stores.get("local")
     return local_store_uri(pipeline, home), bool(local and local.create), None
+
+
+def stage_code_dir(pipeline: ResolvedPipeline, name: str) -> Path | None:
+    """The folder whose files enter a stage's cache key: its `workdir:`, None when it has none."""
+    workdir = pipeline.stages[name].workdir
+    if not isinstance(workdir, str):
+        return None
+    path = Path(workdir).expanduser()
+    return path if path.is_absolute() else Path(pipeline.base_dir) / path
+
+
+def predict_cached_copies(pipeline: ResolvedPipeline, state: RunStore, home: Path,
+                          environ: Mapping[str, str]) -> dict[str, list[tuple[str, float]]]:
+    """Stages whose outputs an earlier run left in one of this pipeline's stores, checked still there:
+    stage -> [(location, size in GB)], the location being the `stores:` key (`local` for the local store).
+
+    Cache keys are computed as the runner computes them, in topological order. Input digests are
+    known for local pipeline inputs (hashed in place, nothing copied) and for the outputs of
+    upstream stages predicted cached; a stage with any other input is not predicted.
+    """
+    params = dict(pipeline.spec.params)
+    names = list(pipeline.spec.secrets) + [n for st in pipeline.stages.values() for n in st.secrets]
+    secret_names = [n for n in names if environ.get(n)]
+    locations = _store_locations(pipeline, home)
+    external: dict[str, str | None] = {}
+    known: dict[str, dict[str, OutputRow]] = {}
+    found: dict[str, list[tuple[str, float]]] = {}
+    for name in pipeline.order:
+        spec = pipeline.stages[name]
+        if not spec.cache or not spec.outputs:
+            continue
+        digests = _input_digests(pipeline, name, known, external)
+        if digests is None:
+            continue
+        key = stage_cache_key(spec, params=params, input_digests=digests,
+                              code_digest=code_digest(stage_code_dir(pipeline, name)), secret_names=secret_names)
+        rows = state.outputs_for_cache_key(key)
+        if not rows or set(rows) != set(spec.outputs):
+            continue
+        uris = {row.uri.split("/manifests/")[0].rstrip("/") for row in rows.values()}
+        location = locations.get(next(iter(uris))) if len(uris) == 1 else None
+        if location is None or not _still_there(next(iter(uris)), rows):
+            continue
+        known[name] = rows
+        found[name] = [(location, sum(row.size_bytes for row in rows.values()) / 1e9)]
+    return found
+
+
+def _store_locations(pipeline: ResolvedPipeline, home: Path) -> dict[str, str]:
+    """Store URI -> the planner location whose stages write there (as `store_for_infra` picks stores)."""
+    out = {}
+    for key, spec in pipeline.spec.stores.items():
+        cloud = key.split("/")[0]
+        if cloud not in ("local", "ssh"):
+            out[spec.uri.rstrip("/")] = key if "/" in key else f"{key}/*"
+    out[local_store_uri(pipeline, home).rstrip("/")] = "local"
+    return out
+
+
+def _input_digests(pipeline: ResolvedPipeline, name: str, known: Mapping[str, Mapping[str, OutputRow]],
+                   external: dict[str, str | None]) -> dict[str, str] | None:
+    digests = {}
+    for edge in pipeline.inputs_of(name):
+        if edge.kind == "stage":
+            row = known.get(edge.producer or "", {}).get(edge.artifact)
+            digest = row.digest if row is not None else None
+        else:
+            if edge.artifact not in external:
+                external[edge.artifact] = _local_digest(external_location(pipeline, edge.artifact))
+            digest = external[edge.artifact]
+        if digest is None:
+            return None
+        digests[edge.input_name] = digest
+    return digests
+
+
+def _local_digest(location: str) -> str | None:
+    """The digest a local input would be committed under (hashed in place); None for remote data."""
+    if "://" in location or not Path(location).exists():
+        return None
+    manifest, _ = build_manifest(Path(location))
+    return manifest.digest
+
+
+def _still_there(store_uri: str, rows: Mapping[str, OutputRow]) -> bool:
+    try:
+        return outputs_still_there(open_store(store_uri), rows)
+    except (ArtifactError, OSError, ValueError, ImportError):
+        return False
 
 
 def local_store_uri(pipeline: ResolvedPipeline, home: Path) -> str:

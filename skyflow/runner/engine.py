@@ -415,7 +415,7 @@ class PipelineRunner:
         return path if path.is_absolute() else Path(self.pipeline.base_dir) / path
 
     def _code_dir(self, name: str) -> Path | None:
-        return self._workdir(name) if isinstance(self.pipeline.stages[name].workdir, str) else None
+        return artifact_io.stage_code_dir(self.pipeline, name)
 
     def _backend_for(self, name: str) -> Backend:
         infra = str(self.plan.get("stages", {}).get(name, {}).get("infra", "local"))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.errors import PlanningError
-from skyflow.planner import Policy, PoolLocation, plan_pipeline, solve
+from skyflow.planner import CachedCopy, Policy, PoolLocation, plan_pipeline, solve
 from skyflow.planner.core import _problem
 from skyflow.planner.problem import evaluate
 
@@ -52,8 +52,12 @@ def cases(draw: Any) -> tuple[Any, ...]:
     if draw(st.booleans()):  # a region-pair rule breaks the per-cloud structure the MILP exploits
         rate_rules.insert(0, ("aws/a", "gcp/b", draw(st.sampled_from([0.0, 0.2]))))
     pools = draw(st.lists(pool_locations(), max_size=2, unique_by=lambda pool: pool.name))
+    # Outputs some stages already have somewhere (an earlier run): reused for egress alone, or recomputed.
+    cached = {name: tuple(CachedCopy(loc, 1.0) for loc in draw(st.lists(
+        st.sampled_from([*LOCATIONS, "local", *(pool.name for pool in pools)]), min_size=1, max_size=2, unique=True)))
+        for name in stages if draw(st.integers(0, 2)) == 0}
     return (catalog(*offers), pipeline(stages, inputs if "raw" in stages["s0"]["inputs"] else None),
-            rules(*rate_rules), tuple(pools))
+            rules(*rate_rules), tuple(pools), cached)
 
 
 @st.composite
@@ -93,9 +97,9 @@ def test_cost_optimum_matches_brute_force(case: tuple[Any, ...], deadline: float
 
 
 def _check(case: tuple[Any, ...], deadline: float | None) -> None:
-    cat, p, egress, pools = case
+    cat, p, egress, pools, cached = case
     # With pools, plan as a user would (every catalog cloud enabled, pools and `local` candidates).
-    policy = Policy(all_clouds=not pools, deadline_h=deadline, pools=pools)
+    policy = Policy(all_clouds=not pools, deadline_h=deadline, pools=pools, cached=cached)
     try:
         expected = _brute_force(p, cat, egress, policy)
     except PlanningError:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.errors import PlanningError
-from skyflow.planner import Policy
+from skyflow.planner import CachedCopy, Policy
 from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import Problem, evaluate
@@ -44,7 +44,9 @@ def cloud_level_cases(draw: Any) -> Problem:
     pairs = [("aws", "aws"), ("gcp", "gcp"), ("aws", "*"), ("gcp", "*"), ("azure", "*"), ("lambda", "*"),
              ("*", "*")]
     egress = rules(*[(a, b, draw(st.sampled_from(RATES))) for a, b in pairs])
-    problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), egress, Policy(all_clouds=True))
+    # Some stages' outputs already exist somewhere: a zero-hour, zero-compute option there.
+    cached = {name: (CachedCopy(draw(st.sampled_from(LOCATIONS))),) for name in stages if draw(st.integers(0, 3)) == 0}
+    problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), egress, Policy(all_clouds=True, cached=cached))
     return problem
 
 

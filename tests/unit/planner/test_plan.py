@@ -7,7 +7,7 @@ from tables import catalog, offer, pipeline, rules
 
 from skyflow.catalog import load_egress
 from skyflow.errors import PlanningError
-from skyflow.planner import LocalCapacity, Policy, explain_stage, plan_pipeline
+from skyflow.planner import CachedCopy, LocalCapacity, Policy, explain_stage, plan_pipeline
 
 CLOUDS = Policy(all_clouds=True)
 A100 = {"accelerators": "A100:8"}
@@ -146,3 +146,40 @@ def test_explain_lists_losers_with_their_extra_cost() -> None:
     assert alts[0].reason == "+$1.00 compute, +$0.00 egress"
     with pytest.raises(PlanningError, match="no stage 'x'"):
         explain_stage(p, cat, rules(), CLOUDS, plan, "x")
+
+
+def test_a_cached_copy_far_away_is_reused_when_moving_it_is_cheap_and_recomputed_when_dear() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 2.0), offer("gcp/us-central1", "n", 2.0))
+    p = pipeline({"prep": {"outputs": {"out": 100}, "estimate": 3, "resources": {"infra": "aws/us-east-1"}},
+                  "train": {"inputs": {"data": "prep.out"}, "resources": {"infra": "aws/us-east-1"}}})
+    policy = Policy(all_clouds=True, cached={"prep": (CachedCopy("gcp/us-central1", 100.0),)})
+    # Moving 100 GB at $0.01/GB ($1) beats recomputing next to train (3 h at $2/h = $6).
+    cheap = plan_pipeline(p, cat, rules(("*", "*", 0.01)), policy)
+    placed = cheap.stages["prep"]
+    assert (placed.infra, placed.cached, placed.instance_type, placed.compute_usd) == (
+        "gcp/us-central1", True, "cached", 0.0)
+    assert placed.to_json()["cached"] is True
+    assert [(e.artifact, e.source, e.target, e.usd) for e in cheap.egress] == [
+        ("prep.out", "gcp/us-central1", "aws/us-east-1", 1.0)]
+    assert cheap.total_usd == pytest.approx(1.0 + 2.0)
+    (recompute, *_) = explain_stage(p, cat, rules(("*", "*", 0.01)), policy, cheap, "prep")
+    assert (recompute.placement.infra, recompute.placement.cached) == ("aws/us-east-1", False)
+    assert (recompute.delta_compute_usd, recompute.delta_egress_usd) == (pytest.approx(6.0), pytest.approx(-1.0))
+    # At $0.10/GB the move costs $10: recompute where the consumer is.
+    dear = plan_pipeline(p, cat, rules(("*", "*", 0.1)), policy)
+    placed = dear.stages["prep"]
+    assert (placed.infra, placed.cached, placed.compute_usd) == ("aws/us-east-1", False, 6.0)
+    assert "cached" not in placed.to_json()
+    assert dear.egress == ()
+    (reuse, *_) = explain_stage(p, cat, rules(("*", "*", 0.1)), policy, dear, "prep")
+    assert (reuse.placement.infra, reuse.placement.cached) == ("gcp/us-central1", True)
+    assert (reuse.delta_compute_usd, reuse.delta_egress_usd) == (pytest.approx(-6.0), pytest.approx(10.0))
+
+
+def test_a_cached_copy_where_the_stage_may_not_run_is_still_offered() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 2.0))
+    p = pipeline({"prep": {"outputs": {"out": 1}}, "train": {"inputs": {"data": "prep.out"}}})
+    policy = Policy(all_clouds=True, cached={"prep": (CachedCopy("aws/us-east-1"), CachedCopy("local"))})
+    plan = plan_pipeline(p, cat, rules(("*", "*", 0.5)), policy)
+    assert (plan.stages["prep"].infra, plan.stages["prep"].cached) == ("aws/us-east-1", True)
+    assert plan.total_usd == pytest.approx(2.0)  # train only; the copy sits next to it
