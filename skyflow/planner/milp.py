@@ -13,7 +13,7 @@ z[u,v] >= X[p at u] + y[v] - 1 per location pair.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -225,8 +225,7 @@ class MilpModel:
         """Optimal variable values; ``start`` (option index per stage) is a feasible plan to begin from."""
         import highspy
 
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = _quiet_highs()
         h.setOptionValue("mip_rel_gap", 0.0)
         h.passModel(self._highs_lp(objective))
         if start is not None:
@@ -276,3 +275,24 @@ class MilpModel:
 
     def choice(self, x: np.ndarray) -> list[int]:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]
+
+
+def _quiet_highs() -> Any:
+    """A HiGHS solver that prints nothing; HiGHS 1.16 writes a banner to fd 1 when constructed,
+    which would corrupt `skyflow plan --json` and `skyflow run --json`."""
+    import os
+    import sys
+
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            solver = highspy.Highs()
+            solver.setOptionValue("output_flag", False)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return solver

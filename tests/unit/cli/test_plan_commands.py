@@ -119,3 +119,22 @@ def test_catalog_gpus(files: dict[str, str], capsys: pytest.CaptureFixture[str])
     assert len(rows) == 2 and "32.77" in rows[0] + rows[1] and "29.39" in rows[0] + rows[1] and "H100" not in out
     code, _, err = run(["catalog", "gpus", "Z9", "--catalog", files["catalog"]], capsys)
     assert code == 2 and "no accelerator 'Z9'" in err
+
+
+DIAMOND = """\
+name: diamond
+stages:
+  prep: {run: 'true', outputs: {d: {size_gb: 100}}, resources: {cpus: 8}}
+  left: {run: 'true', inputs: {d: prep.d}, outputs: {m: {size_gb: 30}}, resources: {accelerators: A100:8}}
+  right: {run: 'true', inputs: {d: prep.d}, outputs: {m: {size_gb: 30}}, resources: {accelerators: A100:8}}
+  join: {run: 'true', inputs: {l: left.m, r: right.m}, resources: {cpus: 8}}
+"""
+
+
+def test_json_stays_pure_when_the_integer_program_runs(files: dict[str, str], tmp_path: Path,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    # a diamond is no tree, so HiGHS solves it; the solver must not write to the process's stdout
+    (tmp_path / "p.yaml").write_text(DIAMOND)
+    code, out, err = run(plan_args(files, "--json", "--all-clouds"), capfd)  # type: ignore[arg-type]
+    assert code == 0, err
+    assert set(json.loads(out)["stages"]) == {"prep", "left", "right", "join"}
