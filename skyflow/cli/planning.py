@@ -177,29 +177,3 @@ def plan_with_flags(pipeline: ResolvedPipeline, flags: PlanningFlags, *,
     catalog, egress = load_prices(flags)
     policy = build_policy(pipeline, flags, no_cache=no_cache)
     return plan_pipeline(pipeline, catalog, egress, policy), policy
-
-
-def plan_for_run(pipeline: ResolvedPipeline, flags: PlanningFlags, *, warn: Callable[[str], None],
-                 no_cache: bool = False) -> dict[str, Any]:
-    """The plan a run executes, as its JSON (what run state and lineage keep)."""
-    plan, _ = plan_with_flags(pipeline, flags, no_cache=no_cache)
-    for message in plan.warnings:
-        warn(message)
-    return dict(plan.to_json())
-
-
-def print_plan_summary(plan: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"plan for {plan.get('pipeline')}: ${plan.get('total_usd', 0):.2f}, "
-                  f"{plan.get('total_hours', 0):.2f} h", title_justify="left")
-    for column in ("stage", "infra", "instance", "accelerators", "spot", "$/h", "hours", "$"):
-        table.add_column(column)
-    for name, p in plan.get("stages", {}).items():
-        accs = ", ".join(f"{k}:{v:g}" for k, v in (p.get("accelerators") or {}).items()) or "-"
-        spot = "yes" if p.get("use_spot") else "no"
-        infra = f"{p.get('infra', '')} (cached)" if p.get("cached") else p.get("infra", "")
-        table.add_row(name, infra, p.get("instance_type") or "-", accs, spot,
-                      f"{p.get('hourly_usd', 0):.2f}", f"{p.get('hours', 0):.2f}", f"{p.get('compute_usd', 0):.2f}")
-    Console().print(table)

@@ -49,7 +49,8 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
         no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, dry_run: bool,
         output: str | None) -> None:
     """Plan PIPELINE, then run every stage, moving artifacts and recording lineage."""
-    from skyflow.cli.planning import plan_for_run
+    from skyflow.cli.plan_commands import render_plan
+    from skyflow.cli.planning import plan_with_flags
     from skyflow.runner.api import RunRequest
     from skyflow.runner.engine import RunOptions
     from skyflow.spec.loader import load_pipeline
@@ -63,15 +64,16 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
         return
     if output:
         raise click.UsageError("--output goes with --dry-run")
-    plan = plan_for_run(pipeline, planning, warn=_warn, no_cache=no_cache)
-    if not as_json:
-        from skyflow.cli.planning import print_plan_summary
-
-        print_plan_summary(plan)
+    plan, _ = plan_with_flags(pipeline, planning, no_cache=no_cache)
+    if as_json:
+        for message in plan.warnings:
+            _warn(message)
+    else:
+        render_plan(plan)
     options = RunOptions(run_id=run_id, no_cache=no_cache, max_parallel=parallel,
                          retry_base_delay_s=float(os.environ.get("SKYFLOW_RETRY_BASE_S", "1")),
                          extra_env=extra_env)
-    request = RunRequest(pipeline, target, overrides, plan, options, lineage=not no_lineage)
+    request = RunRequest(pipeline, target, overrides, plan.to_json(), options, lineage=not no_lineage)
     _execute(request, as_json)
 
 
@@ -80,16 +82,21 @@ def _dry_run(pipeline: Any, planning: PlanningFlags, output: str | None) -> None
     from pathlib import Path
 
     from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
-    from skyflow.cli.planning import plan_for_run, print_plan_summary
+    from skyflow.cli.plan_commands import render_plan
+    from skyflow.cli.planning import plan_with_flags
     from skyflow.runner.state import skyflow_home
     from skyflow.spec.config import load_config
 
     # A cluster or pool forced by --infra needs no configuration to be reviewed: place every stage there.
     forced = planning.infra and backend_kind(planning.infra) in ("kubernetes", "ssh")
     # Every stage is shown as launched, so plan as if nothing were cached.
-    plan = (_forced_plan(pipeline, str(planning.infra)) if forced
-            else plan_for_run(pipeline, planning, warn=_warn, no_cache=True))
-    print_plan_summary(plan)
+    if forced:
+        plan = _forced_plan(pipeline, str(planning.infra))
+        click.echo(f"every stage placed on {planning.infra} (--infra); not priced")
+    else:
+        priced, _ = plan_with_flags(pipeline, planning, no_cache=True)
+        render_plan(priced)
+        plan = priced.to_json()
     pool = BackendPool(BackendContext(config=load_config(skyflow_home() / "config.yaml")))
     for name, launch in _preview_launches(pipeline, plan).items():
         backend = pool.for_infra(str(launch.placement.get("infra", "local")))
