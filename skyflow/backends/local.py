@@ -148,16 +148,31 @@ def _only_zombies(pgid: int) -> bool:
     except OSError:
         return False
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _proc_stat(int(entry)) if entry.isdigit() else None
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
             return False
     return True
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first, then ppid, pgrp, ...)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process is running (a zombie, dead and waiting for its parent, is not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
 class LocalBackend:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyflow.backends.local import process_alive
 from skyflow.backends.registry import BackendContext, BackendPool
 from skyflow.errors import RunError
 from skyflow.runner.engine import PipelineRunner, RunOptions, install_signal_handlers
@@ -84,7 +85,7 @@ def cancel_run(run_id: str, timeout_s: float = 30.0) -> str:
     run = state.get_run(run_id)
     if run.state not in ("running",):
         raise RunError(f"run {run_id!r} is {run.state}; only a running run can be cancelled")
-    if run.runner_pid and _alive(run.runner_pid):
+    if run.runner_pid and process_alive(run.runner_pid):
         os.kill(run.runner_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -132,18 +133,6 @@ def down_run(run_id: str, backends: BackendPool | None = None) -> list[str]:
     return stopped
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def log_path(run_id: str, stage: str) -> Path:
     run = RunStore().get_run(run_id)
     if stage not in run.stages:
@@ -160,7 +149,7 @@ def log_path(run_id: str, stage: str) -> Path:
 
 def runner_alive(run_id: str) -> bool:
     run = RunStore().get_run(run_id)
-    return bool(run.runner_pid) and _alive(int(run.runner_pid or 0))
+    return bool(run.runner_pid) and process_alive(run.runner_pid)
 
 
 __all__ = ["RunRequest", "cancel_run", "execute", "log_path", "runner_alive"]

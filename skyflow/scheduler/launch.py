@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from skyflow.backends.local import process_alive
 from skyflow.errors import SchedulerError, SkyflowError
 from skyflow.scheduler.store import FireRow, ScheduleRecord
 
@@ -37,20 +38,6 @@ def _yaml_scalar(value: object) -> str:
 
     # --set reads YAML scalars; JSON spells bools, numbers and null the way YAML reads them back.
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass
