@@ -24,6 +24,7 @@ from skyflow.backends.remote_stage import (
     read_result,
     remote_store_uri,
     split_env,
+    store_for_render,
 )
 from skyflow.errors import BackendError
 
@@ -326,11 +327,7 @@ class KubernetesBackend:
         """The manifests as one multi-document YAML, Secret values redacted (for --dry-run)."""
         import yaml
 
-        note = ""
-        try:
-            store = remote_store_uri(launch, self.name)
-        except BackendError as exc:
-            store, note = "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
+        store, note = store_for_render(launch, self.name)
         docs = json.loads(json.dumps(redacted(self.manifests(launch, store))))  # no YAML anchors
         return note + yaml.safe_dump_all(docs, sort_keys=False)
 

@@ -33,6 +33,14 @@ def is_remote_uri(uri: str | None) -> bool:
     return bool(uri) and str(uri).startswith(REMOTE_SCHEMES)
 
 
+def store_for_render(launch: StageLaunch, backend: str) -> tuple[str, str]:
+    """The store a dry run shows, and a YAML comment saying what is missing when there is none."""
+    try:
+        return remote_store_uri(launch, backend), ""
+    except BackendError as exc:
+        return "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
+
+
 def remote_store_uri(launch: StageLaunch, backend: str) -> str:
     """The object store a remote node reads inputs from and commits outputs to.
 

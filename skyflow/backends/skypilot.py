@@ -17,7 +17,14 @@ from typing import Any
 
 from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import mask_secrets
-from skyflow.backends.remote_stage import commit_workdir, node_spec, read_result, remote_store_uri, split_env
+from skyflow.backends.remote_stage import (
+    commit_workdir,
+    node_spec,
+    read_result,
+    remote_store_uri,
+    split_env,
+    store_for_render,
+)
 from skyflow.backends.skypilot_task import DEFAULT_INSTALL, task_config, wants_recovery
 from skyflow.errors import BackendError
 
@@ -187,11 +194,7 @@ class SkyPilotBackend:
     def render(self, launch: StageLaunch) -> str:
         import yaml
 
-        note = ""
-        try:
-            store = remote_store_uri(launch, self.name)
-        except BackendError as exc:
-            store, note = "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
+        store, note = store_for_render(launch, self.name)
         mode = "sky jobs launch (spot recovery)" if wants_recovery(launch) else "sky launch, then sky down"
         return f"{note}# {mode}\n" + yaml.safe_dump(self.task_config(launch, store), sort_keys=False)
 
