@@ -17,12 +17,24 @@ _EXPORTS = {
     "load_pipeline": "skyflow.spec.loader",
     "SkyflowError": "skyflow.errors",
     "SpecError": "skyflow.errors",
+    "Plan": "skyflow.planner",
+    "Placement": "skyflow.planner",
+    "Session": "skyflow.session",
+    "PlanningOptions": "skyflow.session",
+    "RunOptions": "skyflow.session",
+    "RunResult": "skyflow.session",
+    "plan": "skyflow.session.api",
+    "run": "skyflow.session.api",
 }
 
-__all__ = ["Input", "Pipeline", "Resources", "SkyflowError", "SpecError", "__version__", "load_pipeline", "stage"]
+__all__ = ["Input", "Pipeline", "Placement", "Plan", "PlanningOptions", "Resources", "RunOptions", "RunResult",
+           "Session", "SkyflowError", "SpecError", "__version__", "load_pipeline", "plan", "run", "stage"]
 
 if TYPE_CHECKING:
     from skyflow.errors import SkyflowError, SpecError
+    from skyflow.planner import Placement, Plan
+    from skyflow.session import PlanningOptions, RunOptions, RunResult, Session
+    from skyflow.session.api import plan, run
     from skyflow.spec.decorators import Input, Pipeline, Resources, stage
     from skyflow.spec.loader import load_pipeline
 

@@ -14,6 +14,7 @@ from skyflow.artifacts.cache import CacheIndex, code_digest, stage_cache_key
 from skyflow.artifacts.commit import commit_output, load_manifest, verify_artifact
 from skyflow.artifacts.garbage import GcStats, collect_garbage
 from skyflow.artifacts.manifest import FileEntry, Manifest, build_manifest
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.artifacts.refs import ArtifactRef, TransferStats
 from skyflow.artifacts.store import ArtifactStore, FsspecStore, KeyInfo, open_store
 from skyflow.artifacts.sync import SyncStats, fetch_artifact, sync_artifact
@@ -22,7 +23,7 @@ from skyflow.artifacts.transfer import transfer_artifact
 gc = collect_garbage
 
 __all__ = [
-    "ArtifactRef", "ArtifactStore", "CacheIndex", "FileEntry", "FsspecStore", "GcStats", "KeyInfo",
+    "ArtifactRecord", "ArtifactRef", "ArtifactStore", "CacheIndex", "FileEntry", "FsspecStore", "GcStats", "KeyInfo",
     "Manifest", "SyncStats", "TransferStats", "build_manifest", "code_digest", "collect_garbage", "commit_output",
     "fetch_artifact", "gc", "load_manifest", "open_store", "stage_cache_key", "sync_artifact",
     "transfer_artifact", "verify_artifact",

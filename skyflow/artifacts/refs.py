@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skyflow.artifacts.manifest import HASH_NAME, Manifest, digest_hex
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.artifacts.store import ArtifactStore, open_store
 from skyflow.errors import ArtifactError
 
@@ -35,7 +36,7 @@ def digest_of_blob_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """A committed artifact: its manifest's URI and digest, total size and file count, and its store."""
+    """A committed artifact with its store open: the record's fields, plus the store to read it from."""
 
     name: str
     uri: str
@@ -50,20 +51,30 @@ class ArtifactRef:
         return cls(name=name, uri=store.url(manifest_key(digest)), digest=digest,
                    size_bytes=manifest.size_bytes, file_count=len(manifest.files), store=store)
 
+    @property
+    def record(self) -> ArtifactRecord:
+        return ArtifactRecord(name=self.name, uri=self.uri, digest=self.digest, size_bytes=self.size_bytes,
+                              store_uri=self.store.uri, file_count=self.file_count)
+
+    @classmethod
+    def open(cls, record: ArtifactRecord, *, store: ArtifactStore | None = None,
+             storage_options: dict[str, Any] | None = None) -> ArtifactRef:
+        """The record with its store opened (``store`` when given and it is the record's store)."""
+        if record.store_uri is None:
+            raise ArtifactError("this artifact is not in a store", artifact=record.name, uri=record.uri)
+        if store is None or store.uri.rstrip("/") != record.store_uri.rstrip("/"):
+            store = open_store(record.store_uri, storage_options)
+        return cls(name=record.name, uri=record.uri, digest=record.digest, size_bytes=record.size_bytes or 0,
+                   file_count=record.file_count or 0, store=store)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for run state and lineage; ``from_dict`` opens the store again."""
-        return {"name": self.name, "uri": self.uri, "digest": self.digest, "size_bytes": self.size_bytes,
-                "file_count": self.file_count, "store_uri": self.store.uri}
+        return self.record.to_json()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, store: ArtifactStore | None = None,
                   storage_options: dict[str, Any] | None = None) -> ArtifactRef:
-        try:
-            store = store or open_store(str(data["store_uri"]), storage_options)
-            return cls(name=str(data["name"]), uri=str(data["uri"]), digest=str(data["digest"]),
-                       size_bytes=int(data["size_bytes"]), file_count=int(data["file_count"]), store=store)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"not an artifact reference: {data!r} ({exc})") from exc
+        return cls.open(ArtifactRecord.from_json(data), store=store, storage_options=storage_options)
 
 
 @dataclass(frozen=True)

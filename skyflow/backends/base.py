@@ -1,40 +1,81 @@
-"""The Backend protocol: launch a stage's processes, wait for them, stream logs, cancel, tear down."""
+"""The Backend protocol: launch a stage's processes, wait for them, stream logs, cancel, tear down.
+
+A backend is anything with `name`, `capacity`, `launch` and `abandon`. Two optional abilities are
+sub-protocols a runner checks with ``isinstance``, never by probing attributes: `ServiceBackend`
+(long-running service stages) and `RenderingBackend` (what `--dry-run` shows).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from skyflow.artifacts.record import ArtifactRecord
+
+if TYPE_CHECKING:  # not at run time: a remote node's wrapper imports this module and needs neither
+    from skyflow.planner.plan import Placement
+    from skyflow.spec.models import Stage
+
+__all__ = ["Backend", "Capacity", "Leftover", "RemoteHandle", "RenderingBackend", "Service", "ServiceBackend",
+           "StageExit", "StageHandle", "StageLaunch"]
+
+# JSON a backend writes so that a later process finds what an attempt created (Job names, a task id).
+RemoteHandle = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class StageLaunch:
-    """Everything a backend needs to start one attempt of one stage."""
+    """Everything a backend needs to start one attempt of one stage.
+
+    ``spec`` is the stage with the planned alternative's resources applied (accelerators, disk,
+    job_recovery of the `any_of` branch the plan chose); ``placement`` where the plan put it,
+    including its artifact store and, for clusters, where the cluster lives.
+    """
 
     run_id: str
     stage: str
     attempt: int
-    setup: str | None
-    run: str
+    spec: Stage
+    placement: Placement
     workdir: Path
     env: Mapping[str, str]
-    num_nodes: int
     log_path: Path
-    timeout_s: float | None = None
-    gpu_count: float = 0.0
     secret_values: tuple[str, ...] = field(default=(), repr=False)
     # Where the runner put the inputs and expects the outputs on this machine. A remote backend
     # copies inputs out and outputs back, or commits outputs itself (StageExit.outputs).
     inputs: Mapping[str, Path] = field(default_factory=dict)
     outputs: Mapping[str, Path] = field(default_factory=dict)
-    # The committed input artifacts ({"uri", "digest", "size_bytes", "store_uri"}) for backends
-    # whose nodes fetch inputs from a store themselves, and the store outputs should go to.
-    input_refs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    store_uri: str | None = None
-    # The planner's placement of this stage (infra, cloud, region, instance_type, use_spot, ...).
-    placement: Mapping[str, Any] = field(default_factory=dict)
-    stage_spec: Any = None  # the validated skyflow.spec.models.Stage
+    # The committed inputs, for nodes that fetch them from a store themselves.
+    input_refs: Mapping[str, ArtifactRecord] = field(default_factory=dict)
+
+    @property
+    def setup(self) -> str | None:
+        return self.spec.setup
+
+    @property
+    def run(self) -> str:
+        return self.spec.run or "true"
+
+    @property
+    def num_nodes(self) -> int:
+        return self.spec.num_nodes
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.spec.timeout
+
+    @property
+    def gpu_count(self) -> float:
+        """Accelerators per node of the planned alternative."""
+        return float(sum(a.count for a in self.spec.resources.accelerators[:1]))
+
+    @property
+    def store_uri(self) -> str | None:
+        """The artifact store the plan gave this stage (None: this machine's local store)."""
+        return self.placement.store_uri
 
 
 @dataclass(frozen=True)
@@ -45,8 +86,8 @@ class StageExit:
     reason: str = ""
     timed_out: bool = False
     cancelled: bool = False
-    # Set by backends whose nodes committed the outputs themselves: name -> {uri, digest, size_bytes}.
-    outputs: Mapping[str, Mapping[str, Any]] | None = None
+    # Set by backends whose nodes committed the outputs themselves.
+    outputs: Mapping[str, ArtifactRecord] | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,11 +109,23 @@ class Capacity:
     max_parallel: int
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """What an attempt or service left running, as run state recorded it: local process groups
+    and the backend's remote handle. A new runner (resume, `skyflow down`) stops it from this alone."""
+
+    process_groups: tuple[int, ...] = ()
+    remote: RemoteHandle | None = None
+
+
 class StageHandle(Protocol):
-    """A launched attempt: its process ids (for resume and cancel) and a way to wait."""
+    """A launched attempt: what to record to find it again, a way to wait, a way to stop it."""
 
     @property
     def process_groups(self) -> list[int]: ...
+
+    @property
+    def remote(self) -> RemoteHandle | None: ...
 
     def wait(self) -> StageExit: ...
 
@@ -88,4 +141,41 @@ class Backend(Protocol):
 
     def launch(self, launch: StageLaunch) -> StageHandle: ...
 
-    def kill_process_groups(self, groups: list[int]) -> None: ...
+    def abandon(self, leftover: Leftover) -> None:
+        """Stop what a dead runner's attempt left (resume calls this before running the stage again)."""
+        ...
+
+
+class Service(Protocol):
+    """A service stage's replicas, started; the run goes on while they serve."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def process_groups(self) -> list[int]: ...
+
+    @property
+    def remote(self) -> RemoteHandle | None: ...
+
+    def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
+        """None once every replica answers its readiness probe; else why not (exited, timed out, cancelled)."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class ServiceBackend(Protocol):
+    """A backend that can run service stages (`service:`) and stop them later (`skyflow down`)."""
+
+    def serve(self, launch: StageLaunch) -> Service: ...
+
+    def stop_service(self, leftover: Leftover) -> None: ...
+
+
+@runtime_checkable
+class RenderingBackend(Protocol):
+    """A backend that can show what it would create for a launch (a manifest, a task), for --dry-run."""
+
+    def render(self, launch: StageLaunch) -> str: ...

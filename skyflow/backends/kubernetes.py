@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.artifacts.record import ArtifactRecord
+from skyflow.backends.base import Capacity, Leftover, StageExit, StageHandle, StageLaunch
 from skyflow.backends.kubernetes_manifests import PodPlan, job_manifests, redacted, service_manifests
 from skyflow.backends.masking import LogPump
 from skyflow.backends.remote_stage import (
@@ -26,7 +27,11 @@ from skyflow.backends.remote_stage import (
     split_env,
     store_for_render,
 )
+from skyflow.config import KubernetesContext, SkyflowConfig
 from skyflow.errors import BackendError
+
+if TYPE_CHECKING:
+    from skyflow.backends.registry import BackendContext
 
 DEFAULT_CONTEXT = "default"
 POLL_S = 1.0
@@ -38,11 +43,8 @@ def context_name(infra: str | None) -> str:
     return name or DEFAULT_CONTEXT
 
 
-def _settings(config: Any, name: str) -> Any:
-    from skyflow.spec.config import KubernetesContext
-
-    contexts = getattr(getattr(config, "kubernetes", None), "contexts", {}) or {}
-    return contexts.get(name) or KubernetesContext()
+def _settings(config: SkyflowConfig, name: str) -> KubernetesContext:
+    return config.kubernetes.contexts.get(name) or KubernetesContext()
 
 
 def _translated(action: str, stage: str) -> Any:
@@ -267,6 +269,10 @@ class KubernetesService:
     def remote(self) -> dict[str, Any]:
         return remote_handle(self.context, self.docs)
 
+    @property
+    def process_groups(self) -> list[int]:
+        return []  # nothing runs on this machine
+
     def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
         deployment = next(d for d in self.docs if d["kind"] == "Deployment")
         name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
@@ -288,17 +294,16 @@ class KubernetesBackend:
 
     name = "kubernetes"
 
-    def __init__(self, config: Any = None, on_line: Callable[[str, str], None] | None = None,
+    def __init__(self, config: SkyflowConfig | None = None, on_line: Callable[[str, str], None] | None = None,
                  client_factory: Callable[[str], Any] | None = None, poll_s: float = POLL_S) -> None:
-        self.config = config
-        kubeconfig = getattr(getattr(config, "kubernetes", None), "kubeconfig", None)
-        self._open_client = client_factory or default_client_factory(kubeconfig)
+        self.config = config or SkyflowConfig()
+        self._open_client = client_factory or default_client_factory(self.config.kubernetes.kubeconfig)
         self._clusters: dict[str, Cluster] = {}
         self.on_line = on_line
         self.poll_s = poll_s
 
     def capacity(self) -> Capacity:
-        contexts = getattr(getattr(self.config, "kubernetes", None), "contexts", {}) or {}
+        contexts = self.config.kubernetes.contexts
         gpus: dict[str, int] = {}
         for ctx in contexts.values():
             for gpu, count in ctx.accelerators.items():
@@ -311,16 +316,16 @@ class KubernetesBackend:
             self._clusters[context] = Cluster(self._open_client(context))
         return self._clusters[context]
 
-    def manifests(self, launch: StageLaunch, store_uri: str, workdir_ref: Mapping[str, Any] | None = None
+    def manifests(self, launch: StageLaunch, store_uri: str, workdir_ref: ArtifactRecord | None = None
                   ) -> list[dict[str, Any]]:
         """Every manifest this launch creates (Secret values included: never print these)."""
-        settings = _settings(self.config, context_name(launch.placement.get("infra")))
+        settings = _settings(self.config, context_name(launch.placement.infra))
         plain, secret = split_env(launch)
         plan = PodPlan(namespace=settings.namespace, image=settings.image,
                        accelerator_label_key=settings.accelerator_label_key,
                        spot_node_selector=settings.spot_node_selector, spot_tolerations=settings.spot_tolerations,
                        plain_env=plain, secret_names=tuple(secret), node_spec=node_spec(launch, store_uri, workdir_ref))
-        build = service_manifests if getattr(launch.stage_spec, "service", None) is not None else job_manifests
+        build = service_manifests if launch.spec.service is not None else job_manifests
         return build(launch, plan, secret)
 
     def render(self, launch: StageLaunch) -> str:
@@ -333,12 +338,12 @@ class KubernetesBackend:
 
     def _prepare(self, launch: StageLaunch) -> tuple[Cluster, str, list[dict[str, Any]]]:
         store = remote_store_uri(launch, self.name)
-        cluster = self._cluster(context_name(launch.placement.get("infra")))
+        cluster = self._cluster(context_name(launch.placement.infra))
         docs = self.manifests(launch, store, commit_workdir(launch, store))
         return cluster, store, docs
 
     def launch(self, launch: StageLaunch) -> StageHandle:
-        context = context_name(launch.placement.get("infra"))
+        context = context_name(launch.placement.infra)
         cluster, store, docs = self._prepare(launch)
         try:
             cluster.create(docs, launch.stage)
@@ -361,23 +366,22 @@ class KubernetesBackend:
         service = next(d for d in docs if d["kind"] == "Service")
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         meta = service["metadata"]
-        endpoint = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{service_port(launch.stage_spec)}"
+        endpoint = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{service_port(launch.spec)}"
         return KubernetesService(cluster, docs, int(deployment["spec"]["replicas"]), endpoint,
-                                 context_name(launch.placement.get("infra")), self.poll_s)
+                                 context_name(launch.placement.infra), self.poll_s)
 
-    def stop_service(self, handle: Mapping[str, Any]) -> None:
+    def stop_service(self, leftover: Leftover) -> None:
         """Delete a service stage's Deployment, Service and Secret (`skyflow down`), from its stored handle."""
-        self._cluster(str(handle["context"])).delete(_docs_of(handle))
+        if leftover.remote:
+            self._cluster(str(leftover.remote["context"])).delete(_docs_of(leftover.remote))
 
-    def abandon(self, handle: Mapping[str, Any]) -> None:
+    def abandon(self, leftover: Leftover) -> None:
         """Delete the Job (and its Service and Secret) an attempt of a dead runner left (`skyflow resume`)."""
-        self._cluster(str(handle["context"])).delete(_docs_of(handle))
-
-    def kill_process_groups(self, groups: list[int]) -> None:
-        """Jobs are not local processes: a Job left by a dead runner is deleted by `abandon`."""
+        if leftover.remote:
+            self._cluster(str(leftover.remote["context"])).delete(_docs_of(leftover.remote))
 
 
-def from_context(context: Any) -> KubernetesBackend:
+def from_context(context: BackendContext) -> KubernetesBackend:
     # extra["kubernetes_client_factory"]: open API clients another way (in-cluster config, a test server).
     return KubernetesBackend(context.config, on_line=context.on_line,
                              client_factory=context.extra.get("kubernetes_client_factory"))

@@ -13,9 +13,15 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
+from skyflow.errors import BackendError
+
+if TYPE_CHECKING:
+    from skyflow.planner.plan import Placement
+    from skyflow.spec.models import Stage
 
 MANAGED_BY = "skyflow"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -85,29 +91,25 @@ def accelerator_selector(key: str, accelerators: Mapping[str, Any]) -> dict[str,
     return {key: ACCELERATOR_VALUES.get(key, {}).get(name, name)}
 
 
-def _gpu_count(placement: Mapping[str, Any]) -> int:
-    accelerators = placement.get("accelerators") or {}
+def _gpu_count(placement: Placement) -> int:
+    accelerators = placement.accelerators
     return int(max(1, round(float(next(iter(accelerators.values()))))) if accelerators else 0)
 
 
-def _quantity_amount(value: Any) -> float | None:
-    return float(value.amount) if value is not None and hasattr(value, "amount") else None
-
-
-def container_resources(stage_spec: Any, placement: Mapping[str, Any]) -> dict[str, Any]:
+def container_resources(stage_spec: Stage, placement: Placement) -> dict[str, Any]:
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     gpus = _gpu_count(placement)
     if gpus:
         limits[GPU_RESOURCE] = str(gpus)
-    resources = getattr(stage_spec, "resources", None)
-    cpus = _quantity_amount(getattr(resources, "cpus", None))
-    memory = _quantity_amount(getattr(resources, "memory", None))
+    resources = stage_spec.resources
+    cpus = resources.cpus.amount if resources.cpus is not None else None
+    memory = resources.memory.amount if resources.memory is not None else None
     if cpus:
         requests["cpu"] = f"{cpus:g}"
     if memory:
         requests["memory"] = f"{memory:g}Gi"
-    disk = placement.get("disk_size") or getattr(resources, "disk_size", None)
+    disk = placement.disk_size_gb or resources.disk_size
     if disk:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = f"{int(disk)}Gi"
     out: dict[str, Any] = {}
@@ -118,12 +120,12 @@ def container_resources(stage_spec: Any, placement: Mapping[str, Any]) -> dict[s
     return out
 
 
-def _scheduling(plan: PodPlan, placement: Mapping[str, Any]) -> dict[str, Any]:
-    selector = accelerator_selector(plan.accelerator_label_key, placement.get("accelerators") or {})
+def _scheduling(plan: PodPlan, placement: Placement) -> dict[str, Any]:
+    selector = accelerator_selector(plan.accelerator_label_key, placement.accelerators)
     tolerations: list[dict[str, Any]] = []
     if _gpu_count(placement):
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    if placement.get("use_spot"):
+    if placement.use_spot:
         key = plan.accelerator_label_key
         selector.update(plan.spot_node_selector or SPOT_SELECTORS.get(key, {}))
         tolerations += [dict(t) for t in plan.spot_tolerations] or SPOT_TOLERATIONS.get(key, [])
@@ -139,7 +141,7 @@ def _env(pairs: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in sorted(pairs.items())]
 
 
-def _container(plan: PodPlan, launch: Any, secret: str | None, extra_env: Mapping[str, str],
+def _container(plan: PodPlan, launch: StageLaunch, secret: str | None, extra_env: Mapping[str, str],
                ports: tuple[int, ...] = ()) -> dict[str, Any]:
     env = {**plan.plain_env, **extra_env, SPEC_ENV: json.dumps(dict(plan.node_spec), sort_keys=True),
            "SKYFLOW_NODE_ROOT": "/skyflow"}
@@ -148,7 +150,7 @@ def _container(plan: PodPlan, launch: Any, secret: str | None, extra_env: Mappin
                                  "volumeMounts": [{"name": "skyflow", "mountPath": "/skyflow"}]}
     if secret:
         container["envFrom"] = [{"secretRef": {"name": secret}}]
-    resources = container_resources(launch.stage_spec, launch.placement)
+    resources = container_resources(launch.spec, launch.placement)
     if resources:
         container["resources"] = resources
     if ports:
@@ -163,7 +165,7 @@ def secret_manifest(name: str, namespace: str, run_labels: Mapping[str, str],
             "stringData": dict(values)}
 
 
-def job_manifests(launch: Any, plan: PodPlan, secret_values: Mapping[str, str]) -> list[dict[str, Any]]:
+def job_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping[str, str]) -> list[dict[str, Any]]:
     """[Secret], [headless Service], Job: everything one attempt of a batch stage creates, in order."""
     name = dns_name(launch.run_id, launch.stage, str(launch.attempt))
     run_labels = labels(launch.run_id, launch.stage)
@@ -195,21 +197,23 @@ def job_manifests(launch: Any, plan: PodPlan, secret_values: Mapping[str, str]) 
     return docs
 
 
-def service_port(stage_spec: Any) -> int:
-    service = getattr(stage_spec, "service", None)
+def service_port(stage_spec: Stage) -> int:
+    service = stage_spec.service
     if service is not None and service.ports:
         return int(service.ports)
-    ports = getattr(getattr(stage_spec, "resources", None), "ports", ()) or ()
+    ports = stage_spec.resources.ports
     first = str(ports[0]).split("-")[0] if ports else ""
     return int(first) if first.isdigit() else 8080
 
 
-def service_manifests(launch: Any, plan: PodPlan, secret_values: Mapping[str, str]) -> list[dict[str, Any]]:
+def service_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping[str, str]) -> list[dict[str, Any]]:
     """[Secret], Deployment, Service for a long-running service stage."""
     name = dns_name(launch.run_id, launch.stage, "svc")
     run_labels = labels(launch.run_id, launch.stage)
-    spec = launch.stage_spec.service
-    port = service_port(launch.stage_spec)
+    spec = launch.spec.service
+    if spec is None:
+        raise BackendError(f"stage {launch.stage!r} has no service: section", stage=launch.stage)
+    port = service_port(launch.spec)
     replicas = spec.replicas or (spec.replica_policy.min_replicas if spec.replica_policy else 1) or 1
     docs: list[dict[str, Any]] = []
     secret = name if secret_values else None

@@ -10,15 +10,19 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.gpus import GpuAllocator, detect_gpus
 from skyflow.backends.masking import LogPump
+from skyflow.errors import BackendError
+from skyflow.processes import KILL_GRACE_S, kill_process_groups
 
-KILL_GRACE_S = 5.0
+if TYPE_CHECKING:
+    from skyflow.backends.local_service import LocalService
+    from skyflow.backends.registry import BackendContext
 
 
 def detect_capacity(max_parallel: int | None = None) -> Capacity:
@@ -48,6 +52,10 @@ class LocalStageHandle:
     @property
     def process_groups(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    @property
+    def remote(self) -> RemoteHandle | None:
+        return None  # the process groups are all a later runner needs
 
     def wait(self) -> StageExit:
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
@@ -107,74 +115,6 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def kill_process_groups(groups: list[int], own: Sequence[subprocess.Popen[bytes]] = ()) -> None:
-    """SIGTERM each group, then SIGKILL what is left after a grace period.
-
-    ``own`` are our child processes among the group leaders: they are reaped through Popen (a
-    zombie leader still answers killpg, and reaping it behind Popen's back would make Popen
-    report exit code 0 for a killed process).
-    """
-    live = []
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            live.append(pgid)
-        except (ProcessLookupError, PermissionError):
-            continue
-    deadline = time.monotonic() + KILL_GRACE_S
-    while live and time.monotonic() < deadline:
-        for proc in own:
-            proc.poll()
-        live = [g for g in live if group_alive(g)]
-        time.sleep(0.05)
-    for pgid in live:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether a process group still has a live (non-zombie) member."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return not _only_zombies(pgid)
-
-
-def _only_zombies(pgid: int) -> bool:
-    """True when every process left in the group is a zombie (dead, waiting for its parent)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return False
-    for entry in entries:
-        fields = _proc_stat(int(entry)) if entry.isdigit() else None
-        if fields and int(fields[2]) == pgid and fields[0] != "Z":
-            return False
-    return True
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state first, then ppid, pgrp, ...)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether a process is running (a zombie, dead and waiting for its parent, is not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    fields = _proc_stat(pid)
-    return fields is None or fields[0] != "Z"
-
-
 class LocalBackend:
     """Runs stages as local process groups; partitions GPUs between concurrent stages."""
 
@@ -224,13 +164,27 @@ class LocalBackend:
 
         return LocalStageHandle(procs, pumps, launch.timeout_s, release)
 
-    def kill_process_groups(self, groups: list[int]) -> None:
-        kill_process_groups(groups)
+    def abandon(self, leftover: Leftover) -> None:
+        kill_process_groups(list(leftover.process_groups))
 
-    def launch_service(self, launch: StageLaunch, ports: list[int]) -> list[subprocess.Popen[bytes]]:
-        """Start one detached replica per port; they outlive this process until `skyflow down`.
+    def serve(self, launch: StageLaunch) -> LocalService:
+        """Start the replicas on free ports (the declared one first); they serve until `skyflow down`."""
+        from skyflow.backends.local_service import LocalService, replica_ports
 
-        Output goes through a masking process (not a thread of ours) into the stage log.
+        service = launch.spec.service
+        if service is None:
+            raise BackendError(f"stage {launch.stage!r} has no service: section", stage=launch.stage)
+        ports = replica_ports(service, launch.spec.resources.ports)
+        return LocalService(self._start_replicas(launch, ports), ports, service)
+
+    def stop_service(self, leftover: Leftover) -> None:
+        kill_process_groups(list(leftover.process_groups))
+
+    def _start_replicas(self, launch: StageLaunch, ports: list[int]) -> list[subprocess.Popen[bytes]]:
+        """One detached replica per port, each followed by its masking process: replica, masker, ...
+
+        Output goes through a masking process (not a thread of ours) into the stage log, so the
+        replicas outlive this process.
         """
         import json
         import sys
@@ -268,5 +222,5 @@ def _wrapper(launch: StageLaunch) -> str:
     return "\n".join(lines) + "\n"
 
 
-def from_context(context: Any) -> LocalBackend:
+def from_context(context: BackendContext) -> LocalBackend:
     return LocalBackend(detect_capacity(context.max_parallel), on_line=context.on_line)

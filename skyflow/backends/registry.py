@@ -7,12 +7,15 @@ asyncssh) stay optional extras.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from skyflow.backends.base import Backend
+from skyflow.config import SkyflowConfig
 from skyflow.errors import BackendError
+
+__all__ = ["CLOUD_BACKEND", "FACTORIES", "BackendContext", "BackendPool", "backend_kind"]
 
 # infra kind -> "module:factory"; a factory takes a BackendContext and returns a Backend.
 FACTORIES: dict[str, str] = {
@@ -28,7 +31,7 @@ CLOUD_BACKEND = "skypilot"
 class BackendContext:
     """What every backend may need: the user's config, a log listener, parallelism."""
 
-    config: Any = None  # skyflow.spec.config.SkyflowConfig
+    config: SkyflowConfig = field(default_factory=SkyflowConfig)
     on_line: Callable[[str, str], None] | None = None
     max_parallel: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -46,9 +49,10 @@ def backend_kind(infra: str) -> str:
 class BackendPool:
     """Opens each backend once, on first use."""
 
-    def __init__(self, context: BackendContext) -> None:
+    def __init__(self, context: BackendContext, opened: Mapping[str, Backend] | None = None) -> None:
+        """``opened``: backends by kind already open (a FakeBackend for tests, a preconfigured client)."""
         self.context = context
-        self._open: dict[str, Backend] = {}
+        self._open: dict[str, Backend] = dict(opened or {})
 
     def get(self, kind: str) -> Backend:
         if kind not in self._open:
@@ -57,7 +61,7 @@ class BackendPool:
                 raise BackendError(f"no backend for {kind!r} is available in this installation; "
                                    f"run with --infra local to use this machine", backend=kind)
             module, _, name = target.partition(":")
-            factory = getattr(importlib.import_module(module), name)
+            factory: Callable[[BackendContext], Backend] = getattr(importlib.import_module(module), name)
             self._open[kind] = factory(self.context)
         return self._open[kind]
 

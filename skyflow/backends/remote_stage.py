@@ -18,8 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import StageLaunch
 from skyflow.errors import ArtifactError, BackendError
+
+__all__ = ["SPEC_ENV", "WRAPPER_MODULE", "commit_workdir", "is_remote_uri", "main", "node_spec", "read_result",
+           "remote_store_uri", "result_key", "run_node", "split_env", "store_for_render"]
 
 SPEC_ENV = "SKYFLOW_STAGE_SPEC"
 WRAPPER_MODULE = "skyflow.backends.remote_stage"
@@ -44,12 +48,11 @@ def store_for_render(launch: StageLaunch, backend: str) -> tuple[str, str]:
 def remote_store_uri(launch: StageLaunch, backend: str) -> str:
     """The object store a remote node reads inputs from and commits outputs to.
 
-    The placement's ``store_uri`` wins (the pipeline's store for that cloud or region), then the
-    run's own store when it is remote. A local-only store cannot be reached from another machine.
+    That is the store the plan gave the stage (the pipeline's store for its cloud or region, or for
+    where its cluster lives). A local-only store cannot be reached from another machine.
     """
-    for candidate in (launch.placement.get("store_uri"), launch.store_uri):
-        if is_remote_uri(candidate):
-            return str(candidate)
+    if launch.store_uri is not None and is_remote_uri(launch.store_uri):
+        return launch.store_uri
     raise BackendError(
         f"stage {launch.stage!r} is placed on {backend}, but the run's artifact store is "
         f"{launch.store_uri or 'local'!s}, which a remote node cannot reach. Add an object store to the "
@@ -68,7 +71,7 @@ def split_env(launch: StageLaunch) -> tuple[dict[str, str], dict[str, str]]:
     (or that differ from this shell) travel. Secrets are split out so they go in a Secret, not a spec.
     """
     secrets = set(launch.secret_values)
-    stage_envs = set(getattr(launch.stage_spec, "envs", {}) or {})
+    stage_envs = set(launch.spec.envs)
     plain: dict[str, str] = {}
     secret: dict[str, str] = {}
     for key, value in launch.env.items():
@@ -83,29 +86,33 @@ def split_env(launch: StageLaunch) -> tuple[dict[str, str], dict[str, str]]:
     return plain, secret
 
 
-def node_spec(launch: StageLaunch, store_uri: str, workdir_ref: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def node_spec(launch: StageLaunch, store_uri: str, workdir_ref: ArtifactRecord | None = None) -> dict[str, Any]:
     """What the wrapper on a node needs (no secret values: those arrive as environment variables)."""
     return {
         "run_id": launch.run_id, "stage": launch.stage, "attempt": launch.attempt,
         "setup": launch.setup, "run": launch.run, "num_nodes": launch.num_nodes,
         "store_uri": store_uri, "result_key": result_key(launch.run_id, launch.stage, launch.attempt),
-        "inputs": {name: dict(ref) for name, ref in launch.input_refs.items()},
+        "inputs": {name: _wire(ref) for name, ref in launch.input_refs.items()},
         "outputs": sorted(launch.outputs),
-        "workdir": dict(workdir_ref) if workdir_ref else None,
+        "workdir": _wire(workdir_ref) if workdir_ref else None,
     }
 
 
-def commit_workdir(launch: StageLaunch, store_uri: str) -> dict[str, Any] | None:
+def _wire(ref: ArtifactRecord) -> dict[str, Any]:
+    """A record as a node reads it (its name is the key it sits under)."""
+    return {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes, "store_uri": ref.store_uri}
+
+
+def commit_workdir(launch: StageLaunch, store_uri: str) -> ArtifactRecord | None:
     """Upload the stage's own workdir (only one it names) so nodes can fetch it like an input."""
     from skyflow.artifacts import commit_output, open_store
 
-    if not isinstance(getattr(launch.stage_spec, "workdir", None), str) or not launch.workdir.is_dir():
+    if not isinstance(launch.spec.workdir, str) or not launch.workdir.is_dir():
         return None
-    ref = commit_output(open_store(store_uri), launch.workdir, name="workdir")
-    return {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes, "store_uri": store_uri}
+    return commit_output(open_store(store_uri), launch.workdir, name="workdir").record
 
 
-def read_result(store_uri: str, key: str) -> dict[str, dict[str, Any]] | None:
+def read_result(store_uri: str, key: str) -> dict[str, ArtifactRecord] | None:
     """The outputs node 0 committed, or None when it wrote no result (it failed before)."""
     from skyflow.artifacts import open_store
 
@@ -114,20 +121,18 @@ def read_result(store_uri: str, key: str) -> dict[str, dict[str, Any]] | None:
         return None
     try:
         outputs = json.loads(data)["outputs"]
-    except (ValueError, KeyError, TypeError) as exc:
+        return {str(k): ArtifactRecord.from_json({"store_uri": store_uri, **v, "name": str(k)})
+                for k, v in outputs.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, ArtifactError) as exc:
         raise BackendError(f"the stage result at {store_uri}/{key} is malformed: {exc}") from exc
-    return {str(k): dict(v) for k, v in outputs.items()}
 
 
 # -- on the node --------------------------------------------------------------------------------
 
 def _fetch(ref: Mapping[str, Any], name: str, dest: Path) -> Path:
-    from skyflow.artifacts import ArtifactRef, fetch_artifact, open_store
+    from skyflow.artifacts import ArtifactRef, fetch_artifact
 
-    store = open_store(str(ref["store_uri"]))
-    artifact = ArtifactRef(name=name, uri=str(ref["uri"]), digest=str(ref["digest"]),
-                           size_bytes=int(ref.get("size_bytes", 0)), file_count=0, store=store)
-    return fetch_artifact(artifact, dest)
+    return fetch_artifact(ArtifactRef.open(ArtifactRecord.from_json({**ref, "name": name})), dest)
 
 
 def _node_env(spec: Mapping[str, Any], inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, str]:
@@ -171,8 +176,7 @@ def run_node(spec: Mapping[str, Any], root: Path) -> int:
         if not any(path.iterdir()):
             print(f"skyflow: the stage wrote nothing to output {name!r}", flush=True)
             return 1
-        ref = commit_output(store, path, name=name)
-        result[name] = {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes}
+        result[name] = commit_output(store, path, name=name).record.to_json()
     store.write_bytes(spec["result_key"], json.dumps({"outputs": result}, sort_keys=True).encode())
     return 0
 

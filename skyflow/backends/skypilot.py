@@ -11,11 +11,12 @@ import importlib
 import io
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.artifacts.record import ArtifactRecord
+from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import mask_secrets
 from skyflow.backends.remote_stage import (
     commit_workdir,
@@ -27,6 +28,9 @@ from skyflow.backends.remote_stage import (
 )
 from skyflow.backends.skypilot_task import DEFAULT_INSTALL, task_config, wants_recovery
 from skyflow.errors import BackendError
+
+if TYPE_CHECKING:
+    from skyflow.backends.registry import BackendContext
 
 
 def import_sky() -> Any:
@@ -141,6 +145,10 @@ class SkyServeService:
     def remote(self) -> dict[str, Any]:
         return {"backend": "skypilot", "service": self.name}
 
+    @property
+    def process_groups(self) -> list[int]:
+        return []  # nothing runs on this machine
+
     def status(self) -> dict[str, Any] | None:
         records = self.sky.stream_and_get(self.sky.serve.status([self.name])) or []
         return next((dict(r) for r in records if r.get("name") == self.name), None)
@@ -187,7 +195,7 @@ class SkyPilotBackend:
         return Capacity(cpus=0.0, memory_gb=0.0, gpus={}, max_parallel=64)  # clouds: bounded by quota only
 
     def task_config(self, launch: StageLaunch, store_uri: str,
-                    workdir_ref: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    workdir_ref: ArtifactRecord | None = None) -> dict[str, Any]:
         plain, secret = split_env(launch)
         return task_config(launch, node_spec(launch, store_uri, workdir_ref), plain, tuple(secret), self.install)
 
@@ -236,15 +244,22 @@ class SkyPilotBackend:
                                backend=self.name) from exc
         return SkyServeService(self.sky, str(name), str(endpoint or ""), self.poll_s)
 
-    def stop_service(self, handle: Mapping[str, Any]) -> None:
+    def stop_service(self, leftover: Leftover) -> None:
         """`sky serve down` for a service stage, from its stored handle (`skyflow down`)."""
+        if leftover.remote:
+            self._stop_service(leftover.remote)
+
+    def _stop_service(self, handle: RemoteHandle) -> None:
         self._call(f"sky serve down {handle['service']}", self.sky.serve.down, handle["service"])
 
-    def abandon(self, handle: Mapping[str, Any]) -> None:
+    def abandon(self, leftover: Leftover) -> None:
         """Stop what a dead runner's attempt left: cancel the managed job, take the cluster down, or
         take down a service that never became ready."""
+        handle = leftover.remote
+        if not handle:
+            return
         if handle.get("service"):
-            self.stop_service(handle)
+            self._stop_service(handle)
         elif handle.get("managed"):
             self._call(f"sky jobs cancel {handle['job_id']}", self.sky.jobs.cancel, job_ids=[handle["job_id"]])
         else:
@@ -256,9 +271,6 @@ class SkyPilotBackend:
         except Exception as exc:
             raise BackendError(f"SkyPilot: {what} failed: {exc}", backend=self.name) from exc
 
-    def kill_process_groups(self, groups: list[int]) -> None:
-        """Nothing local to kill; a dead runner's clusters and managed jobs are stopped by `abandon`."""
 
-
-def from_context(context: Any) -> SkyPilotBackend:
+def from_context(context: BackendContext) -> SkyPilotBackend:
     return SkyPilotBackend(on_line=context.on_line)

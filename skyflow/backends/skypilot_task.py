@@ -10,9 +10,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
+
+if TYPE_CHECKING:
+    from skyflow.planner.plan import Placement
+    from skyflow.spec.models import Service, Stage
 
 # How a node gets skyflow (and the object-store libraries) before the wrapper runs.
 DEFAULT_INSTALL = 'pip install -q "skyflow[s3,gcs,azure]"'
@@ -24,51 +29,49 @@ def task_name(run_id: str, stage: str, attempt: int) -> str:
     return f"sf-{stem}-{digest}"
 
 
-def _infra(placement: Mapping[str, Any]) -> str | None:
-    cloud = placement.get("cloud") or str(placement.get("infra") or "").split("/")[0] or None
+def _infra(placement: Placement) -> str | None:
+    cloud = placement.cloud or placement.infra.split("/")[0] or None
     if not cloud:
         return None
-    parts = [str(cloud)]
-    for key in ("region", "zone"):
-        if not placement.get(key):
+    parts = [cloud]
+    for part in (placement.region, placement.zone):
+        if not part:
             break
-        parts.append(str(placement[key]))
+        parts.append(part)
     return "/".join(parts)
 
 
-def _accelerators(placement: Mapping[str, Any]) -> str | None:
-    accelerators = placement.get("accelerators") or {}
-    if not accelerators:
+def _accelerators(placement: Placement) -> str | None:
+    if not placement.accelerators:
         return None
-    name, count = next(iter(accelerators.items()))
+    name, count = next(iter(placement.accelerators.items()))
     return f"{name}:{float(count):g}"
 
 
-def task_resources(placement: Mapping[str, Any], stage_spec: Any) -> dict[str, Any]:
+def task_resources(placement: Placement, stage_spec: Stage) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     infra = _infra(placement)
     if infra:
         resources["infra"] = infra
-    if placement.get("instance_type"):
-        resources["instance_type"] = placement["instance_type"]
+    if placement.instance_type:
+        resources["instance_type"] = placement.instance_type
     accelerators = _accelerators(placement)
     if accelerators:
         resources["accelerators"] = accelerators
-    resources["use_spot"] = bool(placement.get("use_spot"))
-    spec = getattr(stage_spec, "resources", None)
-    disk = placement.get("disk_size") or getattr(spec, "disk_size", None)
+    resources["use_spot"] = placement.use_spot
+    spec = stage_spec.resources
+    disk = placement.disk_size_gb or spec.disk_size
     if disk:
         resources["disk_size"] = int(disk)
-    tier = getattr(spec, "disk_tier", None)
-    if tier:
-        resources["disk_tier"] = tier
-    ports = list(getattr(spec, "ports", ()) or ())
-    service = getattr(stage_spec, "service", None)
+    if spec.disk_tier:
+        resources["disk_tier"] = spec.disk_tier
+    ports = list(spec.ports)
+    service = stage_spec.service
     if service is not None and service.ports and str(service.ports) not in ports:
         ports.append(str(service.ports))
     if ports:
         resources["ports"] = ports
-    recovery = getattr(spec, "job_recovery", None)
+    recovery = spec.job_recovery
     if resources["use_spot"] and recovery is not None:
         resources["job_recovery"] = {k: v for k, v in {"strategy": recovery.strategy,
                                                        "max_restarts_on_errors": recovery.max_restarts_on_errors
@@ -76,8 +79,7 @@ def task_resources(placement: Mapping[str, Any], stage_spec: Any) -> dict[str, A
     return resources
 
 
-def service_section(stage_spec: Any) -> dict[str, Any]:
-    service = stage_spec.service
+def service_section(service: Service) -> dict[str, Any]:
     probe = service.readiness_probe
     section: dict[str, Any] = {"readiness_probe": {"path": probe.path,
                                                    "initial_delay_seconds": int(probe.initial_delay_seconds),
@@ -92,25 +94,25 @@ def service_section(stage_spec: Any) -> dict[str, Any]:
     return section
 
 
-def task_config(launch: Any, node_spec: Mapping[str, Any], plain_env: Mapping[str, str],
+def task_config(launch: StageLaunch, node_spec: Mapping[str, Any], plain_env: Mapping[str, str],
                 secret_names: tuple[str, ...], install: str = DEFAULT_INSTALL) -> dict[str, Any]:
     """The task for one attempt; secret values are attached at launch, never written here."""
     envs = {**plain_env, SPEC_ENV: json.dumps(dict(node_spec), sort_keys=True)}
     config: dict[str, Any] = {
         "name": task_name(launch.run_id, launch.stage, launch.attempt),
         "num_nodes": int(launch.num_nodes),
-        "resources": task_resources(launch.placement, launch.stage_spec),
+        "resources": task_resources(launch.placement, launch.spec),
         "envs": dict(sorted(envs.items())),
         "setup": install,
         "run": f"python -m {WRAPPER_MODULE}",
     }
     if secret_names:
         config["secrets"] = {name: None for name in sorted(secret_names)}
-    if getattr(launch.stage_spec, "service", None) is not None:
-        config["service"] = service_section(launch.stage_spec)
+    if launch.spec.service is not None:
+        config["service"] = service_section(launch.spec.service)
     return config
 
 
-def wants_recovery(launch: Any) -> bool:
+def wants_recovery(launch: StageLaunch) -> bool:
     """Managed jobs (with spot recovery) for spot placements; a plain cluster otherwise."""
-    return bool(launch.placement.get("use_spot"))
+    return launch.placement.use_spot

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from skyflow.backends.base import Capacity, StageExit, StageHandle, StageLaunch
+from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import mask_secrets
 from skyflow.backends.ssh_remote import (
     PGID_MARKER,
@@ -34,6 +34,9 @@ from skyflow.backends.ssh_remote import (
 )
 from skyflow.backends.ssh_sync import DigestCache, get_dir_contents, put_dir, sync_tree
 from skyflow.errors import BackendError
+
+if TYPE_CHECKING:
+    from skyflow.backends.registry import BackendContext
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
@@ -126,8 +129,16 @@ class SshBackend:
         handle.future = self._loop.submit(handle.supervise())
         return handle
 
-    def kill_process_groups(self, groups: list[int]) -> None:
-        """Remote groups are not local process ids; an attempt's own handle stops them."""
+    def abandon(self, leftover: Leftover) -> None:
+        """Stop the remote process groups a dead runner's attempt left on the pool's hosts.
+
+        A node's driver also stops its group when its SSH session drops; this covers a host that
+        kept the session's processes alive (the handle names each host and group)."""
+        groups = (leftover.remote or {}).get("groups") or []
+        by_name = {str(h.address): h for h in self.hosts}
+        targets = [(by_name[str(host)], int(pgid)) for host, pgid in groups if str(host) in by_name]
+        if targets:
+            self._loop.run(_kill_groups(self, targets))
 
     # -- hosts and connections ----------------------------------------------------------------
     def _pick_hosts(self, launch: StageLaunch) -> list[PoolHost]:
@@ -226,7 +237,7 @@ class SshBackend:
                                f"{node.host.address} failed: {exc}", stage=launch.stage, backend=self.name) from exc
 
     def _node_env(self, launch: StageLaunch, node: RemoteNode, ips: list[str]) -> dict[str, str]:
-        declared = frozenset(getattr(launch.stage_spec, "envs", {}) or {})
+        declared = frozenset(launch.spec.envs)
         env = remote_env(launch.env, keep=declared)
         local_to_remote = {str(p): f"{node.node_dir}/inputs/{n}" for n, p in launch.inputs.items()}
         local_to_remote.update({str(p): f"{node.node_dir}/outputs/{n}" for n, p in launch.outputs.items()})
@@ -263,6 +274,11 @@ class SshStageHandle:
     @property
     def process_groups(self) -> list[int]:
         return []  # remote groups; the runner must never signal them as local process ids
+
+    @property
+    def remote(self) -> RemoteHandle:
+        """The pool and each node's host and process group, for `abandon` after the runner died."""
+        return {"pool": self.backend.pool_name, "groups": [[str(n.host.address), n.pgid] for n in self.nodes]}
 
     @property
     def remote_groups(self) -> dict[str, int]:
@@ -364,6 +380,15 @@ async def stop_node(node: RemoteNode) -> None:
             await node.host.conn.run(kill_command(node.pgid))
 
 
+async def _kill_groups(backend: SshBackend, targets: list[tuple[PoolHost, int]]) -> None:
+    import asyncssh
+
+    for host, pgid in targets:
+        with contextlib.suppress(OSError, asyncssh.Error, BackendError, asyncio.TimeoutError):
+            await backend._connect(host)
+            await host.conn.run(kill_command(pgid))
+
+
 async def _stop_all(nodes: list[RemoteNode]) -> None:
     await asyncio.gather(*(stop_node(n) for n in nodes), return_exceptions=True)
 
@@ -385,7 +410,7 @@ def _mirror_key(host: PoolHost, workdir: Path) -> str:
     return hashlib.sha256(f"{host.address}|{workdir.resolve()}".encode()).hexdigest()[:16]
 
 
-def from_context(context: Any) -> SshBackends:
+def from_context(context: BackendContext) -> SshBackends:
     return SshBackends(context)
 
 
@@ -394,11 +419,11 @@ class SshBackends:
 
     name = "ssh"
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: BackendContext) -> None:
         import os
 
         self.context = context
-        self.pools = dict(getattr(context.config, "ssh_pools", None) or {})
+        self.pools = dict(context.config.ssh_pools)
         known = os.environ.get("SKYFLOW_SSH_KNOWN_HOSTS")
         self.known_hosts: Any = known if known else ()
         self._open: dict[str, SshBackend] = {}
@@ -426,12 +451,14 @@ class SshBackends:
                         max_parallel=max(1, sum(c.max_parallel for c in caps)))
 
     def launch(self, launch: StageLaunch) -> StageHandle:
-        infra = str(launch.placement.get("infra", ""))
+        infra = launch.placement.infra
         kind, _, name = infra.partition("/")
         if kind != "ssh" or not name:
             raise BackendError(f"stage {launch.stage!r} is placed on {infra!r}, not on an ssh pool (ssh/NAME)",
                                stage=launch.stage, backend="ssh")
         return self.pool(name.split("/", 1)[0]).launch(launch)
 
-    def kill_process_groups(self, groups: list[int]) -> None:
-        """Remote groups are stopped by their attempt's handle, never as local process ids."""
+    def abandon(self, leftover: Leftover) -> None:
+        pool = (leftover.remote or {}).get("pool")
+        if pool in self.pools:
+            self.pool(str(pool)).abandon(leftover)

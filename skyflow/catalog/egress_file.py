@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from skyflow.catalog.egress import LOCAL, CloudEgress, EgressRule, Tiers
-from skyflow.catalog.positions import KeyPath, YamlDocument, close_matches, show
+from skyflow.catalog.positions import KeyPath, YamlDocument, show
+from skyflow.matching import close_matches
 
 TOP_KEYS = ("rules", "clouds")
 RULE_KEYS = ("from", "to", "usd_per_gb")

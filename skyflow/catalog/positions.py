@@ -5,7 +5,6 @@ Positions are worked out only when a problem is reported: the fast paths keep no
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,13 +19,6 @@ def catalog_error(position: SourcePosition, message: str, *, hint: str | None = 
     error = CatalogError(Issue(message, position, hint, tuple(matches)).render())
     error.path = position.file
     return error
-
-
-def close_matches(word: str, choices: Iterable[str], n: int = 3) -> tuple[str, ...]:
-    """Choices that look like ``word``, ignoring case (so ``price`` suggests ``Price``)."""
-    by_lower = {choice.lower(): choice for choice in choices}
-    found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
-    return tuple(by_lower[f] for f in found)
 
 
 def show(value: object, limit: int = 60) -> str:

@@ -16,8 +16,9 @@ from skyflow.catalog.egress import EgressModel
 from skyflow.catalog.egress_file import parse_egress_yaml
 from skyflow.catalog.gcp import is_host_only, join_accelerators
 from skyflow.catalog.offers import Offer, PriceCatalog
-from skyflow.catalog.positions import catalog_error, close_matches, csv_position, show
+from skyflow.catalog.positions import catalog_error, csv_position, show
 from skyflow.errors import CatalogError, SourcePosition
+from skyflow.matching import close_matches
 
 DEFAULT = "default"
 _CACHE_VERSION = "1"

@@ -22,7 +22,8 @@ def parse_age_s(text: str) -> float:
 
 def _store_uris(extra: tuple[str, ...]) -> list[str]:
     """The default local store, every store that holds an output recorded in run state, and --store."""
-    from skyflow.runner.state import RunStore, skyflow_home
+    from skyflow.home import skyflow_home
+    from skyflow.runner.state import RunStore
 
     uris = {str(skyflow_home() / "artifacts")}
     for run in RunStore().list_runs(limit=1 << 31):

@@ -30,12 +30,13 @@ tracking_uri_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
 def lineage(artifact: str, tracking_uri: str | None, as_json: bool) -> None:
     """Show where ARTIFACT (a URI, a path or a digest) came from, back to the raw data."""
+    from skyflow.home import skyflow_home
     from skyflow.lineage.drain import wait_for_drain
-    from skyflow.lineage.recorder import default_skyflow_home, resolve_tracking_uri
+    from skyflow.lineage.recorder import resolve_tracking_uri
     from skyflow.lineage.trace import trace_artifact
 
-    uri = resolve_tracking_uri(tracking_uri, default_skyflow_home())
-    wait_for_drain(uri, default_skyflow_home())  # records a just-finished run left to the background
+    uri = resolve_tracking_uri(tracking_uri, skyflow_home())
+    wait_for_drain(uri, skyflow_home())  # records a just-finished run left to the background
     node = trace_artifact(uri, artifact)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(node), indent=2))
@@ -112,22 +113,18 @@ def _size(size_bytes: int) -> str:
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to serve the UI on.")
 def ui(tracking_uri: str | None, host: str, port: int) -> None:
     """Serve the MLflow UI on the lineage store (until Ctrl-C)."""
+    from skyflow.home import skyflow_home
     from skyflow.lineage.mlflow_store import artifact_root_for
-    from skyflow.lineage.recorder import (
-        check_tracking_uri,
-        default_skyflow_home,
-        describe_tracking,
-        resolve_tracking_uri,
-    )
+    from skyflow.lineage.recorder import check_tracking_uri, describe_tracking, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri, default_skyflow_home())
+    uri = resolve_tracking_uri(tracking_uri, skyflow_home())
     if uri.startswith(("http://", "https://")):
         click.echo(f"Lineage is on {describe_tracking(uri)}; its UI is already there: open {uri}")
         return
     check_tracking_uri(uri)
     from skyflow.lineage.drain import wait_for_drain
 
-    wait_for_drain(uri, default_skyflow_home())
+    wait_for_drain(uri, skyflow_home())
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     root = artifact_root_for(uri)
     if root:

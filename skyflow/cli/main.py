@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from skyflow import __version__
+
 # command name -> (module, attribute, one-line help). Modules load only when the command runs,
 # which keeps `skyflow --help` fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -57,7 +59,7 @@ class LazyGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else None
         if name and name not in COMMANDS and not name.startswith("-"):
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             matches = close_matches(name, list(COMMANDS))
             hint = f" Did you mean {', '.join(matches)}?" if matches else ""
@@ -66,7 +68,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="skyflow", prog_name="skyflow", message="%(prog)s %(version)s")
+@click.version_option(version=__version__, prog_name="skyflow", message="%(prog)s %(version)s")
 def cli() -> None:
     """Plan and run multi-stage LLMOps pipelines on the cheapest place that fits each stage."""
 

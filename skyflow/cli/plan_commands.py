@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from skyflow.cli.options import pipeline_target, set_option
-from skyflow.cli.planning import PlanningFlags, planning_options
+from skyflow.cli.planning import PlanningOptions, planning_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,22 +22,24 @@ if TYPE_CHECKING:
 @click.option("--explain", "explain", metavar="STAGE", help="Show the next best placements of STAGE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--no-cache", is_flag=True, help="Plan every stage as recomputed, ignoring cached outputs.")
-def plan(target: str, set_: tuple[str, ...], planning: PlanningFlags, explain: str | None, as_json: bool,
+def plan(target: str, set_: tuple[str, ...], planning: PlanningOptions, explain: str | None, as_json: bool,
          no_cache: bool) -> None:
     """Plan TARGET: where each stage runs, what it costs, and what moving its data costs."""
-    from skyflow.cli.planning import load_prices, plan_with_flags
     from skyflow.planner import explain_stage
-    from skyflow.spec.loader import load_pipeline
+    from skyflow.session import Session
+    from skyflow.session.discovery import load_prices
     from skyflow.spec.params import parse_overrides
 
-    pipeline = load_pipeline(target, parse_overrides(set_))
-    result, policy = plan_with_flags(pipeline, planning, no_cache=no_cache)
+    session = Session()
+    pipeline = session.load(target, parse_overrides(set_))
+    result = session.plan(pipeline, planning, no_cache=no_cache)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
     render_plan(result)
     if explain:
         catalog, egress = load_prices(planning)
+        policy = session.policy(pipeline, planning, no_cache=no_cache)
         render_alternatives(explain, result.stages.get(explain),
                             explain_stage(pipeline, catalog, egress, policy, result, explain))
 

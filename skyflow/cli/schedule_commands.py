@@ -11,7 +11,7 @@ import click
 
 def open_store() -> Any:
     """The schedule tables in the runner's state DB."""
-    from skyflow.runner.state import skyflow_home
+    from skyflow.home import skyflow_home
     from skyflow.scheduler.store import ScheduleStore
 
     return ScheduleStore(skyflow_home() / "state.db")
@@ -20,11 +20,11 @@ def open_store() -> Any:
 def open_launcher() -> Any:
     """A launcher wired to the runner's run state and cancel (the scheduler does not import the runner)."""
     from skyflow.errors import RunError
-    from skyflow.runner.api import cancel_run
-    from skyflow.runner.state import RunStore, skyflow_home
     from skyflow.scheduler.launch import RunLauncher
+    from skyflow.session import Session
 
-    runs = RunStore()
+    session = Session()
+    runs = session.state
 
     def run_state(run_id: str) -> tuple[str, int | None] | None:
         try:
@@ -33,8 +33,8 @@ def open_launcher() -> Any:
             return None
         return run.state, run.runner_pid
 
-    return RunLauncher(skyflow_home() / "scheduler" / "logs", run_state,
-                       lambda run_id, timeout_s: cancel_run(run_id, timeout_s=timeout_s))
+    return RunLauncher(session.home / "scheduler" / "logs", run_state,
+                       lambda run_id, timeout_s: session.cancel(run_id, timeout_s=timeout_s))
 
 
 @click.group()

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from skyflow.home import skyflow_home as default_home
 from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
-from skyflow.lineage.recorder import default_skyflow_home
 from skyflow.lineage.records import RunInfo, StageRecord
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
@@ -42,7 +42,7 @@ class MlflowRecorder:
     def __init__(self, tracking_uri: str, secret_values: Sequence[str], *, skyflow_home: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self._scrub = Scrubber(secret_values)
-        self._dir = spool_dir(skyflow_home or default_skyflow_home(), tracking_uri)
+        self._dir = spool_dir(skyflow_home or default_home(), tracking_uri)
         self._spool = SpoolFile.create(self._dir, tracking_uri)
         self._pending: list[SpooledEvent] = []
         self._files: list[SpoolFile] = [self._spool]

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from skyflow.lineage.records import ArtifactInfo, RunInfo, StageRecord
+from skyflow.artifacts.record import ArtifactRecord
+from skyflow.lineage.records import RunInfo, StageRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -222,6 +223,7 @@ class MlflowStore:
             "skyflow.state": rec.state,
             "skyflow.cache_hit": str(rec.cache_hit).lower(),
             "skyflow.code_digest": rec.code_digest or "",
+            "skyflow.cache_key": rec.cache_key or "",
             # Dataset sources cannot be searched; this tag lets a URI find its producer.
             TAG_OUTPUT_URIS: "\n".join(a.uri for a in rec.outputs),
         }
@@ -310,7 +312,7 @@ class MlflowStore:
             tags=[RunTag(k, _cut(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()],
         )
 
-    def _log_datasets(self, run_id: str, datasets: list[tuple[ArtifactInfo, str]]) -> None:
+    def _log_datasets(self, run_id: str, datasets: list[tuple[ArtifactRecord, str]]) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         entries = []

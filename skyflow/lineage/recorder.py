@@ -49,11 +49,6 @@ class NullRecorder:
         return None
 
 
-def default_skyflow_home() -> Path:
-    """`$SKYFLOW_HOME`, else `~/.skyflow` (reads the environment: for edge code)."""
-    return Path(os.environ.get("SKYFLOW_HOME") or Path.home() / ".skyflow")
-
-
 def resolve_tracking_uri(tracking_uri: str | None, skyflow_home: Path) -> str:
     """The given URI, else `$MLFLOW_TRACKING_URI`, else `sqlite:///$SKYFLOW_HOME/mlflow.db`.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from skyflow.artifacts.record import ArtifactRecord
+
 # Stage states the runner reports, mapped to MLflow run statuses.
 STAGE_STATES = ("succeeded", "failed", "cached", "skipped", "cancelled", "running", "pending")
 RUN_STATES = ("succeeded", "failed", "cancelled", "running")
@@ -34,23 +36,6 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class ArtifactInfo:
-    """One artifact a stage read or wrote: its logical name, where it lives, and its content digest."""
-
-    name: str
-    uri: str
-    digest: str
-    size_bytes: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ArtifactInfo:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
 class StageRecord:
     """One stage of a run once it reached a final state (or was served from cache).
 
@@ -70,10 +55,11 @@ class StageRecord:
     egress_gb: float
     egress_usd: float
     cache_hit: bool
-    inputs: list[ArtifactInfo] = field(default_factory=list)
-    outputs: list[ArtifactInfo] = field(default_factory=list)
-    code_digest: str | None = None
+    inputs: list[ArtifactRecord] = field(default_factory=list)
+    outputs: list[ArtifactRecord] = field(default_factory=list)
+    code_digest: str | None = None  # digest of the stage's workdir files
     log_path: str | None = None
+    cache_key: str | None = None  # what the stage's outputs are cached under
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,8 +67,8 @@ class StageRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageRecord:
         fields = dict(data)
-        fields["inputs"] = [ArtifactInfo.from_json(a) for a in fields.get("inputs", [])]
-        fields["outputs"] = [ArtifactInfo.from_json(a) for a in fields.get("outputs", [])]
+        fields["inputs"] = [ArtifactRecord.from_json(a) for a in fields.get("inputs", [])]
+        fields["outputs"] = [ArtifactRecord.from_json(a) for a in fields.get("outputs", [])]
         return cls(**fields)
 
 
@@ -110,7 +96,7 @@ class LineageNode:
     `note` says why a branch stops early (a cycle, the depth limit); raw data has no note.
     """
 
-    artifact: ArtifactInfo
+    artifact: ArtifactRecord
     producer: Producer | None
     inputs: tuple[LineageNode, ...] = ()
     note: str | None = None

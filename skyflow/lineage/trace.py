@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import LineageError
 from skyflow.lineage.mlflow_store import (
     CONTEXT_TAG,
@@ -27,7 +28,7 @@ from skyflow.lineage.mlflow_store import (
     skyflow_experiment_ids,
 )
 from skyflow.lineage.recorder import check_tracking_uri, describe_tracking
-from skyflow.lineage.records import ArtifactInfo, LineageNode, Producer
+from skyflow.lineage.records import LineageNode, Producer
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -176,9 +177,9 @@ def _uri(dataset: Dataset) -> str:
         return str(dataset.source)
 
 
-def _artifact(dataset: Dataset) -> ArtifactInfo:
+def _artifact(dataset: Dataset) -> ArtifactRecord:
     size = _profile(dataset).get("size_bytes")
-    return ArtifactInfo(dataset.name, _uri(dataset), _full_digest(dataset), int(size) if size is not None else None)
+    return ArtifactRecord(dataset.name, _uri(dataset), _full_digest(dataset), int(size) if size is not None else None)
 
 
 def _producer(run: Run) -> Producer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -131,11 +131,12 @@ def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy
 def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[list[Placement], list[str]]:
     """Every location's cheapest placement for the stage (per alternative), and any warnings."""
     policy, cat = finder.policy, finder.catalog
-    requests = [Request.of(r) for r in stage.resources.alternatives()]
+    alternatives = stage.resources.alternatives()
+    requests = [Request.of(r) for r in alternatives]
     ordered = bool(stage.resources.ordered)
     best: dict[tuple[str, float, bool], Placement] = {}
     warnings: list[str] = []
-    for req in requests:
+    for index, req in enumerate(requests):
         found: list[Placement] = []
         local = _local_placement(name, stage, req, policy)
         if local is not None:
@@ -145,14 +146,14 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
                                 "placed on local because --infra local forces it")
         hours = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
         found += pool_placements(req, stage.num_nodes, hours, policy)
-        for index, hourly in finder.offers(req):
-            offer = cat.offer(index)
+        for offer_index, hourly in finder.offers(req):
+            offer = cat.offer(offer_index)
             acc = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
             found.append(Placement(
                 infra=offer.location, cloud=offer.cloud, region=offer.region, zone=req.zone or offer.zone,
                 instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
                 num_nodes=stage.num_nodes, hourly_usd=hourly, hours=hours))
-        for p in found:
+        for p in (replace(f, alternative=index, disk_size_gb=alternatives[index].disk_size) for f in found):
             key = (p.infra, p.hours, p.cached)
             if key not in best or p.compute_usd < best[key].compute_usd:
                 best[key] = p

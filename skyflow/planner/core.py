@@ -111,7 +111,7 @@ def explain_stage(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
                   plan: Plan, stage: str, limit: int = 5) -> list[Alternative]:
     """The next best placements of ``stage`` with every other stage where ``plan`` put it."""
     if stage not in pipeline.stages:
-        from skyflow.spec.base import close_matches
+        from skyflow.matching import close_matches
 
         matches = close_matches(stage, list(pipeline.stages))
         hint = f" Did you mean {', '.join(matches)}?" if matches else ""

@@ -77,7 +77,8 @@ def pool_placements(req: Request, num_nodes: int, hours: float, policy: Policy) 
         found.append(Placement(
             infra=pool.name, cloud=pool.kind, region=pool.short_name, zone=None,
             instance_type=f"{_INSTANCE_PREFIX[pool.kind]}:{pool.short_name}", accelerators=acc, use_spot=False,
-            num_nodes=num_nodes, hourly_usd=hourly_usd(req, pool), hours=hours))
+            num_nodes=num_nodes, hourly_usd=hourly_usd(req, pool), hours=hours,
+            located_at=pool.egress_location.removesuffix("/*") if pool.egress_location else None))
     return found
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from skyflow.artifacts import (
+    ArtifactRecord,
     ArtifactRef,
     ArtifactStore,
     CacheIndex,
@@ -21,7 +22,7 @@ from skyflow.artifacts import (
     transfer_artifact,
 )
 from skyflow.errors import ArtifactError
-from skyflow.runner.state import OutputRow, RunStore
+from skyflow.runner.state import RunStore
 from skyflow.spec.graph import ResolvedPipeline, is_uri
 
 
@@ -36,7 +37,7 @@ def store_for_infra(pipeline: ResolvedPipeline, infra: str, home: Path,
     """
     for where in (infra, located_at) if located_at else (infra,):
         parts = where.split("/")
-        cloud, region = parts[0], parts[1] if len(parts) > 1 else None
+        cloud, region = parts[0], parts[1] if len(parts) > 1 and parts[1] != "*" else None
         for key in ([f"{cloud}/{region}"] if region else []) + [cloud]:
             spec = pipeline.spec.stores.get(key)
             if spec is not None and cloud not in ("local", "ssh"):
@@ -68,7 +69,7 @@ def predict_cached_copies(pipeline: ResolvedPipeline, state: RunStore, home: Pat
     secret_names = [n for n in names if environ.get(n)]
     locations = _store_locations(pipeline, home)
     external: dict[str, str | None] = {}
-    known: dict[str, dict[str, OutputRow]] = {}
+    known: dict[str, dict[str, ArtifactRecord]] = {}
     found: dict[str, list[tuple[str, float]]] = {}
     for name in pipeline.order:
         spec = pipeline.stages[name]
@@ -82,12 +83,12 @@ def predict_cached_copies(pipeline: ResolvedPipeline, state: RunStore, home: Pat
         rows = state.outputs_for_cache_key(key)
         if not rows or set(rows) != set(spec.outputs):
             continue
-        uris = {row.uri.split("/manifests/")[0].rstrip("/") for row in rows.values()}
+        uris = {(row.store_uri or "").rstrip("/") for row in rows.values()}
         location = locations.get(next(iter(uris))) if len(uris) == 1 else None
-        if location is None or not _still_there(next(iter(uris)), rows):
+        if location is None or not _still_there(rows):
             continue
         known[name] = rows
-        found[name] = [(location, sum(row.size_bytes for row in rows.values()) / 1e9)]
+        found[name] = [(location, sum(row.size_bytes or 0 for row in rows.values()) / 1e9)]
     return found
 
 
@@ -102,7 +103,7 @@ def _store_locations(pipeline: ResolvedPipeline, home: Path) -> dict[str, str]:
     return out
 
 
-def _input_digests(pipeline: ResolvedPipeline, name: str, known: Mapping[str, Mapping[str, OutputRow]],
+def _input_digests(pipeline: ResolvedPipeline, name: str, known: Mapping[str, Mapping[str, ArtifactRecord]],
                    external: dict[str, str | None]) -> dict[str, str] | None:
     digests = {}
     for edge in pipeline.inputs_of(name):
@@ -127,9 +128,9 @@ def _local_digest(location: str) -> str | None:
     return manifest.digest
 
 
-def _still_there(store_uri: str, rows: Mapping[str, OutputRow]) -> bool:
+def _still_there(rows: Mapping[str, ArtifactRecord]) -> bool:
     try:
-        return outputs_still_there(open_store(store_uri), rows)
+        return outputs_still_there(rows)
     except (ArtifactError, OSError, ValueError, ImportError):
         return False
 
@@ -173,63 +174,47 @@ def import_external(store: ArtifactStore, name: str, location: str) -> ArtifactR
         return commit_output(store, target, name=name)
 
 
-def ref_from_row(row: OutputRow, store: ArtifactStore) -> ArtifactRef:
-    """The committed output recorded in run state, in the store that holds it."""
-    store_uri = row.uri.split("/manifests/")[0]
-    target = store if store_uri.rstrip("/") == store.uri.rstrip("/") else open_store(store_uri)
-    return ArtifactRef(name=row.name, uri=row.uri, digest=row.digest, size_bytes=row.size_bytes,
-                       file_count=0, store=target)
-
-
 def fetch_input(ref: ArtifactRef, dest: Path) -> tuple[Path, int, float]:
     started = time.monotonic()
     path = fetch_artifact(ref, dest)
     return path, ref.size_bytes, time.monotonic() - started
 
 
-def commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path]) -> dict[str, OutputRow]:
-    rows = {}
+def commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path]) -> dict[str, ArtifactRecord]:
+    records = {}
     for name, path in outputs.items():
         if not any(path.iterdir()):
             raise ArtifactError("the stage wrote nothing to this output", artifact=name, uri=str(path))
-        ref = commit_output(store, path, name=name)
-        rows[name] = OutputRow(name, ref.uri, ref.digest, ref.size_bytes)
-    return rows
+        records[name] = commit_output(store, path, name=name).record
+    return records
 
 
-def rows_from_backend(outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, OutputRow]:
-    """Outputs a remote node committed itself ({name: {uri, digest, size_bytes}})."""
-    try:
-        return {n: OutputRow(n, str(o["uri"]), str(o["digest"]), int(o["size_bytes"])) for n, o in outputs.items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"the backend reported malformed outputs: {exc}") from exc
-
-
-def cache_lookup(store: ArtifactStore, key: str) -> dict[str, OutputRow] | None:
+def cache_lookup(store: ArtifactStore, key: str) -> dict[str, ArtifactRecord] | None:
     found = CacheIndex(store).lookup(key)
     if found is None:
         return None
-    return {n: OutputRow(n, r.uri, r.digest, r.size_bytes) for n, r in found.items()}
+    return {n: r.record for n, r in found.items()}
 
 
-def cache_record(store: ArtifactStore, key: str, outputs: Mapping[str, OutputRow]) -> None:
-    refs = {n: ArtifactRef(name=n, uri=o.uri, digest=o.digest, size_bytes=o.size_bytes, file_count=0,
-                           store=store) for n, o in outputs.items()}
-    CacheIndex(store).record(key, refs)
+def cache_record(store: ArtifactStore, key: str, outputs: Mapping[str, ArtifactRecord]) -> None:
+    CacheIndex(store).record(key, {n: ArtifactRef.open(o, store=store) for n, o in outputs.items()})
 
 
-def outputs_still_there(store: ArtifactStore, outputs: Mapping[str, OutputRow]) -> bool:
+def outputs_still_there(outputs: Mapping[str, ArtifactRecord], store: ArtifactStore | None = None) -> bool:
+    """Whether every output's manifest and blobs are still in its store (sizes checked, not bytes)."""
     from skyflow.artifacts import verify_artifact
 
     try:
-        return all(verify_artifact(ref_from_row(o, store), deep=False) for o in outputs.values())
-    except ArtifactError:
+        return all(verify_artifact(ArtifactRef.open(o, store=store), deep=False) for o in outputs.values())
+    except (ArtifactError, OSError, ValueError, ImportError):
         return False
 
 
-def describe(rows: Mapping[str, OutputRow]) -> dict[str, Any]:
-    return {n: {"uri": o.uri, "digest": o.digest, "size_bytes": o.size_bytes} for n, o in rows.items()}
+def describe(records: Mapping[str, ArtifactRecord]) -> dict[str, Any]:
+    return {n: {"uri": o.uri, "digest": o.digest, "size_bytes": o.size_bytes} for n, o in records.items()}
 
 
-__all__ = ["ArtifactRef", "ArtifactStore", "OutputRow", "code_digest", "is_uri", "open_store", "stage_cache_key",
-           "transfer_artifact"]
+__all__ = ["ArtifactRecord", "ArtifactRef", "ArtifactStore", "cache_lookup", "cache_record", "code_digest",
+           "commit_outputs", "describe", "external_location", "fetch_input", "import_external", "is_uri",
+           "local_store_uri", "open_store", "outputs_still_there", "predict_cached_copies", "stage_cache_key",
+           "stage_code_dir", "store_for_infra", "transfer_artifact"]

@@ -1,4 +1,7 @@
-"""The runner's side of lineage: turn run state into lineage records; a lineage failure never stops a run."""
+"""The runner's side of lineage: a subscriber to run events that turns them into lineage records.
+
+A lineage failure never stops a run: the writer warns once and carries on.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from skyflow.artifacts import ArtifactRecord
 from skyflow.errors import SkyflowError
 from skyflow.lineage.recorder import LineageRecorder, NullRecorder
-from skyflow.lineage.records import ArtifactInfo, RunInfo, StageRecord
+from skyflow.lineage.records import RunInfo, StageRecord
+from skyflow.planner import Plan
+from skyflow.runner.events import INPUTS, RUN_STARTED, RunEvent
 from skyflow.runner.state import StageRow
 from skyflow.spec.export import resources_to_data
 from skyflow.spec.graph import ResolvedPipeline
+from skyflow.states import StageState
+
+__all__ = ["LineageSubscriber", "LineageWriter", "git_state"]
 
 
 def git_state(directory: str) -> tuple[str | None, bool]:
@@ -37,7 +46,6 @@ class LineageWriter:
 
     recorder: LineageRecorder = field(default_factory=NullRecorder)
     warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)
-    stage_inputs: dict[str, list[ArtifactInfo]] = field(default_factory=dict)
     _failed: bool = False
     background_ok: bool = True
 
@@ -53,31 +61,31 @@ class LineageWriter:
                 self.warn(f"lineage not recorded: {exc}")
             self._failed = True
 
-    def start(self, run_id: str, pipeline: ResolvedPipeline, params: dict[str, Any], plan: dict[str, Any]) -> None:
+    def start(self, run_id: str, pipeline: ResolvedPipeline, params: dict[str, Any], plan: Plan | None) -> None:
         from skyflow import __version__
 
         commit, dirty = git_state(pipeline.base_dir)
         info = RunInfo(run_id=run_id, pipeline=pipeline.name, pipeline_digest=pipeline.digest(), params=params,
-                       plan_json=plan or None, git_commit=commit, git_dirty=dirty, code_digest=None,
-                       skyflow_version=__version__, started_at=time.time())
+                       plan_json=plan.to_json() if plan is not None else None, git_commit=commit, git_dirty=dirty,
+                       code_digest=None, skyflow_version=__version__, started_at=time.time())
         self._call(lambda: self.recorder.start_run(info))
 
     def stage(self, run_id: str, pipeline: ResolvedPipeline, row: StageRow, *,
-              inputs: list[ArtifactInfo] | None = None) -> None:
-        if row.state in ("pending", "running"):
+              inputs: list[ArtifactRecord] | None = None, placement: dict[str, Any] | None = None,
+              code_digest: str | None = None) -> None:
+        if row.state in (StageState.PENDING, StageState.RUNNING):
             return
         spec = pipeline.stages[row.stage]
         record = StageRecord(
             run_id=run_id, stage=row.stage, state=row.state, attempts=row.attempts,
             placement={"infra": row.infra or "local", "accelerator": row.accelerator, "hourly_usd": row.hourly_usd,
-                       "num_nodes": row.num_nodes, "use_spot": spec.resources.use_spot,
+                       "num_nodes": row.num_nodes, "use_spot": spec.resources.use_spot, **(placement or {}),
                        **({"endpoint": row.endpoint} if row.endpoint else {})},
             resources=resources_to_data(spec.resources), duration_s=row.duration_s or 0.0,
             estimated_usd=row.estimated_usd, actual_usd=row.cost_usd, egress_gb=row.egress_gb or 0.0,
-            egress_usd=row.egress_usd or 0.0, cache_hit=row.state == "cached",
-            inputs=inputs if inputs is not None else self.stage_inputs.get(row.stage, []),
-            outputs=[ArtifactInfo(o.name, o.uri, o.digest, o.size_bytes) for o in row.outputs.values()],
-            code_digest=row.cache_key, log_path=row.log_path)
+            egress_usd=row.egress_usd or 0.0, cache_hit=row.state == StageState.CACHED,
+            inputs=list(inputs or []), outputs=list(row.outputs.values()), code_digest=code_digest,
+            log_path=row.log_path, cache_key=row.cache_key)
         self._call(lambda: self.recorder.record_stage(record))
 
     def end(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
@@ -89,3 +97,35 @@ class LineageWriter:
         if hand_off is not None and self.background_ok and hand_off():
             return
         self._call(self.recorder.close)
+
+
+class LineageSubscriber:
+    """Subscribes a LineageWriter to a run's events: run start, each finished stage, run end."""
+
+    def __init__(self, writer: LineageWriter, pipeline: ResolvedPipeline) -> None:
+        self.writer = writer
+        self.pipeline = pipeline
+        self.plan: Plan | None = None
+        self.inputs: dict[str, list[ArtifactRecord]] = {}
+        self.code: dict[str, str] = {}
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind == RUN_STARTED:
+            self.plan = event.plan
+            self.writer.start(event.run_id, self.pipeline, dict(event.params), event.plan)
+        elif event.kind == INPUTS and event.stage is not None:
+            self.inputs[event.stage] = list(event.inputs)
+            self.code[event.stage] = event.message
+        elif event.row is not None and event.stage is not None:
+            self.writer.stage(event.run_id, self.pipeline, event.row, inputs=self.inputs.get(event.stage, []),
+                              placement=self._placement(event.stage), code_digest=self.code.get(event.stage))
+        elif event.kind.startswith("run-") and event.kind != RUN_STARTED:
+            self.writer.end(event.run_id, event.kind.removeprefix("run-"), dict(event.totals))
+
+    def _placement(self, stage: str) -> dict[str, Any]:
+        """What the plan chose beyond run state's columns (the chosen alternative's spot setting, ...)."""
+        if self.plan is None or stage not in self.plan.stages:
+            return {}
+        p = self.plan.stages[stage]
+        return {"use_spot": p.use_spot, "cloud": p.cloud, "region": p.region, "zone": p.zone,
+                "instance_type": p.instance_type}

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import RunError
+from skyflow.home import skyflow_home
 from skyflow.statedb import StateDB
 
 SCHEMA = """
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE TABLE IF NOT EXISTS outputs (
   run_id TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, uri TEXT NOT NULL, digest TEXT NOT NULL,
-  size_bytes INTEGER NOT NULL, PRIMARY KEY (run_id, stage, name)
+  size_bytes INTEGER NOT NULL, store_uri TEXT, file_count INTEGER, PRIMARY KEY (run_id, stage, name)
 );
 CREATE TABLE IF NOT EXISTS transfers (
   run_id TEXT NOT NULL, stage TEXT NOT NULL, artifact TEXT NOT NULL, bytes INTEGER NOT NULL,
@@ -41,18 +43,6 @@ CREATE TABLE IF NOT EXISTS transfers (
 );
 CREATE INDEX IF NOT EXISTS stages_by_name ON stages (stage, state);
 """
-
-
-def skyflow_home() -> Path:
-    return Path(os.environ.get("SKYFLOW_HOME") or Path.home() / ".skyflow").expanduser()
-
-
-@dataclass(frozen=True)
-class OutputRow:
-    name: str
-    uri: str
-    digest: str
-    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ class StageRow:
     endpoint: str | None = None
     # JSON a remote backend wrote to find what an attempt or service created (Job names, sky service).
     remote_handle: str | None = None
-    outputs: dict[str, OutputRow] = field(default_factory=dict)
+    outputs: dict[str, ArtifactRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +90,11 @@ class RunRow:
     stages: dict[str, StageRow] = field(default_factory=dict)
 
 
+def _record(row: sqlite3.Row) -> ArtifactRecord:
+    return ArtifactRecord(name=row["name"], uri=row["uri"], digest=row["digest"], size_bytes=row["size_bytes"],
+                          store_uri=row["store_uri"], file_count=row["file_count"])
+
+
 class RunStore(StateDB):
     """The state DB (WAL, busy timeout), shared by runners, `skyflow status` and the scheduler."""
 
@@ -114,6 +109,13 @@ class RunStore(StateDB):
         for column, kind in (("endpoint", "TEXT"), ("remote_handle", "TEXT")):
             if column not in have:
                 conn.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
+        have = {row[1] for row in conn.execute("PRAGMA table_info(outputs)")}
+        if "store_uri" not in have:
+            conn.execute("ALTER TABLE outputs ADD COLUMN store_uri TEXT")
+            conn.execute("ALTER TABLE outputs ADD COLUMN file_count INTEGER")
+            # Outputs recorded before the store was kept: their manifest URI is <store>/manifests/...
+            conn.execute("UPDATE outputs SET store_uri = substr(uri, 1, instr(uri, '/manifests/') - 1) "
+                         "WHERE instr(uri, '/manifests/') > 0")
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, pipeline: str, target: str, digest: str, overrides: dict[str, Any],
@@ -160,13 +162,15 @@ class RunStore(StateDB):
             db.execute("UPDATE attempts SET ended_at=?, exit_code=?, reason=? WHERE run_id=? AND stage=? "
                        "AND attempt=?", (time.time(), exit_code, reason, run_id, stage, attempt))
 
-    def finish_stage(self, run_id: str, stage: str, state: str, outputs: dict[str, OutputRow],
+    def finish_stage(self, run_id: str, stage: str, state: str, outputs: dict[str, ArtifactRecord],
                      **fields: Any) -> None:
         """Outputs and the final state in one transaction: a stage is done only with its outputs."""
         with self._tx() as db:
             db.execute("DELETE FROM outputs WHERE run_id=? AND stage=?", (run_id, stage))
-            db.executemany("INSERT INTO outputs VALUES (?,?,?,?,?,?)",
-                           [(run_id, stage, o.name, o.uri, o.digest, o.size_bytes) for o in outputs.values()])
+            db.executemany("INSERT INTO outputs (run_id, stage, name, uri, digest, size_bytes, store_uri, file_count) "
+                           "VALUES (?,?,?,?,?,?,?,?)",
+                           [(run_id, stage, o.name, o.uri, o.digest, o.size_bytes or 0, o.store_uri, o.file_count)
+                            for o in outputs.values()])
             fields["process_groups"] = json.dumps(fields.get("process_groups", []))
             fields.update(state=state, ended_at=time.time())
             cols = ", ".join(f"{k}=?" for k in fields)
@@ -179,19 +183,22 @@ class RunStore(StateDB):
                        (run_id, stage, artifact, size_bytes, seconds, egress_usd))
 
     # -- reads --------------------------------------------------------------------------------
+    def has_run(self, run_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
+
     def get_run(self, run_id: str) -> RunRow:
         db = self._conn()
         row = db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             ids = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 200")]
             matches = close_matches(run_id, ids)
             hint = f" Did you mean {', '.join(matches)}?" if matches else " See `skyflow runs`."
             raise RunError(f"no run {run_id!r} in {self.path}.{hint}")
-        outputs: dict[str, dict[str, OutputRow]] = {}
+        outputs: dict[str, dict[str, ArtifactRecord]] = {}
         for o in db.execute("SELECT * FROM outputs WHERE run_id=?", (run_id,)):
-            outputs.setdefault(o["stage"], {})[o["name"]] = OutputRow(o["name"], o["uri"], o["digest"], o["size_bytes"])
+            outputs.setdefault(o["stage"], {})[o["name"]] = _record(o)
         stages = {}
         for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,)):
             data = {k: s[k] for k in s.keys() if k != "run_id"}  # noqa: SIM118 - sqlite3.Row iterates values
@@ -227,15 +234,15 @@ class RunStore(StateDB):
             sizes.setdefault(f"{r['stage']}.{r['name']}", []).append(r["size_bytes"] / 1e9)
         return hours, sizes
 
-    def outputs_for_cache_key(self, key: str) -> dict[str, OutputRow] | None:
+    def outputs_for_cache_key(self, key: str) -> dict[str, ArtifactRecord] | None:
         """The outputs of the newest finished stage run with this cache key, in whatever store."""
         db = self._conn()
         row = db.execute("SELECT run_id, stage FROM stages WHERE cache_key=? AND state IN ('succeeded', 'cached') "
                          "ORDER BY ended_at DESC LIMIT 1", (key,)).fetchone()
         if row is None:
             return None
-        return {o["name"]: OutputRow(o["name"], o["uri"], o["digest"], o["size_bytes"])
-                for o in db.execute("SELECT * FROM outputs WHERE run_id=? AND stage=?", (row[0], row[1]))}
+        found = db.execute("SELECT * FROM outputs WHERE run_id=? AND stage=?", (row[0], row[1]))
+        return {o["name"]: _record(o) for o in found}
 
     def referenced_digests(self, keep_last: int) -> set[str]:
         """Output digests of the newest ``keep_last`` runs of each pipeline (for gc)."""

@@ -57,7 +57,7 @@ def schedule_from_pipeline(target: str, *, name: str | None = None, cron: str | 
     watched = []
     for ref in schedule.on_change:
         if ref not in pipeline.spec.inputs and "://" not in ref and not Path(ref).is_absolute():
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             matches = close_matches(ref, list(pipeline.spec.inputs))
             raise SchedulerError(f"on_change: {ref!r} is no input of {pipeline.name} and no URI"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from skyflow.backends.local import process_alive
 from skyflow.errors import SchedulerError, SkyflowError
+from skyflow.processes import process_alive
 from skyflow.scheduler.store import FireRow, ScheduleRecord
 
 # The runner's view of a run id: (state, runner pid), or None when no such run exists (yet).

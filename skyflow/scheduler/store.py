@@ -114,7 +114,7 @@ class ScheduleStore(StateDB):
     def get(self, name: str) -> ScheduleRecord:
         row = self._conn().execute("SELECT * FROM schedules WHERE name=?", (name,)).fetchone()
         if row is None:
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             names = [r.name for r in self.schedules()]
             matches = close_matches(name, names)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
-
-
-def close_matches(word: str, candidates: list[str] | tuple[str, ...] | set[str], n: int = 3) -> list[str]:
-    """Up to ``n`` candidates that look like ``word`` (case-insensitive)."""
-    lowered = {c.lower(): c for c in candidates}
-    found = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[f] for f in found]
 
 
 def custom_error(kind: str, message: str, **ctx: Any) -> PydanticCustomError:

@@ -14,10 +14,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyflow.errors import Issue, SourcePosition, SpecError
 from skyflow.spec.source import SourceMap
+
+if TYPE_CHECKING:
+    import skyflow  # the public API facade: Plan and RunResult come from layers above this one
 
 KWARGS_ENV = "SKYFLOW_KWARGS"
 KWARG_ENV_PREFIX = "SKYFLOW_KWARG_"
@@ -70,7 +73,7 @@ class ParamsProxy:
         if name.startswith("_"):
             raise AttributeError(name)
         if name not in self._names:
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             raise SpecError(Issue(f"params.{name}: the pipeline has no param {name!r}", _caller(),
                                   matches=tuple(close_matches(name, self._names))))
@@ -91,7 +94,7 @@ class StageCall:
         if output.startswith("_"):
             raise AttributeError(output)
         if output not in self._outputs:
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             raise SpecError(Issue(f"stage {self._name!r} declares no output {output!r}", _caller(),
                                   matches=tuple(close_matches(output, self._outputs)),
@@ -207,6 +210,18 @@ class Pipeline:
         self.name = self.name or func.__name__.replace("_", "-")
         return self
 
+    def plan(self, **options: Any) -> skyflow.Plan:
+        """Plan this pipeline as `skyflow plan` does (``options``: infra=..., all_clouds=True, deadline=...)."""
+        import skyflow  # the public API, which reaches the session lazily
+
+        return skyflow.plan(self, **options)
+
+    def run(self, **params: Any) -> skyflow.RunResult:
+        """Plan and run this pipeline as `skyflow run` does, ``params`` overriding its defaults."""
+        import skyflow
+
+        return skyflow.run(self, params=params)
+
     def to_data(self) -> tuple[dict[str, Any], SourceMap]:
         """Trace the pipeline function into pipeline data with positions in the Python file."""
         if self.func is None:
@@ -261,6 +276,17 @@ def _input_data(value: Any) -> Any:
     if isinstance(value, Input):
         return {k: v for k, v in vars(value).items() if v is not None}
     return value
+
+
+def decorated_data(pipeline: Pipeline) -> tuple[dict[str, Any], SourceMap, str, str]:
+    """A @Pipeline object's data, source map, base folder and ``file.py:function`` target."""
+    if pipeline.func is None:
+        raise SpecError(Issue("@Pipeline(...) must decorate a function", pipeline.position))
+    path = FsPath(pipeline.position.file).resolve()
+    data, smap = pipeline.to_data()
+    for stage_data in data["stages"].values():
+        stage_data.setdefault("workdir", ".")
+    return data, smap, str(path.parent), f"{path}:{pipeline.func.__name__}"
 
 
 def load_python_pipeline(target: str) -> tuple[dict[str, Any], SourceMap, str]:

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from skyflow.errors import Issue
-from skyflow.spec.base import close_matches, model_at
+from skyflow.matching import close_matches
+from skyflow.spec.base import model_at
 from skyflow.spec.source import Path, SourceMap
 
 _PRIORITY = {"unknown_field": 0, "missing": 2}

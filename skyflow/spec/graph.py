@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from skyflow.errors import Issue, SpecError
-from skyflow.spec.base import close_matches
+from skyflow.matching import close_matches
 from skyflow.spec.models import PipelineSpec, Stage
 from skyflow.spec.source import SourceMap
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyflow.errors import Issue, SourcePosition, SpecError
 from skyflow.spec.graph import ResolvedPipeline, resolve_graph
@@ -12,6 +12,9 @@ from skyflow.spec.source import SourceMap, parse_yaml
 
 _MERGED_MAPPINGS = ("resources", "envs", "secrets", "file_mounts")
 _TASK_KEYS = {"run", "setup", "resources", "service", "num_nodes", "file_mounts"}
+
+if TYPE_CHECKING:
+    from skyflow.spec.decorators import Pipeline
 
 
 def load_pipeline(target: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ResolvedPipeline:
@@ -25,6 +28,14 @@ def load_pipeline(target: str | os.PathLike[str], overrides: dict[str, Any] | No
     path = FsPath(text)
     data, smap = parse_yaml(read_text(path), str(path))
     return resolve_data(data, smap, str(path), str(path.parent.resolve()), overrides)
+
+
+def resolve_decorated(pipeline: Pipeline, overrides: dict[str, Any] | None = None) -> ResolvedPipeline:
+    """A @Pipeline object traced and validated as ``file.py:function`` would be (its target says so, for resume)."""
+    from skyflow.spec.decorators import decorated_data
+
+    data, smap, base_dir, target = decorated_data(pipeline)
+    return resolve_data(data, smap, target, base_dir, overrides)
 
 
 def read_text(path: FsPath) -> str:

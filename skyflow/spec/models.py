@@ -55,8 +55,8 @@ class Estimate(SpecModel):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return {"default": value}
         if isinstance(value, dict):
+            from skyflow.matching import close_matches
             from skyflow.spec.accelerators import canonical_accelerator, known_accelerators
-            from skyflow.spec.base import close_matches
 
             out = {}
             for key, hours in value.items():
@@ -319,7 +319,7 @@ class Schedule(SpecModel):
         try:
             ZoneInfo(value)
         except (KeyError, ValueError, OSError):
-            from skyflow.spec.base import close_matches
+            from skyflow.matching import close_matches
 
             raise custom_error("bad_timezone", "unknown timezone {value!r}", value=value,
                                matches=close_matches(value, available_timezones()),

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from skyflow.errors import Issue, SpecError
-from skyflow.spec.base import close_matches
+from skyflow.matching import close_matches
 from skyflow.spec.source import Path, SourceMap
 
 _REF = re.compile(r"(\$?)\$\{params\.([A-Za-z0-9_-]+)\}")

@@ -8,8 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from skyflow.matching import close_matches
 from skyflow.spec.accelerators import canonical_accelerator, known_accelerators
-from skyflow.spec.base import SpecModel, close_matches, custom_error
+from skyflow.spec.base import SpecModel, custom_error
 
 CLOUDS: tuple[str, ...] = (
     "aws", "gcp", "azure", "lambda", "runpod", "oci", "ibm", "scp", "vast", "fluidstack",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.spec.config import SshPool
+from skyflow.config import SshPool
 from tests.integration.conftest import free_port, stop_group
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from skyflow.backends.base import Backend, StageExit, StageHandle, StageLaunch
+from skyflow.backends.fake import launch_for
 from skyflow.backends.masking import MASK
+from skyflow.planner import Placement
 
 __all__ = [
     "BackendHarness",
@@ -47,7 +48,7 @@ class BackendHarness:
     alive: Callable[[StageHandle], bool]
     lines: list[tuple[str, str]] = field(default_factory=list)
     read_output: Callable[[StageLaunch, StageExit, str, str], str] | None = None
-    placement: dict[str, Any] = field(default_factory=dict)  # what the planner would put in StageLaunch
+    placement: Placement | None = None  # what the planner would put in StageLaunch (None: local)
 
     def output_text(self, launch: StageLaunch, exit_: StageExit, name: str, file: str) -> str:
         if self.read_output is not None:
@@ -56,7 +57,7 @@ class BackendHarness:
 
 
 def make_launch(root: Path, run: str, *, setup: str | None = None, timeout_s: float | None = None,
-                num_nodes: int = 1, stage: str = "train", placement: dict[str, Any] | None = None,
+                num_nodes: int = 1, stage: str = "train", placement: Placement | None = None,
                 secrets: tuple[str, ...] = ()) -> StageLaunch:
     """A launch as the runner builds it: an input `data` holding words.txt, an output `model`."""
     attempt = root / "attempt"
@@ -70,10 +71,9 @@ def make_launch(root: Path, run: str, *, setup: str | None = None, timeout_s: fl
            "SKYPILOT_NUM_NODES": str(num_nodes), "SKYPILOT_NODE_RANK": "0",
            "SKYPILOT_HEAD_IP": "127.0.0.1", "SKYPILOT_NODE_IPS": "127.0.0.1", "PYTHONUNBUFFERED": "1",
            **({"API_TOKEN": secrets[0]} if secrets else {})}
-    return StageLaunch(run_id="contract-run", stage=stage, attempt=1, setup=setup, run=run, workdir=workdir,
-                       env=env, num_nodes=num_nodes, log_path=root / "attempt" / "stage.log", timeout_s=timeout_s,
-                       secret_values=secrets, inputs={"data": data}, outputs={"model": model},
-                       placement=placement or {})
+    return launch_for(root, run, stage=stage, setup=setup, timeout_s=timeout_s, num_nodes=num_nodes, env=env,
+                      placement=placement, secrets=secrets, inputs={"data": data}, outputs={"model": model},
+                      run_id="contract-run", workdir=workdir)
 
 
 def _launch(harness: BackendHarness, launch: StageLaunch) -> StageHandle:

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from skyflow.backends.base import StageHandle
-from skyflow.backends.local import LocalBackend, detect_capacity, group_alive
+from skyflow.backends.local import LocalBackend, detect_capacity
 from skyflow.backends.ssh import SshBackend
+from skyflow.planner import Placement
+from skyflow.processes import group_alive
 from tests.integration.backends.conftest import SshPoolSetup
 from tests.integration.backends.contract import *  # noqa: F403 - the contract's tests run here
 from tests.integration.backends.contract import BackendHarness
@@ -33,4 +35,6 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendH
         return
     setup: SshPoolSetup = request.getfixturevalue("loopback_pool")
     backend = SshBackend("lab", setup.pool, on_line=on_line, known_hosts=str(setup.known_hosts))
-    yield BackendHarness(backend, alive=_ssh_alive, lines=lines, placement={"infra": "ssh/lab"})
+    placement = Placement(infra="ssh/lab", cloud="ssh", region="lab", zone=None, instance_type="ssh:lab",
+                          accelerators={}, use_spot=False, num_nodes=1, hourly_usd=0.0, hours=0.0)
+    yield BackendHarness(backend, alive=_ssh_alive, lines=lines, placement=placement)

@@ -27,11 +27,13 @@ from typing import Any
 
 import pytest
 
-from skyflow.artifacts import commit_output, open_store
-from skyflow.backends.base import StageLaunch
+from skyflow.artifacts import ArtifactRecord, commit_output, open_store
+from skyflow.backends.base import Leftover, StageLaunch
+from skyflow.backends.fake import launch_for
 from skyflow.backends.kubernetes import KubernetesBackend, KubernetesStageHandle
 from skyflow.backends.masking import MASK
-from skyflow.spec.config import KubernetesConfig, KubernetesContext, SkyflowConfig
+from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
+from skyflow.planner import Placement
 from tests.integration.backends.kmock_cluster import NAMESPACE, JobController, api_client, kmock_server
 
 pytestmark = pytest.mark.integration
@@ -100,24 +102,24 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path,
 
 
 def _launch(cluster: ClusterUnderTest, tmp_path: Path, run: str, *, num_nodes: int = 1,
-            input_refs: dict[str, Any] | None = None, outputs: tuple[str, ...] = ("model",),
-            timeout_s: float | None = None) -> StageLaunch:
+            input_refs: dict[str, ArtifactRecord] | None = None, outputs: tuple[str, ...] = ("model",),
+            timeout_s: float | None = None, spec: dict[str, Any] | None = None) -> StageLaunch:
     run_id = f"k8s-{time.time_ns()}"
-    return StageLaunch(
-        run_id=run_id, stage="train", attempt=1, setup=None, run=run, workdir=tmp_path, num_nodes=num_nodes,
-        env={"SKYFLOW_STAGE": "train", "GREETING": "hello from the pod", "HF_TOKEN": SECRET},
-        log_path=tmp_path / "logs" / "stage.log", timeout_s=timeout_s, secret_values=(SECRET,),
-        input_refs=input_refs or {}, outputs={o: tmp_path / o for o in outputs}, store_uri=cluster.store_uri,
-        placement={"infra": "kubernetes/kmock" if cluster.controller else
-                   f"kubernetes/{os.environ.get('SKYFLOW_REAL_K8S_CONTEXT')}"})
+    infra = "kubernetes/kmock" if cluster.controller else f"kubernetes/{os.environ.get('SKYFLOW_REAL_K8S_CONTEXT')}"
+    placement = Placement(infra=infra, cloud="kubernetes", region=infra.split("/")[1], zone=None, instance_type="",
+                          accelerators={}, use_spot=False, num_nodes=num_nodes, hourly_usd=0.0, hours=0.0,
+                          store_uri=cluster.store_uri)
+    launch = launch_for(tmp_path, run, num_nodes=num_nodes, timeout_s=timeout_s, placement=placement, spec=spec,
+                        env={"SKYFLOW_STAGE": "train", "GREETING": "hello from the pod", "HF_TOKEN": SECRET},
+                        secrets=(SECRET,), input_refs=input_refs, outputs={o: tmp_path / o for o in outputs},
+                        run_id=run_id)
+    return replace(launch, log_path=tmp_path / "logs" / "stage.log")
 
 
-def _read(store_uri: str, ref: dict[str, Any], dest: Path) -> Path:
+def _read(store_uri: str, ref: ArtifactRecord, dest: Path) -> Path:
     from skyflow.artifacts import ArtifactRef, fetch_artifact
 
-    artifact = ArtifactRef(name="model", uri=ref["uri"], digest=ref["digest"], size_bytes=ref["size_bytes"],
-                           file_count=0, store=open_store(store_uri))
-    return fetch_artifact(artifact, dest)
+    return fetch_artifact(ArtifactRef.open(ref, store=open_store(store_uri)), dest)
 
 
 def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
@@ -134,8 +136,7 @@ def test_one_node_stage_fetches_inputs_runs_commits_and_is_cleaned_up(cluster: C
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "rows.txt").write_text("some rows\n")
     data = commit_output(open_store(cluster.store_uri), tmp_path / "data", name="data")
-    refs = {"data": {"uri": data.uri, "digest": data.digest, "size_bytes": data.size_bytes,
-                     "store_uri": cluster.store_uri}}
+    refs = {"data": data.record}
     launch = _launch(cluster, tmp_path, 'echo "$GREETING, token=$HF_TOKEN"; '
                      'tr a-z A-Z < "$SKYFLOW_INPUT_DATA/rows.txt" > "$SKYFLOW_OUTPUT_MODEL/model.txt"',
                      input_refs=refs)
@@ -145,7 +146,7 @@ def test_one_node_stage_fetches_inputs_runs_commits_and_is_cleaned_up(cluster: C
     exit_ = handle.wait()
     assert exit_.ok, exit_.reason
     assert exit_.outputs is not None and set(exit_.outputs) == {"model"}
-    model = _read(cluster.store_uri, dict(exit_.outputs["model"]), tmp_path / "back")
+    model = _read(cluster.store_uri, exit_.outputs["model"], tmp_path / "back")
     assert (model / "model.txt").read_text() == "SOME ROWS\n"
     log = launch.log_path.read_text()
     assert f"hello from the pod, token={MASK}" in log and SECRET not in log
@@ -163,7 +164,7 @@ def test_multi_node_stage_is_an_indexed_job_whose_head_commits(cluster: ClusterU
     exit_ = handle.wait()
     assert exit_.ok, exit_.reason
     assert exit_.outputs is not None
-    head = _read(cluster.store_uri, dict(exit_.outputs["model"]), tmp_path / "back") / "head.txt"
+    head = _read(cluster.store_uri, exit_.outputs["model"], tmp_path / "back") / "head.txt"
     assert head.read_text().strip() == f"{job}-0.{job}.{NAMESPACE}.svc.cluster.local"
     log = launch.log_path.read_text().splitlines()
     assert "(node 0) rank 0 of 2" in log and "(node 1) rank 1 of 2" in log
@@ -210,7 +211,7 @@ def test_abandon_deletes_what_a_dead_runners_attempt_left(cluster: ClusterUnderT
     stored = json.loads(json.dumps(handle.remote))  # what the run state keeps
     assert {o["kind"] for o in stored["objects"]} == {"Secret", "Service", "Job"}
     fresh = KubernetesBackend(cluster.backend.config, client_factory=cluster.backend._open_client)
-    fresh.abandon(stored)
+    fresh.abandon(Leftover(remote=stored))
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
     if cluster.controller is not None:
         assert handle.job["metadata"]["name"] not in cluster.controller.procs
@@ -229,13 +230,11 @@ def test_service_stage_is_ready_with_its_replicas_and_skyflow_down_deletes_it(
     if cluster.controller is None:
         pytest.skip("on a real cluster the image must serve the probe; see docs/backends.md")
     from skyflow.backends.registry import BackendContext, BackendPool
-    from skyflow.runner.api import down_run
     from skyflow.runner.state import RunStore
-    from skyflow.spec.models import Stage
+    from skyflow.session import Session
 
-    spec = Stage.model_validate({"run": "python -m http.server 8080",
-                                 "service": {"readiness_probe": "/", "replicas": 2, "ports": 8080}})
-    launch = replace(_launch(cluster, tmp_path, "python -m http.server 8080", outputs=()), stage_spec=spec)
+    launch = _launch(cluster, tmp_path, "python -m http.server 8080", outputs=(),
+                     spec={"service": {"readiness_probe": "/", "replicas": 2, "ports": 8080}})
     service = cluster.backend.serve(launch)
     deployment = next(d for d in service.docs if d["kind"] == "Deployment")["metadata"]["name"]
     assert service.endpoint == f"http://{deployment}.{NAMESPACE}.svc.cluster.local:8080"
@@ -253,10 +252,11 @@ def test_service_stage_is_ready_with_its_replicas_and_skyflow_down_deletes_it(
     assert _deployments(cluster) == [deployment]
     pool = BackendPool(BackendContext(config=cluster.backend.config,
                                       extra={"kubernetes_client_factory": cluster.backend._open_client}))
-    assert down_run(launch.run_id, backends=pool) == ["serve"]
+    session = Session(home=tmp_path / "home")
+    assert session.down(launch.run_id, backends=pool) == ["serve"]
     _wait_for(lambda: cluster.objects(launch.run_id) == [] and _deployments(cluster) == [])
     assert store.get_run(launch.run_id).stages["serve"].remote_handle is None
-    assert down_run(launch.run_id, backends=pool) == []
+    assert session.down(launch.run_id, backends=pool) == []
 
 
 def _deployments(cluster: ClusterUnderTest) -> list[str]:

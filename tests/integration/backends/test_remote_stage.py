@@ -11,19 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.artifacts import commit_output, open_store
+from skyflow.artifacts import ArtifactRecord, commit_output, open_store
 from skyflow.backends.base import StageLaunch
+from skyflow.backends.fake import launch_for
 from skyflow.backends.remote_stage import SPEC_ENV, node_spec, read_result, remote_store_uri
 from skyflow.errors import BackendError
+from skyflow.planner import Placement
 
 pytestmark = pytest.mark.integration
 
 
-def _launch(store_uri: str | None, input_refs: dict, outputs: list[str]) -> StageLaunch:
-    return StageLaunch(run_id="r1", stage="train", attempt=2, setup="echo setting-up > setup.txt",
-                       run='cat "$SKYFLOW_INPUT_DATA/rows.txt" | tr a-z A-Z > "$SKYFLOW_OUTPUT_MODEL/model.txt"',
-                       workdir=Path("."), env={}, num_nodes=1, log_path=Path("x.log"), input_refs=input_refs,
-                       outputs={o: Path(o) for o in outputs}, store_uri=store_uri)
+def _launch(store_uri: str | None, input_refs: dict[str, ArtifactRecord], outputs: list[str]) -> StageLaunch:
+    placement = Placement(infra="kubernetes/ctx", cloud="kubernetes", region="ctx", zone=None, instance_type="",
+                          accelerators={}, use_spot=False, num_nodes=1, hourly_usd=0.0, hours=0.0,
+                          store_uri=store_uri)
+    return launch_for(Path("."), 'cat "$SKYFLOW_INPUT_DATA/rows.txt" | tr a-z A-Z > "$SKYFLOW_OUTPUT_MODEL/model.txt"',
+                      setup="echo setting-up > setup.txt", attempt=2, placement=placement, input_refs=input_refs,
+                      outputs={o: Path(o) for o in outputs})
 
 
 def _node_env(s3_server: object, tmp_path: Path) -> dict[str, str]:
@@ -42,8 +46,7 @@ def test_node_fetches_runs_commits_and_reports(s3_server: object, tmp_path: Path
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "rows.txt").write_text("hello node\n")
     ref = commit_output(store, tmp_path / "data", name="data")
-    launch = _launch(uri, {"data": {"uri": ref.uri, "digest": ref.digest, "size_bytes": ref.size_bytes,
-                                    "store_uri": uri}}, ["model"])
+    launch = _launch(uri, {"data": ref.record}, ["model"])
     spec = node_spec(launch, remote_store_uri(launch, "kubernetes"))
     proc = subprocess.run([sys.executable, "-m", "skyflow.backends.remote_stage"], env={**env, SPEC_ENV:
                           json.dumps(spec)}, capture_output=True, text=True, timeout=120)
@@ -52,9 +55,8 @@ def test_node_fetches_runs_commits_and_reports(s3_server: object, tmp_path: Path
     assert outputs is not None and set(outputs) == {"model"}
     from skyflow.artifacts import ArtifactRef, fetch_artifact
 
-    model = ArtifactRef(name="model", uri=outputs["model"]["uri"], digest=outputs["model"]["digest"],
-                        size_bytes=outputs["model"]["size_bytes"], file_count=0, store=store)
-    got = fetch_artifact(model, tmp_path / "back")
+    assert outputs["model"].store_uri == uri
+    got = fetch_artifact(ArtifactRef.open(outputs["model"], store=store), tmp_path / "back")
     assert (got / "model.txt").read_text() == "HELLO NODE\n"
     assert (tmp_path / "node" / "setup.txt").read_text() == "setting-up\n"
 

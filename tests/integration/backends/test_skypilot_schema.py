@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +101,11 @@ def test_every_stage_shape_is_a_task_skypilot_accepts(tmp_path: Path) -> None:
     offers = _offers()
     configs: dict[str, dict[str, Any]] = {}
     for launch in all_launches("aws"):
-        placement = pin(dict(launch.placement["accelerators"]), offers)
+        placement = pin(dict(launch.placement.accelerators), offers)
         if not placement:
             continue
         for use_spot in (False, True):
-            pinned = type(launch)(**{**launch.__dict__,
-                                     "placement": {**launch.placement, **placement, "use_spot": use_spot}})
+            pinned = replace(launch, placement=replace(launch.placement, **placement, use_spot=use_spot))
             key = f"{launch.stage}@{placement['infra']}{'/spot' if use_spot else ''}#{len(configs)}"
             configs[key] = SkyPilotBackend().task_config(pinned, STORE)
     assert len(configs) >= 20

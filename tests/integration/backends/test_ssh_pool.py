@@ -13,8 +13,8 @@ import pytest
 
 from skyflow.artifacts import ArtifactRef, fetch_artifact, open_store
 from skyflow.backends.ssh import SshBackend
+from skyflow.config import SshPool
 from skyflow.errors import BackendError
-from skyflow.spec.config import SshPool
 from tests.integration.backends.conftest import SshHost, SshKeys, SshPoolSetup, make_pool
 from tests.integration.backends.contract import make_launch
 from tests.integration.conftest import free_port

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from skyflow.lineage.records import ArtifactInfo, RunInfo, StageRecord
+from skyflow.artifacts.record import ArtifactRecord
+from skyflow.lineage.records import RunInfo, StageRecord
 
 SECRET = "sk-test-7f3a9c1e5b"
 
 
-def artifact(name: str, fill: str, size: int) -> ArtifactInfo:
-    return ArtifactInfo(name, f"file:///data/rlhf/{name}", "sha256:" + fill * 64, size)
+def artifact(name: str, fill: str, size: int) -> ArtifactRecord:
+    return ArtifactRecord(name, f"file:///data/rlhf/{name}", "sha256:" + fill * 64, size)
 
 
 PLACEMENT = {"infra": "aws", "cloud": "aws", "region": "us-east-1", "instance_type": "p5.48xlarge", "use_spot": True}
@@ -39,8 +40,8 @@ def run_info(run_id: str, pipeline: str = "rlhf") -> RunInfo:
 def stage_record(
     run_id: str,
     stage: str,
-    inputs: list[ArtifactInfo],
-    outputs: list[ArtifactInfo],
+    inputs: list[ArtifactRecord],
+    outputs: list[ArtifactRecord],
     *,
     log_path: Path | None = None,
     cache_hit: bool = False,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from skyflow.artifacts import ArtifactRecord
 from skyflow.backends.base import StageLaunch
 from skyflow.errors import SpecError
+from skyflow.planner import forced_plan
+from skyflow.runner.launches import build_launch
 from skyflow.spec.loader import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -15,22 +19,20 @@ STORE = "s3://bucket/skyflow"
 
 
 def stage_launches(path: Path, infra: str, **placement: Any) -> list[StageLaunch]:
+    """Each stage's launch as the runner builds it, placed on its first resource alternative at ``infra``."""
     pipeline = load_pipeline(str(path), {})
+    plan = forced_plan(pipeline, infra)
     out = []
     for name in pipeline.order:
         spec = pipeline.stages[name]
-        accs = {a.name: a.count for a in spec.resources.accelerators[:1]}
-        inputs = {e.input_name: {"uri": f"{STORE}/manifests/sha256/{'a' * 64}.json", "digest": "a" * 64,
-                                 "size_bytes": 3, "store_uri": STORE} for e in pipeline.inputs_of(name)}
-        env = {"SKYFLOW_STAGE": name, "SKYFLOW_RUN_ID": "r1", "HF_TOKEN": "s3cr3t-value",
-               **{k: v for k, v in spec.envs.items() if v is not None}}
-        out.append(StageLaunch(
-            run_id="r1", stage=name, attempt=1, setup=spec.setup, run=spec.run or "true", workdir=ROOT,
-            env=env, num_nodes=spec.num_nodes, log_path=Path("/nonexistent/stage.log"), timeout_s=spec.timeout,
-            secret_values=("s3cr3t-value",), outputs={o: Path("/o") / o for o in spec.outputs},
-            input_refs=inputs, store_uri=STORE, stage_spec=spec,
-            placement={"infra": infra, "accelerators": accs, "use_spot": spec.resources.use_spot,
-                       "num_nodes": spec.num_nodes, **placement}))
+        where = replace(plan.stages[name], store_uri=STORE, **placement)
+        inputs = {e.input_name: ArtifactRecord(e.input_name, f"{STORE}/manifests/sha256/{'a' * 64}.json", "a" * 64, 3,
+                                               STORE) for e in pipeline.inputs_of(name)}
+        launch = build_launch(pipeline, name, where, run_id="r1", attempt=1, params={},
+                              secrets={"HF_TOKEN": "s3cr3t-value"}, base_env={},
+                              inputs={}, outputs={o: Path("/o") / o for o in spec.outputs}, input_refs=inputs,
+                              log_path=Path("/nonexistent/stage.log"))
+        out.append(replace(launch, workdir=ROOT))
     return out
 
 

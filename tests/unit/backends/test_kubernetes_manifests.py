@@ -11,9 +11,9 @@ from backend_launches import STORE, all_launches
 
 from skyflow.backends.kubernetes import KubernetesBackend
 from skyflow.backends.kubernetes_manifests import GKE_ACCELERATOR_KEY, KARPENTER_ACCELERATOR_KEY, dns_name
-from skyflow.spec.config import KubernetesConfig, KubernetesContext, SkyflowConfig
+from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
 
-LAUNCHES = all_launches("kubernetes/gke", disk_size=200)
+LAUNCHES = all_launches("kubernetes/gke", disk_size_gb=200)
 
 
 def _backend(key: str = "nvidia.com/gpu.product") -> KubernetesBackend:
@@ -24,9 +24,9 @@ def _backend(key: str = "nvidia.com/gpu.product") -> KubernetesBackend:
 def test_the_stage_shapes_cover_multinode_gpu_spot_secrets_and_services() -> None:
     assert len(LAUNCHES) >= 12
     assert any(launch.num_nodes > 1 for launch in LAUNCHES)
-    assert any(launch.placement["use_spot"] for launch in LAUNCHES)
-    assert any(launch.stage_spec.service is not None for launch in LAUNCHES)
-    assert any(launch.placement["accelerators"] for launch in LAUNCHES)
+    assert any(launch.placement.use_spot for launch in LAUNCHES)
+    assert any(launch.spec.service is not None for launch in LAUNCHES)
+    assert any(launch.placement.accelerators for launch in LAUNCHES)
 
 
 @pytest.mark.parametrize("key", ["nvidia.com/gpu.product", GKE_ACCELERATOR_KEY, KARPENTER_ACCELERATOR_KEY])
@@ -49,7 +49,7 @@ def test_secret_values_only_in_the_secret(launch: object) -> None:
 
 
 def test_multinode_stage_is_an_indexed_job_behind_a_headless_service() -> None:
-    launch = next(x for x in LAUNCHES if x.num_nodes > 1 and x.placement["accelerators"])
+    launch = next(x for x in LAUNCHES if x.num_nodes > 1 and x.placement.accelerators)
     docs = {d["kind"]: d for d in _backend(GKE_ACCELERATOR_KEY).manifests(launch, STORE)}
     job, svc = docs["Job"], docs["Service"]
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
@@ -59,7 +59,7 @@ def test_multinode_stage_is_an_indexed_job_behind_a_headless_service() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["SKYPILOT_HEAD_IP"] == f"{job['metadata']['name']}-0.{svc['metadata']['name']}.ml.svc.cluster.local"
     assert len(env["SKYPILOT_NODE_IPS"].split("\n")) == launch.num_nodes
-    count = int(next(iter(launch.placement["accelerators"].values())))
+    count = int(next(iter(launch.placement.accelerators.values())))
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == str(count) and limits["ephemeral-storage"] == "200Gi"
     assert pod["nodeSelector"][GKE_ACCELERATOR_KEY].startswith("nvidia-")
@@ -67,7 +67,7 @@ def test_multinode_stage_is_an_indexed_job_behind_a_headless_service() -> None:
 
 
 def test_spot_placement_selects_spot_nodes_with_the_platform_default_and_the_configured_one() -> None:
-    launch = next(x for x in LAUNCHES if x.placement["use_spot"])
+    launch = next(x for x in LAUNCHES if x.placement.use_spot)
     pod = _backend(KARPENTER_ACCELERATOR_KEY).manifests(launch, STORE)[-1]["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["karpenter.sh/capacity-type"] == "spot"
     gke = _backend(GKE_ACCELERATOR_KEY).manifests(launch, STORE)[-1]["spec"]["template"]["spec"]
@@ -82,11 +82,11 @@ def test_spot_placement_selects_spot_nodes_with_the_platform_default_and_the_con
 
 
 def test_service_stage_is_a_deployment_and_service_with_the_readiness_probe() -> None:
-    launch = next(x for x in LAUNCHES if x.stage_spec.service is not None)
+    launch = next(x for x in LAUNCHES if x.spec.service is not None)
     docs = {d["kind"]: d for d in _backend().manifests(launch, STORE)}
     deployment, service = docs["Deployment"], docs["Service"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == launch.stage_spec.service.readiness_probe.path
+    assert container["readinessProbe"]["httpGet"]["path"] == launch.spec.service.readiness_probe.path
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert "Job" not in docs
 

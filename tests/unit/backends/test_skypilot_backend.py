@@ -12,18 +12,20 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from skyflow.artifacts import open_store
-from skyflow.backends.base import StageLaunch
+from skyflow.backends.base import Leftover, StageLaunch
+from skyflow.backends.fake import launch_for
 from skyflow.backends.masking import MASK
 from skyflow.backends.remote_stage import result_key
 from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService
 from skyflow.errors import BackendError
-from skyflow.spec.models import Stage
+from skyflow.planner import Placement
 
 SECRET = "hf_s3cr3t"
 
@@ -116,15 +118,14 @@ def sky(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSky]:
     yield fake
 
 
-def _launch(tmp_path: Path, *, use_spot: bool = False, stage_spec: Any = None) -> StageLaunch:
-    store = tmp_path / "store"
-    return StageLaunch(run_id="r1", stage="train", attempt=1, setup=None, run="python train.py", workdir=tmp_path,
-                       env={"SKYFLOW_STAGE": "train", "HF_TOKEN": SECRET}, num_nodes=1,
-                       log_path=tmp_path / "logs" / "stage.log", secret_values=(SECRET,),
-                       outputs={"model": tmp_path / "model"}, store_uri=str(store), stage_spec=stage_spec,
-                       placement={"infra": "aws/us-east-1", "cloud": "aws", "region": "us-east-1",
-                                  "instance_type": "p4d.24xlarge", "accelerators": {"A100": 8},
-                                  "use_spot": use_spot, "store_uri": "s3://bucket/skyflow"})
+def _launch(tmp_path: Path, *, use_spot: bool = False, stage_spec: dict[str, Any] | None = None) -> StageLaunch:
+    placement = Placement(infra="aws/us-east-1", cloud="aws", region="us-east-1", zone=None,
+                          instance_type="p4d.24xlarge", accelerators={"A100": 8}, use_spot=use_spot, num_nodes=1,
+                          hourly_usd=32.77, hours=1.0, store_uri="s3://bucket/skyflow")
+    launch = launch_for(tmp_path, "python train.py", spec=stage_spec, placement=placement,
+                        env={"SKYFLOW_STAGE": "train", "HF_TOKEN": SECRET}, secrets=(SECRET,),
+                        outputs={"model": tmp_path / "model"})
+    return replace(launch, log_path=tmp_path / "logs" / "stage.log")
 
 
 @pytest.fixture
@@ -149,7 +150,10 @@ def test_on_demand_stage_is_launched_tailed_with_secrets_masked_and_taken_down(
     backend.on_line = lambda stage, line: lines.append((stage, line))
     handle = backend.launch(_launch(tmp_path))
     exit_ = handle.wait()
-    assert exit_.ok and exit_.outputs == outputs
+    assert exit_.ok and exit_.outputs is not None
+    assert {n: {"uri": r.uri, "digest": r.digest, "size_bytes": r.size_bytes} for n, r in exit_.outputs.items()} \
+        == outputs
+    assert exit_.outputs["model"].store_uri == str(tmp_path / "store")
     assert sky.names() == ["Task.from_yaml_config", "launch", "tail_logs", "down"]
     launched = dict(sky.calls[1][1])
     assert launched["down"] is True and launched["secrets"] == {"HF_TOKEN": SECRET}
@@ -198,8 +202,8 @@ def test_cancel_stops_the_job_through_skypilot(backend: SkyPilotBackend, sky: Fa
 
 
 def test_abandon_cancels_a_managed_job_or_takes_a_cluster_down(backend: SkyPilotBackend, sky: FakeSky) -> None:
-    backend.abandon({"backend": "skypilot", "cluster": "sf-train-1", "job_id": 7, "managed": True})
-    backend.abandon({"backend": "skypilot", "cluster": "sf-train-2", "job_id": 1, "managed": False})
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-1", "job_id": 7, "managed": True}))
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-2", "job_id": 1, "managed": False}))
     assert sky.calls == [("jobs.cancel", [7]), ("down", "sf-train-2")]
 
 
@@ -213,9 +217,9 @@ def test_launch_failure_is_a_backend_error_naming_the_stage(backend: SkyPilotBac
         backend.launch(_launch(tmp_path))
 
 
-def _service_stage() -> Stage:
-    return Stage.model_validate({"run": "python serve.py", "resources": {"ports": 8080},
-                                 "service": {"readiness_probe": "/health", "replicas": 2}})
+def _service_stage() -> dict[str, Any]:
+    return {"run": "python serve.py", "resources": {"ports": 8080},
+            "service": {"readiness_probe": "/health", "replicas": 2}}
 
 
 def test_serve_up_then_ready_when_sky_serve_status_says_ready_then_down(
@@ -228,7 +232,8 @@ def test_serve_up_then_ready_when_sky_serve_status_says_ready_then_down(
     assert service.wait_ready(threading.Event(), timeout_s=60) is None
     assert sky.names().count("serve.status") == 3
     assert service.endpoint == "http://34.1.2.3:30001"
-    backend.stop_service(json.loads(json.dumps(service.remote)))  # as `skyflow down` does, from the run state
+    # as `skyflow down` does, from the run state
+    backend.stop_service(Leftover(remote=json.loads(json.dumps(service.remote))))
     assert sky.calls[-1] == ("serve.down", up["service_name"])
 
 

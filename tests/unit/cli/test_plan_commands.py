@@ -62,7 +62,7 @@ def test_json_is_exactly_the_documented_shape(files: dict[str, str], capsys: pyt
             "ppo": {"infra": "lambda/us-south-1", "cloud": "lambda", "region": "us-south-1", "zone": "us-south-1a",
                     "instance_type": "gpu_8x_a100", "accelerators": {"A100": 8}, "use_spot": True,
                     "num_nodes": 1, "hourly_usd": 11.0, "hours": 2.0, "compute_usd": 22.0}},
-        "egress": []}
+        "egress": [], "baseline": {"cloud": "lambda", "usd": 352.68}, "solver": "dp"}
 
 
 def test_deadline_and_budget_flags(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from skyflow.artifacts.record import ArtifactRecord
 from skyflow.cli.lineage_commands import render_lineage
 from skyflow.errors import LineageError
 from skyflow.lineage.mlflow_store import artifact_root_for, clean_key, dataset_digest, flatten
 from skyflow.lineage.recorder import check_tracking_uri, describe_tracking, resolve_tracking_uri
-from skyflow.lineage.records import ArtifactInfo, LineageNode, Producer, StageRecord
+from skyflow.lineage.records import LineageNode, Producer, StageRecord
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpoolFile
 
@@ -92,18 +93,18 @@ def test_database_store_needs_the_full_mlflow(monkeypatch: pytest.MonkeyPatch) -
 def test_stage_record_round_trips_through_json() -> None:
     rec = StageRecord(
         "r", "sft", "succeeded", 1, {"infra": "local"}, {"cpus": 2}, 1.0, None, 0.0, 0.0, 0.0, False,
-        [ArtifactInfo("raw", "s3://b/raw", "sha256:00", 1)], [ArtifactInfo("m", "file:///m", "sha256:11")],
+        [ArtifactRecord("raw", "s3://b/raw", "sha256:00", 1)], [ArtifactRecord("m", "file:///m", "sha256:11")],
     )  # fmt: skip
     assert StageRecord.from_json(rec.to_json()) == rec
 
 
 def test_render_marks_raw_data_and_repeated_producers() -> None:
     producer = Producer("r1", "rlhf", "sft", "succeeded", False, "code-1", "abc", True, None, "m1", "1")
-    raw = LineageNode(ArtifactInfo("prompts", "s3://b/p", "sha256:" + "0" * 64, 10), None)
-    model = LineageNode(ArtifactInfo("model", "file:///m", "sha256:" + "a" * 64, 2_500_000), producer, (raw,))
+    raw = LineageNode(ArtifactRecord("prompts", "s3://b/p", "sha256:" + "0" * 64, 10), None)
+    model = LineageNode(ArtifactRecord("model", "file:///m", "sha256:" + "a" * 64, 2_500_000), producer, (raw,))
     rm = dataclasses.replace(producer, stage="rm")
-    reward = LineageNode(ArtifactInfo("reward", "file:///r", "sha256:" + "b" * 64), rm, (model,))
-    top = LineageNode(ArtifactInfo("policy", "file:///p", "sha256:" + "c" * 64), producer, (model, reward))
+    reward = LineageNode(ArtifactRecord("reward", "file:///r", "sha256:" + "b" * 64), rm, (model,))
+    top = LineageNode(ArtifactRecord("policy", "file:///p", "sha256:" + "c" * 64), producer, (model, reward))
 
     from rich.console import Console
 

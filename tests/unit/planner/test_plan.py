@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.catalog import load_egress
 from skyflow.errors import PlanningError
-from skyflow.planner import CachedCopy, LocalCapacity, Policy, explain_stage, plan_pipeline
+from skyflow.planner import CachedCopy, LocalCapacity, Plan, Policy, explain_stage, plan_pipeline
 
 CLOUDS = Policy(all_clouds=True)
 A100 = {"accelerators": "A100:8"}
@@ -127,7 +130,8 @@ def test_json_shape_and_baseline() -> None:
                   "ppo": {"resources": {**A100, "use_spot": True}, "inputs": {"m": "sft.model"}}}, name="rlhf")
     plan = plan_pipeline(p, cat, load_egress(), CLOUDS)
     data = plan.to_json()
-    assert list(data) == ["pipeline", "objective", "total_usd", "total_hours", "stages", "egress"]
+    assert list(data) == ["pipeline", "objective", "total_usd", "total_hours", "stages", "egress", "baseline", "solver"]
+    assert data["baseline"] == {"usd": pytest.approx(290 + 29), "cloud": "gcp"}
     assert data["stages"]["sft"] == {
         "infra": "gcp/us-central1", "cloud": "gcp", "region": "us-central1", "zone": "us-central1-a",
         "instance_type": "a2", "accelerators": {"A100": 8}, "use_spot": False, "num_nodes": 1,
@@ -183,3 +187,34 @@ def test_a_cached_copy_where_the_stage_may_not_run_is_still_offered() -> None:
     plan = plan_pipeline(p, cat, rules(("*", "*", 0.5)), policy)
     assert (plan.stages["prep"].infra, plan.stages["prep"].cached) == ("aws/us-east-1", True)
     assert plan.total_usd == pytest.approx(2.0)  # train only; the copy sits next to it
+
+
+def test_plan_json_round_trips() -> None:
+    """What the state DB stores is the typed plan: reading it back gives an equal Plan."""
+    cat = catalog(offer("aws/us-east-1", "p4d", 32.77, 12.0, acc="A100", count=8),
+                  offer("gcp/us-central1", "a2", 29.0 / 3, acc="A100", count=8), offer("gcp/us-central1", "n2", 0.4))
+    p = pipeline({"sft": {"resources": A100, "estimate": 10 / 3, "outputs": {"model": 30}},
+                  "ppo": {"resources": {**A100, "use_spot": True}, "inputs": {"m": "sft.model"}}}, name="rlhf")
+    plan = plan_pipeline(p, cat, load_egress(), CLOUDS).with_stores(lambda pl: f"s3://b/{pl.cloud}")
+    data = json.loads(json.dumps(plan.to_json()))
+    again = Plan.from_json(data)
+    assert Plan.from_json(again.to_json()) == again and again.total_usd == data["total_usd"]
+    assert again.stages.keys() == plan.stages.keys() and again.egress[0].artifact == "sft.model"
+    for name, placement in plan.stages.items():  # equal up to the JSON's rounding of money and hours
+        assert dataclasses.replace(again.stages[name], hourly_usd=placement.hourly_usd,
+                                   hours=placement.hours) == placement
+        assert again.stages[name].hourly_usd == pytest.approx(placement.hourly_usd, abs=1e-4)
+    assert again.stages["sft"].store_uri == "s3://b/gcp" and again.placement("nowhere").infra == "local"
+
+
+def test_plan_from_json_rejects_what_is_not_a_plan() -> None:
+    with pytest.raises(PlanningError, match="not a stage placement"):
+        Plan.from_json({"stages": {"a": {"cloud": "aws"}}})
+
+
+def test_placement_names_the_alternative_and_disk_it_serves() -> None:
+    cat = catalog(offer("aws/r", "big", 9.0, acc="A100", count=8), offer("gcp/r", "small", 1.0, acc="L4", count=1))
+    p = pipeline({"t": {"resources": {"any_of": [{"accelerators": "A100:8", "disk_size": 500},
+                                                 {"accelerators": "L4:1", "disk_size": 100}]}}})
+    placement = plan_pipeline(p, cat, rules(), CLOUDS).stages["t"]
+    assert (placement.instance_type, placement.alternative, placement.disk_size_gb) == ("small", 1, 100)

@@ -1,4 +1,4 @@
-"""Service stages on this machine: ports for replicas and waiting on the readiness probe."""
+"""Service stages on this machine: ports for replicas, the readiness probe, and the running service."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import time
 import urllib.error
 import urllib.request
 
+from skyflow.processes import kill_process_groups
 from skyflow.spec.models import Service
+
+__all__ = ["LocalService", "probe", "replica_ports", "wait_until_ready"]
 
 PROBE_INTERVAL_S = 0.25
 
@@ -75,3 +78,29 @@ def wait_until_ready(urls: list[str], service: Service, procs: list[subprocess.P
         if cancelled.wait(PROBE_INTERVAL_S):
             return "cancelled"
     return None
+
+
+class LocalService:
+    """Replicas on this machine (each with its masking process), probed on 127.0.0.1."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int], service: Service) -> None:
+        self.procs, self.ports, self.service = procs, ports, service
+
+    @property
+    def endpoint(self) -> str:
+        return ", ".join(f"http://127.0.0.1:{port}" for port in self.ports)
+
+    @property
+    def process_groups(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    @property
+    def remote(self) -> None:
+        return None
+
+    def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
+        urls = [f"http://127.0.0.1:{port}{self.service.readiness_probe.path}" for port in self.ports]
+        return wait_until_ready(urls, self.service, self.procs[::2], cancel)
+
+    def stop(self) -> None:
+        kill_process_groups(self.process_groups)

@@ -1,4 +1,4 @@
-"""The user's skyflow config ($SKYFLOW_HOME/config.yaml): SSH node pools and Kubernetes contexts."""
+"""The user's machine configuration ($SKYFLOW_HOME/config.yaml): SSH node pools and Kubernetes contexts."""
 
 from __future__ import annotations
 

@@ -1,0 +1,81 @@
+"""What one run's loop and its stages share: the pipeline, the typed plan, run state, backends, stores."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyflow.artifacts import ArtifactStore, open_store
+from skyflow.backends.base import Backend, StageHandle
+from skyflow.backends.registry import BackendPool
+from skyflow.errors import BackendError
+from skyflow.planner import Placement, Plan
+from skyflow.runner import artifact_io
+from skyflow.runner.events import RunEvent
+from skyflow.runner.state import RunStore
+from skyflow.spec.graph import ResolvedPipeline
+
+__all__ = ["RunContext", "RunOptions", "store_of_placement"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_id: str | None = None
+    no_cache: bool = False
+    max_parallel: int | None = None
+    retry_base_delay_s: float = 1.0
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def store_of_placement(pipeline: ResolvedPipeline, placement: Placement, home: Path) -> tuple[str, bool, str | None]:
+    """(store URI, create if missing, region) for a placement: its attached store, else the pipeline's
+    `stores:` for where it runs (or where its cluster lives), else the local store."""
+    uri, create, region = artifact_io.store_for_infra(pipeline, placement.infra, home, placement.located_at)
+    return placement.store_uri or uri, create, region
+
+
+@dataclass
+class RunContext:
+    """Shared by the run loop and every StageWork of one run (stage threads read it; state is in the DB)."""
+
+    pipeline: ResolvedPipeline
+    plan: Plan
+    state: RunStore
+    backends: BackendPool
+    options: RunOptions
+    emit: Callable[[RunEvent], None]
+    home: Path
+    secrets: dict[str, str]
+    run_id: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    handles: dict[str, StageHandle] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _stores: dict[str, ArtifactStore] = field(default_factory=dict)
+
+    def local_store(self) -> ArtifactStore:
+        uri, create, _ = artifact_io.store_for_infra(self.pipeline, "local", self.home)
+        return self._open(uri, create, None)
+
+    def store_for(self, stage: str) -> ArtifactStore:
+        """The store of the stage's placement (opened once per run)."""
+        return self._open(*store_of_placement(self.pipeline, self.plan.placement(stage), self.home))
+
+    def _open(self, uri: str, create: bool, region: str | None) -> ArtifactStore:
+        with self.lock:
+            if uri not in self._stores:
+                self._stores[uri] = open_store(uri, create=create, region=region)
+            return self._stores[uri]
+
+    def backend_for(self, stage: str) -> Backend:
+        infra = self.plan.placement(stage).infra
+        try:
+            return self.backends.for_infra(infra)
+        except BackendError as exc:
+            raise BackendError(f"stage {stage!r} is placed on {infra!r}: {exc.message}", stage=stage,
+                               backend=exc.backend) from exc

@@ -1,0 +1,224 @@
+"""One stage's work in a run: its inputs, cache key and cache hit, attempts with retries, outputs, services."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from skyflow.artifacts import ArtifactRecord, ArtifactRef, ArtifactStore
+from skyflow.backends.base import Backend, ServiceBackend, StageExit, StageLaunch
+from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
+from skyflow.planner import Placement
+from skyflow.runner import artifact_io
+from skyflow.runner.context import RunContext
+from skyflow.runner.decisions import retry_decision
+from skyflow.runner.events import INPUTS, RETRYING, SERVING, RunEvent
+from skyflow.runner.launches import build_launch, planned_stage
+from skyflow.states import StageState
+
+__all__ = ["StageOutcome", "StageWork"]
+
+
+@dataclass
+class StageOutcome:
+    state: StageState
+    message: str = ""
+    outputs: dict[str, ArtifactRecord] = field(default_factory=dict)
+    endpoint: str | None = None
+    service_groups: list[int] = field(default_factory=list)
+
+
+class StageWork:
+    """Runs one stage of one run to an outcome; the run loop calls `run` on a worker thread."""
+
+    def __init__(self, ctx: RunContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.spec = ctx.pipeline.stages[name]
+        self.placement = ctx.plan.placement(name)
+
+    def run(self) -> StageOutcome:
+        try:
+            return self._run()
+        except SkyflowError as exc:
+            return StageOutcome(StageState.FAILED, str(exc))
+
+    def _run(self) -> StageOutcome:
+        ctx, name, spec, placement = self.ctx, self.name, self.spec, self.placement
+        planned = planned_stage(spec, placement)
+        ctx.state.set_stage(ctx.run_id, name, infra=placement.infra,
+                            accelerator=next(iter(placement.accelerators), None), hourly_usd=placement.hourly_usd,
+                            num_nodes=planned.num_nodes, estimated_usd=placement.compute_usd)
+        store = ctx.store_for(name)
+        input_refs = self._input_refs(store)
+        code = self.code_digest()
+        ctx.emit(RunEvent(INPUTS, name, code, run_id=ctx.run_id, inputs=tuple(
+            ArtifactRecord(edge.ref, self._lineage_uri(edge.kind, edge.artifact, input_refs[edge.input_name].uri),
+                           input_refs[edge.input_name].digest, input_refs[edge.input_name].size_bytes)
+            for edge in ctx.pipeline.inputs_of(name))))
+        key = artifact_io.stage_cache_key(spec, params=ctx.params,
+                                          input_digests={k: r.digest for k, r in input_refs.items()},
+                                          code_digest=code, secret_names=list(ctx.secrets))
+        ctx.state.set_stage(ctx.run_id, name, cache_key=key)
+        if spec.cache and not ctx.options.no_cache and spec.outputs:
+            hit = self._cache_hit(key, store)
+            if hit is not None:
+                return hit
+        ctx.emit(RunEvent(StageState.RUNNING, name, placement.infra, run_id=ctx.run_id))
+        attempt, restarts = ctx.state.get_run(ctx.run_id).stages[name].attempts, 0
+        while True:
+            attempt += 1
+            outcome, exit_ = self._attempt(attempt, input_refs, store)
+            if outcome.state != StageState.FAILED or exit_ is None:
+                break
+            decision = retry_decision(planned, attempt, restarts, exit_, ctx.options.retry_base_delay_s)
+            if not decision.retry or ctx.cancel_requested.is_set():
+                break
+            if decision.recovery:
+                restarts += 1
+            ctx.emit(RunEvent(RETRYING, name, f"{outcome.message}; {decision.reason}", run_id=ctx.run_id))
+            if ctx.cancel_requested.wait(decision.delay_s):
+                break
+        if outcome.state == StageState.SUCCEEDED and spec.cache and spec.outputs:
+            artifact_io.cache_record(store, key, outcome.outputs)
+        return outcome
+
+    def code_digest(self) -> str:
+        """Digest of the files of the stage's `workdir:` (what the cache key and lineage record as its code)."""
+        return artifact_io.code_digest(artifact_io.stage_code_dir(self.ctx.pipeline, self.name))
+
+    # -- inputs and cache ----------------------------------------------------------------------
+    def _input_refs(self, store: ArtifactStore) -> dict[str, ArtifactRef]:
+        """Each input as an artifact in the stage's store (moved there from another store if needed)."""
+        ctx, refs = self.ctx, {}
+        run = ctx.state.get_run(ctx.run_id)
+        for edge in ctx.pipeline.inputs_of(self.name):
+            if edge.kind == "stage":
+                assert edge.producer is not None
+                record = run.stages[edge.producer].outputs.get(edge.artifact)
+                if record is None:
+                    raise RunError(f"stage {edge.producer!r} finished without output {edge.artifact!r}")
+                ref = ArtifactRef.open(record, store=store)
+                if ref.store.uri != store.uri:
+                    ref, stats = artifact_io.transfer_artifact(ref, store)
+                    ctx.state.record_transfer(ctx.run_id, self.name, f"{edge.input_name}={ref.digest}", stats.bytes,
+                                              stats.seconds, self._egress_usd(edge.ref))
+                refs[edge.input_name] = ref
+            else:
+                location = artifact_io.external_location(ctx.pipeline, edge.artifact)
+                refs[edge.input_name] = artifact_io.import_external(store, edge.ref, location)
+        return refs
+
+    def _egress_usd(self, artifact: str) -> float:
+        """What the plan priced moving ``artifact`` to this stage (0 when it priced nothing)."""
+        return sum(e.usd for e in self.ctx.plan.egress if e.artifact == artifact and e.to_stage == self.name)
+
+    def _lineage_uri(self, kind: str, artifact: str, committed_uri: str) -> str:
+        """Raw data keeps its own URI in lineage; stage outputs their committed one."""
+        return committed_uri if kind == "stage" else artifact_io.external_location(self.ctx.pipeline, artifact)
+
+    def _cache_hit(self, key: str, store: ArtifactStore) -> StageOutcome | None:
+        """A verified hit in the stage's store, else the same outputs found in another store by an
+        earlier run, verified and moved here (moving them is cheaper than recomputing)."""
+        ctx, wanted = self.ctx, set(self.spec.outputs)
+        hit = artifact_io.cache_lookup(store, key)
+        if hit is not None and set(hit) == wanted:
+            return StageOutcome(StageState.CACHED, "verified cache hit", hit)
+        elsewhere = ctx.state.outputs_for_cache_key(key)
+        if not elsewhere or set(elsewhere) != wanted:
+            return None
+        records = {}
+        for output, record in elsewhere.items():
+            if record.store_uri is None or record.store_uri.rstrip("/") == store.uri.rstrip("/"):
+                return None
+            if not artifact_io.outputs_still_there({output: record}):
+                return None
+            moved, stats = artifact_io.transfer_artifact(ArtifactRef.open(record), store)
+            ctx.state.record_transfer(ctx.run_id, self.name, f"{output}={moved.digest}", stats.bytes, stats.seconds)
+            records[output] = moved.record
+        artifact_io.cache_record(store, key, records)
+        origin = next(iter(elsewhere.values())).store_uri
+        return StageOutcome(StageState.CACHED, f"verified cache hit moved from {origin}", records)
+
+    # -- attempts ------------------------------------------------------------------------------
+    def _attempt(self, attempt: int, input_refs: Mapping[str, ArtifactRef],
+                 store: ArtifactStore) -> tuple[StageOutcome, StageExit | None]:
+        ctx, name = self.ctx, self.name
+        attempt_dir = ctx.home / "runs" / ctx.run_id / name / f"attempt-{attempt}"
+        if attempt_dir.exists():
+            shutil.rmtree(attempt_dir)
+        inputs = self._materialize_inputs(attempt_dir / "inputs", input_refs)
+        outputs = {o: attempt_dir / "outputs" / o for o in self.spec.outputs}
+        for path in outputs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        log_path = attempt_dir / "stage.log"
+        ctx.state.start_attempt(ctx.run_id, name, attempt, str(log_path))
+        placement = self.placement if self.placement.store_uri else _with_store(self.placement, store.uri)
+        launch = build_launch(ctx.pipeline, name, placement, run_id=ctx.run_id, attempt=attempt, params=ctx.params,
+                              secrets=ctx.secrets, base_env={**ctx.options.env, **ctx.options.extra_env},
+                              inputs=inputs, outputs=outputs,
+                              input_refs={k: r.record for k, r in input_refs.items()}, log_path=log_path)
+        backend = ctx.backend_for(name)
+        if self.spec.service is not None:
+            return self._serve(launch, backend), None
+        handle = backend.launch(launch)
+        with ctx.lock:
+            ctx.handles[name] = handle
+        remote = handle.remote
+        ctx.state.set_stage(ctx.run_id, name, process_groups=handle.process_groups,
+                            remote_handle=json.dumps(dict(remote)) if remote else None)
+        try:
+            exit_ = handle.wait()
+        finally:
+            with ctx.lock:
+                ctx.handles.pop(name, None)
+        ctx.state.end_attempt(ctx.run_id, name, attempt, exit_.exit_code, exit_.reason)
+        if exit_.cancelled or ctx.cancel_requested.is_set():
+            return StageOutcome(StageState.CANCELLED, "cancelled"), None
+        if not exit_.ok:
+            return StageOutcome(StageState.FAILED, f"attempt {attempt}: {exit_.reason} (log: {log_path})"), exit_
+        try:
+            records = dict(exit_.outputs) if exit_.outputs is not None else artifact_io.commit_outputs(store, outputs)
+        except ArtifactError as exc:
+            return StageOutcome(StageState.FAILED, str(exc)), None
+        shutil.rmtree(attempt_dir / "inputs", ignore_errors=True)
+        return StageOutcome(StageState.SUCCEEDED, "", records), exit_
+
+    def _materialize_inputs(self, root: Path, refs: Mapping[str, ArtifactRef]) -> dict[str, Path]:
+        paths = {}
+        for input_name, ref in refs.items():
+            path, size, seconds = artifact_io.fetch_input(ref, root / input_name)
+            self.ctx.state.record_transfer(self.ctx.run_id, self.name, f"{input_name}={ref.digest}", size, seconds)
+            paths[input_name] = path
+        return paths
+
+    def _serve(self, launch: StageLaunch, backend: Backend) -> StageOutcome:
+        """Start the replicas and wait for the readiness probe; the run goes on while they serve."""
+        ctx, name = self.ctx, self.name
+        service_spec = self.spec.service
+        assert service_spec is not None
+        if not isinstance(backend, ServiceBackend):
+            raise BackendError(f"the {backend.name} backend cannot run service stages yet", stage=name)
+        service = backend.serve(launch)
+        remote = service.remote
+        ctx.state.set_stage(ctx.run_id, name, process_groups=service.process_groups,
+                            remote_handle=json.dumps(dict(remote)) if remote else None)
+        problem = service.wait_ready(ctx.cancel_requested, service_spec.readiness_probe.initial_delay_seconds)
+        if problem is not None:
+            service.stop()
+            ctx.state.end_attempt(ctx.run_id, name, launch.attempt, 1, problem)
+            state = StageState.CANCELLED if problem == "cancelled" else StageState.FAILED
+            return StageOutcome(state, f"service {problem} (log: {launch.log_path})")
+        ctx.state.end_attempt(ctx.run_id, name, launch.attempt, 0, "ready")
+        ctx.emit(RunEvent(SERVING, name, service.endpoint, run_id=ctx.run_id))
+        where = "" if remote is None else f" on {backend.name}"
+        return StageOutcome(StageState.SUCCEEDED,
+                            f"serving at {service.endpoint}{where}; stop with `skyflow down {ctx.run_id}`",
+                            endpoint=service.endpoint, service_groups=service.process_groups)
+
+
+def _with_store(placement: Placement, store_uri: str) -> Placement:
+    return replace(placement, store_uri=store_uri)

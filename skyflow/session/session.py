@@ -1,0 +1,299 @@
+"""Session: plan, run, resume, cancel and stop pipelines on this machine, for the CLI and Python alike.
+
+A Session holds what the edge knows (SKYFLOW_HOME, the environment, the user's config) and wires the
+pure parts together: the planner gets a Policy built from discovery, the run loop a typed Plan with
+each stage's store attached, backends, run state, and an event bus that the progress view and
+lineage subscribe to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyflow.backends.base import Backend, Leftover, RenderingBackend, ServiceBackend
+from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
+from skyflow.config import SkyflowConfig, load_config
+from skyflow.errors import LineageError, RunError
+from skyflow.home import skyflow_home
+from skyflow.matching import close_matches
+from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
+from skyflow.processes import kill_process_groups, process_alive
+from skyflow.runner.context import RunContext, RunOptions, store_of_placement
+from skyflow.runner.environment import secret_values
+from skyflow.runner.events import LOG, EventBus, RunEvent
+from skyflow.runner.launches import preview_launch
+from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
+from skyflow.runner.loop import RunLoop, check_run_id, install_signal_handlers, new_run_id
+from skyflow.runner.state import RunRow, RunStore
+from skyflow.session.discovery import PlanningOptions, build_policy, load_prices
+from skyflow.spec.graph import ResolvedPipeline
+from skyflow.spec.loader import load_pipeline
+from skyflow.states import RunState, StageState
+
+__all__ = ["DryRunStage", "RunResult", "Session"]
+
+
+def _warn_to_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: its id, final state, where lineage went, and run state's record of it."""
+
+    run_id: str
+    state: str
+    lineage: str | None
+    run: RunRow
+
+    @property
+    def ok(self) -> bool:
+        return self.state == RunState.SUCCEEDED
+
+    def open(self, stage: str, output: str, dest: Path | None = None) -> Path:
+        """A local copy of one of the run's outputs (verified against its digest), under ``dest``."""
+        from skyflow.artifacts import ArtifactRef, fetch_artifact
+
+        row = self.run.stages.get(stage)
+        if row is None:
+            raise RunError(f"run {self.run_id!r} has no stage {stage!r}")
+        record = row.outputs.get(output)
+        if record is None:
+            have = ", ".join(row.outputs) or "none (it is " + row.state + ")"
+            raise RunError(f"stage {stage!r} of run {self.run_id!r} has no output {output!r}; outputs: {have}")
+        target = dest or Path(tempfile.mkdtemp(prefix=f"skyflow-{stage}-")) / output
+        return fetch_artifact(ArtifactRef.open(record), target)
+
+
+@dataclass(frozen=True)
+class DryRunStage:
+    """What one stage's backend would launch: the backend's own rendering (a manifest, a task)."""
+
+    stage: str
+    infra: str
+    backend: str
+    text: str
+
+
+def _remote_only(store_uri: str) -> str | None:
+    return store_uri if "://" in store_uri and not store_uri.startswith("file://") else None
+
+
+@dataclass
+class Session:
+    """The edge: SKYFLOW_HOME, the environment and the user's config, and everything that runs from them."""
+
+    home: Path = field(default_factory=skyflow_home)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    warn: Callable[[str], None] = _warn_to_stderr
+    _config: SkyflowConfig | None = None
+    # extra["kubernetes_client_factory"] and the like, for backends opened by this session
+    backend_extra: dict[str, Any] = field(default_factory=dict)
+    # Backends by kind (local, ssh, kubernetes, skypilot) used instead of opening them (a FakeBackend in tests).
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    @property
+    def config(self) -> SkyflowConfig:
+        if self._config is None:
+            self._config = load_config(self.home / "config.yaml")
+        return self._config
+
+    @property
+    def state(self) -> RunStore:
+        return RunStore(self.home / "state.db")
+
+    # -- pipelines and plans --------------------------------------------------------------------
+    def load(self, target: str, overrides: Mapping[str, Any] | None = None) -> ResolvedPipeline:
+        return load_pipeline(target, dict(overrides or {}))
+
+    def policy(self, pipeline: ResolvedPipeline, options: PlanningOptions, *, no_cache: bool = False) -> Policy:
+        return build_policy(pipeline, options, self.config, self.home, self.environ, no_cache=no_cache)
+
+    def plan(self, pipeline: ResolvedPipeline, options: PlanningOptions | None = None, *,
+             no_cache: bool = False) -> Plan:
+        """The cheapest (or fastest) plan over what this machine and config offer."""
+        options = options or PlanningOptions()
+        catalog, egress = load_prices(options)
+        return plan_pipeline(pipeline, catalog, egress, self.policy(pipeline, options, no_cache=no_cache))
+
+    def with_stores(self, pipeline: ResolvedPipeline, plan: Plan) -> Plan:
+        """The plan with each stage's artifact store attached (what the run and its nodes use)."""
+        return plan.with_stores(lambda placement: store_of_placement(pipeline, placement, self.home)[0])
+
+    def new_run_id(self, pipeline: ResolvedPipeline, requested: str | None = None) -> str:
+        """The run's id, checked before anything is planned: well-formed and not taken."""
+        run_id = check_run_id(requested or new_run_id(pipeline.name))
+        if (self.home / "state.db").is_file() and self.state.has_run(run_id):
+            raise RunError(f"a run named {run_id!r} exists already; pick another --run-id or "
+                           f"`skyflow resume {run_id}`")
+        return run_id
+
+    # -- runs -----------------------------------------------------------------------------------
+    def run(self, pipeline: ResolvedPipeline, plan: Plan, *, run_id: str | None = None, target: str | None = None,
+            overrides: Mapping[str, Any] | None = None, options: RunOptions | None = None, lineage: bool = True,
+            tracking_uri: str | None = None, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+        """Run every stage of ``plan`` to the end; returns how the run ended (failures are a state, not an error)."""
+        options = options or RunOptions(env=dict(self.environ))
+        run_id = self.new_run_id(pipeline, run_id or options.run_id)
+        loop, writer, where = self._loop(pipeline, self.with_stores(pipeline, plan), options, lineage, tracking_uri,
+                                         on_event)
+        try:
+            state = loop.start(run_id, target or pipeline.path, dict(overrides or {}), pipeline.spec.params, lineage)
+        finally:
+            writer.close()
+        return RunResult(run_id, state, where, self.state.get_run(run_id))
+
+    def resume(self, run_id: str, *, max_parallel: int | None = None, tracking_uri: str | None = None,
+               on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+        """Rerun the failed and never-run stages of a run, reusing committed outputs."""
+        run = self.state.get_run(run_id)
+        if run.state == RunState.RUNNING and self.runner_alive(run_id):
+            raise RunError(f"run {run_id!r} is still running (pid {run.runner_pid}); `skyflow cancel {run_id}` first")
+        pipeline = self.load(run.target, run.overrides)
+        if pipeline.digest() != run.pipeline_digest:
+            self.warn(f"{run.target} changed since run {run_id} started; resuming with the current version")
+        options = RunOptions(run_id=run_id, max_parallel=max_parallel, no_cache=bool(run.options.get("no_cache")),
+                             retry_base_delay_s=float(self.environ.get("SKYFLOW_RETRY_BASE_S", "1")),
+                             env=dict(self.environ))
+        plan = Plan.from_json(run.plan) if run.plan else Plan(pipeline.name, "cost", {}, (), 0.0, 0.0)
+        lineage = bool(run.options.get("lineage", True))
+        loop, writer, where = self._loop(pipeline, self.with_stores(pipeline, plan), options, lineage, tracking_uri,
+                                         on_event)
+        try:
+            state = loop.resume(run_id, pipeline.spec.params)
+        finally:
+            writer.close()
+        return RunResult(run_id, state, where, self.state.get_run(run_id))
+
+    def _loop(self, pipeline: ResolvedPipeline, plan: Plan, options: RunOptions, lineage: bool,
+              tracking_uri: str | None, on_event: Callable[[RunEvent], None] | None
+              ) -> tuple[RunLoop, LineageWriter, str | None]:
+        names = list(pipeline.spec.secrets) + [n for s in pipeline.stages.values() for n in s.secrets]
+        secrets = secret_values(names, options.env)
+        bus = EventBus([on_event] if on_event else [])
+        writer, where = self._lineage(lineage, tracking_uri, list(secrets.values()))
+        if writer.enabled:
+            bus.subscribe(LineageSubscriber(writer, pipeline))
+        context = BackendContext(config=self.config, on_line=lambda stage, line: bus(RunEvent(LOG, stage, line)),
+                                 max_parallel=options.max_parallel, extra=dict(self.backend_extra))
+        ctx = RunContext(pipeline=pipeline, plan=plan, state=self.state, backends=BackendPool(context, self.backends),
+                         options=options, emit=bus, home=self.home, secrets=secrets)
+        loop = RunLoop(ctx)
+        if threading.current_thread() is threading.main_thread():
+            install_signal_handlers(loop)
+        return loop, writer, where
+
+    def _lineage(self, enabled: bool, tracking_uri: str | None, secrets: list[str]) -> tuple[LineageWriter, str | None]:
+        """A lineage writer and a description of where lineage goes (None when off)."""
+        if not enabled:
+            return LineageWriter(warn=self.warn), None
+        from skyflow.lineage.recorder import describe_tracking, open_recorder, resolve_tracking_uri
+
+        try:
+            recorder = open_recorder(tracking_uri, self.home, secrets)
+        except LineageError as exc:
+            self.warn(f"lineage off: {exc}")
+            return LineageWriter(warn=self.warn), None
+        where = describe_tracking(resolve_tracking_uri(tracking_uri, self.home))
+        return LineageWriter(recorder=recorder, warn=self.warn), where
+
+    # -- dry runs -------------------------------------------------------------------------------
+    def dry_run(self, pipeline: ResolvedPipeline, options: PlanningOptions | None = None) -> tuple[Plan, bool,
+                                                                                                     list[DryRunStage]]:
+        """What each stage's backend would launch, and the plan it comes from (True: forced by --infra,
+        unpriced). Every stage is shown as launched, so the plan ignores cached copies."""
+        options = options or PlanningOptions()
+        forced = bool(options.infra) and backend_kind(str(options.infra)) in ("kubernetes", "ssh")
+        # A cluster or pool forced by --infra needs no configuration to be reviewed.
+        plan = forced_plan(pipeline, str(options.infra)) if forced else self.plan(pipeline, options, no_cache=True)
+        pool = BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)), self.backends)
+        # Only object stores are shown: a path on this machine means nothing to the launch reviewed.
+        shown = plan.with_stores(lambda p: _remote_only(store_of_placement(pipeline, p, self.home)[0]))
+        stages = []
+        for name in pipeline.order:
+            placement = shown.placement(name)
+            launch = preview_launch(pipeline, name, placement)
+            backend = pool.for_infra(placement.infra)
+            text = (backend.render(launch) if isinstance(backend, RenderingBackend)
+                    else f"# setup\n{launch.setup or ''}\n# run\n{launch.run}\n")
+            stages.append(DryRunStage(name, placement.infra, backend.name, text))
+        return plan, forced, stages
+
+    # -- looking at and stopping runs -----------------------------------------------------------
+    def get_run(self, run_id: str | None = None) -> RunRow:
+        """A run by id, else the newest."""
+        if run_id is not None:
+            return self.state.get_run(run_id)
+        runs = self.state.list_runs(limit=1) if (self.home / "state.db").is_file() else []
+        if not runs:
+            raise RunError("no runs yet; start one with `skyflow run PIPELINE`")
+        return runs[0]
+
+    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
+        return self.state.list_runs(limit=limit, pipeline=pipeline)
+
+    def runner_alive(self, run_id: str) -> bool:
+        run = self.state.get_run(run_id)
+        return bool(run.runner_pid) and process_alive(run.runner_pid)
+
+    def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
+        """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
+        state = self.state
+        run = state.get_run(run_id)
+        if run.state != RunState.RUNNING:
+            raise RunError(f"run {run_id!r} is {run.state}; only a running run can be cancelled")
+        if run.runner_pid and process_alive(run.runner_pid):
+            os.kill(run.runner_pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if state.get_run(run_id).state != RunState.RUNNING:
+                    return state.get_run(run_id).state
+                time.sleep(0.1)
+        for name, row in run.stages.items():
+            if row.state in (StageState.RUNNING, StageState.PENDING):
+                kill_process_groups(row.process_groups)
+                state.finish_stage(run_id, name, StageState.CANCELLED, {}, message="run cancelled")
+        state.set_run(run_id, state=RunState.CANCELLED, ended_at=time.time(), runner_pid=None)
+        return RunState.CANCELLED
+
+    def down(self, run_id: str, backends: BackendPool | None = None) -> list[str]:
+        """Stop the services a run left serving (local replicas, a Kubernetes Deployment, `sky serve`);
+        returns the stages stopped."""
+        state = self.state
+        run = state.get_run(run_id)
+        pool = backends or BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)),
+                                       self.backends)
+        stopped = []
+        for name, row in run.stages.items():
+            if not row.endpoint or not (row.remote_handle or row.process_groups):
+                continue
+            backend = pool.for_infra(row.infra or "local")
+            if not isinstance(backend, ServiceBackend):
+                raise RunError(f"stage {name!r} serves on {row.infra}, whose backend cannot stop services")
+            remote = json.loads(row.remote_handle) if row.remote_handle else None
+            backend.stop_service(Leftover(tuple(row.process_groups), remote))
+            state.set_stage(run_id, name, remote_handle=None, process_groups=[],
+                            message=f"stopped (was serving at {row.endpoint})")
+            stopped.append(name)
+        return stopped
+
+    def log_path(self, run_id: str, stage: str) -> Path:
+        run = self.state.get_run(run_id)
+        if stage not in run.stages:
+            matches = close_matches(stage, list(run.stages))
+            raise RunError(f"run {run_id!r} has no stage {stage!r}" + (f"; did you mean {', '.join(matches)}?"
+                                                                        if matches else ""))
+        row = run.stages[stage]
+        if not row.log_path:
+            raise RunError(f"stage {stage!r} of run {run_id!r} has no log yet (it is {row.state})")
+        return Path(row.log_path)

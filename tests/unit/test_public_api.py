@@ -1,0 +1,65 @@
+"""The public API of every package, pinned: a name added, renamed or dropped is a decision, not an accident."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+from skyflow.backends.base import Backend, RenderingBackend, ServiceBackend
+
+PUBLIC = {
+    "skyflow": ["Input", "Pipeline", "Placement", "Plan", "PlanningOptions", "Resources", "RunOptions", "RunResult",
+                "Session", "SkyflowError", "SpecError", "__version__", "load_pipeline", "plan", "run", "stage"],
+    "skyflow.backends": ["Backend", "Capacity", "Leftover", "RemoteHandle", "RenderingBackend", "Service",
+                         "ServiceBackend", "StageExit", "StageHandle", "StageLaunch"],
+    "skyflow.cli": ["cli", "main"],
+    "skyflow.lineage": ["LineageNode", "LineageRecorder", "NullRecorder", "Producer", "RunInfo", "StageRecord",
+                        "open_recorder", "resolve_tracking_uri"],
+    "skyflow.planner": ["LOCAL_PLACEMENT", "Alternative", "CachedCopy", "EgressCharge", "LocalCapacity", "Placement",
+                        "Plan", "Policy", "PoolLocation", "explain_stage", "forced_plan", "plan_pipeline"],
+    "skyflow.runner": ["EventBus", "RunContext", "RunEvent", "RunLoop", "RunOptions", "RunRow", "RunStore",
+                       "StageOutcome", "StageRow", "StageWork", "build_launch", "preview_launch"],
+    "skyflow.session": ["DryRunStage", "PlanningOptions", "RunOptions", "RunResult", "Session",
+                        "detect_enabled_clouds", "pools_from_config"],
+    "skyflow.spec": ["Accelerator", "PipelineSpec", "ResolvedPipeline", "Resources", "Service", "Stage",
+                     "load_pipeline", "resolve_decorated"],
+    "skyflow.states": ["DONE", "FINAL", "RunState", "StageState"],
+    "skyflow.home": ["skyflow_home"],
+    "skyflow.matching": ["close_matches"],
+    "skyflow.processes": ["KILL_GRACE_S", "group_alive", "kill_process_groups", "process_alive"],
+}
+PACKAGES = ["skyflow.artifacts", "skyflow.catalog", "skyflow.scheduler", *PUBLIC]
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_are_pinned(module: str) -> None:
+    assert sorted(importlib.import_module(module).__all__) == sorted(PUBLIC[module])
+
+
+@pytest.mark.parametrize("module", sorted(set(PACKAGES)))
+def test_every_public_name_resolves(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__all__, f"{module} has no __all__"
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, f"{module}.{name}"
+
+
+@pytest.mark.parametrize(("module", "name", "abilities"), [
+    ("skyflow.backends.local", "LocalBackend", {ServiceBackend}),
+    ("skyflow.backends.ssh", "SshBackend", set()),
+    ("skyflow.backends.ssh", "SshBackends", set()),
+    ("skyflow.backends.kubernetes", "KubernetesBackend", {ServiceBackend, RenderingBackend}),
+    ("skyflow.backends.skypilot", "SkyPilotBackend", {ServiceBackend, RenderingBackend}),
+    ("skyflow.backends.fake", "FakeBackend", {ServiceBackend, RenderingBackend}),
+])
+def test_each_backend_says_what_it_can_do_through_the_protocols(module: str, name: str, abilities: set[type]) -> None:
+    cls = getattr(importlib.import_module(module), name)
+    for method in ("capacity", "launch", "abandon"):
+        assert callable(getattr(cls, method, None)), f"{name} lacks {method} of the Backend protocol"
+        assert method in dir(Backend)
+    for protocol in (ServiceBackend, RenderingBackend):
+        methods = [m for m in ("serve", "stop_service", "render") if m in dir(protocol)]
+        has = all(inspect.isfunction(getattr(cls, m, None)) for m in methods)
+        assert has == (protocol in abilities), f"{name} and {protocol.__name__}"
