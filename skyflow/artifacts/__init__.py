@@ -11,6 +11,14 @@ Layout inside a store root::
 from __future__ import annotations
 
 from skyflow.artifacts.cache import CacheIndex, code_digest, stage_cache_key
+from skyflow.artifacts.code_package import (
+    CodePackage,
+    bootstrap_script,
+    build_code_package,
+    node_command,
+    presign_code_package,
+    upload_code_package,
+)
 from skyflow.artifacts.commit import commit_output, load_manifest, verify_artifact
 from skyflow.artifacts.garbage import GcStats, collect_garbage
 from skyflow.artifacts.manifest import FileEntry, Manifest, build_manifest
@@ -23,8 +31,9 @@ from skyflow.artifacts.transfer import transfer_artifact
 gc = collect_garbage
 
 __all__ = [
-    "ArtifactRecord", "ArtifactRef", "ArtifactStore", "CacheIndex", "FileEntry", "FsspecStore", "GcStats", "KeyInfo",
-    "Manifest", "SyncStats", "TransferStats", "build_manifest", "code_digest", "collect_garbage", "commit_output",
-    "fetch_artifact", "gc", "load_manifest", "open_store", "stage_cache_key", "sync_artifact",
-    "transfer_artifact", "verify_artifact",
+    "ArtifactRecord", "ArtifactRef", "ArtifactStore", "CacheIndex", "CodePackage", "FileEntry", "FsspecStore",
+    "GcStats", "KeyInfo", "Manifest", "SyncStats", "TransferStats", "bootstrap_script", "build_code_package",
+    "build_manifest", "code_digest", "collect_garbage", "commit_output", "fetch_artifact", "gc", "load_manifest",
+    "node_command", "open_store", "presign_code_package", "stage_cache_key", "sync_artifact", "transfer_artifact",
+    "upload_code_package", "verify_artifact",
 ]
