@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from skyflow.artifacts.record import ArtifactRecord
 
@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # not at run time: a remote node's wrapper imports this modul
     from skyflow.planner.plan import Placement
     from skyflow.spec.models import Stage
 
-__all__ = ["Backend", "Capacity", "Leftover", "RemoteHandle", "RenderingBackend", "Service", "ServiceBackend",
-           "StageExit", "StageHandle", "StageLaunch"]
+__all__ = ["Backend", "Capacity", "JsonValue", "Leftover", "RemoteHandle", "RenderingBackend", "Service",
+           "ServiceBackend", "StageExit", "StageHandle", "StageLaunch"]
 
 # JSON a backend writes so that a later process finds what an attempt created (Job names, a task id).
-RemoteHandle = Mapping[str, Any]
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+RemoteHandle = Mapping[str, JsonValue]
 
 
 @dataclass(frozen=True)

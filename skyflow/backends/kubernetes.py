@@ -71,8 +71,8 @@ def default_client_factory(kubeconfig: str | None) -> Callable[[str], Any]:
             raise BackendError("the Kubernetes backend needs the official client: pip install 'skyflow[k8s]'",
                                backend="kubernetes") from exc
         try:
-            return kconfig.new_client_from_config(config_file=kubeconfig,
-                                                  context=None if context == DEFAULT_CONTEXT else context)
+            return kconfig.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=None if context == DEFAULT_CONTEXT else context)
         except Exception as exc:
             raise BackendError(f"cannot open Kubernetes context {context!r} from "
                                f"{kubeconfig or '~/.kube/config'}: {exc}", backend="kubernetes") from exc

@@ -134,9 +134,11 @@ class SshBackend:
 
         A node's driver also stops its group when its SSH session drops; this covers a host that
         kept the session's processes alive (the handle names each host and group)."""
-        groups = (leftover.remote or {}).get("groups") or []
+        groups = (leftover.remote or {}).get("groups")
         by_name = {str(h.address): h for h in self.hosts}
-        targets = [(by_name[str(host)], int(pgid)) for host, pgid in groups if str(host) in by_name]
+        targets = [(by_name[str(pair[0])], int(str(pair[1]))) for pair in groups or []
+                   if isinstance(pair, list) and len(pair) == 2 and str(pair[0]) in by_name] \
+            if isinstance(groups, list) else []
         if targets:
             self._loop.run(_kill_groups(self, targets))
 

@@ -59,4 +59,4 @@ def _usd(prices: np.ndarray, index: int | None) -> str:
 def _region(cat: object, index: int | None) -> str:
     if index is None:
         return "-"
-    return cat.offer(index).region  # type: ignore[attr-defined]
+    return str(cat.offer(index).region)  # type: ignore[attr-defined]

@@ -196,7 +196,7 @@ class MlflowStore:
             run = self.client.create_run(
                 experiment_id, start_time=int(info.started_at * 1000), tags=tags, run_name=info.run_id
             )
-            run_id, logged_params = run.info.run_id, {}
+            run_id, logged_params = str(run.info.run_id), {}
         else:
             # A resumed run (or a retried event): reuse the parent; params cannot change in MLflow.
             run_id, logged_params = existing.info.run_id, existing.data.params
@@ -230,7 +230,7 @@ class MlflowStore:
         run = self.client.create_run(
             experiment_id, start_time=int((time.time() - rec.duration_s) * 1000), tags=tags, run_name=rec.stage
         )
-        run_id = run.info.run_id
+        run_id = str(run.info.run_id)
         params = {**flatten("resources", rec.resources), **flatten("placement", rec.placement)}
         self._log(
             run_id,

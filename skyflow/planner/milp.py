@@ -99,7 +99,8 @@ class MilpModel:
         else:
             self._by_cloud(t.producer, rates, sources, dests, here)
 
-    def _cloud_rates(self, cost: np.ndarray, sources: list[int], dests: list[int]) -> dict | None:
+    def _cloud_rates(self, cost: np.ndarray, sources: list[int],
+                     dests: list[int]) -> dict[tuple[str, str], float] | None:
         """rate per (source cloud, target cloud) when that is all egress depends on, else None."""
         cloud = self.problem.loc_cloud
         src, dst = np.asarray(sources), np.asarray(dests)
@@ -120,7 +121,7 @@ class MilpModel:
         return {(names[int(k // width)], names[int(k % width)]): float(v) for k, v in zip(keys[starts], first,
                                                                                           strict=True)}
 
-    def _by_cloud(self, producer: int, rates: dict, sources: list[int], dests: list[int],
+    def _by_cloud(self, producer: int, rates: dict[tuple[str, str], float], sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:
         in_cloud = self._cloud_shares(producer, sources)
         for v in dests:
@@ -290,7 +291,7 @@ def _quiet_highs() -> Any:
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
-            solver = highspy.Highs()
+            solver = highspy.Highs()  # type: ignore[no-untyped-call]
             solver.setOptionValue("output_flag", False)
     finally:
         os.dup2(saved, 1)

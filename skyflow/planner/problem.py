@@ -62,8 +62,9 @@ class Problem:
             return found
         ids = self._tier_id_matrix()
         per_tier = np.array([t.cost_usd(size_gb) for t in self._tiers])  # type: ignore[attr-defined]
-        found = self._cost_cache[size_gb] = per_tier[ids]
-        return found
+        result: np.ndarray = per_tier[ids]
+        self._cost_cache[size_gb] = result
+        return result
 
     def tier_ids(self) -> np.ndarray:
         """ids[i, j]: which price schedule moving data from location i to j pays (equal ids, equal prices)."""
