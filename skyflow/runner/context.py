@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyflow.artifacts import ArtifactStore, open_store
+from skyflow.artifacts import ArtifactRef, ArtifactStore, open_store
 from skyflow.backends.base import Backend, StageHandle
 from skyflow.backends.registry import BackendPool
 from skyflow.errors import BackendError
@@ -57,6 +58,10 @@ class RunContext:
     handles: dict[str, StageHandle] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _stores: dict[str, ArtifactStore] = field(default_factory=dict)
+    # Pipeline inputs committed into a store in this run, by (store URI, input): imported once per
+    # location, as the plan priced them, then shared by every stage there.
+    _imports: dict[tuple[str, str], ArtifactRef] = field(default_factory=dict)
+    _import_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
     def local_store(self) -> ArtifactStore:
         uri, create, _ = artifact_io.store_for_infra(self.pipeline, "local", self.home)
@@ -71,6 +76,21 @@ class RunContext:
             if uri not in self._stores:
                 self._stores[uri] = open_store(uri, create=create, region=region)
             return self._stores[uri]
+
+    def import_input(self, store: ArtifactStore, name: str, location: str, stage: str) -> ArtifactRef:
+        """Pipeline input ``name`` (at ``location``) committed into ``store``, once per store per run;
+        the import is recorded as a transfer of the stage that made it."""
+        key = (store.uri, name)
+        with self.lock:
+            lock = self._import_locks.setdefault(key, threading.Lock())
+        with lock:  # a second stage reading the same input here waits for the first import
+            if key not in self._imports:
+                started = time.monotonic()
+                ref = artifact_io.import_external(store, name, location)
+                self.state.record_transfer(self.run_id, stage, f"import {name}={ref.digest}", ref.size_bytes,
+                                           time.monotonic() - started)
+                self._imports[key] = ref
+            return self._imports[key]
 
     def backend_for(self, stage: str) -> Backend:
         infra = self.plan.placement(stage).infra

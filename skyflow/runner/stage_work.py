@@ -109,7 +109,7 @@ class StageWork:
                 refs[edge.input_name] = ref
             else:
                 location = artifact_io.external_location(ctx.pipeline, edge.artifact)
-                refs[edge.input_name] = artifact_io.import_external(store, edge.ref, location)
+                refs[edge.input_name] = ctx.import_input(store, edge.ref, location, self.name)
         return refs
 
     def _egress_usd(self, artifact: str) -> float:

@@ -138,3 +138,27 @@ def test_a_dead_runners_attempt_is_abandoned_through_the_backend(tmp_path: Path)
     after = _writes_outputs(fail_first=set())
     _loop(tmp_path, after, _plan(), events).resume("r1", {})
     assert [left.remote for left in after.abandoned] == [{"fake": "r1/train/1"}]
+
+
+def test_a_pipeline_input_is_imported_once_per_store_as_the_plan_priced_it(tmp_path: Path) -> None:
+    """Three stages at one location read the same input: one import, shared (not one per stage)."""
+    import sqlite3
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "rows.txt").write_text("a\nb\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "name: fanout\ninputs: {raw: {uri: raw}}\nstages:\n"
+        + "".join(f"  s{i}: {{run: x, inputs: {{data: raw}}, outputs: [o]}}\n" for i in range(3)))
+    pipeline = load_pipeline(tmp_path / "pipeline.yaml")
+    home, backend = tmp_path / "home", _writes_outputs(fail_first=set())
+    plan = Plan(pipeline="fanout", objective="cost", stages={f"s{i}": _placement("local") for i in range(3)},
+                egress=(), total_usd=0.0, total_hours=0.0)
+    ctx = RunContext(pipeline=pipeline, plan=plan, state=RunStore(home / "state.db"),
+                     backends=BackendPool(BackendContext(), {"local": backend}),
+                     options=RunOptions(env=dict(os.environ), max_parallel=3), emit=EventBus(), home=home, secrets={})
+    assert RunLoop(ctx).start("r1", "pipeline.yaml", {}, {}, lineage=False) == "succeeded"
+    with sqlite3.connect(home / "state.db") as db:
+        imports = db.execute("SELECT stage FROM transfers WHERE artifact LIKE 'import raw=%'").fetchall()
+    assert len(imports) == 1
+    digests = {launch.input_refs["data"].digest for launch in backend.launches}
+    assert len(digests) == 1 and len(backend.launches) == 3
