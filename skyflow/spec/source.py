@@ -57,9 +57,34 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         raise SpecError(Issue(f"invalid YAML: {problem}", pos, hint=_yaml_hint(problem))) from exc
     except YAMLError as exc:
         raise SpecError(Issue(f"invalid YAML: {exc}", SourcePosition(file, 1, 1))) from exc
+    except TypeError as exc:  # a mapping or list used as a mapping key (`? a: {b: 1}`) cannot be hashed
+        raise SpecError(Issue("invalid YAML: a mapping key must be a plain name, not a mapping or a list",
+                              _complex_key_position(yaml, text, file),
+                              hint="Write `key: value`; `? ` starts a complex key, which skyflow does not accept.")
+                        ) from exc
+    except RecursionError as exc:
+        raise SpecError(Issue("invalid YAML: nested too deeply to be a pipeline", SourcePosition(file, 1, 1),
+                              hint="A pipeline needs a few levels of nesting, not hundreds.")) from exc
     smap = SourceMap(file)
     smap.values[()] = SourcePosition(file, 1, 1)
     return _to_plain(tree, (), smap), smap
+
+
+def _complex_key_position(yaml: Any, text: str, file: str) -> SourcePosition:
+    """Where the first key that is not a plain scalar starts (found on the node tree, which is never hashed)."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    pending = [yaml.compose(text)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if not isinstance(key, ScalarNode):
+                    return SourcePosition(file, key.start_mark.line + 1, key.start_mark.column + 1)
+                pending.append(value)
+        elif isinstance(node, SequenceNode):
+            pending.extend(node.value)
+    return SourcePosition(file, 1, 1)
 
 
 def _duplicate_key_message(exc: Exception) -> str:

@@ -16,6 +16,10 @@ OK_STAGE = "    run: 'true'\n"
 # (id, yaml, line, col, fragments that must appear in the message)
 CASES: list[tuple[str, str, int, int, tuple[str, ...]]] = [
     ("tab-indent", "name: x\nstages:\n\ta: 1\n", 3, 1, ("invalid YAML", "tab")),
+    # found by the fuzzer once (a complex key made ruamel raise TypeError): kept as a regression case
+    ("complex-key", "? a: {b: 1}\n", 1, 3, ("a mapping key must be a plain name",)),
+    ("complex-key-in-stage", "name: x\nstages:\n  ? {a: 1}\n  : {run: x}\n", 3, 3, ("must be letters",)),
+    ("deep-nesting", "a: " + "[" * 3000 + "]" * 3000 + "\n", 1, 1, ("nested too deeply",)),
     ("unclosed-flow", "name: x\nstages: {a: {run: x}\n", 3, 1, ("invalid YAML",)),
     ("duplicate-key", "name: x\nname: y\nstages: {a: {run: x}}\n", 2, 1, ("duplicate key", "name")),
     ("duplicate-stage", "name: x\nstages:\n  a: {run: x}\n  a: {run: y}\n", 4, 3, ("duplicate key", '"a"')),
