@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import string
@@ -21,8 +22,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from skyflow.catalog.sources import parse_vms_csv, read_egress
 from skyflow.errors import CatalogError, SchedulerError, SkyflowError, SpecError
@@ -46,10 +48,21 @@ CASES = {
 HANG_S = 30  # far beyond any case's real cost: only a true hang trips it
 
 
+# Failing examples are saved here and replayed first on every run (commit what it gains). Runs are
+# seeded (the same cases each time, so a failure reproduces); SKYFLOW_FUZZ_EXPLORE=1 explores anew.
+EXAMPLES = DirectoryBasedExampleDatabase(str(Path(__file__).parent / "fuzz-examples"))
+SEED = 20261130
+
+
 def fuzz_settings(name: str) -> Callable[[Any], Any]:
-    return settings(max_examples=CASES[name], deadline=None, database=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+    chosen = settings(max_examples=CASES[name], deadline=None, database=EXAMPLES, print_blob=True,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                             HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+
+    def apply(test: Any) -> Any:
+        test = chosen(test)
+        return test if os.environ.get("SKYFLOW_FUZZ_EXPLORE") else seed(SEED)(test)
+    return apply
 
 
 @contextmanager
