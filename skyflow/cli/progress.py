@@ -7,10 +7,14 @@ import threading
 import time
 from typing import Any
 
-from skyflow.runner.events import RunEvent
+from skyflow.runner.events import INPUTS, LOG, RUN_STARTED, RunEvent
 
 STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "yellow", "cancelled": "yellow",
          "running": "bold blue", "retrying": "magenta", "pending": "dim"}
+
+
+# Events for other subscribers (lineage) or too chatty for the plain progress lines.
+QUIET_KINDS = frozenset({LOG, INPUTS, RUN_STARTED})
 
 
 class ProgressView:
@@ -56,7 +60,7 @@ class ProgressView:
                 self.cost[event.stage] = event.cost_usd
             if self.live is not None:
                 self.live.update(self._table())
-            elif not self.quiet and event.kind != "log":
+            elif not self.quiet and event.kind not in QUIET_KINDS:
                 where = f" on {self.placements.get(event.stage or '', 'local')}" if event.kind == "running" else ""
                 detail = f": {event.message}" if event.message and event.kind not in ("running",) else ""
                 print(f"[{time.strftime('%H:%M:%S')}] {event.stage or 'run'} {event.kind}{where}{detail}",
