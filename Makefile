@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean check-exports
 
 $(BASE): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(BASE)
 test: $(DEV)
 	bash tests/services/prepare.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+# The Airflow export run by Airflow itself (own virtualenv, slow to install): not part of `make test`.
+check-exports: $(DEV)
+	bash tests/services/check_exports.sh
 
 lint: $(DEV)
 	$(BIN)/ruff check skyflow tests bench examples pipelines

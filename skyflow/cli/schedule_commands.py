@@ -165,14 +165,39 @@ def trigger(name: str) -> None:
               type=click.Choice(["crontab", "k8s-cronjob", "github-actions", "airflow"]))
 @click.option("--cron", help="Cron line (overrides the pipeline's schedule.cron).")
 @click.option("--timezone", help="IANA zone the cron is read in.")
-@click.option("--image", default="skyflow:latest", show_default=True, help="Container image (k8s-cronjob).")
-def export(file: str, fmt: str, cron: str | None, timezone: str | None, image: str) -> None:
-    """Print FILE's schedule as config for another scheduler."""
-    from skyflow.scheduler.api import schedule_from_pipeline
-    from skyflow.scheduler.exports import export_schedule
+@click.option("--infra", help="Passed to each `skyflow run` (e.g. local).")
+@click.option("--no-lineage", is_flag=True, help="Runs record no lineage.")
+@click.option("--python", "python", metavar="PATH",
+              help="crontab, airflow: interpreter with skyflow installed [default: this one].")
+@click.option("--image", help="k8s-cronjob: container image with skyflow and the repository (required).")
+@click.option("--pvc", metavar="CLAIM",
+              help="k8s-cronjob: existing PersistentVolumeClaim for SKYFLOW_HOME [default: the export makes one].")
+@click.option("--repo-root", metavar="DIR",
+              help="github-actions, k8s-cronjob: checkout the pipeline lives in [default: its git root].")
+@click.option("--install", metavar="REQUIREMENT",
+              help="github-actions: what pip installs [default: skyflow's source tree in the repository].")
+def export(file: str, fmt: str, cron: str | None, timezone: str | None, infra: str | None, no_lineage: bool,
+           python: str | None, image: str | None, pvc: str | None, repo_root: str | None,
+           install: str | None) -> None:
+    """Print FILE's schedule as config for another scheduler; what it cannot express goes to stderr."""
+    import sys
+    from pathlib import Path
 
-    record = schedule_from_pipeline(file, cron=cron, timezone=timezone)
-    text, warnings = export_schedule(record, fmt, file, image=image)
+    from skyflow.errors import SchedulerError
+    from skyflow.home import skyflow_home
+    from skyflow.scheduler.api import schedule_from_pipeline
+    from skyflow.scheduler.exports import ExportSettings, checkout_install, export_schedule, find_repo_root
+
+    run_args = (("--infra", infra) if infra else ()) + (("--no-lineage",) if no_lineage else ())
+    record = schedule_from_pipeline(file, cron=cron, timezone=timezone, run_args=run_args)
+    root = str(Path(repo_root).resolve()) if repo_root else find_repo_root(file)
+    if fmt == "github-actions" and root is None:
+        raise SchedulerError(f"{file} is not inside a git checkout; pass --repo-root DIR (the repository root)")
+    if fmt == "github-actions" and install is None:
+        install = checkout_install(str(root), lineage=not no_lineage)
+    settings = ExportSettings(python=python or sys.executable, home=str(skyflow_home().resolve()), image=image,
+                              pvc=pvc, repo_root=root, install=install)
+    text, warnings = export_schedule(record, fmt, file, settings)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(text, nl=False)

@@ -1,12 +1,15 @@
 """A schedule as another scheduler's config: a crontab line, a Kubernetes CronJob, a GitHub Actions
-workflow, an Airflow DAG. Each returns (text, warnings about what the target cannot express)."""
+workflow, an Airflow DAG. Each returns (text, warnings about what the target cannot express); the
+warnings also stand as comments at the top of the text, next to what the export assumes."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from skyflow.errors import SchedulerError
@@ -14,13 +17,53 @@ from skyflow.scheduler.store import ScheduleRecord
 
 FORMATS = ("crontab", "k8s-cronjob", "github-actions", "airflow")
 _UTC_NAMES = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu", "Universal"}
+K8S_HOME = "/var/lib/skyflow"
+K8S_PVC_SIZE = "10Gi"
+GITHUB_HOME = "~/.skyflow"  # skyflow's default SKYFLOW_HOME on the runner
+GITHUB_RUN_ID = "gh-${{ github.run_id }}-${{ github.run_attempt }}"  # unique per fire and per re-run
+# `skyflow` on PyPI is an unrelated project with the same import name: only a path or a direct reference will do.
+_PYPI_NAME = re.compile(r"\s*skyflow\s*(\[[^\]]*\])?\s*([<>=!~;].*)?", re.IGNORECASE)
 
 
-def _run_args(record: ScheduleRecord, pipeline_arg: str) -> list[str]:
-    args = ["skyflow", "run", pipeline_arg]
+@dataclass(frozen=True)
+class ExportSettings:
+    """Where an exported schedule runs: what that machine has, and where the runs keep their state.
+
+    ``python`` and ``home`` serve the exports that run on this machine (crontab, airflow): an absolute
+    interpreter with skyflow installed, and the SKYFLOW_HOME the runs share. ``repo_root`` is the
+    checkout that a workflow (and an image) hold the pipeline in; ``install`` is what the workflow
+    pip-installs; ``image`` and ``pvc`` are the CronJob's container image and state volume.
+    """
+
+    python: str
+    home: str
+    image: str | None = None
+    pvc: str | None = None
+    repo_root: str | None = None
+    install: str | None = None
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(file, ':function' or '') of a pipeline target, as `schedule_from_pipeline` stored it."""
+    if target.split(":", 1)[0].endswith(".py"):
+        path, sep, func = target.partition(":")
+        return path, sep + func
+    return target, ""
+
+
+def _run_args(record: ScheduleRecord, python: str, pipeline: str) -> list[str]:
+    args = [python, "-m", "skyflow", "run", pipeline]
     for key, value in sorted(record.params.items()):
         args += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
     return args + list(record.run_args)
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "schedule"
+
+
+def _notes(warnings: list[str]) -> list[str]:
+    return [f"# note: {w}" for w in warnings]
 
 
 def _common_warnings(record: ScheduleRecord, target: str) -> list[str]:
@@ -34,40 +77,62 @@ def _common_warnings(record: ScheduleRecord, target: str) -> list[str]:
     return []
 
 
-def export_schedule(record: ScheduleRecord, fmt: str, pipeline_arg: str, *, image: str = "skyflow:latest"
+def _in_repo(record: ScheduleRecord, repo_root: str) -> str:
+    """The pipeline's path from the repository root, as a checkout or an image holds it."""
+    path, suffix = _split_target(record.target)
+    try:
+        relative = Path(path).relative_to(repo_root)
+    except ValueError:
+        raise SchedulerError(f"{path} is not inside the repository {repo_root}; pass --repo-root with the "
+                             "checkout that holds the pipeline") from None
+    return relative.as_posix() + suffix
+
+
+def export_schedule(record: ScheduleRecord, fmt: str, pipeline_arg: str, settings: ExportSettings
                     ) -> tuple[str, list[str]]:
+    """``record`` as ``fmt`` text, and what that format cannot express. ``pipeline_arg`` is the path as
+    typed: the CronJob runs it from the image's working directory when no repository root is known."""
     if fmt == "crontab":
-        return to_crontab(record)
+        return to_crontab(record, settings)
     if fmt == "k8s-cronjob":
-        return to_k8s_cronjob(record, pipeline_arg, image)
+        return to_k8s_cronjob(record, pipeline_arg, settings)
     if fmt == "github-actions":
-        return to_github_actions(record, pipeline_arg)
+        return to_github_actions(record, settings)
     if fmt == "airflow":
-        return to_airflow(record, pipeline_arg)
+        return to_airflow(record, settings)
     raise SchedulerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def to_crontab(record: ScheduleRecord) -> tuple[str, list[str]]:
+def to_crontab(record: ScheduleRecord, settings: ExportSettings) -> tuple[str, list[str]]:
     warnings = _common_warnings(record, "cron")
-    if record.concurrency == "replace":
-        warnings.append("concurrency: replace has no cron form; exported as forbid (flock -n)")
+    if record.concurrency == "forbid":
+        warnings.append("concurrency: forbid is exported as `flock -n`: a tick that falls while a run is active is "
+                        "skipped, where `skyflow scheduler` would start it when the run ends")
+    elif record.concurrency == "replace":
+        warnings.append("concurrency: replace has no cron form; exported as forbid (`flock -n`): a tick that falls "
+                        "while a run is active is skipped")
     if record.catchup != "none":
-        warnings.append(f"catchup: {record.catchup} has no cron form; cron never runs missed ticks")
-    path = record.target.split(":", 1)[0]
-    workdir, name = path.rsplit("/", 1) if "/" in path else (".", path)
-    command = shlex.join(_run_args(record, name + record.target[len(path):]))
-    command = f"cd {shlex.quote(workdir)} && {command}"
-    if record.concurrency != "allow":
-        command = f"flock -n /tmp/skyflow-{record.name}.lock sh -c {shlex.quote(command)}"
-    command += f" >> $HOME/skyflow-{record.name}.log 2>&1"
-    lines = [f"# skyflow schedule {record.name}: pipeline {record.pipeline}",
-             *(f"# note: {w}" for w in warnings)]
+        warnings.append(f"catchup: {record.catchup} has no cron form; cron never runs ticks missed while the "
+                        "machine was down")
     if record.timezone not in _UTC_NAMES:
-        lines.append("# CRON_TZ is read by cronie and systemd-cron; with another cron, convert the time to the "
-                     "machine's zone")
-    lines.append(f"CRON_TZ={record.timezone}")
-    # In a crontab line an unescaped % ends the command.
-    lines.append(f"{record.cron} {command.replace('%', chr(92) + '%')}")
+        warnings.append(f"timezone {record.timezone} is set with CRON_TZ, which cronie and systemd-cron read and "
+                        "Debian's cron ignores; with such a cron, convert the time to the machine's zone")
+    path, _ = _split_target(record.target)
+    home, stem = settings.home, _file_stem(record.name)
+    logs = f"{home}/scheduler/logs"
+    log = f"{logs}/{stem}.cron.log"
+    run = shlex.join(_run_args(record, settings.python, record.target))
+    if record.concurrency != "allow":
+        run = f"flock -n {shlex.quote(f'{home}/scheduler/{stem}.cron.lock')} {run}"
+    command = (f"cd {shlex.quote(str(Path(path).parent))} && mkdir -p {shlex.quote(logs)} && "
+               f"SKYFLOW_HOME={shlex.quote(home)} {run} >> {shlex.quote(log)} 2>&1")
+    lines = [f"# skyflow schedule {record.name}: pipeline {record.pipeline}",
+             f"# runs {settings.python} -m skyflow with SKYFLOW_HOME={home} (cron's PATH has no virtualenv); "
+             f"output goes to {log}",
+             *_notes(warnings),
+             f"CRON_TZ={record.timezone}",
+             # In a crontab line an unescaped % ends the command.
+             f"{record.cron} {command.replace('%', chr(92) + '%')}"]
     return "\n".join(lines) + "\n", warnings
 
 
@@ -76,10 +141,22 @@ def k8s_name(name: str) -> str:
     return (cleaned or "pipeline")[:52].rstrip("-")  # CronJob names leave 11 characters for the Job suffix
 
 
-def to_k8s_cronjob(record: ScheduleRecord, pipeline_arg: str, image: str) -> tuple[str, list[str]]:
+def to_k8s_cronjob(record: ScheduleRecord, pipeline_arg: str, settings: ExportSettings) -> tuple[str, list[str]]:
     import yaml
 
+    if not settings.image:
+        raise SchedulerError("k8s-cronjob needs --image IMAGE: an image with skyflow installed (`python -m skyflow`) "
+                             "and the pipeline's repository at its working directory")
     warnings = _common_warnings(record, "a CronJob")
+    if record.concurrency == "forbid":
+        warnings.append("concurrency: forbid is exported as concurrencyPolicy: Forbid: the controller skips a tick "
+                        "that falls while the Job runs, where `skyflow scheduler` would start it when the run ends")
+    elif record.concurrency == "allow":
+        warnings.append("concurrency: allow: overlapping Jobs share one ReadWriteOnce volume, so a Job placed on "
+                        "another node waits for it; use a ReadWriteMany claim (--pvc) for true overlap")
+    name = k8s_name(record.name)
+    claim = settings.pvc or f"{name}-home"
+    labels = {"app.kubernetes.io/managed-by": "skyflow", "skyflow/pipeline": k8s_name(record.pipeline)}
     spec: dict[str, object] = {"schedule": record.cron, "timeZone": record.timezone,
                                "concurrencyPolicy": record.concurrency.capitalize(),
                                "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3}
@@ -87,16 +164,31 @@ def to_k8s_cronjob(record: ScheduleRecord, pipeline_arg: str, image: str) -> tup
         spec["startingDeadlineSeconds"] = 300  # a tick later than this is dropped, as with catchup: none
     elif record.catchup == "all":
         warnings.append("catchup: all has no CronJob form; the controller starts only the newest missed tick")
+    pipeline = _in_repo(record, settings.repo_root) if settings.repo_root else pipeline_arg
+    container = {"name": "skyflow", "image": settings.image, "command": _run_args(record, "python", pipeline),
+                 "env": [{"name": "SKYFLOW_HOME", "value": K8S_HOME}],
+                 "volumeMounts": [{"name": "skyflow-home", "mountPath": K8S_HOME}]}
     spec["jobTemplate"] = {"spec": {"backoffLimit": 0, "template": {
-        "metadata": {"labels": {"app.kubernetes.io/managed-by": "skyflow",
-                                "skyflow/pipeline": k8s_name(record.pipeline)}},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "skyflow", "image": image, "command": _run_args(record, pipeline_arg),
-            "env": [{"name": "SKYFLOW_HOME", "value": "/var/lib/skyflow"}]}]}}}}
-    manifest = {"apiVersion": "batch/v1", "kind": "CronJob",
-                "metadata": {"name": k8s_name(record.name), "labels": {"app.kubernetes.io/managed-by": "skyflow"}},
-                "spec": spec}
-    return yaml.safe_dump(manifest, sort_keys=False), warnings
+        "metadata": {"labels": labels},
+        "spec": {"restartPolicy": "Never", "containers": [container],
+                 "volumes": [{"name": "skyflow-home", "persistentVolumeClaim": {"claimName": claim}}]}}}}
+    documents: list[dict[str, object]] = []
+    if settings.pvc is None:
+        documents.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                          "metadata": {"name": claim, "labels": labels},
+                          "spec": {"accessModes": ["ReadWriteOnce"],
+                                   "resources": {"requests": {"storage": K8S_PVC_SIZE}}}})
+    documents.append({"apiVersion": "batch/v1", "kind": "CronJob",
+                      "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "skyflow"}},
+                      "spec": spec})
+    made = f" (made below: {K8S_PVC_SIZE}, the default storage class)" if settings.pvc is None else ""
+    header = [f"# skyflow schedule {record.name}: pipeline {record.pipeline}, as a Kubernetes CronJob",
+              f"# the image {settings.image} must have skyflow installed and hold the pipeline's repository at its "
+              f"working directory: each Job runs `python -m skyflow run {pipeline}` there",
+              f"# SKYFLOW_HOME={K8S_HOME} (runs, cache, lineage) is the PersistentVolumeClaim {claim}{made}, "
+              "so it outlives each Job",
+              *_notes(warnings)]
+    return "\n".join(header) + "\n" + yaml.safe_dump_all(documents, sort_keys=False), warnings
 
 
 def utc_crons(cron: str, timezone: str) -> list[tuple[str, str]]:
@@ -130,20 +222,40 @@ def utc_crons(cron: str, timezone: str) -> list[tuple[str, str]]:
     return out
 
 
-def to_github_actions(record: ScheduleRecord, pipeline_arg: str) -> tuple[str, list[str]]:
+def check_install(install: str) -> str:
+    """A pip requirement for skyflow that cannot fetch PyPI's unrelated `skyflow`."""
+    if _PYPI_NAME.fullmatch(install):
+        raise SchedulerError(f"--install {install!r} would fetch the unrelated `skyflow` project from PyPI; give a "
+                             "path in the checkout (e.g. '.[s3]') or a direct reference ('skyflow-llmops @ git+https://...')")
+    return install
+
+
+def to_github_actions(record: ScheduleRecord, settings: ExportSettings) -> tuple[str, list[str]]:
     import yaml
 
+    if settings.repo_root is None or settings.install is None:
+        raise SchedulerError("github-actions needs the repository root and what to pip-install: pass --repo-root "
+                             "DIR and --install REQUIREMENT")
     warnings = _common_warnings(record, "GitHub Actions")
     assert record.cron is not None
     crons = utc_crons(record.cron, record.timezone)
     if record.catchup == "all":
         warnings.append("catchup: all has no GitHub Actions form; missed ticks are not run")
+    elif record.catchup == "none":
+        warnings.append("catchup: none has no GitHub Actions form; a scheduled run that GitHub starts late "
+                        "(it may, under load) still runs")
+    pipeline = _in_repo(record, settings.repo_root)
+    install = check_install(settings.install)
+    cache_key = f"skyflow-home-{_file_stem(record.name)}-"
     steps: list[dict[str, object]] = [
         {"uses": "actions/checkout@v4"},
         {"uses": "actions/setup-python@v5", "with": {"python-version": "3.11"}},
-        {"run": "pip install skyflow"},
+        {"name": "install skyflow from the checkout", "run": f"python -m pip install {shlex.quote(install)}"},
+        {"name": "restore SKYFLOW_HOME (runs, cache, lineage) of earlier runs", "uses": "actions/cache@v4",
+         "with": {"path": GITHUB_HOME, "key": cache_key + "${{ github.run_id }}-${{ github.run_attempt }}",
+                  "restore-keys": cache_key}},
     ]
-    command = shlex.join(_run_args(record, pipeline_arg)) + " --run-id ci-${{ github.sha }}"
+    command = shlex.join(_run_args(record, "python", pipeline)) + f" --run-id {GITHUB_RUN_ID}"
     run_step: dict[str, object] = {"name": "skyflow run", "run": command}
     if len(crons) > 1:
         # Each UTC cron is right in one half of the year; the step runs only when the zone is at its offset.
@@ -157,30 +269,52 @@ def to_github_actions(record: ScheduleRecord, pipeline_arg: str) -> tuple[str, l
     workflow: dict[str, object] = {
         "name": f"skyflow {record.name}",
         "on": {"schedule": [{"cron": c} for c, _ in crons], "workflow_dispatch": {}},
+        "permissions": {"contents": "read"},
     }
     if record.concurrency != "allow":
+        # One running and one pending run per group, as forbid (with catchup latest) and replace ask.
         workflow["concurrency"] = {"group": f"skyflow-{record.name}",
                                    "cancel-in-progress": record.concurrency == "replace"}
     workflow["jobs"] = {"run": {"runs-on": "ubuntu-latest", "steps": steps}}
-    return yaml.safe_dump(workflow, sort_keys=False, width=1000), warnings
+    header = [f"# skyflow schedule {record.name}: pipeline {record.pipeline}, as a GitHub Actions workflow "
+              "(put it under .github/workflows/)",
+              f"# installs skyflow with `pip install {shlex.quote(install)}` from the repository root and runs "
+              f"`python -m skyflow run {pipeline}` there",
+              f"# SKYFLOW_HOME ({GITHUB_HOME}: runs, local cache, lineage) moves from run to run through actions/cache",
+              *_notes(warnings)]
+    return "\n".join(header) + "\n" + yaml.safe_dump(workflow, sort_keys=False, width=1000), warnings
 
 
-def to_airflow(record: ScheduleRecord, pipeline_arg: str) -> tuple[str, list[str]]:
+def to_airflow(record: ScheduleRecord, settings: ExportSettings) -> tuple[str, list[str]]:
     warnings = _common_warnings(record, "Airflow")
     if record.concurrency == "replace":
-        warnings.append("concurrency: replace has no Airflow form; exported as max_active_runs=1")
+        warnings.append("concurrency: replace has no Airflow form; exported as max_active_runs=1 (a run that falls "
+                        "due while one is active waits for it)")
     if record.catchup == "none":
         warnings.append("catchup: none is exported as catchup=False (Airflow still runs the newest interval)")
-    command = shlex.join(_run_args(record, pipeline_arg)) + " --run-id airflow-{{ ts_nodash }}"
+    path, _ = _split_target(record.target)
+    # BashOperator runs in a temporary directory: every path is absolute, and the pipeline's folder is the cwd.
+    fixed = (f"cd {shlex.quote(str(Path(path).parent))} && SKYFLOW_HOME={shlex.quote(settings.home)} "
+             + shlex.join(_run_args(record, settings.python, record.target)))
+    if any(mark in fixed for mark in ("{{", "{%", "{#")):
+        fixed = "{% raw %}" + fixed + "{% endraw %}"  # params are text, not Jinja
+    # Airflow's run id (manual__2025-...+00:00) made a skyflow run id; a retry is a new skyflow run.
+    run_id = '"airflow-$(printf %s \'{{ run_id }}\' | tr -c \'A-Za-z0-9._-\' _)-{{ ti.try_number }}"'
+    command = f"{fixed} --run-id {run_id}"
     start = datetime.now(UTC)
+    notes = "\n".join(_notes(warnings))
     text = f'''"""Airflow DAG: the skyflow pipeline {record.pipeline} on {record.cron!r} in {record.timezone}."""
 
+# The worker needs {settings.python} (with skyflow installed) and {path};
+# runs keep their state in SKYFLOW_HOME={settings.home}.
+{notes}
 import pendulum
-from airflow import DAG
 
 try:
     from airflow.providers.standard.operators.bash import BashOperator
+    from airflow.sdk import DAG
 except ImportError:  # Airflow 2
+    from airflow import DAG
     from airflow.operators.bash import BashOperator
 
 with DAG(
@@ -194,3 +328,25 @@ with DAG(
     BashOperator(task_id="skyflow_run", bash_command={command!r})
 '''
     return text, warnings
+
+
+def find_repo_root(path: str) -> str | None:
+    """The nearest folder above ``path`` holding a .git entry: the checkout a workflow or image holds."""
+    for folder in Path(path).resolve().parents:
+        if (folder / ".git").exists():
+            return str(folder)
+    return None
+
+
+def checkout_install(repo_root: str, lineage: bool) -> str:
+    """skyflow as a workflow installs it: from its own source tree, when that lies in the repository."""
+    source = Path(__file__).resolve().parents[2]
+    extras = ",".join((["mlflow"] if lineage else []) + ["s3", "gcs", "azure"])  # mlflow: sqlite lineage store
+    try:
+        relative = source.relative_to(Path(repo_root).resolve())
+    except ValueError:
+        relative = None
+    if relative is None or not (source / "pyproject.toml").is_file():
+        raise SchedulerError(f"skyflow is not installed from a checkout inside {repo_root}; pass --install with a "
+                             "pip requirement the workflow can install (e.g. 'skyflow-llmops @ git+https://...')")
+    return f"./{relative.as_posix()}[{extras}]" if relative.parts else f".[{extras}]"
