@@ -33,7 +33,7 @@ class LogPump(threading.Thread):
             self.log.write((self.prefix + line).encode())
             self.log.flush()
             if self.on_line:
-                self.on_line(line.rstrip("\n"))
+                self.on_line((self.prefix + line).rstrip("\n"))
         self.source.close()
 
 

@@ -27,8 +27,8 @@ def _store_uris(extra: tuple[str, ...]) -> list[str]:
 
     uris = {str(skyflow_home() / "artifacts")}
     for run in RunStore().list_runs(limit=1 << 31):
-        uris.update(out.uri.split("/manifests/")[0] for stage in run.stages.values()
-                    for out in stage.outputs.values())
+        uris.update(out.store_uri for stage in run.stages.values() for out in stage.outputs.values()
+                    if out.store_uri)
     return sorted(uris | set(extra))
 
 
@@ -50,6 +50,33 @@ def artifacts() -> None:
 
 store_option = click.option("--store", "stores", multiple=True, metavar="URI",
                             help="Also this store (default: the local store and every store run state names).")
+
+
+@artifacts.command()
+@click.argument("run_id")
+@click.argument("output", metavar="STAGE.OUTPUT")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def get(run_id: str, output: str, dest: str | None) -> None:
+    """Copy a run's output out of its store into DEST (default: ./OUTPUT), checked against its digest.
+
+    \b
+    skyflow artifacts get rlhf-20261130-061200-ab12 eval.report
+    skyflow artifacts get RUN ppo.policy /tmp/policy
+    """
+    from pathlib import Path
+
+    from skyflow.session import Session
+    from skyflow.session.session import fetch_output
+
+    stage, sep, name = output.partition(".")
+    if not sep or not stage or not name:
+        raise click.BadParameter(f"{output!r} is not STAGE.OUTPUT (e.g. eval.report)", param_hint="STAGE.OUTPUT")
+    target = Path(dest or name)
+    if target.exists() and any(target.iterdir()):
+        raise click.BadParameter(f"{target} exists and is not empty; name another folder", param_hint="DEST")
+    path = fetch_output(Session().get_run(run_id), stage, name, target)
+    files = [p for p in path.rglob("*") if p.is_file()]
+    click.echo(f"{output} of run {run_id} -> {path} ({len(files)} file(s), verified)")
 
 
 @artifacts.command()

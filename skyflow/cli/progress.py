@@ -1,4 +1,5 @@
-"""Live progress of a run: a rich table on a terminal, plain lines otherwise."""
+"""Live progress of a run: a rich table on a terminal, plain lines otherwise; stage output streamed
+above it, each line prefixed by its stage (coloured per stage on a terminal)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "ye
          "running": "bold blue", "retrying": "magenta", "pending": "dim"}
 
 
+PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
 # Events for other subscribers (lineage) or too chatty for the plain progress lines.
 QUIET_KINDS = frozenset({LOG, INPUTS, RUN_STARTED})
 
@@ -21,10 +23,13 @@ class ProgressView:
     """Receives RunEvents from runner threads and shows them."""
 
     def __init__(self, stages: list[str], placements: dict[str, str], console: Any | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, stream: bool = True) -> None:
+        """``quiet``: print nothing (``--json``); ``stream``: show the stages' output lines (off with ``--quiet``)."""
         from rich.console import Console
 
         self.console = console or Console(stderr=False)
+        self.stream = stream and not quiet
+        self.colour = {stage: PALETTE[i % len(PALETTE)] for i, stage in enumerate(stages)}
         self.stages = stages
         self.placements = placements
         self.state = dict.fromkeys(stages, "pending")
@@ -39,7 +44,8 @@ class ProgressView:
         if self.console.is_terminal and not self.quiet:
             from rich.live import Live
 
-            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+            # transient: the run's summary table replaces it at the end (not shown twice)
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=True)
             self.live.__enter__()
         return self
 
@@ -49,6 +55,9 @@ class ProgressView:
             self.live.__exit__(*exc)
 
     def __call__(self, event: RunEvent) -> None:
+        if event.kind == LOG:
+            self._line(event.stage or "", event.message)
+            return
         with self._lock:
             if event.stage is not None:
                 if event.kind == "running":
@@ -65,6 +74,17 @@ class ProgressView:
                 detail = f": {event.message}" if event.message and event.kind not in ("running",) else ""
                 print(f"[{time.strftime('%H:%M:%S')}] {event.stage or 'run'} {event.kind}{where}{detail}",
                       flush=True)
+
+    def _line(self, stage: str, line: str) -> None:
+        if not self.stream:
+            return
+        from rich.text import Text
+
+        with self._lock:
+            if self.live is not None:  # printed above the live table
+                self.live.console.print(Text.assemble((stage, self.colour.get(stage, "")), " | ", line))
+            else:
+                print(f"{stage} | {line}", flush=True)
 
     def _table(self) -> Any:
         from rich.table import Table

@@ -7,7 +7,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -15,6 +16,8 @@ from skyflow.cli.options import pipeline_target, set_option
 from skyflow.cli.planning import PlanningOptions, planning_options
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from skyflow.cli.progress import ProgressView
     from skyflow.runner.state import RunRow
     from skyflow.session import RunResult, Session
@@ -50,12 +53,24 @@ def _warn(message: str) -> None:
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("--no-lineage", is_flag=True, help="Do not record lineage in MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON status object at the end.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
+@click.option("--detach", is_flag=True, help="Start the run in the background and return its id at once.")
 @click.option("--dry-run", is_flag=True, help="Plan and show what each backend would launch; run nothing.")
 @click.option("--output", metavar="DIR", help="With --dry-run: write DIR/<stage>.yaml instead of printing.")
 def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str | None, planning: PlanningOptions,
-        no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, dry_run: bool,
-        output: str | None) -> None:
-    """Plan PIPELINE, then run every stage, moving artifacts and recording lineage."""
+        no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, quiet: bool, detach: bool,
+        dry_run: bool, output: str | None) -> None:
+    """Plan PIPELINE, then run every stage, moving artifacts and recording lineage.
+
+    Each stage's output is streamed, prefixed by its stage; exits 1 when a stage failed.
+
+    \b
+    skyflow run examples/rlhf/pipeline.yaml
+    skyflow run pipeline.yaml --set scale=full --all-clouds --run-id ci-$GIT_SHA
+    skyflow run pipeline.py:rlhf --infra local --no-cache -q
+    skyflow run pipeline.yaml --detach && skyflow logs RUN ppo -f
+    skyflow run pipeline.yaml --dry-run --output launched/
+    """
     from skyflow.cli.plan_commands import render_plan
     from skyflow.session import RunOptions, Session
     from skyflow.spec.params import parse_overrides
@@ -70,6 +85,9 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     if output:
         raise click.UsageError("--output goes with --dry-run")
     run_id = session.new_run_id(pipeline, run_id)
+    if detach:
+        _detach(session, run_id)
+        return
     plan = session.plan(pipeline, planning, no_cache=no_cache)
     if as_json:
         for message in plan.warnings:
@@ -82,7 +100,24 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     _execute(session, as_json, lambda view: session.run(pipeline, plan, run_id=run_id, target=target,
                                                         overrides=overrides, options=options,
                                                         lineage=not no_lineage, on_event=view),
-             list(pipeline.order), {n: p.infra for n, p in plan.stages.items()})
+             list(pipeline.order), {n: p.infra for n, p in plan.stages.items()}, quiet=quiet)
+
+
+def _detach(session: Session, run_id: str) -> None:
+    """The same command, without --detach and with the chosen run id, in its own session; its output
+    goes to a log beside the run's stage logs."""
+    import subprocess
+
+    args = [a for a in sys.argv[1:] if a != "--detach"]
+    if "--run-id" not in args and not any(a.startswith("--run-id=") for a in args):
+        args += ["--run-id", run_id]
+    log = session.home / "runs" / run_id / "runner.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "skyflow", *args], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    click.echo(f"run {run_id} started in the background (pid {proc.pid}); its output: {log}\n"
+               f"  skyflow status {run_id}\n  skyflow logs {run_id} STAGE -f\n  skyflow cancel {run_id}")
 
 
 def _dry_run(session: Session, pipeline: ResolvedPipeline, planning: PlanningOptions, output: str | None) -> None:
@@ -107,12 +142,12 @@ def _dry_run(session: Session, pipeline: ResolvedPipeline, planning: PlanningOpt
 
 
 def _execute(session: Session, as_json: bool, start: Callable[[ProgressView], RunResult], stages: list[str],
-             placements: dict[str, str]) -> None:
+             placements: dict[str, str], quiet: bool = False) -> None:
     from skyflow.cli.progress import ProgressView
     from skyflow.errors import RunFailed
     from skyflow.runner.report import run_status_json
 
-    with ProgressView(stages, placements, quiet=as_json) as view:
+    with ProgressView(stages, placements, quiet=as_json, stream=not quiet) as view:
         result = start(view)
     if as_json:
         click.echo(json.dumps(run_status_json(result.run)))
@@ -121,6 +156,20 @@ def _execute(session: Session, as_json: bool, start: Callable[[ProgressView], Ru
     if not result.ok:
         raise RunFailed(f"run {result.run_id} {result.state}; see `skyflow status {result.run_id}` and "
                         f"`skyflow resume {result.run_id}`", run_id=result.run_id)
+
+
+def _failure_tail(console: Console, stage: str, log: Path, lines: int = 8) -> None:
+    """The last lines a failed stage printed, so the cause shows without `skyflow logs`."""
+    from rich.text import Text
+
+    if not log.is_file():
+        return
+    with open(log, "rb") as f:
+        tail = [line.decode("utf-8", "replace").rstrip("\n") for line in _last_lines(f, lines)]
+    if tail:
+        console.print(Text(f"last lines of {stage} ({log}):", style="red"))
+        for line in tail:
+            console.print(Text(f"  {line}"))
 
 
 def _summary(session: Session, run: RunRow, where: str | None) -> None:
@@ -137,8 +186,15 @@ def _summary(session: Session, run: RunRow, where: str | None) -> None:
                       f"{row.cost_usd or 0:.4f}", (row.message or "")[:80])
     console.print(table)
     for name, row in run.stages.items():
-        if row.endpoint and row.process_groups:
+        if row.state == "failed" and row.log_path:
+            _failure_tail(console, name, Path(row.log_path))
+    for name, row in run.stages.items():
+        if row.endpoint and (row.process_groups or row.remote_handle):
             console.print(f"{name} is serving at {row.endpoint} — stop it with `skyflow down {run.run_id}`")
+    outputs = [f"{name}.{out}" for name, row in run.stages.items() for out in row.outputs]
+    if outputs:
+        console.print(f"outputs: {', '.join(outputs)} — a local copy: "
+                      f"`skyflow artifacts get {run.run_id} {outputs[-1]}`, or `skyflow status {run.run_id} --json`")
     console.print(f"estimated ${run.estimated_usd or 0:.2f}, actual ${run.actual_usd or 0:.4f}")
     console.print(f"lineage: {where}" if where else "lineage: not recorded")
     console.print(f"state: {session.home / 'state.db'}; outputs: `skyflow status {run.run_id} --json`")
@@ -146,10 +202,15 @@ def _summary(session: Session, run: RunRow, where: str | None) -> None:
 
 @click.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--parallel", type=click.IntRange(min=1))
-def resume(run_id: str, as_json: bool, parallel: int | None) -> None:
-    """Rerun the failed and never-run stages of RUN_ID, reusing committed outputs."""
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON status object at the end.")
+@click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
+def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool) -> None:
+    """Rerun the failed and never-run stages of RUN_ID, reusing committed outputs.
+
+    \b
+    skyflow resume rlhf-20261130-061200-ab12
+    """
     from skyflow.session import Session
 
     session = Session(warn=_warn)
@@ -157,14 +218,21 @@ def resume(run_id: str, as_json: bool, parallel: int | None) -> None:
     planned = {str(n): str(p.get("infra", "local")) for n, p in ((run.plan or {}).get("stages") or {}).items()}
     placements = {n: planned.get(n, row.infra or "local") for n, row in run.stages.items()}
     _execute(session, as_json, lambda view: session.resume(run_id, max_parallel=parallel, on_event=view),
-             list(run.stages), placements)
+             list(run.stages), placements, quiet=quiet)
 
 
 @click.command()
 @click.argument("run_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's state as one JSON object.")
 def status(run_id: str | None, as_json: bool) -> None:
-    """Show RUN_ID's stages (default: the newest run)."""
+    """Show RUN_ID's stages (default: the newest run).
+
+    Exits 0 for a run that succeeded or is still running, 1 for one that failed or was cancelled.
+
+    \b
+    skyflow status                       # the newest run
+    skyflow status rlhf-20261130-0612-ab12 --json | jq .stages.ppo.outputs
+    """
     from skyflow.runner.report import run_status_json
     from skyflow.session import Session
 
@@ -174,19 +242,30 @@ def status(run_id: str | None, as_json: bool) -> None:
         click.echo(json.dumps(run_status_json(run)))
     else:
         _summary(session, run, None)
+    if run.state in ("failed", "cancelled"):
+        sys.exit(1)
 
 
 @click.command()
 @click.argument("run_id")
 @click.argument("stage")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the stage finishes.")
-def logs(run_id: str, stage: str, follow: bool) -> None:
-    """Print the log of STAGE in RUN_ID."""
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the stage finishes (waits for a pending one).")
+@click.option("--tail", "tail", type=click.IntRange(min=0), metavar="N", help="Start with the last N lines.")
+@click.option("--attempt", type=click.IntRange(min=1), metavar="N", help="This attempt's log (default: the latest).")
+def logs(run_id: str, stage: str, follow: bool, tail: int | None, attempt: int | None) -> None:
+    """Print the log of STAGE in RUN_ID; exits 1 when the stage failed.
+
+    \b
+    skyflow logs RUN ppo -f              # follow, waiting for the stage to start
+    skyflow logs RUN ppo --tail 20 --attempt 1
+    """
     from skyflow.session import Session
 
     session = Session()
-    path = session.log_path(run_id, stage)
+    path = session.log_path(run_id, stage, attempt=attempt, wait=follow)
     with open(path, "rb") as f:
+        if tail is not None:
+            sys.stdout.buffer.write(b"".join(_last_lines(f, tail)))
         while True:
             chunk = f.read(65536)
             if chunk:
@@ -196,6 +275,18 @@ def logs(run_id: str, stage: str, follow: bool) -> None:
             if not follow or session.get_run(run_id).stages[stage].state not in ("running", "pending"):
                 break
             time.sleep(0.2)
+    if session.get_run(run_id).stages[stage].state == "failed":
+        sys.exit(1)
+
+
+def _last_lines(f: BinaryIO, count: int) -> list[bytes]:
+    """The last ``count`` lines of ``f``, leaving it at its end (a bounded deque, not the whole file)."""
+    from collections import deque
+
+    if count == 0:
+        f.seek(0, 2)
+        return []
+    return list(deque(f, maxlen=count))
 
 
 @click.command()

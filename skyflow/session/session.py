@@ -40,7 +40,7 @@ from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline
 from skyflow.states import RunState, StageState
 
-__all__ = ["DryRunStage", "RunResult", "Session"]
+__all__ = ["DryRunStage", "RunResult", "Session", "fetch_output"]
 
 
 def _warn_to_stderr(message: str) -> None:
@@ -62,17 +62,24 @@ class RunResult:
 
     def open(self, stage: str, output: str, dest: Path | None = None) -> Path:
         """A local copy of one of the run's outputs (verified against its digest), under ``dest``."""
-        from skyflow.artifacts import ArtifactRef, fetch_artifact
+        return fetch_output(self.run, stage, output, dest)
 
-        row = self.run.stages.get(stage)
-        if row is None:
-            raise RunError(f"run {self.run_id!r} has no stage {stage!r}")
-        record = row.outputs.get(output)
-        if record is None:
-            have = ", ".join(row.outputs) or "none (it is " + row.state + ")"
-            raise RunError(f"stage {stage!r} of run {self.run_id!r} has no output {output!r}; outputs: {have}")
-        target = dest or Path(tempfile.mkdtemp(prefix=f"skyflow-{stage}-")) / output
-        return fetch_artifact(ArtifactRef.open(record), target)
+
+def fetch_output(run: RunRow, stage: str, output: str, dest: Path | None = None) -> Path:
+    """A verified local copy of ``stage``'s ``output`` in ``run`` at ``dest`` (default: a new temporary folder)."""
+    from skyflow.artifacts import ArtifactRef, fetch_artifact
+
+    row = run.stages.get(stage)
+    if row is None:
+        matches = close_matches(stage, list(run.stages))
+        raise RunError(f"run {run.run_id!r} has no stage {stage!r}" +
+                       (f"; did you mean {', '.join(matches)}?" if matches else f"; stages: {', '.join(run.stages)}"))
+    record = row.outputs.get(output)
+    if record is None:
+        have = ", ".join(row.outputs) or "none (it is " + row.state + ")"
+        raise RunError(f"stage {stage!r} of run {run.run_id!r} has no output {output!r}; outputs: {have}")
+    target = dest or Path(tempfile.mkdtemp(prefix=f"skyflow-{stage}-")) / output
+    return fetch_artifact(ArtifactRef.open(record), target)
 
 
 @dataclass(frozen=True)
@@ -287,13 +294,24 @@ class Session:
             stopped.append(name)
         return stopped
 
-    def log_path(self, run_id: str, stage: str) -> Path:
+    def log_path(self, run_id: str, stage: str, *, attempt: int | None = None, wait: bool = False) -> Path:
+        """The stage's log (its latest attempt, or ``attempt``); with ``wait``, wait for a pending stage to start."""
         run = self.state.get_run(run_id)
         if stage not in run.stages:
             matches = close_matches(stage, list(run.stages))
             raise RunError(f"run {run_id!r} has no stage {stage!r}" + (f"; did you mean {', '.join(matches)}?"
                                                                         if matches else ""))
         row = run.stages[stage]
+        while wait and not row.log_path and row.state == StageState.PENDING and run.state == RunState.RUNNING:
+            time.sleep(0.2)
+            run = self.state.get_run(run_id)
+            row = run.stages[stage]
+        if attempt is not None:
+            path = self.home / "runs" / run_id / stage / f"attempt-{attempt}" / "stage.log"
+            if not path.is_file():
+                raise RunError(f"stage {stage!r} of run {run_id!r} has no attempt {attempt} "
+                               f"(it made {row.attempts})")
+            return path
         if not row.log_path:
             raise RunError(f"stage {stage!r} of run {run_id!r} has no log yet (it is {row.state})")
         return Path(row.log_path)
