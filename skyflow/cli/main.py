@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "scheduler": ("skyflow.cli.schedule_commands", "scheduler", "Fire scheduled and data-triggered runs (foreground)."),
     "lineage": ("skyflow.cli.lineage_commands", "lineage", "Show where an artifact came from, back to raw data."),
     "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
-    "artifacts": ("skyflow.cli.artifacts_commands", "artifacts", "List artifacts; gc what no kept run uses."),
+    "artifacts": ("skyflow.cli.artifacts_commands", "artifacts", "List artifacts, copy one out; gc what no run keeps."),
+    "check": ("skyflow.cli.check_commands", "check", "What this machine can use: clouds, clusters, pools, stores."),
 }
 
 
