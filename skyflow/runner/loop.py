@@ -105,7 +105,10 @@ class RunLoop:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
             while True:
                 states = self._states()
-                for name in blocked_stages(ctx.pipeline.order, self.upstream, states):
+                # after a cancel the stages left are cancelled below, not "skipped because upstream failed"
+                blocked = [] if ctx.cancel_requested.is_set() else blocked_stages(ctx.pipeline.order, self.upstream,
+                                                                                  states)
+                for name in blocked:
                     ctx.state.finish_stage(self.run_id, name, StageState.SKIPPED, {},
                                            message="an upstream stage failed")
                     # never ran: shown, but not a stage run for lineage (no row on the event)
