@@ -169,7 +169,7 @@ def _failure_tail(console: Console, stage: str, log: Path, lines: int = 8) -> No
     if tail:
         console.print(Text(f"last lines of {stage} ({log}):", style="red"))
         for line in tail:
-            console.print(Text(f"  {line}"))
+            console.print(Text(f"  {line}"), soft_wrap=True)
 
 
 def _summary(session: Session, run: RunRow, where: str | None) -> None:
@@ -194,7 +194,8 @@ def _summary(session: Session, run: RunRow, where: str | None) -> None:
     outputs = [f"{name}.{out}" for name, row in run.stages.items() for out in row.outputs]
     if outputs:
         console.print(f"outputs: {', '.join(outputs)} — a local copy: "
-                      f"`skyflow artifacts get {run.run_id} {outputs[-1]}`, or `skyflow status {run.run_id} --json`")
+                      f"`skyflow artifacts get {run.run_id} {outputs[-1]}`, or `skyflow status {run.run_id} --json`",
+                      soft_wrap=True)  # commands stay on one line, to be copied
     console.print(f"estimated ${run.estimated_usd or 0:.2f}, actual ${run.actual_usd or 0:.4f}")
     console.print(f"lineage: {where}" if where else "lineage: not recorded")
     console.print(f"state: {session.home / 'state.db'}; outputs: `skyflow status {run.run_id} --json`")
