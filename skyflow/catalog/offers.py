@@ -1,17 +1,28 @@
-"""PriceCatalog: every priced instance offer, stored as columns so that filtering is vectorized."""
+"""PriceCatalog: every priced instance offer, stored as columns so that filtering is vectorized.
+
+Offers stay per zone: a region's price for a request is its cheapest zone's, chosen when planning
+(on demand and spot apart), so the zone a plan names is always the zone whose price it used, and a
+zone pin prices that zone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from skyflow.catalog.families import ARCHES, arch_of, is_burstable, normalize_arch
+
 
 @dataclass(frozen=True)
 class Offer:
-    """One instance type in one region, at that region's cheapest zone."""
+    """One instance type in one zone (or one region, where the catalog names no zones).
+
+    ``arch`` (x86_64 or arm64) and ``burstable`` come from the catalog where it says; None means
+    "read it from the instance family" (`skyflow.catalog.families`), done when the catalog is built.
+    """
 
     cloud: str
     region: str
@@ -23,6 +34,8 @@ class Offer:
     memory_gb: float
     price: float | None  # on-demand USD per hour
     spot_price: float | None  # spot USD per hour; None where the cloud sells no spot
+    arch: str | None = None
+    burstable: bool | None = None
 
     @property
     def location(self) -> str:
@@ -46,6 +59,8 @@ class OfferColumns:
     memory_gb: np.ndarray
     price: np.ndarray  # NaN where unknown
     spot: np.ndarray  # NaN where unknown
+    arch: np.ndarray  # index into families.ARCHES
+    burstable: np.ndarray  # bool
 
     def __len__(self) -> int:
         return len(self.price)
@@ -66,6 +81,7 @@ class PriceCatalog:
         self.instance_names = tuple(instances)
         self.accelerator_names = tuple(accelerators)
         self._acc_ids = {name.lower(): i for i, name in enumerate(self.accelerator_names) if i}
+        self._orders: dict[bool, np.ndarray] = {}
 
     @classmethod
     def from_offers(cls, offers: Iterable[Offer]) -> PriceCatalog:
@@ -74,24 +90,32 @@ class PriceCatalog:
         acc_ids: dict[str, int] = {"": 0}
         acc_names = [""]
         rows = []
-        for o in collapse_zones(offers):
+        kinds: dict[tuple[str, str, str | None], tuple[str, bool]] = {}  # the family's arch, burstable
+        for o in merge_duplicates(offers):
             acc_key = (o.accelerator_name or "").lower()
             if acc_key not in acc_ids:
                 acc_ids[acc_key] = len(acc_names)
                 acc_names.append(o.accelerator_name or "")
+            family = (o.cloud, o.instance_type, o.accelerator_name)
+            if family not in kinds:
+                kinds[family] = (arch_of(*family), is_burstable(o.cloud, o.instance_type))
+            arch = (normalize_arch(o.arch) if o.arch else None) or kinds[family][0]
+            burstable = kinds[family][1] if o.burstable is None else o.burstable
             rows.append((
                 tables["cloud"].setdefault(o.cloud, len(tables["cloud"])),
                 tables["loc"].setdefault(o.location, len(tables["loc"])),
                 tables["zone"].setdefault(o.zone or "", len(tables["zone"])),
                 tables["inst"].setdefault(o.instance_type, len(tables["inst"])),
-                acc_ids[acc_key], o.accelerator_count if acc_key else 0.0, o.vcpus, o.memory_gb,
+                acc_ids[acc_key], ARCHES.index(arch), burstable,
+                o.accelerator_count if acc_key else 0.0, o.vcpus, o.memory_gb,
                 np.nan if o.price is None else o.price, np.nan if o.spot_price is None else o.spot_price,
             ))
-        arr = np.array(rows, dtype=float).reshape(-1, 10)
-        ints = [arr[:, i].astype(np.int32) for i in range(5)]
+        arr = np.array(rows, dtype=float).reshape(-1, 12)
+        ints = [arr[:, i].astype(np.int32) for i in range(6)]
         columns = OfferColumns(cloud=ints[0], region=ints[1], zone=ints[2], instance=ints[3], acc_name=ints[4],
-                               acc_count=arr[:, 5], vcpus=arr[:, 6], memory_gb=arr[:, 7], price=arr[:, 8],
-                               spot=arr[:, 9])
+                               arch=ints[5].astype(np.int8), burstable=arr[:, 6].astype(bool),
+                               acc_count=arr[:, 7], vcpus=arr[:, 8], memory_gb=arr[:, 9], price=arr[:, 10],
+                               spot=arr[:, 11])
         return cls(columns, list(tables["cloud"]), list(tables["loc"]), list(tables["zone"]),
                    list(tables["inst"]), acc_names)
 
@@ -101,6 +125,17 @@ class PriceCatalog:
     @property
     def clouds(self) -> tuple[str, ...]:
         return self.cloud_names
+
+    def by_region_and_price(self, use_spot: bool) -> np.ndarray:
+        """Offer indices sorted by location, then on-demand (or spot) price, unpriced last; ties in
+        catalog order. Computed once: the cheapest offer per location of any subset is then its first
+        row per location in this order."""
+        orders: dict[bool, np.ndarray] = getattr(self, "_orders", None) or {}
+        if use_spot not in orders:
+            prices = self.columns.spot if use_spot else self.columns.price
+            orders[use_spot] = np.lexsort((np.nan_to_num(prices, nan=np.inf), self.columns.region))
+            self._orders = orders
+        return orders[use_spot]
 
     def accelerator_id(self, name: str) -> int | None:
         return self._acc_ids.get(name.lower())
@@ -116,6 +151,7 @@ class PriceCatalog:
             accelerator_name=self.accelerator_names[acc] if acc else None,
             accelerator_count=float(c.acc_count[index]), vcpus=float(c.vcpus[index]),
             memory_gb=float(c.memory_gb[index]), price=_opt(c.price[index]), spot_price=_opt(c.spot[index]),
+            arch=ARCHES[int(c.arch[index])], burstable=bool(c.burstable[index]),
         )
 
     def offers(self, indices: Iterable[int] | None = None) -> list[Offer]:
@@ -127,27 +163,20 @@ def _opt(value: Any) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def collapse_zones(offers: Iterable[Offer]) -> list[Offer]:
-    """One offer per (cloud, region, instance, accelerator): a region's price is its cheapest zone's.
+def merge_duplicates(offers: Iterable[Offer]) -> list[Offer]:
+    """One offer per (cloud, region, zone, instance, accelerator), each price the lowest listed.
 
-    On-demand and spot may be cheapest in different zones; the zone kept is the on-demand one's
-    (spot's when there is no on-demand price) and each price is the region's minimum.
+    Real files list some rows twice; zones stay apart (see the module docstring). Sorted by
+    location, instance and zone, so that zones of equal price resolve to the first by name.
     """
     best: dict[tuple[Any, ...], Offer] = {}
     for o in offers:
-        key = (o.cloud, o.region, o.instance_type, (o.accelerator_name or "").lower(), o.accelerator_count)
+        key = (o.cloud, o.region, o.instance_type, (o.accelerator_name or "").lower(), o.accelerator_count,
+               o.zone or "")
         seen = best.get(key)
-        if seen is None:
-            best[key] = o
-            continue
-        price = _min(seen.price, o.price)
-        zone = o.zone if (o.price is not None and (seen.price is None or o.price < seen.price)) else seen.zone
-        if seen.price is None and o.price is None and _min(seen.spot_price, o.spot_price) != seen.spot_price:
-            zone = o.zone
-        best[key] = Offer(o.cloud, o.region, zone, o.instance_type, seen.accelerator_name,
-                          o.accelerator_count, seen.vcpus, seen.memory_gb, price,
-                          _min(seen.spot_price, o.spot_price))
-    return list(best.values())
+        best[key] = o if seen is None else replace(
+            seen, price=_min(seen.price, o.price), spot_price=_min(seen.spot_price, o.spot_price))
+    return [best[k] for k in sorted(best)]
 
 
 def _min(a: float | None, b: float | None) -> float | None:

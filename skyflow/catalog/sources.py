@@ -14,6 +14,7 @@ from typing import Any
 
 from skyflow.catalog.egress import EgressModel
 from skyflow.catalog.egress_file import parse_egress_yaml
+from skyflow.catalog.families import normalize_arch
 from skyflow.catalog.gcp import is_host_only, join_accelerators
 from skyflow.catalog.offers import Offer, PriceCatalog
 from skyflow.catalog.positions import catalog_error, csv_position, show
@@ -21,9 +22,9 @@ from skyflow.errors import CatalogError, SourcePosition
 from skyflow.matching import close_matches
 
 DEFAULT = "default"
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: offers per zone, with architecture and burstable columns
 _REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "Price", "Region")
-_USED = (*_REQUIRED, "SpotPrice", "AvailabilityZone")
+_USED = (*_REQUIRED, "SpotPrice", "AvailabilityZone", "Arch")
 _loaded: dict[str, PriceCatalog] = {}
 
 
@@ -94,7 +95,9 @@ def parse_vms_csv(text: str, cloud: str, where: str) -> list[Offer]:
 
     CRLF endings and a leading BOM; no SpotPrice column or empty cells; rows with more fields than
     the header (Azure's unquoted ``V1,V2`` Generation) have the extra fields folded into the last
-    column; GCP's accelerator rows with an empty InstanceType are joined with their host VMs.
+    column; GCP's accelerator rows with an empty InstanceType are joined with their host VMs (a row
+    that names both a GPU host and its GPUs is a whole offer already). An ``Arch`` column, where
+    present, gives each row's CPU architecture; elsewhere the instance family does.
     Anything else wrong is a CatalogError at ``FILE:LINE:COL`` (the row's line, the field's column).
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
@@ -124,7 +127,7 @@ def parse_vms_csv(text: str, cloud: str, where: str) -> list[Offer]:
                 continue
             if not offer.instance_type:
                 bare_accelerators.append(offer)
-            elif cloud == "gcp" and is_host_only(offer.instance_type):
+            elif cloud == "gcp" and offer.accelerator_name is None and is_host_only(offer.instance_type):
                 host_only.append(offer)
             else:
                 vms.append(offer)
@@ -209,6 +212,7 @@ def _row_offer(fields: list[str], col: dict[str, int], cloud: str) -> Offer | No
         instance_type=fields[col["InstanceType"]].strip(), accelerator_name=acc, accelerator_count=count,
         vcpus=_number(fields[col["vCPUs"]].strip(), "vCPUs") or 0.0,
         memory_gb=_number(fields[col["MemoryGiB"]].strip(), "MemoryGiB") or 0.0, price=price, spot_price=spot,
+        arch=normalize_arch(optional("Arch")),
     )
 
 

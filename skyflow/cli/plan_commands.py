@@ -73,10 +73,18 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         console.print(moves)
     console.print(f"compute ${plan.compute_usd:,.2f} + egress ${plan.egress_usd:,.2f} = "
                   f"[bold]${plan.total_usd:,.2f}[/bold], {plan.total_hours:.2f} h on the critical path")
+    cached = [name for name, p in plan.stages.items() if p.cached]
     if plan.baseline_usd is not None and plan.baseline_usd > 0:
+        # The baseline reuses the same cached outputs, so this saving is where the stages run.
         saving = plan.baseline_usd - plan.total_usd
-        console.print(f"all on {plan.baseline_cloud}, on demand: ${plan.baseline_usd:,.2f} — this plan saves "
-                      f"${saving:,.2f} ({100 * saving / plan.baseline_usd:.0f}%)")
+        reusing = ", reusing the same cached outputs" if cached else ""
+        console.print(f"all on {plan.baseline_cloud}, on demand{reusing}: ${plan.baseline_usd:,.2f} — this plan "
+                      f"saves ${saving:,.2f} ({100 * saving / plan.baseline_usd:.0f}%)")
+    if cached and plan.recompute_usd is not None:
+        saved = plan.recompute_usd - plan.total_usd
+        what = f" saves ${saved:,.2f}" if saved > 0.005 else ""
+        console.print(f"reusing cached outputs of {', '.join(cached)}{what}: recomputing every stage would cost "
+                      f"${plan.recompute_usd:,.2f}")
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
 

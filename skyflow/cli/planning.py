@@ -18,11 +18,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 _OPTIONS = (
     click.option("--catalog", "catalog_dir", metavar="DIR", help="Catalog folder of <cloud>/vms.csv files."),
     click.option("--egress", "egress_file", metavar="FILE", help="Egress rules file (USD per GB)."),
-    click.option("--minimize", type=click.Choice(["cost", "time"]), default="cost", show_default=True),
+    click.option("--minimize", type=click.Choice(["cost", "time"]), default="cost", show_default=True,
+                 help="cost, or time: the fastest plan, then the cheapest of those."),
     click.option("--deadline", type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
                  help="Cheapest plan that finishes in time (hours > 0)."),
     click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
-                 help="Fastest plan within this budget (USD > 0)."),
+                 help="Fastest plan within this budget (USD > 0), then the cheapest of those; minimizes time "
+                      "whatever --minimize says."),
     click.option("--infra", metavar="LIST", help="Only these: aws,gcp/us-central1,local,ssh/lab,kubernetes/ctx; "
                                                  "`local` alone forces this machine."),
     click.option("--all-clouds", is_flag=True, help="Plan over every catalog cloud, credentials or not (what-if)."),

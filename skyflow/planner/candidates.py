@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
 from skyflow.catalog import PriceCatalog
-from skyflow.errors import PlanningError
+from skyflow.catalog.families import ARCHES, ARM64, X86_64
 from skyflow.planner.plan import Placement
 from skyflow.planner.policy import LOCAL, Policy
-from skyflow.planner.pools import pool_placements, pools_reason
+from skyflow.planner.pools import pool_placements
+from skyflow.planner.reasons import no_candidates_error
 from skyflow.spec.models import Stage
 from skyflow.spec.resources import Quantity, Resources
+
+HoursSource = Literal["estimate", "history", "fallback"]
+FALLBACK_HOURS = 1.0
 
 
 @dataclass(frozen=True)
@@ -28,12 +32,13 @@ class Request:
     region: str | None
     zone: str | None
     use_spot: bool
+    cpu_arch: str | None = None
 
     @classmethod
     def of(cls, r: Resources) -> Request:
         cloud, region, zone = r.location()
         acc = (r.accelerators[0].name, r.accelerators[0].count) if r.accelerators else None
-        return cls(acc, r.cpus, r.memory, r.instance_type, cloud, region, zone, r.use_spot)
+        return cls(acc, r.cpus, r.memory, r.instance_type, cloud, region, zone, r.use_spot, r.cpu_arch)
 
     def describe(self) -> str:
         parts = []
@@ -45,6 +50,8 @@ class Request:
             parts.append(f"memory {self.memory} GiB")
         if self.instance_type:
             parts.append(f"instance {self.instance_type}")
+        if self.cpu_arch:
+            parts.append(f"cpu_arch {self.cpu_arch}")
         pin = "/".join(p for p in (self.cloud, self.region, self.zone) if p)
         if pin:
             parts.append(f"on {pin}")
@@ -61,11 +68,11 @@ class CandidateFinder:
         self.policy = policy
         c = catalog.columns
         considered = set(policy.clouds_considered(catalog.clouds))
-        self._cloud_ok = np.array([name in considered for name in catalog.cloud_names] or [False])
+        self.cloud_ok = np.array([name in considered for name in catalog.cloud_names] or [False])
         regions = [loc.partition("/") for loc in catalog.location_names]
-        self._region_ok = np.array([policy.region_allowed(cl, rg) for cl, _, rg in regions] or [False])
-        self._policy_ok = self._cloud_ok[c.cloud] & self._region_ok[c.region] if len(c) else np.zeros(0, bool)
-        self._cache: dict[Request, list[tuple[int, float]]] = {}
+        self.region_ok = np.array([policy.region_allowed(cl, rg) for cl, _, rg in regions] or [False])
+        self._policy_ok = self.cloud_ok[c.cloud] & self.region_ok[c.region] if len(c) else np.zeros(0, bool)
+        self._cache: dict[tuple[Request, bool], list[tuple[int, float]]] = {}
 
     def hardware_mask(self, req: Request) -> np.ndarray:
         """Offers that have what the request asks for, wherever they are."""
@@ -82,6 +89,26 @@ class CandidateFinder:
             mask &= np.array([n == req.instance_type for n in cat.instance_names])[c.instance]
         return mask
 
+    def arch(self, req: Request, hardware: np.ndarray) -> str:
+        """The architecture to plan on: the request's, else x86_64 unless the accelerator or instance
+        type it names exists only on Arm (a GH200, a pinned m7g)."""
+        if req.cpu_arch:
+            return req.cpu_arch
+        c = self.catalog.columns
+        if (req.accelerator or req.instance_type) and hardware.any() \
+                and not (hardware & (c.arch == ARCHES.index(X86_64))).any():
+            return ARM64
+        return X86_64
+
+    def arch_mask(self, req: Request, hardware: np.ndarray) -> np.ndarray:
+        arch, c = self.arch(req, hardware), self.catalog.columns
+        return np.ones(len(c), dtype=bool) if arch == "any" else np.asarray(c.arch == ARCHES.index(arch))
+
+    def sustained_mask(self, req: Request) -> np.ndarray:
+        """Burstable (shared-core, credit-based) machines only when the request names the instance type."""
+        c = self.catalog.columns
+        return np.ones(len(c), dtype=bool) if req.instance_type else ~c.burstable
+
     def pin_mask(self, req: Request) -> np.ndarray:
         c, cat = self.catalog.columns, self.catalog
         mask = np.ones(len(c), dtype=bool)
@@ -93,19 +120,32 @@ class CandidateFinder:
             mask &= np.array([n == req.zone for n in cat.zone_names])[c.zone]
         return mask
 
-    def offers(self, req: Request) -> list[tuple[int, float]]:
-        """(offer index, hourly USD) of the cheapest offer per location meeting request and policy."""
-        found = self._cache.get(req)
+    def machine_mask(self, req: Request) -> np.ndarray:
+        """Offers the request may run on anywhere: hardware, architecture, sustained CPUs."""
+        hardware = self.hardware_mask(req)
+        return np.asarray(hardware & self.arch_mask(req, hardware) & self.sustained_mask(req))
+
+    def offers(self, req: Request, with_accelerators: bool = True) -> list[tuple[int, float]]:
+        """(offer index, hourly USD) of the cheapest offer per location meeting request and policy.
+
+        Offers are per zone, so the index is the zone whose price is returned (on demand or spot
+        as the request asks). ``with_accelerators=False`` keeps machines without accelerators only.
+        """
+        key = (req, with_accelerators)
+        found = self._cache.get(key)
         if found is not None:
             return found
         c = self.catalog.columns
         prices = c.spot if req.use_spot else c.price
-        mask = self.hardware_mask(req) & self.pin_mask(req) & self._policy_ok & ~np.isnan(prices)
-        idx = np.nonzero(mask)[0]
-        order = idx[np.lexsort((prices[idx], c.region[idx]))]
-        _, first = np.unique(c.region[order], return_index=True)
-        found = [(int(i), float(prices[i])) for i in order[first]]
-        self._cache[req] = found
+        mask = self.machine_mask(req) & self.pin_mask(req) & self._policy_ok & ~np.isnan(prices)
+        if not with_accelerators:
+            mask &= c.acc_name == 0
+        order = self.catalog.by_region_and_price(req.use_spot)
+        order = order[mask[order]]
+        regions = c.region[order]
+        first = order[np.r_[True, regions[1:] != regions[:-1]]] if len(order) else order
+        found = [(int(i), float(prices[i])) for i in first]
+        self._cache[key] = found
         return found
 
 
@@ -118,14 +158,23 @@ def _quantity_mask(q: Quantity | None, offered: np.ndarray, vcpus: np.ndarray) -
     return np.asarray(np.abs(offered - want) < 1e-9)
 
 
-def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy) -> float:
-    """From the stage's estimate, else the run history's median, else 1 hour."""
-    if stage.estimate.hours:
-        return stage.estimate.hours_for(accelerator)
+def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy) -> tuple[float, HoursSource]:
+    """Hours on ``accelerator`` and where they come from.
+
+    The stage's estimate for that accelerator, else its estimate's ``default``, else the run
+    history's median for that accelerator, else the history's default, else 1 hour (the fallback).
+    """
+    estimate = stage.estimate.hours
+    if accelerator and accelerator in estimate:
+        return estimate[accelerator], "estimate"
+    if "default" in estimate:
+        return estimate["default"], "estimate"
     seen = policy.observed_hours.get(name, {})
     if accelerator and accelerator in seen:
-        return seen[accelerator]
-    return seen.get("default", 1.0)
+        return seen[accelerator], "history"
+    if "default" in seen:
+        return seen["default"], "history"
+    return FALLBACK_HOURS, "fallback"
 
 
 def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[list[Placement], list[str]]:
@@ -138,19 +187,19 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
     warnings: list[str] = []
     for index, req in enumerate(requests):
         found: list[Placement] = []
-        local = _local_placement(name, stage, req, policy)
+        hours, _ = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
+        local = _local_placement(req, stage.num_nodes, hours, policy)
         if local is not None:
             found.append(local)
             if not _fits_local(req, policy):
                 warnings.append(f"stage {name!r} asks for {req.describe()}, more than the local machine has; "
                                 "placed on local because --infra local forces it")
-        hours = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
         found += pool_placements(req, stage.num_nodes, hours, policy)
         for offer_index, hourly in finder.offers(req):
             offer = cat.offer(offer_index)
             acc = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
             found.append(Placement(
-                infra=offer.location, cloud=offer.cloud, region=offer.region, zone=req.zone or offer.zone,
+                infra=offer.location, cloud=offer.cloud, region=offer.region, zone=offer.zone,
                 instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
                 num_nodes=stage.num_nodes, hourly_usd=hourly, hours=hours))
         for p in (replace(f, alternative=index, disk_size_gb=alternatives[index].disk_size) for f in found):
@@ -192,92 +241,11 @@ def _fits_local(req: Request, policy: Policy) -> bool:
     return True
 
 
-def _local_placement(name: str, stage: Stage, req: Request, policy: Policy) -> Placement | None:
+def _local_placement(req: Request, num_nodes: int, hours: float, policy: Policy) -> Placement | None:
     if not policy.local_considered():
         return None
     if not (_fits_local(req, policy) or (policy.local_forced() and req.cloud in (None, LOCAL))):
         return None
     acc = {req.accelerator[0]: req.accelerator[1]} if req.accelerator else {}
-    hours = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
     return Placement(infra=LOCAL, cloud=LOCAL, region=None, zone=None, instance_type=LOCAL,
-                     accelerators=acc, use_spot=False, num_nodes=stage.num_nodes, hourly_usd=0.0, hours=hours)
-
-
-def no_candidates_error(name: str, requests: list[Request], finder: CandidateFinder,
-                        num_nodes: int = 1) -> PlanningError:
-    """Say what the stage asked for, the nearest offers, and which constraint removed them."""
-    lines = [f"stage {name!r}: no place to run it."]
-    for req in requests:
-        pools = pools_reason(req, num_nodes, finder.policy)
-        pinned = req.cloud in ("ssh", "kubernetes")
-        why = pools if pinned else "; ".join(r for r in (_why_none(req, finder), pools) if r)
-        lines.append(f"  asked for {req.describe()}: {why}")
-    return PlanningError("\n".join(lines), stage=name)
-
-
-def _why_none(req: Request, finder: CandidateFinder) -> str:
-    cat, c, policy = finder.catalog, finder.catalog.columns, finder.policy
-    hardware = finder.hardware_mask(req)
-    if not hardware.any():
-        return _nearest_hardware(req, finder)
-    steps = [
-        ("the infra/cloud/region/zone pin", finder.pin_mask(req)),
-        ("no spot price" if req.use_spot else "no on-demand price", ~np.isnan(c.spot if req.use_spot else c.price)),
-        (_clouds_reason(policy, cat.clouds), finder._cloud_ok[c.cloud]),
-        ("the region filters (--infra, allowed/blocked regions)", finder._region_ok[c.region]),
-    ]
-    mask = hardware
-    for reason, step in steps:
-        kept = mask & step
-        if not kept.any():
-            nearest = _describe_offers(cat, np.nonzero(mask)[0], req.use_spot)
-            return f"{int(mask.sum())} offers match the hardware but {reason} removed them all; nearest: {nearest}"
-        mask = kept
-    return "no offer is left"
-
-
-def _clouds_reason(policy: Policy, catalog_clouds: tuple[str, ...]) -> str:
-    considered = policy.clouds_considered(catalog_clouds)
-    return (f"the clouds considered ({', '.join(considered) or 'none'}; from enabled clouds, --infra, "
-            "allowed/blocked clouds)")
-
-
-def _nearest_hardware(req: Request, finder: CandidateFinder) -> str:
-    cat, c = finder.catalog, finder.catalog.columns
-    if req.accelerator:
-        name, count = req.accelerator
-        acc_id = cat.accelerator_id(name)
-        if acc_id is None:
-            close = difflib.get_close_matches(name.lower(), [a.lower() for a in cat.accelerator_names if a], n=3)
-            names = [a for a in cat.accelerator_names if a and a.lower() in close]
-            return (f"no {name} in the catalog" + (f"; did you mean {', '.join(names)}?" if names else "")
-                    + " Run `skyflow catalog gpus` to list them.")
-        counts = sorted({float(x) for x in c.acc_count[c.acc_name == acc_id]})
-        if not np.any(np.isclose(counts, count)):
-            return f"{name} comes in counts {', '.join(f'{x:g}' for x in counts)}, not {count:g}"
-        same = (c.acc_name == acc_id) & np.isclose(c.acc_count, count)
-        return f"no {count:g}x {name} offer has {_sizes(req)}; nearest: " + _describe_offers(
-            cat, np.nonzero(same)[0], req.use_spot)
-    if req.instance_type and req.instance_type not in cat.instance_names:
-        close = difflib.get_close_matches(req.instance_type, list(cat.instance_names), n=3)
-        return f"no instance type {req.instance_type!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-    largest = np.argsort(-c.vcpus)[:3]
-    return f"no offer has {_sizes(req)}; largest: " + _describe_offers(cat, largest, False)
-
-
-def _sizes(req: Request) -> str:
-    return " and ".join(p for p in (f"cpus {req.cpus}" if req.cpus else "",
-                                    f"memory {req.memory}" if req.memory else "") if p) or "that"
-
-
-def _describe_offers(cat: PriceCatalog, indices: np.ndarray, use_spot: bool) -> str:
-    col = cat.columns.spot if use_spot else cat.columns.price
-    priced = [i for i in indices if not np.isnan(col[i])] or list(indices)
-    priced.sort(key=lambda i: (np.nan_to_num(col[i], nan=np.inf), i))
-    shown = []
-    for i in priced[:3]:
-        o = cat.offer(int(i))
-        price = o.hourly_usd(use_spot)
-        shown.append(f"{o.instance_type} ({o.vcpus:g} vCPU, {o.memory_gb:g} GiB) in {o.location} at "
-                     + (f"${price:.2f}/h" if price is not None else "no price"))
-    return "; ".join(shown) or "none"
+                     accelerators=acc, use_spot=False, num_nodes=num_nodes, hourly_usd=0.0, hours=hours)

@@ -9,9 +9,12 @@ import numpy as np
 from skyflow.catalog import EgressModel, PriceCatalog
 from skyflow.errors import PlanningError
 from skyflow.planner.candidates import CandidateFinder, stage_placements
+from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.plan import Alternative, Placement, Plan
+from skyflow.planner.plan_warnings import plan_warnings
 from skyflow.planner.policy import Policy
 from skyflow.planner.problem import Problem, build_problem, evaluate
+from skyflow.planner.reasons import infeasible_error
 from skyflow.planner.search import good_start
 from skyflow.planner.solve import (
     cheapest_per_location,
@@ -28,22 +31,26 @@ def plan_pipeline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
                   policy: Policy | None = None, *, baseline: bool = True) -> Plan:
     """The exact optimum under ``policy``: cheapest (by default), fastest, or within deadline/budget."""
     policy = policy or Policy()
-    problem, warnings = _problem(pipeline, catalog, egress, policy)
+    finder = CandidateFinder(catalog, policy)
+    problem, warnings = _problem(pipeline, catalog, egress, policy, finder)
     choice, solver = solve(problem, policy)
     result = evaluate(problem, choice)
+    stages = {name: problem.options[s][choice[s]] for s, name in enumerate(problem.names)}
     base_usd, base_cloud = (_baseline(pipeline, catalog, egress, policy) if baseline else (None, None))
+    reused = baseline and any(p.cached for p in stages.values())
     return Plan(
-        pipeline=pipeline.name, objective=policy.objective,
-        stages={name: problem.options[s][choice[s]] for s, name in enumerate(problem.names)},
+        pipeline=pipeline.name, objective=policy.minimize, stages=stages,
         egress=result.egress, total_usd=result.total_usd, total_hours=result.hours,
-        baseline_usd=base_usd, baseline_cloud=base_cloud, warnings=tuple(warnings), solver=solver,
+        baseline_usd=base_usd, baseline_cloud=base_cloud,
+        warnings=tuple(warnings + plan_warnings(pipeline, stages, finder)), solver=solver,
+        recompute_usd=_recompute_usd(pipeline, catalog, egress, policy) if reused else None,
         stats={"options": float(sum(len(o) for o in problem.options))},
     )
 
 
 def _problem(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
-             policy: Policy) -> tuple[Problem, list[str]]:
-    finder = CandidateFinder(catalog, policy)
+             policy: Policy, finder: CandidateFinder | None = None) -> tuple[Problem, list[str]]:
+    finder = finder or CandidateFinder(catalog, policy)
     options: dict[str, list[Placement]] = {}
     warnings: list[str] = []
     for name in pipeline.order:
@@ -64,8 +71,11 @@ def solve(problem: Problem, policy: Policy) -> tuple[list[int], str]:
             return solve_forest(problem, keep), "dp"
         return solve_milp(problem, keep, start=good_start(problem, keep)), "milp"
     keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
-    choice = solve_milp(problem, keep, with_time=True, deadline_h=policy.deadline_h,
-                        max_cost_usd=policy.max_cost_usd, minimize=policy.objective)
+    try:
+        choice = solve_milp(problem, keep, with_time=True, deadline_h=policy.deadline_h,
+                            max_cost_usd=policy.max_cost_usd, minimize=policy.minimize)
+    except InfeasibleError:
+        raise infeasible_error(problem, keep, policy) from None
     return choice, "milp"
 
 
@@ -75,15 +85,17 @@ def _all_options(problem: Problem, s: int) -> np.ndarray:
 
 def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
               policy: Policy) -> tuple[float | None, str | None]:
-    """The cheapest plan that keeps every stage on one cloud, on demand (what one would do by hand)."""
+    """The cheapest plan that runs every stage on one cloud, on demand (what one would do by hand).
+
+    It reuses the same cached outputs the plan may reuse, wherever they are, so that the saving
+    compares where stages run, not what the cache spared (that is `Plan.recompute_usd`).
+    """
     best: tuple[float | None, str | None] = (None, None)
     on_demand = _on_demand(pipeline)
     for cloud in policy.clouds_considered(catalog.clouds):
         single = dataclasses.replace(policy, objective="cost", deadline_h=None, max_cost_usd=None,
                                      allowed_clouds=(cloud,), all_clouds=True,
-                                     infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud),
-                                     cached={name: tuple(c for c in copies if c.location.split("/")[0] == cloud)
-                                             for name, copies in policy.cached.items()})
+                                     infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud))
         try:
             problem, _ = _problem(on_demand, catalog, egress, single)
             choice, _ = solve(problem, single)
@@ -93,6 +105,18 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
         if best[0] is None or total < best[0]:
             best = (total, cloud)
     return best
+
+
+def _recompute_usd(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
+                   policy: Policy) -> float | None:
+    """The cost of the plan the same policy gives when no cached output is reused (None: no such plan)."""
+    fresh = dataclasses.replace(policy, cached={})
+    try:
+        problem, _ = _problem(pipeline, catalog, egress, fresh)
+        choice, _ = solve(problem, fresh)
+    except PlanningError:
+        return None
+    return evaluate(problem, choice).total_usd
 
 
 def _on_demand(pipeline: ResolvedPipeline) -> ResolvedPipeline:

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 Terms = list[tuple[int, float]]
 
 
+class InfeasibleError(PlanningError):
+    """No plan meets the deadline or budget rows."""
+
+
 class MilpModel:
     def __init__(self, problem: Problem, keep: list[np.ndarray], *, with_time: bool) -> None:
         self.problem = problem
@@ -235,10 +239,16 @@ class MilpModel:
         h.run()
         status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
-            raise PlanningError(f"no plan meets the constraints (deadline, budget) while finding {what}")
+            raise InfeasibleError(f"no plan meets the constraints (deadline, budget) while finding {what}")
         if status != highspy.HighsModelStatus.kOptimal:
             raise PlanningError(f"the solver stopped before proving {what} optimal: {h.modelStatusToString(status)}")
-        return np.asarray(h.getSolution().col_value)
+        x = np.asarray(h.getSolution().col_value)
+        reported = h.getInfo().objective_function_value
+        if start is not None and abs(float(objective @ x) - reported) > 1e-7 * max(1.0, abs(reported)):
+            # HiGHS 1.16 can report the optimum yet hand back the start's values (seen when presolve
+            # solves the whole model); the optimum is then found again without the start.
+            return self.solve(objective, what)
+        return x
 
     def _highs_lp(self, objective: np.ndarray) -> highspy.HighsLp:
         import highspy

@@ -118,6 +118,8 @@ class Plan:
     baseline_cloud: str | None = None
     warnings: tuple[str, ...] = ()
     solver: str = ""
+    # The cost of the plan the same policy gives reusing no cached output; set when this one reuses some.
+    recompute_usd: float | None = None
     stats: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -130,7 +132,13 @@ class Plan:
 
     @property
     def saving_usd(self) -> float | None:
+        """Against the baseline (all on one cloud, on demand, reusing the same cached outputs)."""
         return None if self.baseline_usd is None else self.baseline_usd - self.total_usd
+
+    @property
+    def cached_saving_usd(self) -> float | None:
+        """What reusing cached outputs saves, apart from where the stages run."""
+        return None if self.recompute_usd is None else self.recompute_usd - self.total_usd
 
     def placement(self, stage: str) -> Placement:
         """Where ``stage`` runs; a stage the plan does not name runs on this machine."""
@@ -151,6 +159,8 @@ class Plan:
         }
         if self.baseline_usd is not None:
             out["baseline"] = {"usd": _usd(self.baseline_usd), "cloud": self.baseline_cloud}
+        if self.recompute_usd is not None:
+            out["recompute_usd"] = _usd(self.recompute_usd)
         if self.warnings:
             out["warnings"] = list(self.warnings)
         if self.solver:
@@ -169,7 +179,8 @@ class Plan:
                 total_usd=float(data.get("total_usd", 0.0)), total_hours=float(data.get("total_hours", 0.0)),
                 baseline_usd=None if baseline.get("usd") is None else float(baseline["usd"]),
                 baseline_cloud=_opt_str(baseline.get("cloud")),
-                warnings=tuple(str(w) for w in data.get("warnings") or ()), solver=str(data.get("solver", "")))
+                warnings=tuple(str(w) for w in data.get("warnings") or ()), solver=str(data.get("solver", "")),
+                recompute_usd=None if data.get("recompute_usd") is None else float(data["recompute_usd"]))
         except (AttributeError, TypeError, ValueError) as exc:
             raise PlanningError(f"not a plan: {exc}") from exc
 

@@ -122,6 +122,12 @@ class Policy:
             raise ValueError(f"transfer_gb_per_hour must be positive, got {self.transfer_gb_per_hour}")
 
     @property
+    def minimize(self) -> Literal["cost", "time"]:
+        """What the plan minimizes: time under ``objective="time"`` or a budget (the fastest plan
+        within it, then the cheapest of those), else cost."""
+        return "time" if self.objective == "time" or self.max_cost_usd is not None else "cost"
+
+    @property
     def uses_time(self) -> bool:
         """Whether stage hours and transfer times take part in the optimization."""
         return self.objective == "time" or self.deadline_h is not None or self.max_cost_usd is not None

@@ -18,6 +18,8 @@ CLOUDS: tuple[str, ...] = (
     "kubernetes", "ssh", "slurm", "local",
 )
 CLOUD_ALIASES = {"k8s": "kubernetes", "lambdalabs": "lambda", "digitalocean": "do"}
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64", "arm64": "arm64", "aarch64": "arm64",
+                 "arm": "arm64", "any": "any"}
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(\+|x)?\s*$")
 
 
@@ -164,6 +166,7 @@ class Resources(SpecModel):
         "disk": "Use disk_size: 256 (GB).",
         "memory_gb": "Use memory: 64 (GiB) or memory: '64+'.",
         "vcpus": "Use cpus: 8 or cpus: '8+'.",
+        "arch": "Use cpu_arch: arm64 (or x86_64, any).",
     }
 
     infra: str | None = None
@@ -175,6 +178,8 @@ class Resources(SpecModel):
     cpus: Quantity | None = None
     memory: Quantity | None = None
     instance_type: str | None = None
+    # CPU architecture to plan on; None is x86_64 unless the hardware asked for exists only on Arm.
+    cpu_arch: Literal["x86_64", "arm64", "any"] | None = None
     use_spot: bool = False
     job_recovery: JobRecovery | None = None
     disk_size: int | None = Field(default=None, gt=0)
@@ -215,6 +220,19 @@ class Resources(SpecModel):
     @classmethod
     def _quantity(cls, value: Any, info: Any) -> Quantity | None:
         return parse_quantity(value, info.field_name)
+
+    @field_validator("cpu_arch", mode="before")
+    @classmethod
+    def _cpu_arch(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        lowered = value.strip().lower()
+        found = _ARCH_ALIASES.get(lowered)
+        if found is None:
+            raise _fail("bad_cpu_arch", "cpu_arch must be x86_64, arm64 or any, got {value!r}", value=value,
+                        matches=close_matches(lowered, _ARCH_ALIASES),
+                        hint="Write cpu_arch: arm64 to plan on Arm machines (Graviton, Ampere, Axion).")
+        return found
 
     @field_validator("cloud", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.catalog import load_catalog
+from skyflow.catalog import PriceCatalog, load_catalog
 from skyflow.catalog.sources import parse_vms_csv, read_catalog
 from skyflow.errors import CatalogError
 
@@ -28,10 +28,44 @@ def _by_key(catalog_dir: Path) -> dict[tuple[str, str, str], object]:
     return {(o.cloud, o.region, o.instance_type + ":" + (o.accelerator_name or "")): o for o in catalog.offers()}
 
 
-def test_crlf_and_cheapest_zone_per_region() -> None:
-    offers = _by_key(QUIRKS)
-    p4d = offers[("aws", "us-east-1", "p4d.24xlarge:A100")]
-    assert (p4d.price, p4d.spot_price, p4d.accelerator_count) == (32.77, 11.0, 8.0)  # type: ignore[attr-defined]
+def test_crlf_and_each_zone_with_its_own_prices() -> None:
+    p4d = [o for o in load_catalog(str(QUIRKS)).offers() if o.instance_type == "p4d.24xlarge"]
+    # A region's cheapest zone differs for on demand and spot, so zones are kept apart with their prices.
+    assert [(o.zone, o.price, o.spot_price, o.accelerator_count) for o in p4d] == [
+        ("us-east-1a", 32.77, 12.5, 8.0), ("us-east-1b", 32.77, 11.0, 8.0)]
+
+
+def test_arch_column_wins_over_the_family_and_repeated_rows_keep_the_lowest_price() -> None:
+    text = ("InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone,"
+            "Arch\r\n"
+            "m7g.large,,,2,8,0.08,0.03,us-east-1,use1-az1,arm64\r\n"
+            "m7g.large,,,2,8,0.09,0.02,us-east-1,use1-az1,arm64\r\n"
+            "odd.large,,,2,8,0.05,,us-east-1,use1-az1,aarch64\r\n"
+            "m6i.large,,,2,8,0.09,0.04,us-east-1,use1-az2,\r\n"
+            "t3.large,,,2,8,0.08,0.03,us-east-1,use1-az2,x86_64\r\n")
+    catalog = PriceCatalog.from_offers(parse_vms_csv(text, "aws", "x.csv"))
+    offers = {o.instance_type: o for o in catalog.offers()}
+    assert len(catalog) == 4
+    assert (offers["m7g.large"].arch, offers["m7g.large"].price, offers["m7g.large"].spot_price) == (
+        "arm64", 0.08, 0.02)
+    assert offers["odd.large"].arch == "arm64"  # the column says so, whatever the name
+    assert (offers["m6i.large"].arch, offers["m6i.large"].burstable) == ("x86_64", False)  # empty cell: the family
+    assert (offers["t3.large"].arch, offers["t3.large"].burstable) == ("x86_64", True)
+
+
+GCP_HEADER = ("InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,"
+              "SpotPrice\n")
+
+
+def test_gcp_rows_naming_host_and_gpus_are_whole_offers() -> None:
+    text = GCP_HEADER + ("a2-highgpu-8g,96,680,A100,8,,us-central1,us-central1-a,29.39,11.75\n"
+                         "a3-ultragpu-8g,224,2952,H200,8,,us-central1,us-central1-a,84.81,38.16\n"
+                         "g2-standard-4,4,16,L4,1,,us-central1,us-central1-a,0.71,0.28\n"
+                         "a2-highgpu-1g,12,85,,,,us-central1,us-central1-a,0.95,0.47\n")
+    offers = parse_vms_csv(text, "gcp", "x.csv")
+    # the bare a2-highgpu-1g host has no GPU row to carry here: it is no offer on its own
+    assert sorted((o.instance_type, o.accelerator_name, o.price) for o in offers) == [
+        ("a2-highgpu-8g", "A100", 29.39), ("a3-ultragpu-8g", "H200", 84.81), ("g2-standard-4", "L4", 0.71)]
 
 
 def test_gcp_accelerator_rows_priced_on_their_host_vm() -> None:
@@ -78,6 +112,11 @@ def test_default_catalog_covers_the_common_clouds(monkeypatch: pytest.MonkeyPatc
     names = {o.accelerator_name for o in catalog.offers()}
     assert {"A100", "H100", "L4", "T4", None} <= names
     assert all(o.price and o.price > 0 for o in catalog.offers())
+    gcp = [o for o in catalog.offers() if o.cloud == "gcp"]
+    assert len(gcp) == 48  # every GCP row of the shipped file, GPU hosts included
+    assert {("A100", "a2-highgpu-8g"), ("A100-80GB", "a2-ultragpu-8g"), ("H100", "a3-highgpu-8g"),
+            ("H200", "a3-ultragpu-8g"), ("L4", "g2-standard-4"), ("T4", "n1-standard-4")} <= {
+        (o.accelerator_name, o.instance_type) for o in gcp}
 
 
 def test_env_var_chooses_the_folder(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,4 +139,7 @@ def test_real_azure_and_gcp_files_load() -> None:
     assert {"azure", "gcp"} <= set(catalog.clouds)
     gcp_a100 = [o for o in catalog.offers() if o.cloud == "gcp" and o.accelerator_name == "A100"
                 and o.accelerator_count == 8 and o.region == "us-central1"]
-    assert [o.instance_type for o in gcp_a100] == ["a2-highgpu-8g"]
+    # one offer per zone (the file lists each zone twice), the GPU priced on its a2 host
+    assert sorted((o.instance_type, o.zone) for o in gcp_a100) == [
+        ("a2-highgpu-8g", f"us-central1-{z}") for z in "abcf"]
+    assert [o.price for o in gcp_a100] == pytest.approx([5.91582 + 23.47126] * 4)

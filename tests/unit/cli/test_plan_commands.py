@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from skyflow.cli.plan_commands import render_plan
+from skyflow.planner import Placement, Plan
 from tests.unit.cli.cli_helpers import run
 
 HEADER = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone\n"
@@ -73,6 +77,11 @@ def test_deadline_and_budget_flags(files: dict[str, str], capsys: pytest.Capture
     within = json.loads(out)
     assert within["objective"] == "time" and within["total_usd"] <= 320
     assert within["stages"]["sft"]["instance_type"] == "gpu_8x_a100"  # the H100 plan costs 393.28 + 22 + 3
+    # a budget alone asks for the fastest plan within it, as its help says
+    _, out, _ = run(plan_args(files, "--all-clouds", "--json", "--max-cost", "420"), capsys)
+    fastest = json.loads(out)
+    assert fastest["objective"] == "time" and fastest["total_usd"] <= 420
+    assert fastest["stages"]["sft"]["instance_type"] == "p5.48xlarge" and fastest["total_hours"] < 12
 
 
 def test_explain_and_tables(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,6 +128,28 @@ def test_catalog_gpus(files: dict[str, str], capsys: pytest.CaptureFixture[str])
     assert len(rows) == 2 and "32.77" in rows[0] + rows[1] and "29.39" in rows[0] + rows[1] and "H100" not in out
     code, _, err = run(["catalog", "gpus", "Z9", "--catalog", files["catalog"]], capsys)
     assert code == 2 and "no accelerator 'Z9'" in err
+    # the shipped catalog's GCP GPUs ride their host VMs
+    code, out, _ = run(["catalog", "gpus"], capsys)
+    gcp = {line.split("│")[4].strip() for line in out.splitlines() if "│ gcp " in line}
+    assert code == 0 and {"a2-highgpu-8g", "a2-ultragpu-8g", "a3-highgpu-8g", "a3-ultragpu-8g", "g2-standard-4"} <= gcp
+
+
+def _cached_plan(recompute_usd: float | None) -> Plan:
+    copy = Placement(infra="local", cloud="local", region=None, zone=None, instance_type="cached", accelerators={},
+                     use_spot=False, num_nodes=1, hourly_usd=0.0, hours=0.0, cached=True)
+    train = Placement(infra="gcp/us-central1", cloud="gcp", region="us-central1", zone="us-central1-a",
+                      instance_type="a2-highgpu-8g", accelerators={"A100": 8}, use_spot=False, num_nodes=1,
+                      hourly_usd=29.39, hours=2.0)
+    return Plan(pipeline="rlhf", objective="cost", stages={"sft": copy, "ppo": train}, egress=(), total_usd=58.78,
+                total_hours=2.0, baseline_usd=65.54, baseline_cloud="aws", recompute_usd=recompute_usd)
+
+
+def test_cached_copies_save_apart_from_the_clouds() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    render_plan(_cached_plan(352.68), console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "all on aws, on demand, reusing the same cached outputs: $65.54 — this plan saves $6.76 (10%)" in text
+    assert "reusing cached outputs of sft saves $293.90: recomputing every stage would cost $352.68" in text
 
 
 DIAMOND = """\

@@ -12,9 +12,12 @@ from skyflow.spec.source import parse_yaml
 
 
 def offer(location: str, instance: str, price: float | None, spot: float | None = None, *,
-          acc: str | None = None, count: float = 0, cpus: float = 8, mem: float = 32) -> Offer:
+          acc: str | None = None, count: float = 0, cpus: float = 8, mem: float = 32, zone: str | None = None,
+          arch: str | None = None) -> Offer:
+    """One offer; the zone defaults to REGION-a and the architecture to what the instance name says."""
     cloud, region = location.split("/")
-    return Offer(cloud, region, f"{region}-a", instance, acc, count if acc else 0.0, cpus, mem, price, spot)
+    return Offer(cloud, region, zone or f"{region}-a", instance, acc, count if acc else 0.0, cpus, mem, price, spot,
+                 arch=arch)
 
 
 def catalog(*offers: Offer) -> PriceCatalog:

@@ -114,3 +114,37 @@ def _check(case: tuple[Any, ...], deadline: float | None) -> None:
     assert plan.total_usd == pytest.approx(expected, abs=1e-6)
     if deadline is not None:
         assert plan.total_hours <= deadline + 1e-6
+
+
+def _brute_force_fastest(p: Any, cat: Any, egress: Any, policy: Policy) -> tuple[float, float] | None:
+    """(hours, USD) of the fastest plan within the budget, the cheapest among the fastest."""
+    problem, _ = _problem(p, cat, egress, policy)
+    results = [evaluate(problem, list(choice))
+               for choice in itertools.product(*[range(len(o)) for o in problem.options])]
+    assert policy.max_cost_usd is not None
+    within = [r for r in results if r.total_usd <= policy.max_cost_usd + 1e-9]
+    if not within:
+        return None
+    fastest = min(r.hours for r in within)
+    return fastest, min(r.total_usd for r in within if r.hours <= fastest + 1e-6 * max(1.0, fastest))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([0.5, 1.0, 1.3, 2.0]))
+def test_a_budget_gives_the_fastest_plan_within_it(case: tuple[Any, ...], budget_factor: float) -> None:
+    cat, p, egress, pools, cached = case
+    cheapest_policy = Policy(all_clouds=not pools, pools=pools, cached=cached)
+    try:
+        cheapest = plan_pipeline(p, cat, egress, cheapest_policy, baseline=False).total_usd
+    except PlanningError:
+        return  # no candidate at all: covered above
+    policy = Policy(all_clouds=not pools, pools=pools, cached=cached, max_cost_usd=cheapest * budget_factor)
+    expected = _brute_force_fastest(p, cat, egress, policy)
+    if expected is None:
+        with pytest.raises(PlanningError, match="no plan meets the constraints: no plan costs at most the budget"):
+            plan_pipeline(p, cat, egress, policy, baseline=False)
+        return
+    plan = plan_pipeline(p, cat, egress, policy, baseline=False)
+    assert plan.objective == "time"
+    assert plan.total_hours == pytest.approx(expected[0], abs=1e-5)
+    assert plan.total_usd == pytest.approx(expected[1], abs=1e-5)

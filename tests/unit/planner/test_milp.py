@@ -122,3 +122,19 @@ def test_good_start_is_a_local_optimum(problem: Problem) -> None:
             trial = list(choice)
             trial[s] = int(k)
             assert evaluate(problem, trial).total_usd >= cost - 1e-6
+
+
+def test_a_start_that_presolve_makes_moot_still_gives_the_optimum() -> None:
+    # HiGHS 1.16 solved this at presolve and handed back the start ($1.50) while reporting $1.25.
+    offers = [offer("gcp/a", "cpu-gcp/a", 0.25), offer("lambda/a", "cpu-lambda/a", 0.25),
+              offer("aws/b", "cpu-aws/b", 0.5)]
+    stages = {"s0": {"inputs": {"raw": "raw"}, "outputs": {"o": 10}, "estimate": 1},
+              "s1": {"outputs": {"o": 0}, "estimate": 1},
+              "s2": {"inputs": {"i0": "s0.o"}, "outputs": {"o": 0}, "estimate": 1}}
+    inputs = {"raw": {"uri": "s3://b/raw", "infra": "aws/a", "size_gb": 50}}
+    egress = rules(("aws", "aws", 0.0), ("gcp", "gcp", 0.0), ("aws", "*", 0.05), ("*", "*", 0.0))
+    problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), egress, Policy(all_clouds=True))
+    keep = cheapest_per_location(problem)
+    assert _brute_force(problem, None, None) == pytest.approx(1.25)
+    for name, start in _starts(problem, keep).items():
+        assert evaluate(problem, solve_milp(problem, keep, start=start)).total_usd == pytest.approx(1.25), name

@@ -127,7 +127,8 @@ def test_json_shape_and_baseline() -> None:
     cat = catalog(offer("aws/us-east-1", "p4d", 32.77, 12.0, acc="A100", count=8),
                   offer("gcp/us-central1", "a2", 29.0, acc="A100", count=8), offer("gcp/us-central1", "n2", 0.4))
     p = pipeline({"sft": {"resources": A100, "estimate": 10, "outputs": {"model": 30}},
-                  "ppo": {"resources": {**A100, "use_spot": True}, "inputs": {"m": "sft.model"}}}, name="rlhf")
+                  "ppo": {"resources": {**A100, "use_spot": True}, "estimate": 1, "inputs": {"m": "sft.model"}}},
+                 name="rlhf")
     plan = plan_pipeline(p, cat, load_egress(), CLOUDS)
     data = plan.to_json()
     assert list(data) == ["pipeline", "objective", "total_usd", "total_hours", "stages", "egress", "baseline", "solver"]
@@ -218,3 +219,20 @@ def test_placement_names_the_alternative_and_disk_it_serves() -> None:
                                                  {"accelerators": "L4:1", "disk_size": 100}]}}})
     placement = plan_pipeline(p, cat, rules(), CLOUDS).stages["t"]
     assert (placement.instance_type, placement.alternative, placement.disk_size_gb) == ("small", 1, 100)
+
+
+def test_the_baseline_reuses_the_same_cached_copies_and_their_saving_is_told_apart() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 2.0), offer("gcp/us-central1", "n", 1.0))
+    p = pipeline({"prep": {"outputs": {"out": 10}, "estimate": 3},
+                  "train": {"inputs": {"d": "prep.out"}, "estimate": 2}})
+    policy = Policy(all_clouds=True, cached={"prep": (CachedCopy("local", 10.0),)})
+    plan = plan_pipeline(p, cat, rules(), policy)
+    assert (plan.stages["prep"].infra, plan.stages["prep"].cached, plan.total_usd) == ("local", True, 2.0)
+    # All on gcp with the same local copy costs what the plan costs: the cache is no cloud saving...
+    assert (plan.baseline_usd, plan.baseline_cloud, plan.saving_usd) == (2.0, "gcp", 0.0)
+    # ...it saves the 3 h of prep on gcp, told apart.
+    assert (plan.recompute_usd, plan.cached_saving_usd) == (5.0, 3.0)
+    data = plan.to_json()
+    assert data["recompute_usd"] == 5.0 and Plan.from_json(data).to_json() == data
+    fresh = plan_pipeline(p, cat, rules(), dataclasses.replace(policy, cached={}))
+    assert (fresh.total_usd, fresh.recompute_usd) == (5.0, None) and "recompute_usd" not in fresh.to_json()
