@@ -1,9 +1,9 @@
-"""The user's machine configuration ($SKYFLOW_HOME/config.yaml): SSH node pools and Kubernetes contexts."""
+"""The user's machine configuration ($SKYFLOW_HOME/config.yaml): SSH node pools, Kubernetes contexts, SkyPilot."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -65,6 +65,11 @@ class KubernetesContext(SpecModel):
     spot_node_selector: dict[str, str] = Field(default_factory=dict)
     spot_tolerations: tuple[dict[str, Any], ...] = ()
     image: str = "python:3.11-slim"
+    # True: `image` has skyflow installed, and pods run the stage wrapper with its `python` directly.
+    # False: an init container installs skyflow's code package into the pod first (signed URLs).
+    image_has_skyflow: bool = False
+    python: str = "python3"  # the image's Python 3.11: runs the installer, or the wrapper when it has skyflow
+    store_secret: str | None = None  # a Secret whose keys (the store's credentials) become the stage's env
 
     @field_validator("accelerators", mode="before")
     @classmethod
@@ -77,9 +82,20 @@ class KubernetesConfig(SpecModel):
     contexts: dict[str, KubernetesContext] = Field(default_factory=dict)
 
 
+class SkyPilotConfig(SpecModel):
+    """How SkyPilot nodes get skyflow: the code package (default), or the user's own install."""
+
+    python: str = "python3"  # the node's Python 3.11 that installs and runs the code package
+    code_fetch: Literal["dir", "url"] = "dir"  # dir: a file mount SkyPilot uploads; url: signed store URLs
+    # A setup of your own instead of the code package (e.g. "" on an image that has skyflow); the
+    # task then runs `<python> -m skyflow.backends.remote_stage`.
+    install: str | None = None
+
+
 class SkyflowConfig(SpecModel):
     ssh_pools: dict[str, SshPool] = Field(default_factory=dict)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    skypilot: SkyPilotConfig = Field(default_factory=SkyPilotConfig)
 
 
 def load_config(path: Path) -> SkyflowConfig:

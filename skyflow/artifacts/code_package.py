@@ -485,6 +485,8 @@ def bootstrap_script(package: CodePackage, *, fetch: Literal["url", "dir"], urls
     backend copied ``package.directory``. Every wheel's sha256 is checked, then pip installs them
     into ``<env_root>/<digest>`` without an index. Nothing is fetched when that environment already
     holds this digest, or when ``python`` itself was baked with it. A failure exits the shell.
+    ``directory`` and ``env_root`` are expanded on the node (``~`` and ``$VAR``), so a backend can
+    point them at a volume whose path the node's environment names.
     """
     if fetch == "url":
         missing = sorted({f.name for f in package.files} - set(urls or {}))
@@ -522,6 +524,10 @@ from pathlib import Path
 
 cfg = json.loads(sys.argv[1])
 digest = cfg["digest"]
+
+
+def where(path):
+    return os.path.expanduser(os.path.expandvars(path))
 
 
 def say(message):
@@ -575,7 +581,7 @@ def fetch(dest):
     for item in cfg["files"]:
         target = dest / item["name"]
         if cfg["fetch"] == "dir":
-            source = Path(os.path.expanduser(cfg["dir"])) / item["name"]
+            source = Path(where(cfg["dir"])) / item["name"]
             if not source.is_file():
                 fail("%s is missing; the backend should have copied the code package there" % source)
             os.symlink(source.resolve(), target)
@@ -615,7 +621,7 @@ def main():
     if baked():
         say("code package %s already installed in %s" % (digest, sys.executable))
         return sys.executable
-    root = Path(os.path.expanduser(cfg["env_root"]))
+    root = Path(where(cfg["env_root"]))
     env = root / digest
     python = env / "bin" / "python"
     marker = env / ".skyflow-code-package"

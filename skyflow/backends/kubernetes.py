@@ -1,14 +1,14 @@
 """The Kubernetes backend: create a stage's Job (or Deployment), watch it, stream its logs, clean up.
 
-Manifests come from :mod:`skyflow.backends.kubernetes_manifests`; this module only talks to the API
-server through the official ``kubernetes`` client (the ``k8s`` extra), imported on first use.
+Manifests come from :mod:`skyflow.backends.kubernetes_manifests`; this module talks to the API
+server through the official ``kubernetes`` client (the ``k8s`` extra), imported on first use, and
+ships skyflow's code package to the store for pods whose image lacks skyflow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,13 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import Capacity, Leftover, StageExit, StageHandle, StageLaunch
-from skyflow.backends.kubernetes_manifests import PodPlan, job_manifests, redacted, service_manifests
-from skyflow.backends.masking import LogPump
+from skyflow.backends.kubernetes_manifests import (
+    INSTALL_CONTAINER,
+    STAGE_CONTAINER,
+    PodPlan,
+    code_package_commands,
+    job_manifests,
+    redacted,
+    service_manifests,
+)
+from skyflow.backends.masking import LogPump, mask_secrets
 from skyflow.backends.remote_stage import (
+    WRAPPER_MODULE,
+    code_package_for,
     commit_workdir,
     node_spec,
+    placeholder_urls,
     read_result,
     remote_store_uri,
+    render_yaml,
+    ship_code_package,
     split_env,
     store_for_render,
 )
@@ -45,6 +58,22 @@ def context_name(infra: str | None) -> str:
 
 def _settings(config: SkyflowConfig, name: str) -> KubernetesContext:
     return config.kubernetes.contexts.get(name) or KubernetesContext()
+
+
+def stage_image(launch: StageLaunch, settings: KubernetesContext) -> tuple[str, bool]:
+    """(image, whether it has skyflow): the stage's `image_id: docker:IMAGE` (for this context, when it maps
+    contexts to images), else the context's image. A stage's own image is taken to lack skyflow."""
+    image_id = launch.spec.resources.image_id
+    if isinstance(image_id, dict):
+        image_id = image_id.get(context_name(launch.placement.infra))
+    if image_id is None:
+        return settings.image, settings.image_has_skyflow
+    if not image_id.startswith("docker:"):
+        raise BackendError(f"stage {launch.stage!r} names image_id {image_id!r}, which is not a container image; "
+                           f"on Kubernetes write `image_id: docker:IMAGE` (e.g. docker:python:3.11-slim)",
+                           stage=launch.stage, backend="kubernetes")
+    return image_id.removeprefix("docker:"), False
+
 
 
 def _translated(action: str, stage: str) -> Any:
@@ -124,7 +153,13 @@ class Cluster:
         return [p for p in pods if (p.metadata.labels or {}).get("job-name") == job]
 
     def log_stream(self, pod: str, namespace: str) -> Any:
-        return self.apis["CoreV1Api"].read_namespaced_pod_log(pod, namespace, follow=True, _preload_content=False)
+        return self.apis["CoreV1Api"].read_namespaced_pod_log(pod, namespace, container=STAGE_CONTAINER,
+                                                              follow=True, _preload_content=False)
+
+    def log_text(self, pod: str, namespace: str, container: str) -> str:
+        response = self.apis["CoreV1Api"].read_namespaced_pod_log(pod, namespace, container=container,
+                                                                  _preload_content=False)
+        return bytes(response.read()).decode("utf-8", "replace")
 
     def ready_replicas(self, name: str, namespace: str) -> int:
         status = self.apis["AppsV1Api"].read_namespaced_deployment_status(name, namespace).status
@@ -166,6 +201,17 @@ def _exit_code(pods: list[Any]) -> int:
             if term is not None and term.exit_code:
                 return int(term.exit_code)
     return 1
+
+
+def _install_failures(pods: list[Any]) -> list[tuple[str, int]]:
+    """(pod, exit code) of each pod whose code package install (its init container) failed."""
+    failed = []
+    for pod in pods:
+        for cs in (pod.status.init_container_statuses or []) if pod.status else []:
+            term = cs.state.terminated if cs.state else None
+            if cs.name == INSTALL_CONTAINER and term is not None and term.exit_code:
+                failed.append((str(pod.metadata.name), int(term.exit_code)))
+    return failed
 
 
 @dataclass
@@ -217,20 +263,38 @@ class KubernetesStageHandle:
             self._follow_logs(pods, namespace, log)
             done, ok, reason = _finished(status, int(self.launch.num_nodes))
             if done:
-                return self._result(ok, reason, pods)
+                return self._result(ok, reason, pods, log)
             if deadline is not None and time.monotonic() > deadline:
                 return StageExit(-9, f"timed out after {self.launch.timeout_s:g} s", timed_out=True)
             self._cancelled.wait(self.poll_s)
 
-    def _result(self, ok: bool, reason: str, pods: list[Any]) -> StageExit:
+    def _result(self, ok: bool, reason: str, pods: list[Any], log: io.BufferedWriter) -> StageExit:
         if not ok:
             timed_out = "DeadlineExceeded" in reason
+            install = _install_failures(pods)
+            if install and not timed_out:
+                return self._install_failed(install, log)
             return StageExit(-9 if timed_out else _exit_code(pods), reason, timed_out=timed_out)
         with _translated("reading the stage result", self.launch.stage):
             outputs = read_result(self.store_uri, self.result_key)
         if outputs is None:
             return StageExit(1, f"the Job succeeded but wrote no result to {self.store_uri}/{self.result_key}")
         return StageExit(0, outputs=outputs)
+
+    def _install_failed(self, failures: list[tuple[str, int]], log: io.BufferedWriter) -> StageExit:
+        """The init container's output goes to the stage log: the stage itself never started."""
+        namespace = self.job["metadata"]["namespace"]
+        for pod, _ in failures:
+            with contextlib.suppress(Exception):  # the log is a courtesy; the exit code is the verdict
+                text = self.cluster.log_text(pod, namespace, INSTALL_CONTAINER)
+                for line in text.splitlines():
+                    log.write((mask_secrets(f"({INSTALL_CONTAINER}) {line}", self.launch.secret_values) + "\n")
+                              .encode())
+        log.flush()
+        pod, code = failures[0]
+        return StageExit(code, f"installing skyflow's code package failed with exit code {code} (the init "
+                               f"container's output is in the stage log; `kubectl logs {pod} -c {INSTALL_CONTAINER} "
+                               f"-n {namespace}`)")
 
     def _follow_logs(self, pods: list[Any], namespace: str, log: io.BufferedWriter) -> None:
         for pod in pods:
@@ -316,30 +380,46 @@ class KubernetesBackend:
             self._clusters[context] = Cluster(self._open_client(context))
         return self._clusters[context]
 
-    def manifests(self, launch: StageLaunch, store_uri: str, workdir_ref: ArtifactRecord | None = None
-                  ) -> list[dict[str, Any]]:
-        """Every manifest this launch creates (Secret values included: never print these)."""
+    def manifests(self, launch: StageLaunch, store_uri: str, workdir_ref: ArtifactRecord | None = None,
+                  code_urls: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every manifest this launch creates (Secret values included: never print these).
+
+        ``code_urls`` are the code package's signed URLs (``ship_code_package``); without them the
+        init container shows placeholders, as a dry run does.
+        """
         settings = _settings(self.config, context_name(launch.placement.infra))
+        image, has_skyflow = stage_image(launch, settings)
+        command: tuple[str, ...] = (settings.python, "-m", WRAPPER_MODULE)
+        install: tuple[str, ...] = ()
+        if not has_skyflow:
+            package = code_package_for(store_uri)
+            urls = code_urls or placeholder_urls(package, store_uri)
+            install, command = code_package_commands(package, urls, settings.python)
         plain, secret = split_env(launch)
-        plan = PodPlan(namespace=settings.namespace, image=settings.image,
-                       accelerator_label_key=settings.accelerator_label_key,
+        plan = PodPlan(namespace=settings.namespace, image=image, accelerator_label_key=settings.accelerator_label_key,
                        spot_node_selector=settings.spot_node_selector, spot_tolerations=settings.spot_tolerations,
-                       plain_env=plain, secret_names=tuple(secret), node_spec=node_spec(launch, store_uri, workdir_ref))
+                       plain_env=plain, secret_names=tuple(secret), node_spec=node_spec(launch, store_uri, workdir_ref),
+                       command=command, install_command=install, store_secret=settings.store_secret)
         build = service_manifests if launch.spec.service is not None else job_manifests
         return build(launch, plan, secret)
 
     def render(self, launch: StageLaunch) -> str:
-        """The manifests as one multi-document YAML, Secret values redacted (for --dry-run)."""
-        import yaml
+        """The manifests as one multi-document YAML, Secret values redacted (for --dry-run).
 
+        Nothing is uploaded or signed; the code package is built here (about 2 s, once per process)
+        so the init container shows the digest and wheels a launch would install.
+        """
         store, note = store_for_render(launch, self.name)
-        docs = json.loads(json.dumps(redacted(self.manifests(launch, store))))  # no YAML anchors
-        return note + yaml.safe_dump_all(docs, sort_keys=False)
+        return note + render_yaml(redacted(self.manifests(launch, store)))
 
     def _prepare(self, launch: StageLaunch) -> tuple[Cluster, str, list[dict[str, Any]]]:
-        store = remote_store_uri(launch, self.name)
+        store = remote_store_uri(launch, self.name)  # first: nothing is built, uploaded or created without it
+        settings = _settings(self.config, context_name(launch.placement.infra))
+        _, has_skyflow = stage_image(launch, settings)
+        urls = None if has_skyflow else ship_code_package(
+            launch, store, self.name, "use an image with skyflow installed: `image_has_skyflow: true` on the context")
         cluster = self._cluster(context_name(launch.placement.infra))
-        docs = self.manifests(launch, store, commit_workdir(launch, store))
+        docs = self.manifests(launch, store, commit_workdir(launch, store), urls)
         return cluster, store, docs
 
     def launch(self, launch: StageLaunch) -> StageHandle:

@@ -4,6 +4,10 @@ A batch stage is a ``batch/v1`` Job running the stage wrapper; ``num_nodes > 1``
 Job with a headless Service, so node ``i`` is ``<job>-<i>.<service>`` and node 0 is the head. A
 service stage is a Deployment behind a ClusterIP Service. Secret values go in a Secret the pods read
 through ``envFrom``; they never appear in the Job or Deployment.
+
+Unless the image has skyflow, an init container (same image) installs skyflow's code package into
+the pod's ``/skyflow`` volume from signed URLs and leaves the interpreter's path there; the stage
+container then runs the wrapper with that interpreter.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skyflow.artifacts.code_package import CodePackage, bootstrap_script
 from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
 from skyflow.errors import BackendError
@@ -25,6 +30,12 @@ if TYPE_CHECKING:
 
 MANAGED_BY = "skyflow"
 GPU_RESOURCE = "nvidia.com/gpu"
+STAGE_CONTAINER = "stage"
+INSTALL_CONTAINER = "install-skyflow"
+# The pod's emptyDir: the wrapper's inputs, outputs and workdir, and the installed code package.
+NODE_ROOT = "/skyflow"
+NODE_ROOT_ENV = "SKYFLOW_NODE_ROOT"
+CODE_ROOT = f"${NODE_ROOT_ENV}/.code"  # expanded in the pod, so the path follows the volume
 # Node labels that name a GPU model, and each one's value for common models. GPU feature discovery
 # (NVIDIA's GPU operator) is the default; GKE and Karpenter on EKS label nodes themselves.
 GKE_ACCELERATOR_KEY = "cloud.google.com/gke-accelerator"
@@ -66,6 +77,23 @@ class PodPlan:
     plain_env: Mapping[str, str]
     secret_names: tuple[str, ...]
     node_spec: Mapping[str, Any]
+    command: tuple[str, ...] = ("python3", "-m", WRAPPER_MODULE)  # the stage container's
+    install_command: tuple[str, ...] = ()  # the init container's; none when the image has skyflow
+    store_secret: str | None = None  # a Secret of the user's with the store's credentials
+
+
+def code_package_commands(package: CodePackage, urls: Mapping[str, str], python: str = "python3"
+                          ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(init container, stage container) commands for an image without skyflow.
+
+    The init container installs the package from ``urls`` into the pod's volume (or finds the image
+    baked with it) and writes the interpreter's path there; the stage container runs the wrapper with it.
+    """
+    install = (bootstrap_script(package, fetch="url", urls=urls, python=python, env_root=CODE_ROOT)
+               + f'mkdir -p "{CODE_ROOT}" && printf "%s\\n" "$SKYFLOW_PYTHON" > "{CODE_ROOT}/python"\n')
+    run = (f'SKYFLOW_PYTHON=$(cat "{CODE_ROOT}/python") || exit\nexport SKYFLOW_PYTHON\n'
+           f'exec "$SKYFLOW_PYTHON" -P -m {WRAPPER_MODULE}\n')
+    return ("sh", "-c", install), ("sh", "-c", run)
 
 
 def dns_name(*parts: str, limit: int = 52) -> str:
@@ -144,18 +172,36 @@ def _env(pairs: Mapping[str, str]) -> list[dict[str, str]]:
 def _container(plan: PodPlan, launch: StageLaunch, secret: str | None, extra_env: Mapping[str, str],
                ports: tuple[int, ...] = ()) -> dict[str, Any]:
     env = {**plan.plain_env, **extra_env, SPEC_ENV: json.dumps(dict(plan.node_spec), sort_keys=True),
-           "SKYFLOW_NODE_ROOT": "/skyflow"}
-    container: dict[str, Any] = {"name": "stage", "image": plan.image,
-                                 "command": ["python", "-m", WRAPPER_MODULE], "env": _env(env),
-                                 "volumeMounts": [{"name": "skyflow", "mountPath": "/skyflow"}]}
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
+           NODE_ROOT_ENV: NODE_ROOT}
+    mounts = [{"name": "skyflow", "mountPath": NODE_ROOT}]
+    if _gpu_count(launch.placement):
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})  # NCCL and data loaders outgrow the 64 MiB default
+    container: dict[str, Any] = {"name": STAGE_CONTAINER, "image": plan.image, "command": list(plan.command),
+                                 "env": _env(env), "volumeMounts": mounts}
+    # The stage's own secrets come last: a key in both takes the stage's value.
+    sources = [name for name in (plan.store_secret, secret) if name]
+    if sources:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in sources]
     resources = container_resources(launch.spec, launch.placement)
     if resources:
         container["resources"] = resources
     if ports:
         container["ports"] = [{"containerPort": p} for p in ports]
     return container
+
+
+def _pod(plan: PodPlan, launch: StageLaunch, container: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec around the stage container: its volumes, the install init container, scheduling."""
+    volumes: list[dict[str, Any]] = [{"name": "skyflow", "emptyDir": {}}]
+    if _gpu_count(launch.placement):
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    pod: dict[str, Any] = {}
+    if plan.install_command:
+        pod["initContainers"] = [{"name": INSTALL_CONTAINER, "image": plan.image,
+                                  "command": list(plan.install_command), "env": _env({NODE_ROOT_ENV: NODE_ROOT}),
+                                  "volumeMounts": [{"name": "skyflow", "mountPath": NODE_ROOT}]}]
+    pod.update({"containers": [container], "volumes": volumes, **_scheduling(plan, launch.placement)})
+    return pod
 
 
 def secret_manifest(name: str, namespace: str, run_labels: Mapping[str, str],
@@ -174,13 +220,11 @@ def job_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping[str
     if secret:
         docs.append(secret_manifest(name, plan.namespace, run_labels, secret_values))
     extra: dict[str, str] = {}
-    pod: dict[str, Any] = {"restartPolicy": "Never", **_scheduling(plan, launch.placement)}
     job_spec: dict[str, Any] = {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600}
     nodes = int(launch.num_nodes)
     if nodes > 1:
         hosts = [f"{name}-{i}.{name}.{plan.namespace}.svc.cluster.local" for i in range(nodes)]
         extra = {"SKYPILOT_HEAD_IP": hosts[0], "SKYPILOT_NODE_IPS": "\n".join(hosts)}
-        pod["subdomain"] = name
         job_spec.update({"completionMode": "Indexed", "completions": nodes, "parallelism": nodes})
         docs.append({"apiVersion": "v1", "kind": "Service",
                      "metadata": {"name": name, "namespace": plan.namespace, "labels": run_labels},
@@ -188,8 +232,8 @@ def job_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping[str
                               "selector": {"job-name": name}}})
     if launch.timeout_s:
         job_spec["activeDeadlineSeconds"] = int(launch.timeout_s)
-    pod["containers"] = [_container(plan, launch, secret, extra)]
-    pod["volumes"] = [{"name": "skyflow", "emptyDir": {}}]
+    pod = {"restartPolicy": "Never", **({"subdomain": name} if nodes > 1 else {}),
+           **_pod(plan, launch, _container(plan, launch, secret, extra))}
     job_spec["template"] = {"metadata": {"labels": run_labels}, "spec": pod}
     docs.append({"apiVersion": "batch/v1", "kind": "Job",
                  "metadata": {"name": name, "namespace": plan.namespace, "labels": run_labels},
@@ -224,8 +268,7 @@ def service_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping
     container["readinessProbe"] = {"httpGet": {"path": probe.path, "port": port},
                                    "timeoutSeconds": max(1, int(probe.timeout_seconds)), "periodSeconds": 10}
     selector = {**run_labels, "skyflow.dev/service": name}
-    pod = {"containers": [container], "volumes": [{"name": "skyflow", "emptyDir": {}}],
-           **_scheduling(plan, launch.placement)}
+    pod = _pod(plan, launch, container)
     docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
                  "metadata": {"name": name, "namespace": plan.namespace, "labels": run_labels},
                  "spec": {"replicas": int(replicas), "selector": {"matchLabels": selector},

@@ -5,10 +5,14 @@ node with the JSON from :func:`node_spec` in ``SKYFLOW_STAGE_SPEC``. The node fe
 from the artifact store, runs the stage with ``SKYFLOW_INPUT_*``/``SKYFLOW_OUTPUT_*`` pointing at
 its own directories, and node 0 commits the outputs and writes a small result JSON to the store
 under :func:`result_key`, which the backend reads back as ``StageExit.outputs``.
+
+The backends' side lives here too: the store a node can reach (and the error naming the fix when
+there is none), the code package a node installs before the wrapper runs, and the dry run's YAML.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,14 +20,18 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import StageLaunch
 from skyflow.errors import ArtifactError, BackendError
 
-__all__ = ["SPEC_ENV", "WRAPPER_MODULE", "commit_workdir", "is_remote_uri", "main", "node_spec", "read_result",
-           "remote_store_uri", "result_key", "run_node", "split_env", "store_for_render"]
+if TYPE_CHECKING:  # the node runs this module and needs none of the code package's building
+    from skyflow.artifacts.code_package import CodePackage
+
+__all__ = ["CODE_URL_TTL_S", "SPEC_ENV", "WRAPPER_MODULE", "code_package_for", "commit_workdir", "is_remote_uri",
+           "main", "missing_store_message", "node_spec", "placeholder_urls", "read_result", "remote_store_uri",
+           "render_yaml", "result_key", "run_node", "ship_code_package", "split_env", "store_for_render"]
 
 SPEC_ENV = "SKYFLOW_STAGE_SPEC"
 WRAPPER_MODULE = "skyflow.backends.remote_stage"
@@ -45,6 +53,21 @@ def store_for_render(launch: StageLaunch, backend: str) -> tuple[str, str]:
         return "<remote store>", "".join(f"# {line}\n" for line in str(exc).splitlines())
 
 
+def render_yaml(docs: list[Any]) -> str:
+    """Documents as YAML for a person to review: multi-line strings (scripts) as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, width=120)
+
+
 def remote_store_uri(launch: StageLaunch, backend: str) -> str:
     """The object store a remote node reads inputs from and commits outputs to.
 
@@ -53,11 +76,82 @@ def remote_store_uri(launch: StageLaunch, backend: str) -> str:
     """
     if launch.store_uri is not None and is_remote_uri(launch.store_uri):
         return launch.store_uri
-    raise BackendError(
-        f"stage {launch.stage!r} is placed on {backend}, but the run's artifact store is "
-        f"{launch.store_uri or 'local'!s}, which a remote node cannot reach. Add an object store to the "
-        "pipeline, e.g. `stores: {aws/us-east-1: s3://my-bucket/skyflow}` (or gs://, az://)",
-        stage=launch.stage, backend=backend)
+    raise BackendError(missing_store_message(launch, backend), stage=launch.stage, backend=backend)
+
+
+# The object store each cloud's nodes read fastest; any other cloud can use any of them.
+_CLOUD_SCHEMES = {"aws": "s3", "gcp": "gs", "azure": "az"}
+
+
+def missing_store_message(launch: StageLaunch, backend: str) -> str:
+    """Why a remote stage cannot run with the store it has: the stage, where it runs, and the `stores:` line
+    that fixes it."""
+    placement = launch.placement
+    runs_on = placement.infra
+    if placement.region and "/" not in runs_on:
+        runs_on = f"{runs_on}/{placement.region}"
+    where = placement.located_at or runs_on
+    cloud = where.split("/")[0]
+    scheme = _CLOUD_SCHEMES.get(cloud)
+    lives = f", a cluster in {placement.located_at}" if placement.located_at else ""
+    store = launch.store_uri or "the local store"
+    text = (f"stage {launch.stage!r} runs on {runs_on} ({backend}{lives}), but the pipeline has no object store "
+            f"there: its artifacts would go to {store}, on this machine, which the nodes cannot reach. Add one to "
+            f"the pipeline: `stores: {{{where}: {scheme or 's3'}://YOUR-BUCKET/skyflow}}`")
+    notes = [] if scheme else ["or gs://, az://"]
+    if "/" in where:
+        notes.append(f"a `{cloud}:` key serves every {cloud} location")
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    if backend == "kubernetes" and not placement.located_at:
+        context = runs_on.partition("/")[2] or "default"
+        text += (f", or say where the cluster lives (`infra: aws/us-east-1` under kubernetes.contexts.{context} in "
+                 "$SKYFLOW_HOME/config.yaml) so that the store for that cloud serves it")
+    return text
+
+
+# -- the code package, shared by the remote backends ------------------------------------------------
+
+# How long the code package's signed URLs stay valid: the longest S3 and GCS accept (7 days). A pod may
+# wait for a GPU, a managed job recover, or a service's pod be rescheduled, within this time.
+CODE_URL_TTL_S = 7 * 24 * 3600
+
+
+@functools.cache
+def _code_package(kind: str) -> CodePackage:
+    from skyflow.artifacts.code_package import build_code_package
+
+    return build_code_package(kind)
+
+
+def code_package_for(store_uri: str) -> CodePackage:
+    """skyflow's code package for nodes using ``store_uri``, built once per process and store kind (this
+    process runs the code it imported when it started). A store not known yet (a dry run without
+    `stores:`) gets the package with no store library."""
+    from skyflow.artifacts.code_package import store_kind
+
+    return _code_package(store_kind(store_uri) if is_remote_uri(store_uri) else "file")
+
+
+def placeholder_urls(package: CodePackage, store_uri: str) -> dict[str, str]:
+    """What a dry run shows where a launch puts signed URLs (nothing is uploaded or signed)."""
+    return {f.name: f"<signed at launch: {store_uri}/{package.key(f)}>" for f in package.files}
+
+
+def ship_code_package(launch: StageLaunch, store_uri: str, backend: str, fix: str) -> dict[str, str]:
+    """Upload the code package to the stage's store (once per digest) and sign each wheel's URL;
+    a failure names the stage and ``fix``, the backend's way around it."""
+    from skyflow.artifacts import open_store
+    from skyflow.artifacts.code_package import presign_code_package, upload_code_package
+
+    try:
+        package = code_package_for(store_uri)
+        store = open_store(store_uri)
+        upload_code_package(package, store)
+        return presign_code_package(package, store, expiration_s=CODE_URL_TTL_S)
+    except ArtifactError as exc:
+        raise BackendError(f"stage {launch.stage!r}: cannot ship skyflow's code package to the nodes: {exc}. "
+                           f"Or {fix}", stage=launch.stage, backend=backend) from exc
 
 
 def result_key(run_id: str, stage: str, attempt: int) -> str:

@@ -2,7 +2,8 @@
 
 `sky.jobs.launch` (managed, with spot recovery) for spot placements, `sky.launch` then `sky.down`
 otherwise; service stages go through `sky serve up`. `sky` (the ``skypilot`` extra) is imported on
-first use. Outputs are committed by the stage wrapper on node 0 and read back from the store.
+first use. Each node installs skyflow's code package (built here, once per process) in the task's
+setup. Outputs are committed by the stage wrapper on node 0 and read back from the store.
 """
 
 from __future__ import annotations
@@ -19,14 +20,25 @@ from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import mask_secrets
 from skyflow.backends.remote_stage import (
+    code_package_for,
     commit_workdir,
     node_spec,
+    placeholder_urls,
     read_result,
     remote_store_uri,
+    render_yaml,
+    ship_code_package,
     split_env,
     store_for_render,
 )
-from skyflow.backends.skypilot_task import DEFAULT_INSTALL, task_config, wants_recovery
+from skyflow.backends.skypilot_task import (
+    NodeSetup,
+    code_package_setup,
+    own_install_setup,
+    task_config,
+    wants_recovery,
+)
+from skyflow.config import SkyPilotConfig
 from skyflow.errors import BackendError
 
 if TYPE_CHECKING:
@@ -178,10 +190,10 @@ class SkyPilotBackend:
 
     name = "skypilot"
 
-    def __init__(self, on_line: Callable[[str, str], None] | None = None, install: str = DEFAULT_INSTALL,
+    def __init__(self, on_line: Callable[[str, str], None] | None = None, config: SkyPilotConfig | None = None,
                  sky_module: Any = None, poll_s: float = POLL_S) -> None:
         self.on_line = on_line
-        self.install = install
+        self.settings = config or SkyPilotConfig()
         self._sky = sky_module
         self.poll_s = poll_s
 
@@ -194,21 +206,38 @@ class SkyPilotBackend:
     def capacity(self) -> Capacity:
         return Capacity(cpus=0.0, memory_gb=0.0, gpus={}, max_parallel=64)  # clouds: bounded by quota only
 
-    def task_config(self, launch: StageLaunch, store_uri: str,
-                    workdir_ref: ArtifactRecord | None = None) -> dict[str, Any]:
+    def node_setup(self, launch: StageLaunch, store_uri: str, *, ship: bool = False) -> NodeSetup:
+        """How the task's nodes get skyflow. With ``ship`` (a launch) and `code_fetch: url`, the code
+        package is uploaded to the store and its URLs signed; otherwise nothing leaves this machine."""
+        settings = self.settings
+        if settings.install is not None:
+            return own_install_setup(settings.install, settings.python)
+        package = code_package_for(store_uri)
+        if settings.code_fetch == "dir":
+            return code_package_setup(package, settings.python)
+        urls = (ship_code_package(launch, store_uri, self.name, "leave `code_fetch` at dir (a file mount), or "
+                                  "install skyflow yourself: `skypilot: {install: ...}` in config.yaml")
+                if ship else placeholder_urls(package, store_uri))
+        return code_package_setup(package, settings.python, urls)
+
+    def task_config(self, launch: StageLaunch, store_uri: str, workdir_ref: ArtifactRecord | None = None,
+                    node: NodeSetup | None = None) -> dict[str, Any]:
+        """The SkyPilot task for one attempt; ``node`` defaults to what a dry run shows (nothing shipped)."""
         plain, secret = split_env(launch)
-        return task_config(launch, node_spec(launch, store_uri, workdir_ref), plain, tuple(secret), self.install)
+        return task_config(launch, node_spec(launch, store_uri, workdir_ref), plain, tuple(secret),
+                           node or self.node_setup(launch, store_uri))
 
     def render(self, launch: StageLaunch) -> str:
-        import yaml
-
+        """The task as YAML (for --dry-run). Nothing is uploaded or signed; the code package is built
+        here (about 2 s, once per process) so setup, run and file_mounts show what a launch uses."""
         store, note = store_for_render(launch, self.name)
         mode = "sky jobs launch (spot recovery)" if wants_recovery(launch) else "sky launch, then sky down"
-        return f"{note}# {mode}\n" + yaml.safe_dump(self.task_config(launch, store), sort_keys=False)
+        return f"{note}# {mode}\n" + render_yaml([self.task_config(launch, store)])
 
     def _task(self, launch: StageLaunch) -> tuple[Any, dict[str, Any], str]:
-        store = remote_store_uri(launch, self.name)
-        config = self.task_config(launch, store, commit_workdir(launch, store))
+        store = remote_store_uri(launch, self.name)  # first: nothing is built, uploaded or launched without it
+        node = self.node_setup(launch, store, ship=True)
+        config = self.task_config(launch, store, commit_workdir(launch, store), node)
         try:
             task = self.sky.Task.from_yaml_config(config)
         except Exception as exc:
@@ -273,4 +302,4 @@ class SkyPilotBackend:
 
 
 def from_context(context: BackendContext) -> SkyPilotBackend:
-    return SkyPilotBackend(on_line=context.on_line)
+    return SkyPilotBackend(on_line=context.on_line, config=context.config.skypilot)

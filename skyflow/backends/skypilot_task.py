@@ -2,6 +2,8 @@
 
 skyflow plans; SkyPilot provisions. The task names exactly the cloud, region, zone, instance type,
 accelerators and spot choice the planner made, and runs the stage wrapper, which moves artifacts.
+Its ``setup`` installs skyflow's code package on each node (a file mount SkyPilot uploads, or signed
+URLs) and its ``run`` starts the wrapper with the interpreter that package was installed into.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from skyflow.artifacts.code_package import CodePackage, bootstrap_script, node_command
 from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
 
@@ -19,8 +23,38 @@ if TYPE_CHECKING:
     from skyflow.planner.plan import Placement
     from skyflow.spec.models import Service, Stage
 
-# How a node gets skyflow (and the object-store libraries) before the wrapper runs.
-DEFAULT_INSTALL = 'pip install -q "skyflow[s3,gcs,azure]"'
+# Where the file mount puts a code package's wheels on each node.
+CODE_DIR = "~/.skyflow/code"
+
+
+@dataclass(frozen=True)
+class NodeSetup:
+    """How a node gets skyflow before the wrapper runs: the task's setup, run and file mounts."""
+
+    setup: str | None
+    run: str
+    file_mounts: Mapping[str, str] = field(default_factory=dict)
+
+
+def code_package_setup(package: CodePackage, python: str = "python3", urls: Mapping[str, str] | None = None
+                       ) -> NodeSetup:
+    """Install ``package`` in setup and run the wrapper with its interpreter.
+
+    Without ``urls`` the package's directory on this machine is a file mount (SkyPilot uploads it,
+    whatever the store); with them (see ``presign_code_package``) each node downloads the wheels.
+    """
+    if urls is not None:
+        setup = bootstrap_script(package, fetch="url", urls=urls, python=python)
+        return NodeSetup(setup, node_command(package, fetch="url", urls=urls, python=python))
+    remote = f"{CODE_DIR}/{package.digest}"
+    return NodeSetup(bootstrap_script(package, fetch="dir", directory=remote, python=python),
+                     node_command(package, fetch="dir", directory=remote, python=python),
+                     {remote: str(package.directory)})
+
+
+def own_install_setup(install: str, python: str = "python3") -> NodeSetup:
+    """The user's own setup (e.g. nothing on an image that has skyflow), then the wrapper."""
+    return NodeSetup(install or None, f"{python} -m {WRAPPER_MODULE}")
 
 
 def task_name(run_id: str, stage: str, attempt: int) -> str:
@@ -71,6 +105,8 @@ def task_resources(placement: Placement, stage_spec: Stage) -> dict[str, Any]:
         ports.append(str(service.ports))
     if ports:
         resources["ports"] = ports
+    if spec.image_id is not None:
+        resources["image_id"] = spec.image_id
     recovery = spec.job_recovery
     if resources["use_spot"] and recovery is not None:
         resources["job_recovery"] = {k: v for k, v in {"strategy": recovery.strategy,
@@ -95,7 +131,7 @@ def service_section(service: Service) -> dict[str, Any]:
 
 
 def task_config(launch: StageLaunch, node_spec: Mapping[str, Any], plain_env: Mapping[str, str],
-                secret_names: tuple[str, ...], install: str = DEFAULT_INSTALL) -> dict[str, Any]:
+                secret_names: tuple[str, ...], node: NodeSetup) -> dict[str, Any]:
     """The task for one attempt; secret values are attached at launch, never written here."""
     envs = {**plain_env, SPEC_ENV: json.dumps(dict(node_spec), sort_keys=True)}
     config: dict[str, Any] = {
@@ -103,9 +139,12 @@ def task_config(launch: StageLaunch, node_spec: Mapping[str, Any], plain_env: Ma
         "num_nodes": int(launch.num_nodes),
         "resources": task_resources(launch.placement, launch.spec),
         "envs": dict(sorted(envs.items())),
-        "setup": install,
-        "run": f"python -m {WRAPPER_MODULE}",
     }
+    if node.file_mounts:
+        config["file_mounts"] = dict(node.file_mounts)
+    if node.setup:
+        config["setup"] = node.setup
+    config["run"] = node.run
     if secret_names:
         config["secrets"] = {name: None for name in sorted(secret_names)}
     if launch.spec.service is not None:

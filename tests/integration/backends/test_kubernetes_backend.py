@@ -4,14 +4,22 @@ No Kubernetes API server can run on the machines these tests run on (no containe
 ``KubernetesEmulator`` stands in for it: a stateful in-memory API server over HTTP that stores,
 lists, watches and deletes objects. It has no controllers and ignores label selectors, so the
 tests play the Job controller and the kubelet themselves (:class:`JobController` in kmock_cluster.py):
-it watches Jobs through the official client, runs each pod's container command (the stage wrapper,
-as the image would) as a local process with the pod's env and Secret, serves the output as the pod's
-log, and patches pod and Job status the way Kubernetes does. Artifacts go through a real S3 server (moto).
+it watches Jobs through the official client, runs each pod's init containers and then its stage
+container as local processes with the pod's env, Secrets and volumes, serves their output as the
+containers' logs, and patches pod and Job status the way Kubernetes does. Artifacts go through a real
+S3 server (moto); the pods get the store's credentials only from the Secret the context names
+(``store_secret``).
+
+Two kinds of image: ``bare_cluster`` is a context whose image lacks skyflow (the default), played by
+a bare interpreter in a clean environment, so the init container really installs the code package
+from signed URLs and the stage runs from it; ``cluster`` is a context flagged ``image_has_skyflow``,
+played by this test environment's interpreter, for the tests about Jobs rather than installs.
 
 The ``realcluster`` variants run the same tests against a real cluster (kind, GKE, EKS) and are
 skipped unless ``SKYFLOW_REAL_K8S_CONTEXT`` names a kubeconfig context; they also need
 ``SKYFLOW_REAL_K8S_STORE`` (an s3:// prefix both this machine and the pods can write) and
-``SKYFLOW_REAL_K8S_IMAGE`` (an image with ``skyflow[s3]`` installed) — see docs/backends.md.
+``SKYFLOW_REAL_K8S_IMAGE`` (an image with ``skyflow-llmops`` installed, for ``cluster``), and take
+``SKYFLOW_REAL_K8S_STORE_SECRET`` (a Secret with the store's credentials) — see docs/backends.md.
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ from typing import Any
 import pytest
 
 from skyflow.artifacts import ArtifactRecord, commit_output, open_store
+from skyflow.artifacts.code_package import upload_code_package
 from skyflow.backends.base import Leftover, StageLaunch
 from skyflow.backends.fake import launch_for
 from skyflow.backends.kubernetes import KubernetesBackend, KubernetesStageHandle
 from skyflow.backends.masking import MASK
+from skyflow.backends.remote_stage import code_package_for
 from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
 from skyflow.planner import Placement
 from tests.integration.backends.kmock_cluster import NAMESPACE, JobController, api_client, kmock_server
@@ -67,38 +77,67 @@ class ClusterUnderTest:
         return found
 
 
-def _config(context: str, image: str) -> SkyflowConfig:
-    settings = KubernetesContext(namespace=NAMESPACE, image=image)
+STORE_SECRET = "store-credentials"
+BARE_IMAGE = "python:3.11-slim"
+SKYFLOW_IMAGE = "skyflow:test"
+
+
+def _config(context: str, image: str, has_skyflow: bool, store_secret: str | None) -> SkyflowConfig:
+    settings = KubernetesContext(namespace=NAMESPACE, image=image, image_has_skyflow=has_skyflow,
+                                 store_secret=store_secret)
     return SkyflowConfig(kubernetes=KubernetesConfig(contexts={context: settings}))
 
 
-@pytest.fixture(params=["kmock", pytest.param("real", marks=pytest.mark.realcluster)])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterUnderTest]:
+def _cluster(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             has_skyflow: bool) -> Iterator[ClusterUnderTest]:
     if request.param == "real":
         context = os.environ.get("SKYFLOW_REAL_K8S_CONTEXT")
         if not context:
             pytest.skip("set SKYFLOW_REAL_K8S_CONTEXT (and SKYFLOW_REAL_K8S_STORE, SKYFLOW_REAL_K8S_IMAGE) "
                         "to run against a real cluster")
         store = os.environ["SKYFLOW_REAL_K8S_STORE"].rstrip("/") + f"/t{time.time_ns()}"
-        backend = KubernetesBackend(_config(context, os.environ["SKYFLOW_REAL_K8S_IMAGE"]), poll_s=2.0)
+        image = os.environ["SKYFLOW_REAL_K8S_IMAGE"] if has_skyflow else BARE_IMAGE
+        config = _config(context, image, has_skyflow, os.environ.get("SKYFLOW_REAL_K8S_STORE_SECRET"))
+        backend = KubernetesBackend(config, poll_s=2.0)
         yield ClusterUnderTest(backend, backend._cluster(context).api_client, store)
         return
     s3 = request.getfixturevalue("s3_server")
-    aws = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    for key, value in aws.items():
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    where = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in {**where, **credentials}.items():
         monkeypatch.setenv(key, value)
     store = s3.new_uri()
     open_store(store, create=True)
     with kmock_server() as emulator:
-        controller = JobController(emulator, tmp_path / "pods", {"PATH": os.environ["PATH"], **aws})
-        backend = KubernetesBackend(_config("kmock", "skyflow:test"),
-                                    client_factory=lambda _ctx: api_client(str(emulator.url)), poll_s=0.05)
+        from kubernetes import client
+
+        # The pods learn where the store is from the cluster (as a node's environment would say), and
+        # its credentials only from the Secret the context names.
+        client.CoreV1Api(api_client(str(emulator.url))).create_namespaced_secret(NAMESPACE, {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": STORE_SECRET, "namespace": NAMESPACE},
+            "stringData": credentials})
+        controller = JobController(emulator, tmp_path / "pods", {"PATH": os.environ["PATH"], **where},
+                                   skyflow_images=frozenset({SKYFLOW_IMAGE}))
+        config = _config("kmock", SKYFLOW_IMAGE if has_skyflow else BARE_IMAGE, has_skyflow, STORE_SECRET)
+        backend = KubernetesBackend(config, client_factory=lambda _ctx: api_client(str(emulator.url)), poll_s=0.05)
         try:
             yield ClusterUnderTest(backend, api_client(str(emulator.url)), store, controller)
         finally:
             controller.stop()
+
+
+@pytest.fixture(params=["kmock", pytest.param("real", marks=pytest.mark.realcluster)])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterUnderTest]:
+    """A context whose image has skyflow: pods run the wrapper directly."""
+    yield from _cluster(request, tmp_path, monkeypatch, has_skyflow=True)
+
+
+@pytest.fixture(params=["kmock", pytest.param("real", marks=pytest.mark.realcluster)])
+def bare_cluster(request: pytest.FixtureRequest, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterUnderTest]:
+    """A context whose image lacks skyflow: an init container installs the code package first."""
+    yield from _cluster(request, tmp_path, monkeypatch, has_skyflow=False)
 
 
 def _launch(cluster: ClusterUnderTest, tmp_path: Path, run: str, *, num_nodes: int = 1,
@@ -131,25 +170,54 @@ def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
 
 # -- the tests ----------------------------------------------------------------------------------------
 
-def test_one_node_stage_fetches_inputs_runs_commits_and_is_cleaned_up(cluster: ClusterUnderTest,
-                                                                       tmp_path: Path) -> None:
+def test_one_node_stage_installs_skyflow_fetches_inputs_runs_commits_and_is_cleaned_up(
+        bare_cluster: ClusterUnderTest, tmp_path: Path) -> None:
+    cluster = bare_cluster
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "rows.txt").write_text("some rows\n")
     data = commit_output(open_store(cluster.store_uri), tmp_path / "data", name="data")
     refs = {"data": data.record}
     launch = _launch(cluster, tmp_path, 'echo "$GREETING, token=$HF_TOKEN"; '
-                     'tr a-z A-Z < "$SKYFLOW_INPUT_DATA/rows.txt" > "$SKYFLOW_OUTPUT_MODEL/model.txt"',
+                     'tr a-z A-Z < "$SKYFLOW_INPUT_DATA/rows.txt" > "$SKYFLOW_OUTPUT_MODEL/model.txt"; '
+                     '"$SKYFLOW_PYTHON" -c "import skyflow; print(skyflow.__file__)" '
+                     '> "$SKYFLOW_OUTPUT_MODEL/where.txt"',
                      input_refs=refs)
     handle = cluster.backend.launch(launch)
+    assert isinstance(handle, KubernetesStageHandle)
     kinds = sorted(kind for kind, _ in cluster.objects(launch.run_id))
     assert "Job" in kinds and "Secret" in kinds
+    package = code_package_for(cluster.store_uri)
+    assert open_store(cluster.store_uri).size_of(package.index_key) is not None  # shipped before the Job
     exit_ = handle.wait()
     assert exit_.ok, exit_.reason
     assert exit_.outputs is not None and set(exit_.outputs) == {"model"}
     model = _read(cluster.store_uri, exit_.outputs["model"], tmp_path / "back")
     assert (model / "model.txt").read_text() == "SOME ROWS\n"
+    if cluster.controller is not None:
+        # The stage ran from the package the init container installed in the pod's volume.
+        env = tmp_path / "pods" / f"{handle.job['metadata']['name']}-pod" / "skyflow" / ".code" / package.digest
+        assert Path((model / "where.txt").read_text().strip()).is_relative_to(env)
     log = launch.log_path.read_text()
     assert f"hello from the pod, token={MASK}" in log and SECRET not in log
+    _wait_for(lambda: cluster.objects(launch.run_id) == [])
+
+
+def test_a_failed_install_fails_the_stage_with_the_init_containers_output(
+        bare_cluster: ClusterUnderTest, tmp_path: Path) -> None:
+    cluster = bare_cluster
+    package = code_package_for(cluster.store_uri)
+    store = open_store(cluster.store_uri)
+    upload_code_package(package, store)
+    own = package.files[0]
+    store.write_bytes(package.key(own), b"not the wheel")  # what the pods download is not what was built
+    launch = _launch(cluster, tmp_path, "echo never runs")
+    exit_ = cluster.backend.launch(launch).wait()
+    assert not exit_.ok and exit_.exit_code == 3
+    assert "installing skyflow's code package failed with exit code 3" in exit_.reason
+    assert "-c install-skyflow" in exit_.reason
+    log = launch.log_path.read_text()
+    assert f"(install-skyflow) skyflow: {own.name} does not have the bytes the code package lists" in log
+    assert "never runs" not in log
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
 
 
@@ -188,7 +256,7 @@ def test_cancel_deletes_the_job_its_service_and_its_secret(cluster: ClusterUnder
     assert len(cluster.objects(launch.run_id)) >= 3
     if cluster.controller is not None:
         controller = cluster.controller
-        _wait_for(lambda: len(controller.procs.get(handle.job["metadata"]["name"], [])) == 2)
+        _wait_for(lambda: controller.stages_started.get(handle.job["metadata"]["name"], 0) == 2)
     result: list[Any] = []
     waiter = threading.Thread(target=lambda: result.append(handle.wait()))
     waiter.start()
@@ -207,7 +275,7 @@ def test_abandon_deletes_what_a_dead_runners_attempt_left(cluster: ClusterUnderT
     assert isinstance(handle, KubernetesStageHandle)
     if cluster.controller is not None:  # the runner died while the pods were running
         controller = cluster.controller
-        _wait_for(lambda: len(controller.procs.get(handle.job["metadata"]["name"], [])) == 2)
+        _wait_for(lambda: controller.stages_started.get(handle.job["metadata"]["name"], 0) == 2)
     stored = json.loads(json.dumps(handle.remote))  # what the run state keeps
     assert {o["kind"] for o in stored["objects"]} == {"Secret", "Service", "Job"}
     fresh = KubernetesBackend(cluster.backend.config, client_factory=cluster.backend._open_client)

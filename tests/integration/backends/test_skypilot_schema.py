@@ -6,7 +6,9 @@ subprocess sees no network: HOME and SKY_RUNTIME_DIR point at a temporary direct
 ``~/.sky/catalogs/v8/<cloud>/vms.csv`` is written here from skyflow's shipped offers (no checksum
 files, so SkyPilot treats them as user-edited and never downloads), and ``requests`` refuses to
 connect. Each stage shape from examples/ and tests/fixtures/seed_tasks/ is pinned to an offer of that
-catalog the way the planner pins it.
+catalog the way the planner pins it. The tasks carry skyflow's code package as SkyPilot would upload
+it (a file mount of the package's directory here, which SkyPilot checks exists), or as signed URLs,
+or a user's own install.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from skyflow.backends.remote_stage import code_package_for
 from skyflow.backends.skypilot import SkyPilotBackend
+from skyflow.config import SkyPilotConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "backends"))
 from backend_launches import ROOT, STORE, all_launches
@@ -50,7 +54,9 @@ results = {}
 for name, config in json.load(open(sys.argv[1])).items():
     try:
         task = sky.Task.from_yaml_config(config)
-        results[name] = {"ok": True, "resources": sorted(str(r) for r in task.resources)}
+        task.expand_and_validate_file_mounts()  # each local source must exist on this machine
+        results[name] = {"ok": True, "resources": sorted(str(r) for r in task.resources),
+                         "file_mounts": task.file_mounts or {}, "setup": task.setup, "run": task.run}
     except Exception as exc:
         results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 json.dump(results, sys.stdout)
@@ -108,6 +114,10 @@ def test_every_stage_shape_is_a_task_skypilot_accepts(tmp_path: Path) -> None:
             pinned = replace(launch, placement=replace(launch.placement, **placement, use_spot=use_spot))
             key = f"{launch.stage}@{placement['infra']}{'/spot' if use_spot else ''}#{len(configs)}"
             configs[key] = SkyPilotBackend().task_config(pinned, STORE)
+            if not use_spot and len(configs) < 8:  # the other ways a node gets skyflow, on a few shapes
+                for name, settings in (("url", SkyPilotConfig(code_fetch="url")),
+                                       ("own", SkyPilotConfig(install="", python="/opt/venv/bin/python"))):
+                    configs[f"{key}:{name}"] = SkyPilotBackend(config=settings).task_config(pinned, STORE)
     assert len(configs) >= 20
     assert any(c["num_nodes"] > 1 for c in configs.values()) and any("service" in c for c in configs.values())
     home = tmp_path / "home"
@@ -121,5 +131,14 @@ def test_every_stage_shape_is_a_task_skypilot_accepts(tmp_path: Path) -> None:
     results = json.loads(proc.stdout)
     rejected = {name: r["error"] for name, r in results.items() if not r["ok"]}
     assert rejected == {}
+    package = code_package_for(STORE)
+    mount = {f"~/.skyflow/code/{package.digest}": str(package.directory)}
+    by_kind = {kind: [r for name, r in results.items() if name.endswith(kind)] for kind in (":url", ":own")}
+    packaged = [r for name, r in results.items() if ":" not in name]
+    assert packaged and all(r["file_mounts"] == mount and package.digest in r["setup"] for r in packaged)
+    assert by_kind[":url"] and all(r["file_mounts"] == {} and '"fetch": "url"' in r["setup"]
+                                   for r in by_kind[":url"])
+    assert by_kind[":own"] and all(r["setup"] is None and r["run"] == "/opt/venv/bin/python -m "
+                                   "skyflow.backends.remote_stage" for r in by_kind[":own"])
     train = next(r for name, r in results.items() if "A100" in json.dumps(configs[name]["resources"]))
     assert any("A100" in res for res in train["resources"])

@@ -1,17 +1,32 @@
 """Every manifest the Kubernetes backend would create, for every stage in examples/ and the seed tasks,
-is valid against the Kubernetes API schema (kubernetes-validate, strict)."""
+is valid against the Kubernetes API schema (kubernetes-validate, strict); and how pods get skyflow:
+the init container that installs the code package, a stage's own image, /dev/shm, the store's Secret."""
 
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
 from backend_launches import STORE, all_launches
 
+from skyflow.backends.base import StageLaunch
 from skyflow.backends.kubernetes import KubernetesBackend
-from skyflow.backends.kubernetes_manifests import GKE_ACCELERATOR_KEY, KARPENTER_ACCELERATOR_KEY, dns_name
+from skyflow.backends.kubernetes_manifests import (
+    GKE_ACCELERATOR_KEY,
+    INSTALL_CONTAINER,
+    KARPENTER_ACCELERATOR_KEY,
+    code_package_commands,
+    dns_name,
+)
+from skyflow.backends.remote_stage import code_package_for, placeholder_urls
 from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
+from skyflow.errors import BackendError
 
 LAUNCHES = all_launches("kubernetes/gke", disk_size_gb=200)
 
@@ -102,3 +117,110 @@ def test_an_invalid_manifest_is_caught_by_the_validator() -> None:
     doc["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": [1]}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+# -- how pods get skyflow -----------------------------------------------------------------------------
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    workload = next(d for d in docs if d["kind"] in ("Job", "Deployment"))
+    return dict(workload["spec"]["template"]["spec"])
+
+
+def _own(**settings: Any) -> KubernetesBackend:
+    ctx = KubernetesContext(namespace="ml", **settings)
+    return KubernetesBackend(SkyflowConfig(kubernetes=KubernetesConfig(contexts={"gke": ctx})))
+
+
+@pytest.mark.parametrize("launch", [LAUNCHES[0], next(x for x in LAUNCHES if x.spec.service is not None)],
+                         ids=["job", "deployment"])
+def test_an_image_without_skyflow_gets_an_init_container_that_installs_the_code_package(launch: StageLaunch) -> None:
+    pod = _pod(_backend().manifests(launch, STORE))
+    package = code_package_for(STORE)
+    (init,) = pod["initContainers"]
+    stage = pod["containers"][0]
+    assert init["name"] == INSTALL_CONTAINER and init["image"] == stage["image"] == "ghcr.io/acme/skyflow:1"
+    assert init["command"][:2] == ["sh", "-c"] and "python3 -I -c" in init["command"][2]
+    config = _installer_config(init["command"][2])
+    assert config["digest"] == package.digest and config["fetch"] == "url"
+    assert config["env_root"] == "$SKYFLOW_NODE_ROOT/.code"  # expanded in the pod: the shared volume
+    assert {f["name"] for f in config["files"]} == {f.name for f in package.files}
+    assert {"name": "skyflow", "mountPath": "/skyflow"} in init["volumeMounts"]
+    assert {"name": "SKYFLOW_NODE_ROOT", "value": "/skyflow"} in init["env"]
+    assert '"--no-index"' in init["command"][2] and "skyflow[" not in json.dumps(pod)  # nothing from an index
+    assert stage["command"][:2] == ["sh", "-c"]
+    assert 'exec "$SKYFLOW_PYTHON" -P -m skyflow.backends.remote_stage' in stage["command"][2]
+    assert "envFrom" not in init  # signed URLs: the install needs no credentials
+
+
+def test_a_dry_run_shows_placeholders_where_a_launch_signs_urls() -> None:
+    text = _backend().render(LAUNCHES[0])
+    assert f"<signed at launch: {STORE}/code/wheels/" in text
+    assert "SKYFLOW_PYTHON=$(python3 -I -c '\n" in text  # scripts as literal blocks, readable
+
+
+def test_an_image_with_skyflow_runs_the_wrapper_with_its_python() -> None:
+    pod = _pod(_own(image="ghcr.io/acme/skyflow:1", image_has_skyflow=True, python="/opt/venv/bin/python")
+               .manifests(LAUNCHES[0], STORE))
+    assert "initContainers" not in pod
+    assert pod["containers"][0]["command"] == ["/opt/venv/bin/python", "-m", "skyflow.backends.remote_stage"]
+
+
+def _with_image(launch: StageLaunch, image_id: Any) -> StageLaunch:
+    resources = launch.spec.resources.model_copy(update={"image_id": image_id})
+    return replace(launch, spec=launch.spec.model_copy(update={"resources": resources}))
+
+
+def test_a_stages_own_image_is_used_and_taken_to_lack_skyflow() -> None:
+    backend = _own(image="ghcr.io/acme/skyflow:1", image_has_skyflow=True)
+    for image_id in ("docker:nvcr.io/nvidia/pytorch:24.05-py3", {"gke": "docker:nvcr.io/nvidia/pytorch:24.05-py3",
+                                                                 "us-east-1": "ami-0123"}):
+        docs = backend.manifests(_with_image(LAUNCHES[0], image_id), STORE)
+        pod = _pod(docs)
+        assert pod["containers"][0]["image"] == pod["initContainers"][0]["image"] == "nvcr.io/nvidia/pytorch:24.05-py3"
+        for doc in docs:
+            kubernetes_validate.validate(json.loads(json.dumps(doc)), "1.30", strict=True)
+    other = _pod(backend.manifests(_with_image(LAUNCHES[0], {"us-east-1": "ami-0123"}), STORE))
+    assert other["containers"][0]["image"] == "ghcr.io/acme/skyflow:1" and "initContainers" not in other
+    with pytest.raises(BackendError, match=r"stage '.*' names image_id 'ami-0123'.*write `image_id: docker:IMAGE`"):
+        backend.manifests(_with_image(LAUNCHES[0], "ami-0123"), STORE)
+
+
+def test_gpu_pods_get_a_memory_backed_dev_shm_and_cpu_pods_do_not() -> None:
+    gpu = next(x for x in LAUNCHES if x.placement.accelerators)
+    cpu = next(x for x in LAUNCHES if not x.placement.accelerators and x.spec.service is None)
+    pod = _pod(_backend().manifests(gpu, STORE))
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+    plain = _pod(_backend().manifests(cpu, STORE))
+    assert [v["name"] for v in plain["volumes"]] == ["skyflow"]
+
+
+def test_the_store_secret_reaches_the_stage_container_before_the_stages_own_secrets() -> None:
+    docs = _own(store_secret="s3-credentials").manifests(LAUNCHES[0], STORE)
+    stage_secret = next(d for d in docs if d["kind"] == "Secret")["metadata"]["name"]
+    pod = _pod(docs)
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-credentials"}},
+                                               {"secretRef": {"name": stage_secret}}]
+    assert "envFrom" not in pod["initContainers"][0]
+    assert [d["kind"] for d in docs].count("Secret") == 1  # the user's Secret is named, never created
+
+
+def test_the_install_script_hands_the_stage_container_the_interpreter_it_installed(tmp_path: Path) -> None:
+    """The two commands as a pod runs them, with a python3 that reports being baked with the package:
+    the init container writes that interpreter's path into the volume, the stage container execs it."""
+    package = code_package_for(STORE)
+    install, run = code_package_commands(package, placeholder_urls(package, STORE), python=str(tmp_path / "python3"))
+    (tmp_path / "python3").write_text(f'#!/bin/sh\necho "{tmp_path}/python3"\n')  # the installer's answer
+    (tmp_path / "python3").chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SKYFLOW_NODE_ROOT": str(tmp_path / "volume")}
+    subprocess.run(list(install), env=env, check=True)
+    assert (tmp_path / "volume" / ".code" / "python").read_text() == f"{tmp_path}/python3\n"
+    (tmp_path / "python3").write_text('#!/bin/sh\necho "wrapper: $SKYFLOW_PYTHON $*"\n')
+    done = subprocess.run(list(run), env=env, capture_output=True, text=True, check=True)
+    assert done.stdout == f"wrapper: {tmp_path}/python3 -P -m skyflow.backends.remote_stage\n"
+
+
+def _installer_config(script: str) -> dict[str, Any]:
+    """The JSON the bootstrap hands its installer (the last single-quoted argument)."""
+    quoted = script.split("python3 -I -c ", 1)[1].split(") || exit", 1)[0]
+    return dict(json.loads(shlex.split(quoted)[1]))

@@ -1,4 +1,5 @@
-"""The SkyPilot backend's launch path with a fake ``sky`` module that records every call.
+"""The SkyPilot backend's launch path with a fake ``sky`` module that records every call, and the
+task's setup/run/file_mounts that install skyflow's code package on each node.
 
 This is the one sanctioned fake: SkyPilot provisions real clouds, which no test here can reach. The
 fake answers like SkyPilot 0.14's SDK (request ids resolved by ``stream_and_get``); the artifact store
@@ -8,6 +9,7 @@ the stage wrapper would write its result to is a real local directory.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import threading
 import types
@@ -22,8 +24,10 @@ from skyflow.artifacts import open_store
 from skyflow.backends.base import Leftover, StageLaunch
 from skyflow.backends.fake import launch_for
 from skyflow.backends.masking import MASK
-from skyflow.backends.remote_stage import result_key
-from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService
+from skyflow.backends.registry import BackendContext
+from skyflow.backends.remote_stage import code_package_for, result_key
+from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService, from_context
+from skyflow.config import SkyflowConfig, SkyPilotConfig
 from skyflow.errors import BackendError
 from skyflow.planner import Placement
 
@@ -254,3 +258,73 @@ def test_a_service_never_ready_times_out_and_a_cancel_stops_waiting(backend: Sky
     cancelled = threading.Event()
     cancelled.set()
     assert service.wait_ready(cancelled, timeout_s=60) == "cancelled"
+
+
+# -- how nodes get skyflow ----------------------------------------------------------------------------
+
+def test_nodes_install_the_code_package_from_a_file_mount_then_run_the_wrapper_with_it(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    _write_result(tmp_path)
+    assert backend.launch(_launch(tmp_path)).wait().ok
+    config = sky.calls[0][1]
+    package = code_package_for(str(tmp_path / "store"))
+    remote = f"~/.skyflow/code/{package.digest}"
+    assert config["file_mounts"] == {remote: str(package.directory)}
+    assert sorted(p.name for p in package.directory.iterdir()) == sorted(f.name for f in package.files)
+    setup = _installer_config(config["setup"])
+    assert setup["digest"] == package.digest and setup["fetch"] == "dir" and setup["dir"] == remote
+    assert config["run"].endswith('"$SKYFLOW_PYTHON" -P -m skyflow.backends.remote_stage "$@"\n')
+    assert _installer_config(config["run"]) == setup  # finds what setup installed
+    assert "skyflow[" not in json.dumps(config)  # never a name from a package index
+    assert not (tmp_path / "store" / "code").exists()  # SkyPilot carries the file mount; nothing uploaded
+
+
+def test_an_install_of_your_own_replaces_the_code_package(sky: FakeSky, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("skyflow.backends.skypilot.remote_store_uri", lambda launch, backend: str(tmp_path))
+    baked = SkyPilotBackend(config=SkyPilotConfig(install="", python="/opt/venv/bin/python"))
+    config = baked.task_config(_launch(tmp_path), str(tmp_path))
+    assert "setup" not in config and "file_mounts" not in config
+    assert config["run"] == "/opt/venv/bin/python -m skyflow.backends.remote_stage"
+    own = SkyPilotBackend(config=SkyPilotConfig(install="uv pip install --system /wheels/*.whl"))
+    config = own.task_config(_launch(tmp_path), str(tmp_path))
+    assert config["setup"] == "uv pip install --system /wheels/*.whl"
+    assert config["run"] == "python3 -m skyflow.backends.remote_stage"
+
+
+def test_the_config_file_reaches_the_backend(tmp_path: Path) -> None:
+    config = SkyflowConfig.model_validate({"skypilot": {"python": "python3.11", "code_fetch": "url"}})
+    backend = from_context(BackendContext(config=config))
+    assert backend.settings.python == "python3.11" and backend.settings.code_fetch == "url"
+
+
+def test_signed_urls_from_a_store_that_cannot_sign_fail_the_launch_with_the_fix(
+        sky: FakeSky, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(str(tmp_path / "store"), create=True)
+    monkeypatch.setattr("skyflow.backends.skypilot.remote_store_uri", lambda launch, backend: store.uri)
+    url = SkyPilotBackend(config=SkyPilotConfig(code_fetch="url"))
+    with pytest.raises(BackendError, match=r"stage 'train': cannot ship skyflow's code package to the nodes: .*"
+                                           r"cannot make signed URLs.*skypilot: \{install: \.\.\.\}"):
+        url.launch(_launch(tmp_path))
+    assert sky.calls == []
+
+
+def test_a_dry_run_with_signed_urls_shows_placeholders_and_ships_nothing(sky: FakeSky, tmp_path: Path) -> None:
+    launch = _launch(tmp_path)
+    text = SkyPilotBackend(config=SkyPilotConfig(code_fetch="url")).render(launch)
+    package = code_package_for("s3://bucket/skyflow")
+    assert f"<signed at launch: s3://bucket/skyflow/code/wheels/{package.files[0].sha256}/" in text
+    assert "file_mounts" not in text and "setup: |\n  SKYFLOW_PYTHON=$(python3 -I -c '" in text
+    assert sky.calls == []
+
+
+def test_a_stages_image_id_reaches_the_task(backend: SkyPilotBackend, tmp_path: Path) -> None:
+    launch = _launch(tmp_path, stage_spec={"resources": {"image_id": "docker:python:3.11-slim"}})
+    config = backend.task_config(launch, str(tmp_path))
+    assert config["resources"]["image_id"] == "docker:python:3.11-slim"
+
+
+def _installer_config(script: str) -> dict[str, Any]:
+    """The JSON the bootstrap hands its installer (the last single-quoted argument)."""
+    quoted = script.split(" -I -c ", 1)[1].split(") || exit", 1)[0]
+    return dict(json.loads(shlex.split(quoted)[1]))
