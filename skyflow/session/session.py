@@ -23,7 +23,7 @@ from typing import Any
 from skyflow.backends.base import Backend, Leftover, RenderingBackend, ServiceBackend
 from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
 from skyflow.config import SkyflowConfig, load_config
-from skyflow.errors import LineageError, RunError
+from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
 from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
@@ -63,6 +63,18 @@ class RunResult:
     def open(self, stage: str, output: str, dest: Path | None = None) -> Path:
         """A local copy of one of the run's outputs (verified against its digest), under ``dest``."""
         return fetch_output(self.run, stage, output, dest)
+
+
+def require_reachable_stores(pipeline: ResolvedPipeline, plan: Plan) -> None:
+    """Before anything starts: every stage placed on remote nodes has an object store they can reach."""
+    from skyflow.backends.remote_stage import is_remote_uri, missing_store_message
+
+    for name in pipeline.order:
+        placement = plan.placement(name)
+        kind = backend_kind(placement.infra)
+        if kind in ("kubernetes", "skypilot") and not placement.cached and not is_remote_uri(placement.store_uri):
+            # a configuration problem found before anything ran: exit 2, like any other plan that cannot run
+            raise PlanningError(missing_store_message(preview_launch(pipeline, name, placement), kind))
 
 
 def fetch_output(run: RunRow, stage: str, output: str, dest: Path | None = None) -> Path:
@@ -152,8 +164,9 @@ class Session:
         """Run every stage of ``plan`` to the end; returns how the run ended (failures are a state, not an error)."""
         options = options or RunOptions(env=dict(self.environ))
         run_id = self.new_run_id(pipeline, run_id or options.run_id)
-        loop, writer, where = self._loop(pipeline, self.with_stores(pipeline, plan), options, lineage, tracking_uri,
-                                         on_event)
+        plan = self.with_stores(pipeline, plan)
+        require_reachable_stores(pipeline, plan)
+        loop, writer, where = self._loop(pipeline, plan, options, lineage, tracking_uri, on_event)
         try:
             state = loop.start(run_id, target or pipeline.path, dict(overrides or {}), pipeline.spec.params, lineage)
         finally:
