@@ -41,7 +41,8 @@ def reward(base: Path, prefs: Path, outputs: dict, scale: str = "demo", seed: in
     job.train(prefs, base, outputs["model"], scale, seed)
 
 
-@stage(resources=eight_gpus(), setup=SETUP, outputs={"policy": {"size_gb": 30}},
+@stage(resources=eight_gpus(), setup=SETUP,
+       outputs={"policy": {"size_gb": 30, "kind": "model", "register": "rlhf-policy"}},
        estimate={"hours": {"A100": 16, "H100": 8, "default": 20}}, retries=2)
 def ppo(policy: Path, reward: Path, outputs: dict, scale: str = "demo", seed: int = 0, kl_coef: float = 0.2) -> None:
     from tinyrlhf import ppo as job
@@ -51,7 +52,8 @@ def ppo(policy: Path, reward: Path, outputs: dict, scale: str = "demo", seed: in
 
 @stage(name="eval", resources=Resources(any_of=[{"accelerators": "L4:1"}, {"accelerators": "A10G:1"}, LOCAL]),
        setup='python -c "import numpy, matplotlib" 2>/dev/null || pip install -q numpy matplotlib',
-       outputs={"report": {"size_gb": 0.01}}, estimate={"hours": {"L4": 1, "A10G": 1, "default": 1}})
+       outputs={"report": {"size_gb": 0.01, "metrics": "report.json", "artifacts": ["plot.png"]}},
+       estimate={"hours": {"L4": 1, "A10G": 1, "default": 1}})
 def evaluate(sft: Path, ppo: Path, reward: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None:
     from tinyrlhf import evaluate as job
 

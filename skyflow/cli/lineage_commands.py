@@ -108,23 +108,34 @@ def _size(size_bytes: int) -> str:
 
 
 @click.command()
+@click.argument("pipeline", metavar="[PIPELINE]", required=False)
 @tracking_uri_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the UI on.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to serve the UI on.")
-def ui(tracking_uri: str | None, host: str, port: int) -> None:
-    """Serve the MLflow UI on the lineage store (until Ctrl-C)."""
+def ui(pipeline: str | None, tracking_uri: str | None, host: str, port: int) -> None:
+    """Serve the MLflow UI on the lineage store (until Ctrl-C), opened on PIPELINE's runs.
+
+    PIPELINE is a pipeline name or file; without it, the pipeline that ran last.
+    """
     from skyflow.home import skyflow_home
-    from skyflow.lineage.mlflow_store import artifact_root_for
+    from skyflow.lineage.drain import wait_for_drain
+    from skyflow.lineage.mlflow_client import artifact_root_for
     from skyflow.lineage.recorder import check_tracking_uri, describe_tracking, resolve_tracking_uri
+    from skyflow.lineage.views import experiment_url, pipeline_experiment
 
     uri = resolve_tracking_uri(tracking_uri, skyflow_home())
-    if uri.startswith(("http://", "https://")):
-        click.echo(f"Lineage is on {describe_tracking(uri)}; its UI is already there: open {uri}")
-        return
     check_tracking_uri(uri)
-    from skyflow.lineage.drain import wait_for_drain
-
-    wait_for_drain(uri, skyflow_home())
+    server = uri.startswith(("http://", "https://"))
+    if not server:
+        wait_for_drain(uri, skyflow_home())
+    found = pipeline_experiment(uri, _pipeline_name(pipeline))
+    base = uri if server else f"http://{host}:{port}"
+    url = experiment_url(base, found[0]) if found else base
+    what = (f"pipeline {found[1]}'s runs in the model-training view (select runs to compare their charts)"
+            if found else "no skyflow runs yet")
+    if server:
+        click.echo(f"Lineage is on {describe_tracking(uri)}, which serves its own UI: open {url}\n  ({what})")
+        return
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     root = artifact_root_for(uri)
     if root:
@@ -132,7 +143,7 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     command += ["--host", host, "--port", str(port), "--workers", "1"]
     # Without this the server forks a pool of job workers (~2 GB) that a UI does not need.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    click.echo(f"MLflow UI for {describe_tracking(uri)}: http://{host}:{port}  (Ctrl-C to stop)")
+    click.echo(f"MLflow UI for {describe_tracking(uri)}: open {url}\n  ({what}; Ctrl-C to stop)")
     proc = subprocess.Popen(command, env=env)
     try:
         code = proc.wait()
@@ -144,3 +155,12 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
         from skyflow.errors import LineageError
 
         raise LineageError(f"the MLflow server exited with code {code}; see its output above.")
+
+
+def _pipeline_name(pipeline: str | None) -> str | None:
+    """A pipeline name as given, or the name inside a pipeline file."""
+    if pipeline is None or not os.path.exists(pipeline.split(":")[0]):
+        return pipeline
+    from skyflow.spec.loader import load_pipeline
+
+    return load_pipeline(pipeline).name

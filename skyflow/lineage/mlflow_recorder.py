@@ -1,12 +1,13 @@
 """MlflowRecorder: scrubs each record, spools it, and sends it to MLflow from a background thread.
 
-The runner never waits on MLflow (importing it alone takes about a second) and never fails
-because of it. Every event is first appended to the spool file; a worker thread sends events in
-order and marks them done. While the store is unreachable the worker backs off (1 s doubling to
-30 s); each new call and `flush()` make it try again at once; `close()` tries once more and leaves
-what is still unsent in the spool, where the next recorder on the same tracking URI finds and sends
-it. An event the store rejects outright (bad value) is set aside in `rejected.jsonl` beside the
-spool rather than blocking the ones after it.
+The runner never fails because of MLflow and waits on it in one place only: `open_stage`, which
+opens a stage's run as the stage starts (its id goes into the stage's environment), waiting until
+the store is open and the pipeline run is in it. Every event is first appended to the spool file;
+a worker thread sends events in order and marks them done. While the store is unreachable the
+worker backs off (1 s doubling to 30 s); each new call and `flush()` make it try again at once;
+`close()` tries once more and leaves what is still unsent in the spool, where the next recorder on
+the same tracking URI finds and sends it. An event the store rejects outright (bad value) is set
+aside in `rejected.jsonl` beside the spool rather than blocking the ones after it.
 """
 
 from __future__ import annotations
@@ -19,19 +20,23 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from skyflow.home import skyflow_home as default_home
 from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
-from skyflow.lineage.records import RunInfo, StageRecord
+from skyflow.lineage.records import RunInfo, StageRecord, StageRun
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
 
 LOG_ARTIFACT_MAX_BYTES = 16 << 20
 HEALTH_TIMEOUT_S = 2.0
 BACKOFF_MAX_S = 30.0
+# How long a starting stage waits for the store to open (importing MLflow, making a new sqlite
+# store's tables) and the pipeline run to be in it, before it runs without a run of its own.
+OPEN_STAGE_TIMEOUT_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +58,53 @@ class MlflowRecorder:
         self._handed_off = False
         self._sending = False
         self._store_open = False
+        self._store: MlflowStore | None = None
         self._failures = 0
+        self._keys: dict[str, str] = {}  # skyflow run id -> run key, for the events after start_run
+        self._started: set[str] = set()  # run keys whose pipeline run is in the store
         self.last_error: str | None = None
         self._worker = threading.Thread(target=self._run, name="skyflow-lineage", daemon=True)
         self._worker.start()
 
     # -- the LineageRecorder protocol --------------------------------------------------------------
     def start_run(self, info: RunInfo) -> None:
+        with self._cond:
+            self._keys[info.run_id] = info.run_key or info.run_id
         self._enqueue({"kind": "start_run", "info": self._scrub.tree(info.to_json())})
 
+    def open_stage(self, run_id: str, stage: str, timeout_s: float = OPEN_STAGE_TIMEOUT_S) -> StageRun | None:
+        """Open the stage's MLflow run now, nested under the pipeline run; None if the store is away.
+
+        Waits (at most ``timeout_s``) only for what the run needs: the store open and the pipeline
+        run sent. Creating the run itself is one call (~3 ms on sqlite, ~12 ms on a server).
+        """
+        with self._cond:
+            key = self._keys.get(run_id, run_id)
+            store = self._wait_for_parent(key, timeout_s)
+        if store is None:
+            return None
+        try:
+            self._check_reachable()
+            mlflow_run_id = store.open_stage(key, stage, time.time())
+            experiment_id = store.parent_of(key).experiment_id
+        except Exception as exc:  # the store went away: the stage runs without a run of its own
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.debug("lineage: cannot open a run for stage %s: %s", stage, exc)
+            return None
+        return StageRun(self.tracking_uri, experiment_id, mlflow_run_id)
+
     def record_stage(self, rec: StageRecord) -> None:
-        data = self._scrub.tree(rec.to_json())
+        with self._cond:
+            key = rec.run_key or self._keys.get(rec.run_id, "")
+        data = self._scrub.tree(replace(rec, run_key=key, record_id=rec.record_id or uuid.uuid4().hex).to_json())
         log_copy = self._copy_log(rec.log_path) if rec.log_path else None
         self._enqueue({"kind": "stage", "record": data, "log_copy": log_copy})
 
     def end_run(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
-        payload = {"kind": "end_run", "run_id": run_id, "state": state, "totals": totals}
+        with self._cond:
+            key = self._keys.get(run_id, run_id)
+        payload = {"kind": "end_run", "run_id": run_id, "run_key": key, "state": state, "totals": totals,
+                   "ended_at": time.time()}
         self._enqueue(self._scrub.tree(payload))
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -136,6 +172,21 @@ class MlflowRecorder:
                 self._cond.wait(left)
             return not self._pending
 
+    def _wait_for_parent(self, key: str, timeout_s: float) -> MlflowStore | None:
+        """The open store once the pipeline run ``key`` is in it; None after a failed send or the timeout.
+        Called holding the condition."""
+        deadline = time.monotonic() + timeout_s
+        failures = self._failures
+        if key not in self._started:
+            self._wake = True  # a worker backing off tries again at once
+            self._cond.notify_all()
+        while key not in self._started and self._failures == failures and not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._worker.is_alive() or self._handed_off:
+                break
+            self._cond.wait(left)
+        return self._store if key in self._started else None
+
     def _enqueue(self, payload: dict[str, Any]) -> None:
         with self._cond:
             self._pending.append(self._spool.append(payload))
@@ -167,7 +218,6 @@ class MlflowRecorder:
         store: MlflowStore | None = None
         try:
             store = self._open_store()
-            self._store_open = True
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.debug("lineage: %s unreachable: %s", self.tracking_uri, exc)
@@ -185,7 +235,6 @@ class MlflowRecorder:
             if batch:
                 try:
                     store = store or self._open_store()
-                    self._store_open = True
                     self._send(store, batch)
                 except Exception as exc:  # the store is away; keep the events and try later
                     ok = False
@@ -200,11 +249,11 @@ class MlflowRecorder:
                 self._cond.notify_all()
 
     def _open_store(self) -> MlflowStore:
-        # MLflow announces its own table creation at INFO; the runner owns the terminal.
-        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         self._check_reachable()
-        return MlflowStore(self.tracking_uri)
+        store = MlflowStore(self.tracking_uri)
+        with self._cond:
+            self._store, self._store_open = store, True
+        return store
 
     def _check_reachable(self) -> None:
         """Fail fast for a server that is down; MLflow's own client would retry for minutes."""
@@ -229,14 +278,19 @@ class MlflowRecorder:
     def _send_one(self, store: MlflowStore, event: SpooledEvent) -> None:
         payload, retry = event.payload, event.attempts > 0
         if payload["kind"] == "start_run":
-            store.start_run(RunInfo.from_json(payload["info"]), retry=retry)
+            info = RunInfo.from_json(payload["info"])
+            store.start_run(info, retry=retry)
+            with self._cond:  # a stage waiting in open_stage may go on now
+                self._started.add(info.run_key or info.run_id)
+                self._cond.notify_all()
         elif payload["kind"] == "stage":
             log_copy = Path(payload["log_copy"]) if payload.get("log_copy") else None
             if log_copy is not None and not log_copy.is_file():
                 log_copy = None
             store.record_stage(StageRecord.from_json(payload["record"]), log_copy=log_copy, retry=retry)
         elif payload["kind"] == "end_run":
-            store.end_run(payload["run_id"], payload["state"], payload["totals"])
+            store.end_run(payload.get("run_key") or payload["run_id"], payload["state"], payload["totals"],
+                          ended_at=payload.get("ended_at"))
 
     def _done(self, event: SpooledEvent) -> None:
         log_copy = event.payload.get("log_copy")

@@ -1,9 +1,12 @@
 """The MLflow layout of lineage: experiments, parent and child runs, params, metrics, tags, datasets.
 
-One experiment per pipeline (tagged `skyflow.pipeline`); one parent run per pipeline run (tag
-`skyflow.run_id`); one nested child run per stage (`mlflow.parentRunId`). Inputs and outputs are
-MLflow datasets told apart by the standard `mlflow.data.context` input tag (`input` / `output`),
-so `dataset.digest = '...' AND dataset.context = 'output'` finds the stage that wrote an artifact.
+One experiment per pipeline (tagged `skyflow.pipeline`, shown in the UI's model-training view); one
+parent run per pipeline run (tags `skyflow.run_id` and `skyflow.run_key`); one nested child run per
+stage (`mlflow.parentRunId`), opened when the stage starts so that the stage's own MLflow calls land
+in it. Inputs and outputs are MLflow datasets told apart by the standard `mlflow.data.context` input
+tag (`input` / `output`), so `dataset.digest = '...' AND dataset.context = 'output'` finds the stage
+that wrote an artifact. Nothing here deletes a run: a stage recorded again (a resume) leaves its
+earlier run tagged `skyflow.superseded_by`.
 
 Every call here is synchronous and assumes its strings were scrubbed already; MlflowRecorder adds
 the buffering. mlflow is imported only when a MlflowStore is made.
@@ -11,12 +14,11 @@ the buffering. mlflow is imported only when a MlflowStore is made.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
+import logging
 import shutil
-import sqlite3
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,35 +27,51 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from skyflow.artifacts.record import ArtifactRecord
+from skyflow.lineage.mlflow_client import artifact_root_for, open_client
+from skyflow.lineage.mlflow_names import (
+    CONTEXT_TAG,
+    MAX_PARAM_VALUE,
+    MAX_TAG_VALUE,
+    PARENT_TAG,
+    TAG_KIND,
+    TAG_OUTPUT_URIS,
+    TAG_PIPELINE,
+    TAG_RUN_ID,
+    TAG_RUN_KEY,
+    TAG_STAGE,
+    TAG_SUPERSEDED_BY,
+    clean_key,
+    cut,
+    dataset_digest,
+    flatten,
+    quote_filter_value,
+    source_of,
+)
+from skyflow.lineage.mlflow_outputs import log_declared_outputs
 from skyflow.lineage.records import RunInfo, StageRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-TAG_KIND = "skyflow.kind"  # "pipeline_run" or "stage_run"
-TAG_RUN_ID = "skyflow.run_id"
-TAG_PIPELINE = "skyflow.pipeline"
-TAG_STAGE = "skyflow.stage"
-TAG_OUTPUT_URIS = "skyflow.output_uris"
-CONTEXT_TAG = "mlflow.data.context"
-PARENT_TAG = "mlflow.parentRunId"
+log = logging.getLogger(__name__)
+
 # Tags of the pipeline run copied onto each stage run, so one stage run tells its whole story.
 RUN_TAGS_ON_STAGES = (
     TAG_PIPELINE,
+    TAG_RUN_KEY,
     "skyflow.pipeline_digest",
     "skyflow.git_commit",
     "skyflow.git_dirty",
     "skyflow.version",
     "mlflow.source.git.commit",
+    "mlflow.user",
+    "mlflow.source.name",
+    "mlflow.source.type",
 )
-
-# MLflow's limits (mlflow/utils/validation.py).
-MAX_PARAM_VALUE = 6000
-MAX_TAG_VALUE = 8000
-MAX_KEY = 250
-MAX_DATASET_DIGEST = 36
-_KEY_BAD_CHARS = re.compile(r"[^\w\-. /:]")
+# The UI opens an experiment of this kind on its model-training view (runs, charts), not on traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 STATUS_BY_STATE = {
     "succeeded": "FINISHED",
@@ -79,107 +97,124 @@ def is_rejection(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code == "INVALID_PARAMETER_VALUE"
 
 
-def dataset_digest(digest: str) -> str:
-    """The form of an artifact digest MLflow can hold (36 chars): no `algo:` prefix, cut to fit."""
-    return digest.split(":", 1)[-1][:MAX_DATASET_DIGEST]
+@dataclass(frozen=True)
+class ParentRun:
+    """A pipeline run's MLflow run; `fresh` if this store made it (so it has no stage runs yet)."""
 
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI; None for other stores and `:memory:`."""
-    parsed = urlparse(tracking_uri)
-    # sqlite:///rel.db has path "/rel.db", sqlite:////abs/x.db has "//abs/x.db".
-    if parsed.scheme != "sqlite" or parsed.path in ("", "/", "/:memory:"):
-        return None
-    return Path(parsed.path[1:])
-
-
-def artifact_root_for(tracking_uri: str) -> str | None:
-    """Where a sqlite store keeps artifacts: beside its database file. None: the server decides."""
-    path = sqlite_path(tracking_uri)
-    return None if path is None else (path.parent / "mlflow-artifacts").resolve().as_uri()
-
-
-def use_write_ahead_log(db_path: Path) -> None:
-    """Put a sqlite store in WAL mode (a setting kept in the file): a commit then needs no fsync of
-    its own with synchronous=NORMAL, and readers never block the writer. Best effort: a store that
-    is busy right now keeps its mode."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with contextlib.closing(sqlite3.connect(db_path, timeout=5.0)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error:
-        pass
-
-
-def _sqlite_connection_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # NORMAL is durable against a killed process in WAL mode (only power loss can drop the last
-    # commits, and the lineage spool is the record of what was not yet sent).
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def tune_sqlite_engine(client: MlflowClient) -> None:
-    """Apply the connection pragmas to the engine MLflow made for a sqlite store."""
-    from sqlalchemy import event
-
-    engine = getattr(client._tracking_client.store, "engine", None)
-    if engine is None or engine.dialect.name != "sqlite":
-        return
-    if not event.contains(engine, "connect", _sqlite_connection_pragmas):
-        event.listen(engine, "connect", _sqlite_connection_pragmas)
-        engine.dispose()  # connections opened before the listener reconnect with it
-
-
-def flatten(prefix: str, value: Any) -> dict[str, str]:
-    """`{"a": {"b": 1}}` -> `{"prefix.a.b": "1"}`; lists and scalars become strings."""
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
-        return out
-    if value is None:
-        return {}
-    text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return {prefix: text}
-
-
-def clean_key(key: str) -> str:
-    return _KEY_BAD_CHARS.sub("_", key)[:MAX_KEY]
-
-
-def _cut(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def _source(uri: str) -> tuple[str, str]:
-    scheme = urlparse(uri).scheme
-    source_type = scheme if scheme and len(scheme) > 1 else "local"  # `C:` is a drive, not a scheme
-    return source_type, json.dumps({"uri": uri})
+    run_id: str
+    experiment_id: str
+    stage_tags: dict[str, str]
+    fresh: bool
 
 
 class MlflowStore:
-    """Writes lineage records into one MLflow tracking store (sqlite, a server, ...)."""
+    """Writes lineage records into one MLflow tracking store (sqlite, a server, ...).
+
+    `open_stage` may be called from stage threads while another thread sends records: the parent
+    runs it needs are kept under a lock.
+    """
 
     def __init__(self, tracking_uri: str) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        db_path = sqlite_path(tracking_uri)
-        if db_path is not None:
-            use_write_ahead_log(db_path)
-        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
-        if db_path is not None:
-            tune_sqlite_engine(self.client)
+        self.client: MlflowClient = open_client(tracking_uri)
         self._artifact_root = artifact_root_for(tracking_uri)
         self._experiments: dict[str, str] = {}
-        self._parents: dict[str, _Parent] = {}
+        self._parents: dict[str, ParentRun] = {}
+        self._lock = threading.Lock()
 
     # -- writes ---------------------------------------------------------------------------------
-    def start_run(self, info: RunInfo, *, retry: bool) -> str:
+    def start_run(self, info: RunInfo, *, retry: bool) -> ParentRun:
+        """The pipeline run's parent run: the one this run made before (a resume), else a new one."""
         experiment_id = self._experiment(info.pipeline)
-        existing = self._find_parent(experiment_id, info.run_id)
+        key = info.run_key or info.run_id
+        existing = self._find_parent([experiment_id], key, by_key=bool(info.run_key))
+        tags = self._run_tags(info)
+        if existing is None:
+            earlier = self._same_run_id(experiment_id, info.run_id)
+            if earlier:
+                # Another machine (or SKYFLOW_HOME) used this run id: keep both, never merge.
+                tags["skyflow.run_id_used_before_by"] = ",".join(earlier)
+                log.warning("lineage: run id %r is already in MLflow (run %s); this run gets its own MLflow run",
+                            info.run_id, ", ".join(earlier))
+            run = self.client.create_run(
+                experiment_id, start_time=int(info.started_at * 1000), tags=tags, run_name=info.run_id
+            )
+            run_id, logged_params = str(run.info.run_id), {}
+        else:
+            # A resumed run (or a retried event): the same parent; params cannot change in MLflow.
+            run_id, logged_params = existing.info.run_id, existing.data.params
+            self._set_status(run_id, "RUNNING")
+        params = {clean_key(k): cut(v, MAX_PARAM_VALUE) for k, v in flatten("", info.params).items()}
+        self._log(run_id, params={k: v for k, v in params.items() if k not in logged_params}, tags=tags)
+        if info.plan_json is not None and (existing is None or retry):
+            self._log_text(run_id, json.dumps(info.plan_json, indent=2, sort_keys=True), "plan.json")
+        stage_tags = {k: tags[k] for k in (*RUN_TAGS_ON_STAGES, TAG_RUN_ID) if k in tags}
+        parent = ParentRun(run_id, experiment_id, stage_tags, fresh=existing is None)
+        with self._lock:
+            self._parents[key] = parent
+        return parent
+
+    def open_stage(self, run_key: str, stage: str, started_at: float) -> str:
+        """A RUNNING child run for a stage that starts now; returns its MLflow run id."""
+        parent = self._parent(run_key)
+        tags = {**self._stage_tags(parent, stage), "skyflow.state": "running"}
+        run = self.client.create_run(
+            parent.experiment_id, start_time=int(started_at * 1000), tags=tags, run_name=stage
+        )
+        return str(run.info.run_id)
+
+    def record_stage(self, rec: StageRecord, *, log_copy: Path | None, retry: bool) -> str:
+        key = rec.run_key or rec.run_id
+        parent = self._parent(key)
+        tags = {
+            **self._stage_tags(parent, rec.stage),
+            "skyflow.state": rec.state,
+            "skyflow.cache_hit": str(rec.cache_hit).lower(),
+            "skyflow.code_digest": rec.code_digest or "",
+            "skyflow.cache_key": rec.cache_key or "",
+            # Dataset sources cannot be searched; this tag lets a URI find its producer.
+            TAG_OUTPUT_URIS: "\n".join(a.uri for a in rec.outputs),
+        }
+        if rec.record_id:
+            tags["skyflow.record_id"] = rec.record_id
+        run = self._stage_run(parent, rec, tags, retry=retry)
+        run_id = str(run.info.run_id)
+        params = {**flatten("resources", rec.resources), **flatten("placement", rec.placement)}
+        logged = run.data.params
+        params = {clean_key(k): cut(v, MAX_PARAM_VALUE) for k, v in params.items()}
+        self._log(run_id, params={k: v for k, v in params.items() if k not in logged},
+                  metrics=self._stage_metrics(rec), tags=tags)
+        datasets = [(a, "input") for a in rec.inputs] + [(a, "output") for a in rec.outputs]
+        if datasets:
+            self._log_datasets(run_id, datasets)
+        if log_copy is not None:
+            self._log_file(run_id, run.info.artifact_uri, log_copy, "logs")
+        if rec.declared and rec.state in ("succeeded", "cached"):
+            log_declared_outputs(self.client, run_id, rec, parent.stage_tags.get(TAG_PIPELINE, ""))
+        ended_at = rec.ended_at or time.time()
+        self._set_status(run_id, STATUS_BY_STATE.get(rec.state, "FINISHED"), end_time_s=ended_at)
+        if not parent.fresh or retry:
+            self._supersede(parent, rec.stage, run_id)
+        return run_id
+
+    def end_run(self, run_key: str, state: str, totals: dict[str, Any], *, ended_at: float | None = None) -> None:
+        parent_id = self._parent(run_key).run_id
+        metrics = {
+            clean_key(f"total_{k}"): float(v)
+            for k, v in totals.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        tags = {
+            clean_key(f"skyflow.total.{k}"): cut(str(v), MAX_TAG_VALUE)
+            for k, v in totals.items()
+            if not (isinstance(v, int | float) and not isinstance(v, bool))
+        }
+        tags["skyflow.state"] = state
+        self._log(parent_id, metrics=metrics, tags=tags)
+        self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"), end_time_s=ended_at or time.time())
+
+    # -- runs -------------------------------------------------------------------------------------
+    def _run_tags(self, info: RunInfo) -> dict[str, str]:
         tags = {
             TAG_KIND: "pipeline_run",
             TAG_RUN_ID: info.run_id,
@@ -190,82 +225,56 @@ class MlflowStore:
             "skyflow.code_digest": info.code_digest or "",
             "skyflow.version": info.skyflow_version,
         }
-        if info.git_commit:
-            tags["mlflow.source.git.commit"] = info.git_commit
-        if existing is None:
-            run = self.client.create_run(
-                experiment_id, start_time=int(info.started_at * 1000), tags=tags, run_name=info.run_id
+        standard = {
+            TAG_RUN_KEY: info.run_key,
+            "mlflow.source.git.commit": info.git_commit,
+            "mlflow.user": info.user,
+            "mlflow.source.name": info.source_name,
+            "mlflow.source.type": info.source_type,
+        }
+        tags.update({k: v for k, v in standard.items() if v})
+        return tags
+
+    @staticmethod
+    def _stage_tags(parent: ParentRun, stage: str) -> dict[str, str]:
+        return {**parent.stage_tags, TAG_KIND: "stage_run", TAG_STAGE: stage, PARENT_TAG: parent.run_id}
+
+    def _stage_run(self, parent: ParentRun, rec: StageRecord, tags: dict[str, str], *, retry: bool) -> Run:
+        """The stage's run: the one opened when it started, the one a first send of this record made,
+        else a new one (the store was away when the stage started, or it never ran: a cache hit)."""
+        from mlflow.exceptions import MlflowException
+
+        if rec.mlflow_run_id:
+            try:
+                return self.client.get_run(rec.mlflow_run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        if retry and rec.record_id:
+            found = self.client.search_runs(
+                [parent.experiment_id],
+                f"tags.`{PARENT_TAG}` = '{parent.run_id}' AND tags.`skyflow.record_id` = '{rec.record_id}'",
+                max_results=1,
             )
-            run_id, logged_params = str(run.info.run_id), {}
-        else:
-            # A resumed run (or a retried event): reuse the parent; params cannot change in MLflow.
-            run_id, logged_params = existing.info.run_id, existing.data.params
-            self._set_status(run_id, "RUNNING")
-        params = {clean_key(k): _cut(v, MAX_PARAM_VALUE) for k, v in flatten("", info.params).items()}
-        self._log(run_id, params={k: v for k, v in params.items() if k not in logged_params}, tags=tags)
-        if info.plan_json is not None and (existing is None or retry):
-            self._log_text(run_id, json.dumps(info.plan_json, indent=2, sort_keys=True), "plan.json")
-        stage_tags = {k: tags[k] for k in RUN_TAGS_ON_STAGES if k in tags}
-        self._parents[info.run_id] = _Parent(run_id, experiment_id, stage_tags, fresh=existing is None)
-        return run_id
-
-    def record_stage(self, rec: StageRecord, *, log_copy: Path | None, retry: bool) -> str:
-        parent = self._parent(rec.run_id)
-        experiment_id = parent.experiment_id
-        # A stage recorded again (resume, or a half-sent retry) replaces its earlier child run.
-        stale = [] if parent.fresh and not retry else self._find_children(experiment_id, rec.run_id, rec.stage)
-        tags = {
-            **parent.stage_tags,
-            TAG_KIND: "stage_run",
-            TAG_RUN_ID: rec.run_id,
-            TAG_STAGE: rec.stage,
-            PARENT_TAG: parent.run_id,
-            "skyflow.state": rec.state,
-            "skyflow.cache_hit": str(rec.cache_hit).lower(),
-            "skyflow.code_digest": rec.code_digest or "",
-            "skyflow.cache_key": rec.cache_key or "",
-            # Dataset sources cannot be searched; this tag lets a URI find its producer.
-            TAG_OUTPUT_URIS: "\n".join(a.uri for a in rec.outputs),
-        }
-        run = self.client.create_run(
-            experiment_id, start_time=int((time.time() - rec.duration_s) * 1000), tags=tags, run_name=rec.stage
+            if found:
+                return found[0]
+        started_at = rec.started_at or rec.ended_at or time.time()
+        return self.client.create_run(
+            parent.experiment_id, start_time=int(started_at * 1000), tags=tags, run_name=rec.stage
         )
-        run_id = str(run.info.run_id)
-        params = {**flatten("resources", rec.resources), **flatten("placement", rec.placement)}
-        self._log(
-            run_id,
-            params={clean_key(k): _cut(v, MAX_PARAM_VALUE) for k, v in params.items()},
-            metrics=self._stage_metrics(rec),
+
+    def _supersede(self, parent: ParentRun, stage: str, current: str) -> None:
+        """Tag the stage's earlier runs under this parent (an earlier attempt of a resumed run)."""
+        runs = self.client.search_runs(
+            [parent.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent.run_id}' AND tags.`{TAG_STAGE}` = '{quote_filter_value(stage)}'",
+            max_results=1000,
         )
-        datasets = [(a, "input") for a in rec.inputs] + [(a, "output") for a in rec.outputs]
-        if datasets:
-            self._log_datasets(run_id, datasets)
-        if log_copy is not None:
-            self._log_file(run_id, run.info.artifact_uri, log_copy, "logs")
-        self._set_status(run_id, STATUS_BY_STATE.get(rec.state, "FINISHED"))
-        for old in stale:
-            if old.info.run_id != run_id:
-                self.client.delete_run(old.info.run_id)
-        return run_id
+        for run in runs:
+            if run.info.run_id != current and TAG_SUPERSEDED_BY not in run.data.tags:
+                self.client.set_tag(run.info.run_id, TAG_SUPERSEDED_BY, current)
 
-    def end_run(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
-        parent_id = self._parent(run_id).run_id
-        metrics = {
-            clean_key(f"total_{k}"): float(v)
-            for k, v in totals.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        tags = {
-            clean_key(f"skyflow.total.{k}"): _cut(str(v), MAX_TAG_VALUE)
-            for k, v in totals.items()
-            if not (isinstance(v, int | float) and not isinstance(v, bool))
-        }
-        tags["skyflow.state"] = state
-        self._log(parent_id, metrics=metrics, tags=tags)
-        self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"))
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _set_status(self, run_id: str, status: str) -> None:
+    def _set_status(self, run_id: str, status: str, *, end_time_s: float | None = None) -> None:
         """Set a run's status (and end time, once it is final) in one call.
 
         Not `MlflowClient.set_terminated`: against a server that fetches the run again and writes
@@ -274,9 +283,8 @@ class MlflowStore:
         from mlflow.entities import RunStatus
 
         final = RunStatus.is_terminated(RunStatus.from_string(status))
-        self.client._tracking_client.store.update_run_info(
-            run_id, RunStatus.from_string(status), int(time.time() * 1000) if final else None, None
-        )
+        end_time = int((end_time_s or time.time()) * 1000) if final else None
+        self.client._tracking_client.store.update_run_info(run_id, RunStatus.from_string(status), end_time, None)
 
     def _stage_metrics(self, rec: StageRecord) -> dict[str, float]:
         metrics: dict[str, float | None] = {
@@ -309,7 +317,7 @@ class MlflowStore:
             run_id,
             metrics=[Metric(k, v, now, 0) for k, v in (metrics or {}).items()],
             params=[Param(k, v) for k, v in (params or {}).items()],
-            tags=[RunTag(k, _cut(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()],
+            tags=[RunTag(k, cut(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()],
         )
 
     def _log_datasets(self, run_id: str, datasets: list[tuple[ArtifactRecord, str]]) -> None:
@@ -317,7 +325,7 @@ class MlflowStore:
 
         entries = []
         for artifact, context in datasets:
-            source_type, source = _source(artifact.uri)
+            source_type, source = source_of(artifact.uri)
             profile = json.dumps({"digest": artifact.digest, "size_bytes": artifact.size_bytes})
             dataset = Dataset(
                 name=artifact.name,
@@ -345,6 +353,7 @@ class MlflowStore:
             path.write_text(text, encoding="utf-8")
             self.client.log_artifact(run_id, str(path))
 
+    # -- lookups ----------------------------------------------------------------------------------
     def _experiment(self, pipeline: str) -> str:
         if pipeline in self._experiments:
             return self._experiments[pipeline]
@@ -354,7 +363,9 @@ class MlflowStore:
 
             try:
                 experiment_id = self.client.create_experiment(
-                    pipeline, artifact_location=self._artifact_root, tags={TAG_PIPELINE: pipeline}
+                    pipeline,
+                    artifact_location=self._artifact_root,
+                    tags={TAG_PIPELINE: pipeline, EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
                 )
             except MlflowException:
                 # Another runner made it in the meantime.
@@ -366,56 +377,47 @@ class MlflowStore:
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags and TAG_PIPELINE in experiment.tags:
+                self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         self._experiments[pipeline] = experiment_id
         return experiment_id
 
-    def _find_parent(self, experiment_id: str, skyflow_run_id: str) -> Run | None:
+    def _find_parent(self, experiment_ids: list[str], key: str, *, by_key: bool) -> Run | None:
+        tag = TAG_RUN_KEY if by_key else TAG_RUN_ID
         runs = self.client.search_runs(
-            [experiment_id],
-            f"tags.`{TAG_KIND}` = 'pipeline_run' AND tags.`{TAG_RUN_ID}` = '{quote_filter_value(skyflow_run_id)}'",
+            experiment_ids,
+            f"tags.`{TAG_KIND}` = 'pipeline_run' AND tags.`{tag}` = '{quote_filter_value(key)}'",
             max_results=1,
+            order_by=["attributes.start_time ASC"],
         )
         return runs[0] if runs else None
 
-    def _find_children(self, experiment_id: str, skyflow_run_id: str, stage: str) -> list[Run]:
-        return list(
-            self.client.search_runs(
-                [experiment_id],
-                f"tags.`{TAG_KIND}` = 'stage_run' AND tags.`{TAG_RUN_ID}` = '{quote_filter_value(skyflow_run_id)}'"
-                f" AND tags.`{TAG_STAGE}` = '{quote_filter_value(stage)}'",
-                max_results=100,
-            )
-        )
-
-    def _parent(self, skyflow_run_id: str) -> _Parent:
-        if skyflow_run_id in self._parents:
-            return self._parents[skyflow_run_id]
+    def _same_run_id(self, experiment_id: str, run_id: str) -> list[str]:
         runs = self.client.search_runs(
-            self._skyflow_experiment_ids(),
-            f"tags.`{TAG_KIND}` = 'pipeline_run' AND tags.`{TAG_RUN_ID}` = '{quote_filter_value(skyflow_run_id)}'",
-            max_results=1,
+            [experiment_id],
+            f"tags.`{TAG_KIND}` = 'pipeline_run' AND tags.`{TAG_RUN_ID}` = '{quote_filter_value(run_id)}'",
+            max_results=20,
         )
-        if not runs:
-            raise RecordRejected(
-                f"no MLflow run is tagged {TAG_RUN_ID}={skyflow_run_id!r}: start_run was never recorded"
-            )
-        tags = {k: v for k, v in runs[0].data.tags.items() if k in RUN_TAGS_ON_STAGES}
-        parent = _Parent(runs[0].info.run_id, runs[0].info.experiment_id, tags, fresh=False)
-        self._parents[skyflow_run_id] = parent
+        return [r.info.run_id for r in runs]
+
+    def parent_of(self, key: str) -> ParentRun:
+        return self._parent(key)
+
+    def _parent(self, key: str) -> ParentRun:
+        """The parent run of a run key (or, for records spooled before keys, a run id)."""
+        with self._lock:
+            if key in self._parents:
+                return self._parents[key]
+        experiments = skyflow_experiment_ids(self.client)
+        found = self._find_parent(experiments, key, by_key=True) or self._find_parent(experiments, key, by_key=False)
+        if found is None:
+            raise RecordRejected(f"no MLflow run is tagged {TAG_RUN_KEY} or {TAG_RUN_ID} = {key!r}: "
+                                 "start_run was never recorded")
+        tags = {k: v for k, v in found.data.tags.items() if k in (*RUN_TAGS_ON_STAGES, TAG_RUN_ID)}
+        parent = ParentRun(found.info.run_id, found.info.experiment_id, tags, fresh=False)
+        with self._lock:
+            self._parents[key] = parent
         return parent
-
-    def _skyflow_experiment_ids(self) -> list[str]:
-        return skyflow_experiment_ids(self.client)
-
-
-@dataclass(frozen=True)
-class _Parent:
-    """A pipeline run's MLflow run; `fresh` if this store made it (so it has no stage runs yet)."""
-
-    run_id: str
-    experiment_id: str
-    stage_tags: dict[str, str]
-    fresh: bool
 
 
 def skyflow_experiment_ids(client: MlflowClient) -> list[str]:
@@ -430,8 +432,3 @@ def skyflow_experiment_ids(client: MlflowClient) -> list[str]:
         token = page.token
         if not token:
             return ids
-
-
-def quote_filter_value(value: str) -> str:
-    """Escape a value for an MLflow search filter's single-quoted string."""
-    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse, urlunparse
 
 from skyflow.errors import LineageError
-from skyflow.lineage.records import RunInfo, StageRecord
+from skyflow.lineage.records import RunInfo, StageRecord, StageRun
 
 # Stores that need the full `mlflow` package (SQLAlchemy, alembic), not mlflow-skinny.
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -20,11 +20,14 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 class LineageRecorder(Protocol):
     """Receives a run's lineage as it happens. Calls never block on, or fail because of, the store.
 
-    Order: `start_run` once per run (again on resume, same run id), `record_stage` once per stage
+    Order: `start_run` once per run (again on resume, same run id and key), `open_stage` as each
+    stage starts to run (may wait for the store to open, never fails), `record_stage` once per stage
     that reached a final state, `end_run` once, then `close` when the runner is done.
     """
 
     def start_run(self, info: RunInfo) -> None: ...
+
+    def open_stage(self, run_id: str, stage: str) -> StageRun | None: ...
 
     def record_stage(self, rec: StageRecord) -> None: ...
 
@@ -37,6 +40,9 @@ class NullRecorder:
     """Records nothing (`--no-lineage`, and runs where lineage is switched off)."""
 
     def start_run(self, info: RunInfo) -> None:
+        return None
+
+    def open_stage(self, run_id: str, stage: str) -> StageRun | None:
         return None
 
     def record_stage(self, rec: StageRecord) -> None:
@@ -71,6 +77,23 @@ def check_tracking_uri(tracking_uri: str) -> None:
         )
     if importlib.util.find_spec("mlflow") is None:
         raise LineageError("lineage needs MLflow: pip install 'skyflow[mlflow]'.")
+
+
+def reachable_elsewhere(tracking_uri: str) -> bool:
+    """Whether a store can be reached from another machine: a server or database not on loopback.
+    A sqlite file (or `./mlruns`) lives on this machine only."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme in ("", "file", "sqlite"):
+        return False
+    return parsed.hostname not in ("localhost", "127.0.0.1", "::1", None)
+
+
+def stage_run_environment(run: StageRun | None, *, remote: bool) -> dict[str, str]:
+    """The variables that send a stage's own MLflow calls to its run (none where it cannot reach the store)."""
+    if run is None or (remote and not reachable_elsewhere(run.tracking_uri)):
+        return {}
+    return {"MLFLOW_TRACKING_URI": run.tracking_uri, "MLFLOW_EXPERIMENT_ID": run.experiment_id,
+            "MLFLOW_RUN_ID": run.run_id}
 
 
 def describe_tracking(tracking_uri: str) -> str:

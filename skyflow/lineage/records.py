@@ -14,7 +14,13 @@ RUN_STATES = ("succeeded", "failed", "cancelled", "running")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One pipeline run as it starts. `started_at` is Unix time in seconds."""
+    """One pipeline run as it starts (or resumes). `started_at` is Unix time in seconds.
+
+    `run_key` tells this run apart from another that used the same run id (another machine, another
+    SKYFLOW_HOME): a resume sends the same key and adds to the same MLflow run; a new run with a used
+    id gets a parent run of its own. `code_digest` is the digest of the stages' code digests;
+    `source_name` the pipeline file, `source_type` MLflow's PROJECT (in a git checkout) or LOCAL.
+    """
 
     run_id: str
     pipeline: str
@@ -26,6 +32,10 @@ class RunInfo:
     code_digest: str | None
     skyflow_version: str
     started_at: float
+    run_key: str = ""
+    user: str | None = None
+    source_name: str | None = None
+    source_type: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,11 +46,42 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class DeclaredOutput:
+    """What a stage declared about one output for MLflow (the `kind`, `register`, `metrics` and
+    `artifacts` of its output spec); paths are relative to the output's folder."""
+
+    name: str
+    kind: str = "data"
+    register: str | None = None
+    metrics: str | None = None
+    artifacts: tuple[str, ...] = ()
+
+    @property
+    def logs_anything(self) -> bool:
+        return self.kind == "model" or self.metrics is not None or bool(self.artifacts)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeclaredOutput:
+        return cls(**{**data, "artifacts": tuple(data.get("artifacts", ()))})
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The MLflow run opened for a stage as it starts: where its own MLflow calls should go."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class StageRecord:
     """One stage of a run once it reached a final state (or was served from cache).
 
     `placement` holds infra/cloud/region/instance_type/use_spot/...; `resources` the resolved
-    resources. Money is in USD, time in seconds, `log_path` a local file or None.
+    resources. Money is in USD, time in seconds, `log_path` a local file or None. `started_at` and
+    `ended_at` are Unix times (None: unknown); `mlflow_run_id` is the run opened when the stage
+    started (None: none was, and the record makes one). `run_key` is the run's `RunInfo.run_key`.
     """
 
     run_id: str
@@ -60,6 +101,12 @@ class StageRecord:
     code_digest: str | None = None  # digest of the stage's workdir files
     log_path: str | None = None
     cache_key: str | None = None  # what the stage's outputs are cached under
+    started_at: float | None = None
+    ended_at: float | None = None
+    mlflow_run_id: str | None = None
+    declared: list[DeclaredOutput] = field(default_factory=list)
+    run_key: str = ""
+    record_id: str = ""  # unique per record: a record sent twice updates the run the first send made
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +116,7 @@ class StageRecord:
         fields = dict(data)
         fields["inputs"] = [ArtifactRecord.from_json(a) for a in fields.get("inputs", [])]
         fields["outputs"] = [ArtifactRecord.from_json(a) for a in fields.get("outputs", [])]
+        fields["declared"] = [DeclaredOutput.from_json(d) for d in fields.get("declared", [])]
         return cls(**fields)
 
 

@@ -2,7 +2,8 @@
 
 An artifact is found by its digest (`dataset.digest`, a prefix of 6+ characters works) or by its
 URI (the `skyflow.output_uris` tag of stage runs). Inputs are traced by digest, preferring a
-producer in the same pipeline run, then one that really ran (not a cache hit), then the newest.
+current stage run (not one a resume superseded), then a producer in the same pipeline run, then one
+that really ran (not a cache hit), then the newest.
 An input that no stage wrote is raw data: a leaf.
 """
 
@@ -15,18 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import LineageError
-from skyflow.lineage.mlflow_store import (
+from skyflow.lineage.mlflow_names import (
     CONTEXT_TAG,
     MAX_DATASET_DIGEST,
+    PARENT_TAG,
     TAG_KIND,
     TAG_OUTPUT_URIS,
     TAG_PIPELINE,
     TAG_RUN_ID,
     TAG_STAGE,
+    TAG_SUPERSEDED_BY,
     dataset_digest,
     quote_filter_value,
-    skyflow_experiment_ids,
 )
+from skyflow.lineage.mlflow_store import skyflow_experiment_ids
 from skyflow.lineage.recorder import check_tracking_uri, describe_tracking
 from skyflow.lineage.records import LineageNode, Producer
 
@@ -41,10 +44,11 @@ MAX_DEPTH = 64
 def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MAX_DEPTH) -> LineageNode:
     """The lineage tree of one artifact, back to raw data. Raises LineageError if it is unknown."""
     check_tracking_uri(tracking_uri)
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from skyflow.lineage.mlflow_client import open_client
+
+    client = open_client(tracking_uri)
     try:
         experiments = skyflow_experiment_ids(client)
         if not experiments:
@@ -123,11 +127,12 @@ class _Tracer:
         if not hits:
             return None
 
-        def rank(hit: tuple[Run, Dataset]) -> tuple[bool, bool, int]:
+        def rank(hit: tuple[Run, Dataset]) -> tuple[bool, bool, bool, int]:
             tags = hit[0].data.tags
-            same_run = context_run is not None and tags.get(TAG_RUN_ID) == context_run
+            current = TAG_SUPERSEDED_BY not in tags
+            same_run = context_run is not None and tags.get(PARENT_TAG) == context_run
             ran = tags.get("skyflow.cache_hit") != "true"
-            return (same_run, ran, hit[0].info.start_time or 0)
+            return (current, same_run, ran, hit[0].info.start_time or 0)
 
         return max(hits, key=rank)
 
@@ -141,7 +146,8 @@ class _Tracer:
         seen = seen | {artifact.digest}
         inputs = []
         for input_dataset in _datasets(run, "input"):
-            child = self.by_digest(_full_digest(input_dataset), context_run=producer.run_id, depth=depth + 1, seen=seen)
+            child = self.by_digest(_full_digest(input_dataset), context_run=run.data.tags.get(PARENT_TAG),
+                                   depth=depth + 1, seen=seen)
             inputs.append(child or LineageNode(_artifact(input_dataset), None))
         return LineageNode(artifact, producer, tuple(inputs))
 

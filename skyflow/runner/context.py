@@ -17,6 +17,7 @@ from skyflow.errors import BackendError
 from skyflow.planner import Placement, Plan
 from skyflow.runner import artifact_io
 from skyflow.runner.events import RunEvent
+from skyflow.runner.lineage_io import StageRunOpener
 from skyflow.runner.state import RunStore
 from skyflow.spec.graph import ResolvedPipeline
 
@@ -52,6 +53,8 @@ class RunContext:
     emit: Callable[[RunEvent], None]
     home: Path
     secrets: dict[str, str]
+    # Opens each stage's MLflow run as it starts (lineage on); its variables reach the stage's process.
+    stage_runs: StageRunOpener | None = None
     run_id: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     cancel_requested: threading.Event = field(default_factory=threading.Event)

@@ -68,10 +68,12 @@ class StageWork:
             if hit is not None:
                 return hit
         ctx.emit(RunEvent(StageState.RUNNING, name, placement.infra, run_id=ctx.run_id))
+        # The stage's MLflow run opens now, so that its own MLflow calls land in it (every attempt's).
+        mlflow_env = ctx.stage_runs.open_stage_run(ctx.run_id, name, placement.infra) if ctx.stage_runs else {}
         attempt, restarts = ctx.state.get_run(ctx.run_id).stages[name].attempts, 0
         while True:
             attempt += 1
-            outcome, exit_ = self._attempt(attempt, input_refs, store)
+            outcome, exit_ = self._attempt(attempt, input_refs, store, mlflow_env)
             if outcome.state != StageState.FAILED or exit_ is None:
                 break
             decision = retry_decision(planned, attempt, restarts, exit_, ctx.options.retry_base_delay_s)
@@ -144,8 +146,8 @@ class StageWork:
         return StageOutcome(StageState.CACHED, f"verified cache hit moved from {origin}", records)
 
     # -- attempts ------------------------------------------------------------------------------
-    def _attempt(self, attempt: int, input_refs: Mapping[str, ArtifactRef],
-                 store: ArtifactStore) -> tuple[StageOutcome, StageExit | None]:
+    def _attempt(self, attempt: int, input_refs: Mapping[str, ArtifactRef], store: ArtifactStore,
+                 mlflow_env: Mapping[str, str]) -> tuple[StageOutcome, StageExit | None]:
         ctx, name = self.ctx, self.name
         attempt_dir = ctx.home / "runs" / ctx.run_id / name / f"attempt-{attempt}"
         if attempt_dir.exists():
@@ -158,7 +160,8 @@ class StageWork:
         ctx.state.start_attempt(ctx.run_id, name, attempt, str(log_path))
         placement = self.placement if self.placement.store_uri else _with_store(self.placement, store.uri)
         launch = build_launch(ctx.pipeline, name, placement, run_id=ctx.run_id, attempt=attempt, params=ctx.params,
-                              secrets=ctx.secrets, base_env={**ctx.options.env, **ctx.options.extra_env},
+                              secrets=ctx.secrets,
+                              base_env={**ctx.options.env, **mlflow_env, **ctx.options.extra_env},
                               inputs=inputs, outputs=outputs,
                               input_refs={k: r.record for k, r in input_refs.items()}, log_path=log_path)
         backend = ctx.backend_for(name)

@@ -202,12 +202,14 @@ class Session:
         secrets = secret_values(names, options.env)
         bus = EventBus([on_event] if on_event else [])
         writer, where = self._lineage(lineage, tracking_uri, list(secrets.values()))
-        if writer.enabled:
-            bus.subscribe(LineageSubscriber(writer, pipeline))
+        state = self.state
+        subscriber = LineageSubscriber(writer, pipeline, state=state, home=self.home) if writer.enabled else None
+        if subscriber is not None:
+            bus.subscribe(subscriber)
         context = BackendContext(config=self.config, on_line=lambda stage, line: bus(RunEvent(LOG, stage, line)),
                                  max_parallel=options.max_parallel, extra=dict(self.backend_extra))
-        ctx = RunContext(pipeline=pipeline, plan=plan, state=self.state, backends=BackendPool(context, self.backends),
-                         options=options, emit=bus, home=self.home, secrets=secrets)
+        ctx = RunContext(pipeline=pipeline, plan=plan, state=state, backends=BackendPool(context, self.backends),
+                         options=options, emit=bus, home=self.home, secrets=secrets, stage_runs=subscriber)
         loop = RunLoop(ctx)
         if threading.current_thread() is threading.main_thread():
             install_signal_handlers(loop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from skyflow.spec.base import SpecModel, custom_error
 from skyflow.spec.resources import Resources
@@ -37,11 +37,71 @@ def _string_env(value: Any) -> Any:
     return value
 
 
-class OutputSpec(SpecModel):
-    """A named artifact a stage writes (file or directory) and its expected size."""
+REGISTERED_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$"
 
+
+class OutputSpec(SpecModel):
+    """A named artifact a stage writes (file or directory), its expected size, and what MLflow makes of it.
+
+    `kind: model` logs the output as a model directory in the stage's MLflow run; `register: NAME`
+    also makes it a version of that registered model. `metrics:` names a JSON file inside the output
+    whose numbers become the stage run's metrics; `artifacts:` names files inside it (plots) logged
+    into the stage run.
+    """
+
+    unknown_key_hints = {
+        "model_name": "Write register: NAME (with kind: model).",
+        "type": "Write kind: model (or kind: data, the default).",
+        "plots": "List plots and other files under artifacts: [plot.png].",
+        "metrics_file": "Write metrics: FILE.json.",
+    }
     size_gb: float | None = Field(default=None, ge=0)
     description: str | None = None
+    kind: Literal["data", "model"] = "data"
+    # `register` in YAML; pydantic's BaseModel already has a `register` attribute.
+    registered_model: str | None = Field(default=None, alias="register")
+    metrics: str | None = None
+    artifacts: tuple[str, ...] = ()
+
+    @field_validator("registered_model")
+    @classmethod
+    def _register(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("kind") != "model":
+            raise custom_error("register_needs_model", "register needs kind: model on this output, got "
+                               "register: {value!r} on a data output", value=value,
+                               hint="Add kind: model to this output, or drop register.")
+        if not re.fullmatch(REGISTERED_MODEL_PATTERN, value):
+            raise custom_error("bad_model_name", "a registered model name is letters, digits, '.', '_' and '-', "
+                               "got {value!r}", value=value, hint="Write register: rlhf-policy.")
+        return value
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _one_artifact(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_path(cls, value: str | None) -> str | None:
+        return None if value is None else _inside_output(value, "metrics")
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifact_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_inside_output(path, "artifacts") for path in value)
+
+
+def _inside_output(path: str, field: str) -> str:
+    """A path relative to the output's folder that stays inside it."""
+    parts = path.replace("\\", "/").split("/")
+    if not path.strip() or path.startswith(("/", "~")) or ".." in parts:
+        raise custom_error("bad_output_path", "{field} {names} inside the output's folder, got {value!r}",
+                           field=field, value=path, names="names a file" if field == "metrics" else "lists files",
+                           hint=f"Write {field}: {'report.json' if field == 'metrics' else '[plot.png]'}, a file "
+                           "the stage writes into this output.")
+    return path.strip("/")
 
 
 class Estimate(SpecModel):

@@ -22,7 +22,7 @@ REWARD = artifact("reward_model", "b", 200)
 POLICY = artifact("policy", "c", 300)
 
 
-def run_info(run_id: str, pipeline: str = "rlhf") -> RunInfo:
+def run_info(run_id: str, pipeline: str = "rlhf", *, run_key: str = "") -> RunInfo:
     return RunInfo(
         run_id=run_id,
         pipeline=pipeline,
@@ -34,6 +34,10 @@ def run_info(run_id: str, pipeline: str = "rlhf") -> RunInfo:
         code_digest="code-42",
         skyflow_version="0.1.0",
         started_at=time.time(),
+        run_key=run_key,
+        user="ada",
+        source_name="/work/rlhf/pipeline.yaml",
+        source_type="PROJECT",
     )
 
 
@@ -46,6 +50,7 @@ def stage_record(
     log_path: Path | None = None,
     cache_hit: bool = False,
     attempts: int = 1,
+    mlflow_run_id: str | None = None,
 ) -> StageRecord:
     return StageRecord(
         run_id=run_id,
@@ -64,6 +69,8 @@ def stage_record(
         outputs=outputs,
         code_digest=f"code-{stage}",
         log_path=str(log_path) if log_path else None,
+        cache_key=f"key-{stage}",
+        mlflow_run_id=mlflow_run_id,
     )
 
 

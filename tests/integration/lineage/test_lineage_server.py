@@ -1,4 +1,5 @@
-"""Lineage against a real `mlflow server`: layout over REST, and no record lost while it is down."""
+"""Lineage against a real `mlflow server`: layout over REST, no record lost while it is down, and a
+`skyflow run` whose stage logs into its own run and registers its model there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mlflow import MlflowClient
 
 from skyflow.lineage.mlflow_recorder import MlflowRecorder
 from skyflow.lineage.trace import trace_artifact
+from tests.integration.runner.conftest import Skyflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mlflow")]
 
@@ -96,7 +98,17 @@ def test_records_wait_while_the_server_is_down_and_none_is_lost(mlflow_server: M
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
 
 
-def test_ui_command_serves_the_lineage_store(tmp_path: Path) -> None:
+def test_ui_command_serves_the_lineage_store_on_the_pipelines_runs(tmp_path: Path) -> None:
+    from skyflow.lineage.recorder import open_recorder
+
+    recorder = open_recorder("sqlite:///" + str(tmp_path / "home" / "mlflow.db"), tmp_path / "home", [])
+    recorder.start_run(run_info("ui-1"))
+    recorder.end_run("ui-1", "succeeded", {})
+    assert recorder.flush(60), recorder.last_error  # type: ignore[attr-defined]
+    recorder.close()
+    experiment = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}").get_experiment_by_name("rlhf")
+    assert experiment is not None
+
     port = free_port()
     env = {**os.environ, "SKYFLOW_HOME": str(tmp_path / "home")}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -116,4 +128,65 @@ def test_ui_command_serves_the_lineage_store(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-    assert f"http://127.0.0.1:{port}" in out.decode()
+    # the pipeline that ran last, in the model-training view (what MLflow 3's UI needs to leave GenAI)
+    url = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    assert url in out.decode() and "pipeline rlhf" in out.decode()
+
+
+SERVED = """\
+name: served
+stages:
+  prep:
+    run: echo rows > $SKYFLOW_OUTPUT_ROWS/rows.txt
+    outputs: [rows]
+  train:
+    run: |
+      python - <<'PY'
+      import os
+      import mlflow
+      for step in range(3):
+          mlflow.log_metric("reward", step * 2.0, step=step)
+      open(os.environ["SKYFLOW_OUTPUT_POLICY"] + "/policy.bin", "w").write("policy")
+      PY
+    inputs: {rows: prep.rows}
+    outputs: {policy: {kind: model, register: served-policy}}
+"""
+
+
+def test_a_run_logs_stage_metrics_and_registers_its_model_on_the_server(mlflow_server: MlflowServer,
+                                                                        tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    first = Skyflow(tmp_path / "home-a", work)
+    first.write("served.yaml", SERVED)
+    server = {"MLFLOW_TRACKING_URI": mlflow_server.uri}
+    code, status, err = first.run_json("served.yaml", "--run-id", "gha-42", env=server)
+    assert code == 0, err
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("served")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    train = next(r for r in runs if r.info.run_name == "train")
+    prep = next(r for r in runs if r.info.run_name == "prep")
+    parent = next(r for r in runs if r.info.run_name == "gha-42")
+    assert [(m.step, m.value) for m in client.get_metric_history(train.info.run_id, "reward")] == [
+        (0, 0.0), (1, 2.0), (2, 4.0)]
+    assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert prep.info.end_time <= train.info.start_time <= train.info.end_time <= parent.info.end_time
+    [version] = client.search_model_versions("name = 'served-policy'")
+    assert version.run_id == train.info.run_id
+    assert version.tags["skyflow.digest"] == status["stages"]["train"]["outputs"]["policy"]["digest"]
+    assert "policy/policy.bin" in {a.path for a in client.list_artifacts(train.info.run_id, "policy")}
+
+    # GitHub Actions gives every job a fresh SKYFLOW_HOME but the same --run-id on a re-run.
+    from mlflow.entities import ViewType
+
+    before = {r.info.run_id: (r.info.status, r.info.end_time) for r in runs}
+    again = Skyflow(tmp_path / "home-b", work)
+    code, _, err = again.run_json("served.yaml", "--run-id", "gha-42", env=server)
+    assert code == 0, err
+    after = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    assert {r.info.run_id: (r.info.status, r.info.end_time) for r in after if r.info.run_id in before} == before
+    assert all(r.info.lifecycle_stage == "active" for r in after)
+    assert sorted(r.info.run_name for r in after) == ["gha-42", "gha-42", "prep", "prep", "train", "train"]

@@ -10,7 +10,8 @@ import pytest
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.cli.lineage_commands import render_lineage
 from skyflow.errors import LineageError
-from skyflow.lineage.mlflow_store import artifact_root_for, clean_key, dataset_digest, flatten
+from skyflow.lineage.mlflow_client import artifact_root_for
+from skyflow.lineage.mlflow_names import clean_key, dataset_digest, flatten
 from skyflow.lineage.recorder import check_tracking_uri, describe_tracking, resolve_tracking_uri
 from skyflow.lineage.records import LineageNode, Producer, StageRecord
 from skyflow.lineage.scrub import Scrubber
