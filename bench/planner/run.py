@@ -1,4 +1,5 @@
-"""Planner bench: skyflow vs SkyPilot 0.14.1's optimizer on the same DAGs, and a 1,000-stage DAG.
+"""Planner bench: skyflow vs SkyPilot 0.14.1's optimizer on the same DAGs, a 1,000-stage random DAG, and
+the realistic shapes of bench/planner/realistic.py (each in its own process, default time limit).
 
 Reads ../shared (or $SKYFLOW_SHARED_DIR); SkyPilot runs in its own venv under .bench/ (created on
 first use with `pip install skypilot==0.14.1`). Prints a table and writes .bench/planner.json.
@@ -133,7 +134,13 @@ def main(argv: list[str]) -> int:
     for row in large:
         print(f"random DAG, {row['stages']} stages / {row['edges']} edges, egress {row['egress']}: "
               f"planned in {row['plan_s']:.2f} s median ({row['solver']}), ${row['total_usd']:,.2f}")
-    (OUT / "planner.json").write_text(json.dumps({"skyflow": ours, "skypilot": sky, "large": large}, indent=1))
+    from bench.planner.realistic import SHAPES, describe, run_shape
+
+    realistic = [run_shape(shape, None, timeout_s=600) for shape in SHAPES]
+    for row in realistic:
+        print(describe(row))
+    (OUT / "planner.json").write_text(json.dumps({"skyflow": ours, "skypilot": sky, "large": large,
+                                                  "realistic": realistic}, indent=1))
     return 0 if ok else 1
 
 

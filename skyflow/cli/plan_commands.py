@@ -73,6 +73,10 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         console.print(moves)
     console.print(f"compute ${plan.compute_usd:,.2f} + egress ${plan.egress_usd:,.2f} = "
                   f"[bold]${plan.total_usd:,.2f}[/bold], {plan.total_hours:.2f} h on the critical path")
+    if plan.gap > 0:
+        bound = "" if plan.lower_bound_usd is None else f"; no plan costs less than ${plan.lower_bound_usd:,.2f}"
+        console.print(f"within {100 * plan.gap:.2f}% of the best possible (the time limit stopped the search{bound}; "
+                      f"--time-limit 0 proves the optimum)")
     cached = [name for name, p in plan.stages.items() if p.cached]
     if plan.baseline_usd is not None and plan.baseline_usd > 0:
         # The baseline reuses the same cached outputs, so this saving is where the stages run.

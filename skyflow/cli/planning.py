@@ -25,6 +25,10 @@ _OPTIONS = (
     click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
                  help="Fastest plan within this budget (USD > 0), then the cheapest of those; minimizes time "
                       "whatever --minimize says."),
+    click.option("--time-limit", type=click.FloatRange(min=0), default=PlanningOptions.time_limit, show_default=True,
+                 metavar="SECONDS",
+                 help="Stop the search after this long with the best plan found, its lower bound and gap; "
+                      "0: search until the plan is proven optimal."),
     click.option("--infra", metavar="LIST", help="Only these: aws,gcp/us-central1,local,ssh/lab,kubernetes/ctx; "
                                                  "`local` alone forces this machine."),
     click.option("--all-clouds", is_flag=True, help="Plan over every catalog cloud, credentials or not (what-if)."),

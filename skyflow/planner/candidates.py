@@ -73,6 +73,7 @@ class CandidateFinder:
         self.region_ok = np.array([policy.region_allowed(cl, rg) for cl, _, rg in regions] or [False])
         self._policy_ok = self.cloud_ok[c.cloud] & self.region_ok[c.region] if len(c) else np.zeros(0, bool)
         self._cache: dict[tuple[Request, bool], list[tuple[int, float]]] = {}
+        self._placements: dict[tuple[Request, int, float], list[Placement]] = {}
 
     def hardware_mask(self, req: Request) -> np.ndarray:
         """Offers that have what the request asks for, wherever they are."""
@@ -124,6 +125,22 @@ class CandidateFinder:
         """Offers the request may run on anywhere: hardware, architecture, sustained CPUs."""
         hardware = self.hardware_mask(req)
         return np.asarray(hardware & self.arch_mask(req, hardware) & self.sustained_mask(req))
+
+    def placements(self, req: Request, num_nodes: int, hours: float) -> list[Placement]:
+        """A placement on each of `offers(req)`; shared by the stages that ask the same (they are frozen)."""
+        key = (req, num_nodes, hours)
+        found = self._placements.get(key)
+        if found is None:
+            found = []
+            for offer_index, hourly in self.offers(req):
+                offer = self.catalog.offer(offer_index)
+                acc = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
+                found.append(Placement(
+                    infra=offer.location, cloud=offer.cloud, region=offer.region, zone=offer.zone,
+                    instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
+                    num_nodes=num_nodes, hourly_usd=hourly, hours=hours))
+            self._placements[key] = found
+        return found
 
     def offers(self, req: Request, with_accelerators: bool = True) -> list[tuple[int, float]]:
         """(offer index, hourly USD) of the cheapest offer per location meeting request and policy.
@@ -179,7 +196,7 @@ def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy
 
 def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[list[Placement], list[str]]:
     """Every location's cheapest placement for the stage (per alternative), and any warnings."""
-    policy, cat = finder.policy, finder.catalog
+    policy = finder.policy
     alternatives = stage.resources.alternatives()
     requests = [Request.of(r) for r in alternatives]
     ordered = bool(stage.resources.ordered)
@@ -195,14 +212,11 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
                 warnings.append(f"stage {name!r} asks for {req.describe()}, more than the local machine has; "
                                 "placed on local because --infra local forces it")
         found += pool_placements(req, stage.num_nodes, hours, policy)
-        for offer_index, hourly in finder.offers(req):
-            offer = cat.offer(offer_index)
-            acc = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
-            found.append(Placement(
-                infra=offer.location, cloud=offer.cloud, region=offer.region, zone=offer.zone,
-                instance_type=offer.instance_type, accelerators=acc, use_spot=req.use_spot,
-                num_nodes=stage.num_nodes, hourly_usd=hourly, hours=hours))
-        for p in (replace(f, alternative=index, disk_size_gb=alternatives[index].disk_size) for f in found):
+        found += finder.placements(req, stage.num_nodes, hours)
+        disk = alternatives[index].disk_size
+        if index or disk is not None:
+            found = [replace(f, alternative=index, disk_size_gb=disk) for f in found]
+        for p in found:
             key = (p.infra, p.hours, p.cached)
             if key not in best or p.compute_usd < best[key].compute_usd:
                 best[key] = p

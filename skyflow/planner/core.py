@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from skyflow.planner.solve import (
     merge_interchangeable,
     prune_dominated,
     solve_forest,
-    solve_milp,
+    solve_milp_bounded,
 )
 from skyflow.spec.graph import ResolvedPipeline
 
@@ -33,7 +35,8 @@ def plan_pipeline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
     policy = policy or Policy()
     finder = CandidateFinder(catalog, policy)
     problem, warnings = _problem(pipeline, catalog, egress, policy, finder)
-    choice, solver = solve(problem, policy)
+    solved = solve(problem, policy)
+    choice, solver = solved.choice, solved.solver
     result = evaluate(problem, choice)
     stages = {name: problem.options[s][choice[s]] for s, name in enumerate(problem.names)}
     base_usd, base_cloud = (_baseline(pipeline, catalog, egress, policy) if baseline else (None, None))
@@ -45,6 +48,7 @@ def plan_pipeline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Egr
         warnings=tuple(warnings + plan_warnings(pipeline, stages, finder)), solver=solver,
         recompute_usd=_recompute_usd(pipeline, catalog, egress, policy) if reused else None,
         stats={"options": float(sum(len(o) for o in problem.options))},
+        **_bounds(solved, result.total_usd, result.hours, policy.minimize),
     )
 
 
@@ -60,23 +64,59 @@ def _problem(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressMo
     return problem, warnings + more
 
 
-def solve(problem: Problem, policy: Policy) -> tuple[list[int], str]:
-    """Option index per stage, and which solver found it."""
+@dataclass(frozen=True)
+class Solved:
+    """Option index per stage, which solver found it, and its proven bounds (None: proven optimal)."""
+
+    choice: list[int]
+    solver: str
+    cost_bound: float | None = None
+    hours_bound: float | None = None
+
+
+def solve(problem: Problem, policy: Policy) -> Solved:
+    """The plan, exact unless the integer program ran out of ``policy.time_limit_s``."""
+    limit = policy.solver_time_limit_s
     keep = merge_interchangeable(problem, cheapest_per_location(problem))
     if not policy.uses_time:
         keep = prune_dominated(problem, keep)
         if all(len(k) == 1 for k in keep):
-            return [int(k[0]) for k in keep], "trivial"
+            return Solved([int(k[0]) for k in keep], "trivial")
         if is_forest(problem):
-            return solve_forest(problem, keep), "dp"
-        return solve_milp(problem, keep, start=good_start(problem, keep)), "milp"
+            return Solved(solve_forest(problem, keep), "dp")
+        found = solve_milp_bounded(problem, keep, start=good_start(problem, keep), time_limit_s=limit)
+        return Solved(found.choice, "milp", found.cost_bound)
     keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
+    # Without a deadline or budget every plan is feasible: a cheap one is there to return if the
+    # budget runs out before HiGHS finds its own (with them, none is known to be feasible).
+    start = None if limit is None or policy.deadline_h or policy.max_cost_usd else good_start(problem, keep)
     try:
-        choice = solve_milp(problem, keep, with_time=True, deadline_h=policy.deadline_h,
-                            max_cost_usd=policy.max_cost_usd, minimize=policy.minimize)
+        found = solve_milp_bounded(problem, keep, with_time=True, deadline_h=policy.deadline_h,
+                                   max_cost_usd=policy.max_cost_usd, minimize=policy.minimize, start=start,
+                                   time_limit_s=limit)
     except InfeasibleError:
         raise infeasible_error(problem, keep, policy) from None
-    return choice, "milp"
+    return Solved(found.choice, "milp", found.cost_bound, found.hours_bound)
+
+
+def _bounds(solved: Solved, total_usd: float, hours: float, minimize: str) -> dict[str, Any]:
+    """Plan fields for a plan not proven optimal: its lower bounds and the relative gap of what it minimizes
+    (under a time objective the larger of the fastest time's gap and the cost's gap at that time)."""
+    out: dict[str, Any] = {}
+    gaps = [0.0]
+    if solved.cost_bound is not None:
+        out["lower_bound_usd"] = min(solved.cost_bound, total_usd)
+        gaps.append(_relative_gap(total_usd, out["lower_bound_usd"]))
+    if solved.hours_bound is not None and minimize == "time":
+        out["lower_bound_hours"] = min(solved.hours_bound, hours)
+        gaps.append(_relative_gap(hours, out["lower_bound_hours"]))
+    if max(gaps) > 0:
+        out["gap"] = max(gaps)
+    return out
+
+
+def _relative_gap(value: float, bound: float) -> float:
+    return 0.0 if value <= 0 else max(value - bound, 0.0) / value
 
 
 def _all_options(problem: Problem, s: int) -> np.ndarray:
@@ -98,7 +138,7 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
                                      infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud))
         try:
             problem, _ = _problem(on_demand, catalog, egress, single)
-            choice, _ = solve(problem, single)
+            choice = solve(problem, single).choice
         except PlanningError:
             continue
         total = evaluate(problem, choice).total_usd
@@ -113,7 +153,7 @@ def _recompute_usd(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: Eg
     fresh = dataclasses.replace(policy, cached={})
     try:
         problem, _ = _problem(pipeline, catalog, egress, fresh)
-        choice, _ = solve(problem, fresh)
+        choice = solve(problem, fresh).choice
     except PlanningError:
         return None
     return evaluate(problem, choice).total_usd

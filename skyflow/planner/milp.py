@@ -1,4 +1,5 @@
-"""The placement integer program, built as sparse rows and solved by HiGHS (``highspy``), gap 0.
+"""The placement integer program, built as sparse rows and solved by HiGHS (``highspy``): gap 0, or the
+best plan and its proven bound when a time limit stops the search.
 
 x[s,o] = 1 places stage s on option o. For a transfer, y[v] = 1 when some consumer sits at
 location v (so the artifact moves there once). When the rates depend only on the clouds of the
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skyflow.errors import PlanningError
-from skyflow.planner.problem import Problem, Transfer
+from skyflow.planner.problem import Problem, Transfer, TransferCosts
 
 if TYPE_CHECKING:
     import highspy
@@ -52,6 +53,8 @@ class MilpModel:
         for t in problem.transfers:
             self._add_transfer(t)
         self.makespan: int | None = None
+        self.bound = -np.inf  # the proven lower bound of the last solve's objective
+        self.run_s = 0.0  # seconds HiGHS has run, over every solve of this model
         if with_time:
             self._add_time()
 
@@ -103,7 +106,7 @@ class MilpModel:
         else:
             self._by_cloud(t.producer, rates, sources, dests, here)
 
-    def _cloud_rates(self, cost: np.ndarray, sources: list[int],
+    def _cloud_rates(self, cost: TransferCosts, sources: list[int],
                      dests: list[int]) -> dict[tuple[str, str], float] | None:
         """rate per (source cloud, target cloud) when that is all egress depends on, else None."""
         cloud = self.problem.loc_cloud
@@ -161,7 +164,7 @@ class MilpModel:
             self.shares[producer] = found
         return found
 
-    def _pairwise(self, producer: int, cost: np.ndarray, sources: list[int], dests: list[int],
+    def _pairwise(self, producer: int, cost: TransferCosts, sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:
         for u in sources:
             for v in dests:
@@ -226,29 +229,84 @@ class MilpModel:
     def makespan_value(self, x: np.ndarray) -> float:
         return float(x[self.makespan_row()[0][0]])
 
-    def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None) -> np.ndarray:
-        """Optimal variable values; ``start`` (option index per stage) is a feasible plan to begin from."""
+    def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None,
+              time_limit_s: float | None = None) -> np.ndarray:
+        """The best variable values found; ``start`` (option index per stage) is a feasible plan to begin
+        from. Without ``time_limit_s`` they are optimal; with it, HiGHS stops at the limit and the
+        best plan found so far is returned, ``self.bound`` then being its proven lower bound."""
         import highspy
 
         h = _quiet_highs()
         h.setOptionValue("mip_rel_gap", 0.0)
+        if time_limit_s is not None:
+            h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
         h.passModel(self._highs_lp(objective))
         if start is not None:
             index, value = self._start_values(start)
             h.setSolution(len(index), index, value)  # HiGHS completes the continuous part
         h.run()
+        self.run_s += h.getRunTime()
         status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
             raise InfeasibleError(f"no plan meets the constraints (deadline, budget) while finding {what}")
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise PlanningError(f"the solver stopped before proving {what} optimal: {h.modelStatusToString(status)}")
+        info = h.getInfo()
+        found = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        if status in _stopped() and not found and start is not None:
+            # Stopped before HiGHS even completed the start: the start is the plan, its bound HiGHS's.
+            self.bound = float(info.mip_dual_bound)
+            return self._completed(h, start, what)
+        if status != highspy.HighsModelStatus.kOptimal and not (status in _stopped() and found):
+            raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}"
+                                + (f" (time limit {time_limit_s:g} s; raise --time-limit, 0 for none)"
+                                   if status in _stopped() else ""))
         x = np.asarray(h.getSolution().col_value)
-        reported = h.getInfo().objective_function_value
-        if start is not None and abs(float(objective @ x) - reported) > 1e-7 * max(1.0, abs(reported)):
-            # HiGHS 1.16 can report the optimum yet hand back the start's values (seen when presolve
-            # solves the whole model); the optimum is then found again without the start.
-            return self.solve(objective, what)
+        reported = info.objective_function_value
+        if status == highspy.HighsModelStatus.kOptimal:
+            if start is not None and abs(float(objective @ x) - reported) > 1e-7 * max(1.0, abs(reported)):
+                # HiGHS 1.16 can report the optimum yet hand back the start's values (seen when presolve
+                # solves the whole model); the optimum is then found again without the start.
+                left = None if time_limit_s is None else max(time_limit_s - h.getRunTime(), 0.0)
+                return self.solve(objective, what, time_limit_s=left)
+            self.bound = float(objective @ x)
+        else:
+            self.bound = min(float(info.mip_dual_bound), float(objective @ x))
         return x
+
+    def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> tuple[np.ndarray, float] | None:
+        """The LP relaxation's optimal values and objective (a lower bound of the program's), or None
+        when the time limit stopped it first."""
+        import highspy
+
+        h = _quiet_highs()
+        if time_limit_s is not None:
+            h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
+        lp = self._highs_lp(objective)
+        lp.integrality_ = []
+        h.passModel(lp)
+        h.run()
+        self.run_s += h.getRunTime()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return None
+        return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)
+
+    def rounded(self, x: np.ndarray) -> list[int]:
+        """Position in ``keep`` per stage of its largest (possibly fractional) stage variable."""
+        return [int(np.argmax(x[self.x[s]])) for s in range(len(self.keep))]
+
+    def _completed(self, h: Any, start: list[int], what: str) -> np.ndarray:
+        """The start's values with the continuous part filled in: the program with the stage variables
+        fixed to the start, which presolve solves outright."""
+        import highspy
+
+        index, value = self._start_values(start)
+        h.changeColsBounds(len(index), index, value, value)
+        h.setOptionValue("time_limit", np.inf)
+        h.run()
+        self.run_s += h.getRunTime()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}")
+        return np.asarray(h.getSolution().col_value)
 
     def _highs_lp(self, objective: np.ndarray) -> highspy.HighsLp:
         import highspy
@@ -286,6 +344,13 @@ class MilpModel:
 
     def choice(self, x: np.ndarray) -> list[int]:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]
+
+
+def _stopped() -> tuple[Any, ...]:
+    import highspy
+
+    status = highspy.HighsModelStatus
+    return (status.kTimeLimit, status.kInterrupt, status.kIterationLimit, status.kSolutionLimit)
 
 
 def _quiet_highs() -> Any:

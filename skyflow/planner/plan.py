@@ -120,6 +120,12 @@ class Plan:
     solver: str = ""
     # The cost of the plan the same policy gives reusing no cached output; set when this one reuses some.
     recompute_usd: float | None = None
+    # Set when the search stopped at the time limit before proving the plan optimal: proven lower
+    # bounds of its cost (and, minimizing time, of its hours) and the relative gap of what it minimizes
+    # ((value - bound) / value). 0 and None: proven optimal.
+    gap: float = 0.0
+    lower_bound_usd: float | None = None
+    lower_bound_hours: float | None = None
     stats: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -165,6 +171,12 @@ class Plan:
             out["warnings"] = list(self.warnings)
         if self.solver:
             out["solver"] = self.solver
+        if self.gap > 0:  # absent when proven optimal, so such plans read as before
+            out["gap"] = round(self.gap, 6)
+            if self.lower_bound_usd is not None:
+                out["lower_bound_usd"] = _usd(self.lower_bound_usd)
+            if self.lower_bound_hours is not None:
+                out["lower_bound_hours"] = round(self.lower_bound_hours, 4)
         return out
 
     @classmethod
@@ -180,7 +192,9 @@ class Plan:
                 baseline_usd=None if baseline.get("usd") is None else float(baseline["usd"]),
                 baseline_cloud=_opt_str(baseline.get("cloud")),
                 warnings=tuple(str(w) for w in data.get("warnings") or ()), solver=str(data.get("solver", "")),
-                recompute_usd=None if data.get("recompute_usd") is None else float(data["recompute_usd"]))
+                recompute_usd=_opt_float(data.get("recompute_usd")), gap=float(data.get("gap") or 0.0),
+                lower_bound_usd=_opt_float(data.get("lower_bound_usd")),
+                lower_bound_hours=_opt_float(data.get("lower_bound_hours")))
         except (AttributeError, TypeError, ValueError) as exc:
             raise PlanningError(f"not a plan: {exc}") from exc
 
@@ -222,6 +236,10 @@ def forced_plan(pipeline: ResolvedPipeline, infra: str) -> Plan:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _signed(usd: float) -> str:

@@ -8,6 +8,7 @@ from typing import Literal
 LOCAL = "local"
 # Transfer time between two locations: 100 MB/s, a typical single-stream rate between clouds.
 DEFAULT_TRANSFER_GB_PER_HOUR = 360.0
+DEFAULT_TIME_LIMIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ class Policy:
     observed_size_gb: dict[str, float] = field(default_factory=dict)
     transfer_gb_per_hour: float = DEFAULT_TRANSFER_GB_PER_HOUR
     cached: dict[str, tuple[CachedCopy, ...]] = field(default_factory=dict)
+    # Seconds the integer program may search (HiGHS enforces it); the best plan found by then is
+    # returned with its proven lower bound and gap. 0: no limit, prove the plan optimal.
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
 
     def __post_init__(self) -> None:
         if self.objective not in ("cost", "time"):
@@ -120,12 +124,19 @@ class Policy:
             raise ValueError(f"max_cost_usd must be >= 0, got {self.max_cost_usd}")
         if self.transfer_gb_per_hour <= 0:
             raise ValueError(f"transfer_gb_per_hour must be positive, got {self.transfer_gb_per_hour}")
+        if not self.time_limit_s >= 0:
+            raise ValueError(f"time_limit_s must be >= 0 (0: no limit), got {self.time_limit_s}")
 
     @property
     def minimize(self) -> Literal["cost", "time"]:
         """What the plan minimizes: time under ``objective="time"`` or a budget (the fastest plan
         within it, then the cheapest of those), else cost."""
         return "time" if self.objective == "time" or self.max_cost_usd is not None else "cost"
+
+    @property
+    def solver_time_limit_s(self) -> float | None:
+        """The integer program's time budget in seconds; None: search until the plan is proven optimal."""
+        return self.time_limit_s or None
 
     @property
     def uses_time(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,22 @@ class Transfer:
     producer: int | None  # stage index; None for a pipeline input
     source: str | None  # fixed location of a pipeline input
     consumers: tuple[int, ...]  # stage indices, in pipeline order
+
+
+class TransferCosts:
+    """Moving one size of artifact between every pair of locations, without the dense matrix: a price
+    per egress schedule and the shared (location x location) schedule ids. Artifacts of many sizes
+    (one matrix each) were most of the memory of planning a 5,000-stage DAG."""
+
+    __slots__ = ("ids", "per_tier")
+
+    def __init__(self, per_tier: np.ndarray, ids: np.ndarray) -> None:
+        self.per_tier = per_tier
+        self.ids = ids
+
+    def __getitem__(self, key: Any) -> Any:
+        """``costs[u, v]``, ``costs[u]``, ``costs[:, dests]``, ``costs[np.ix_(a, b)]``: as on the dense array."""
+        return self.per_tier[self.ids[key]]
 
 
 @dataclass
@@ -53,18 +70,16 @@ class Problem:
         self.opt_hours = [np.array([p.hours for p in opts]) for opts in self.options]
         self._tier_ids: np.ndarray | None = None
         self._tiers: list[object] = []
-        self._cost_cache: dict[float, np.ndarray] = {}
+        self._cost_cache: dict[float, TransferCosts] = {}
 
-    def cost_matrix(self, size_gb: float) -> np.ndarray:
-        """USD to move ``size_gb`` from location i to location j, for all location indices."""
+    def cost_matrix(self, size_gb: float) -> TransferCosts:
+        """USD to move ``size_gb`` from location i to location j, indexed like a (location x location) array."""
         found = self._cost_cache.get(size_gb)
-        if found is not None:
-            return found
-        ids = self._tier_id_matrix()
-        per_tier = np.array([t.cost_usd(size_gb) for t in self._tiers])  # type: ignore[attr-defined]
-        result: np.ndarray = per_tier[ids]
-        self._cost_cache[size_gb] = result
-        return result
+        if found is None:
+            ids = self._tier_id_matrix()
+            found = TransferCosts(np.array([t.cost_usd(size_gb) for t in self._tiers]), ids)  # type: ignore[attr-defined]
+            self._cost_cache[size_gb] = found
+        return found
 
     def tier_ids(self) -> np.ndarray:
         """ids[i, j]: which price schedule moving data from location i to j pays (equal ids, equal prices)."""

@@ -1,6 +1,7 @@
 """A fast feasible plan for the integer program to start from: local search over stage options.
 
-Not a solver of its own: the integer program proves optimality (gap 0) either way. A start close
+Not a solver of its own: the integer program proves optimality (gap 0) either way, given the time;
+when its time limit stops it first, the start is the plan it returns at worst. A start close
 to the optimum lets HiGHS skip most of its own search for a first good plan, which on large DAGs
 is where its time goes. Moves change one stage at a time, with exact cost deltas (compute plus
 egress, each artifact paid once per distinct destination), then move a stage to another cloud
@@ -126,9 +127,12 @@ class LocalSearch:
         return False
 
 
-def good_start(problem: Problem, keep: list[np.ndarray]) -> list[int]:
-    """A low-cost plan (option index per stage) for the cost objective; no optimality claimed."""
+def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None) -> list[int]:
+    """A low-cost plan (option index per stage) for the cost objective; no optimality claimed.
+    ``positions`` (index into ``keep`` per stage; default each stage's cheapest) is where it begins."""
     search = LocalSearch(problem, keep)
+    for s, k in enumerate(positions or ()):
+        search.move(s, k)
     search.descend()
     search.shift_clouds()
     search.descend()

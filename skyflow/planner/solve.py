@@ -1,4 +1,5 @@
-"""Exact solvers: dominance pruning, then DP on forests or an integer program (HiGHS) on any DAG.
+"""Exact solvers: dominance pruning, then DP on forests or an integer program (HiGHS) on any DAG
+(exact within its time limit; past it, the best plan found with its proven lower bound).
 
 Egress depends only on the locations of a transfer's two ends, so each stage is reduced to its
 cheapest option per location first. A location is then pruned when another option is no worse
@@ -9,13 +10,22 @@ swapping a pruned choice for its dominator never raises the cost, so the optimum
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skyflow.planner.problem import Problem
 
+if TYPE_CHECKING:
+    from skyflow.planner.milp import MilpModel
+
 _PRUNE_AGAINST = 8  # each option is tested against this many of the stage's cheapest
 _EPS = 1e-9
+# Under a time limit the cost search still gets this much when the fastest plan took the budget.
+_LAST_SOLVE_S = 0.5
+# Programs of this many stages or more, under a time limit, start from the LP relaxation too.
+_GUIDED_FROM_STAGES = 500
 
 
 def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
@@ -207,31 +217,101 @@ def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
     return choice
 
 
+@dataclass(frozen=True)
+class Bounded:
+    """A plan (option index per stage) and what was proven about it: lower bounds of its cost and,
+    under a time objective, of its hours (None where it is proven optimal)."""
+
+    choice: list[int]
+    cost_bound: float | None = None
+    hours_bound: float | None = None
+
+
 def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                deadline_h: float | None = None, max_cost_usd: float | None = None,
                minimize: str = "cost", start: list[int] | None = None) -> list[int]:
-    """The integer program; exact (gap 0). With time: finish-time variables along the DAG.
+    """The integer program, solved to optimality (gap 0). With time: finish-time variables along the DAG.
 
-    ``start`` (option index per stage, each in ``keep``) is a plan to begin the cost search from;
+    ``start`` (option index per stage, each in ``keep``) is a feasible plan to begin the search from;
     it only speeds the search up, the result is optimal with or without it.
     """
+    return solve_milp_bounded(problem, keep, with_time=with_time, deadline_h=deadline_h,
+                              max_cost_usd=max_cost_usd, minimize=minimize, start=start).choice
+
+
+def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
+                       deadline_h: float | None = None, max_cost_usd: float | None = None,
+                       minimize: str = "cost", start: list[int] | None = None,
+                       time_limit_s: float | None = None) -> Bounded:
+    """`solve_milp` within ``time_limit_s`` seconds of HiGHS time (None: prove optimality): the best
+    plan found and its proven bounds. Under a time objective the fastest plan takes what it needs
+    of the budget and the cheapest plan at that time the rest."""
     from skyflow.planner.milp import MilpModel
 
     model = MilpModel(problem, keep, with_time=with_time)
+    hours_bound = None
     if minimize == "time":
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
         if deadline_h is not None:
             model.add_row(model.makespan_row(), hi=deadline_h)
-        x = model.solve(model.makespan_objective(), what="the fastest plan")
+        x = model.solve(model.makespan_objective(), what="the fastest plan", start=start, time_limit_s=time_limit_s)
         fastest = float(model.makespan_value(x))
+        proven = max(model.bound, _hours_floor(problem, keep))
+        if proven < fastest - 1e-9 * max(1.0, fastest):
+            hours_bound = proven
         model.add_row(model.makespan_row(), hi=fastest + 1e-6 * max(1.0, fastest))
+        start = model.choice(x)  # feasible at that time: the cost search starts from it
     else:
         if deadline_h is not None:
             model.add_row(model.makespan_row(), hi=deadline_h)
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
-    x = model.solve(model.cost_objective(), what="the cheapest plan", start=start)
-    return model.choice(x)
+    floor = _compute_floor(problem, keep)
+    if time_limit_s is not None and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
+        start, floor = _lp_guided_start(problem, keep, model, start, time_limit_s, floor)
+    left = None if time_limit_s is None else max(time_limit_s - model.run_s, _LAST_SOLVE_S)
+    x = model.solve(model.cost_objective(), what="the cheapest plan", start=start, time_limit_s=left)
+    cost = float(model.cost_objective() @ x)
+    bound = max(model.bound, floor)
+    cost_bound = max(bound, 0.0) if bound < cost - 1e-9 * max(1.0, cost) else None
+    return Bounded(model.choice(x), cost_bound, hours_bound)
 
 
+def _compute_floor(problem: Problem, keep: list[np.ndarray]) -> float:
+    """No plan costs less than every stage on its cheapest option with no egress."""
+    return float(sum(problem.opt_compute[s][k].min() for s, k in enumerate(keep) if len(k)))
+
+
+def _hours_floor(problem: Problem, keep: list[np.ndarray]) -> float:
+    """No plan finishes sooner than the DAG's longest path with every stage at its fastest option
+    and no transfer time (stages come in topological order)."""
+    preds: list[set[int]] = [set() for _ in keep]
+    for t in problem.transfers:
+        if t.producer is not None:
+            for c in t.consumers:
+                preds[c].add(t.producer)
+    for a, b in problem.ordering:
+        preds[b].add(a)
+    finish = [0.0] * len(keep)
+    for s, opts in enumerate(keep):
+        fastest = float(problem.opt_hours[s][opts].min()) if len(opts) else 0.0
+        finish[s] = max((finish[p] for p in preds[s]), default=0.0) + fastest
+    return max(finish, default=0.0)
+
+
+def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel, start: list[int],
+                     time_limit_s: float, floor: float) -> tuple[list[int], float]:
+    """On large programs under a time limit: the LP relaxation's bound, and the local search begun from
+    the relaxation rounded when that beats ``start`` (it often lands on another, cheaper, basin)."""
+    from skyflow.planner.problem import evaluate
+    from skyflow.planner.search import good_start
+
+    relaxed = model.relaxation(model.cost_objective(), time_limit_s)
+    if relaxed is None:
+        return start, floor
+    x, bound = relaxed
+    guided = good_start(problem, keep, model.rounded(x))
+    if evaluate(problem, guided).total_usd < evaluate(problem, start).total_usd:
+        start = guided
+    return start, max(floor, bound)

@@ -15,6 +15,7 @@ from skyflow.backends.local import detect_capacity
 from skyflow.catalog import EgressModel, PriceCatalog, load_catalog, load_egress
 from skyflow.config import SkyflowConfig
 from skyflow.planner import CachedCopy, LocalCapacity, Policy, PoolLocation
+from skyflow.planner.policy import DEFAULT_TIME_LIMIT_S
 from skyflow.runner.artifact_io import predict_cached_copies
 from skyflow.runner.state import RunStore
 from skyflow.spec.graph import ResolvedPipeline
@@ -41,6 +42,7 @@ class PlanningOptions:
     block_clouds: str | None = None
     allow_regions: str | None = None
     block_regions: str | None = None
+    time_limit: float = DEFAULT_TIME_LIMIT_S
 
 
 def detect_enabled_clouds(environ: Mapping[str, str] | None = None, home: Path | None = None) -> tuple[str, ...]:
@@ -116,7 +118,7 @@ def build_policy(pipeline: ResolvedPipeline, options: PlanningOptions, config: S
         enabled_clouds=None if options.all_clouds else detect_enabled_clouds(environ),
         local=LocalCapacity(cpus=capacity.cpus, memory_gb=capacity.memory_gb, gpus=dict(capacity.gpus)),
         pools=pools_from_config(config), observed_hours=hours, observed_size_gb=sizes,
-        cached={} if no_cache else cached_copies(pipeline, home, environ))
+        cached={} if no_cache else cached_copies(pipeline, home, environ), time_limit_s=options.time_limit)
 
 
 def load_prices(options: PlanningOptions) -> tuple[PriceCatalog, EgressModel]:

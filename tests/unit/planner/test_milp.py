@@ -21,7 +21,7 @@ from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import LocalSearch, good_start
-from skyflow.planner.solve import cheapest_per_location, solve_milp
+from skyflow.planner.solve import cheapest_per_location, solve_milp, solve_milp_bounded
 
 LOCATIONS = ["aws/a", "aws/b", "gcp/a", "gcp/b", "azure/a", "lambda/a"]
 RATES = [0.0, 0.01, 0.05, 0.12]
@@ -93,6 +93,24 @@ def test_per_cloud_program_matches_brute_force(problem: Problem, deadline: float
         assert result.total_usd == pytest.approx(expected, abs=1e-6), name
         if deadline is not None:
             assert result.hours <= deadline + 1e-6
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases(), st.sampled_from([0.0, 1e-4]))
+def test_a_search_stopped_early_brackets_the_optimum(problem: Problem, time_limit_s: float) -> None:
+    """Out of time at once, the plan is the best found (at worst the start) and its bound is proven."""
+    keep = cheapest_per_location(problem)
+    start = good_start(problem, keep)
+    expected = _brute_force(problem, None, None)
+    assert expected is not None
+    found = solve_milp_bounded(problem, keep, start=start, time_limit_s=time_limit_s)
+    cost = evaluate(problem, found.choice).total_usd
+    assert all(found.choice[s] in set(opts.tolist()) for s, opts in enumerate(keep))
+    assert expected - 1e-6 <= cost <= evaluate(problem, start).total_usd + 1e-6
+    if found.cost_bound is None:  # proven optimal
+        assert cost == pytest.approx(expected, abs=1e-6)
+    else:
+        assert 0 <= found.cost_bound <= expected + 1e-6
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
