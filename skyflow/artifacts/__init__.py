@@ -4,13 +4,14 @@ Layout inside a store root::
 
     blobs/sha256/ab/<hex>           file contents, stored once per digest
     manifests/sha256/<hex>.json     an artifact: its files' paths, digests and sizes (written last)
-    cache/<key>.json                stage cache entries: output name -> artifact digest
-    tmp/                            local stores only: files being written, renamed into place
+    cache/<key>.json                stage cache entries: their key, output name -> artifact digest
+    tmp/                            files being written, renamed (locally) or copied into place
+    quarantine/                     objects found damaged, moved aside (gc leaves them alone)
 """
 
 from __future__ import annotations
 
-from skyflow.artifacts.cache import CacheIndex, code_digest, stage_cache_key
+from skyflow.artifacts.cache import CacheHit, CacheIndex, code_digest, stage_cache_key
 from skyflow.artifacts.code_package import (
     CodePackage,
     bootstrap_script,
@@ -21,9 +22,11 @@ from skyflow.artifacts.code_package import (
 )
 from skyflow.artifacts.commit import commit_output, load_manifest, verify_artifact
 from skyflow.artifacts.garbage import GcStats, collect_garbage
+from skyflow.artifacts.integrity import DamagedArtifact
 from skyflow.artifacts.manifest import FileEntry, Manifest, build_manifest
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.artifacts.refs import ArtifactRef, TransferStats
+from skyflow.artifacts.scrub import ScrubReport, scrub_store
 from skyflow.artifacts.store import ArtifactStore, FsspecStore, KeyInfo, open_store
 from skyflow.artifacts.sync import SyncStats, fetch_artifact, sync_artifact
 from skyflow.artifacts.transfer import transfer_artifact
@@ -31,9 +34,9 @@ from skyflow.artifacts.transfer import transfer_artifact
 gc = collect_garbage
 
 __all__ = [
-    "ArtifactRecord", "ArtifactRef", "ArtifactStore", "CacheIndex", "CodePackage", "FileEntry", "FsspecStore",
-    "GcStats", "KeyInfo", "Manifest", "SyncStats", "TransferStats", "bootstrap_script", "build_code_package",
-    "build_manifest", "code_digest", "collect_garbage", "commit_output", "fetch_artifact", "gc", "load_manifest",
-    "node_command", "open_store", "presign_code_package", "stage_cache_key", "sync_artifact", "transfer_artifact",
-    "upload_code_package", "verify_artifact",
+    "ArtifactRecord", "ArtifactRef", "ArtifactStore", "CacheHit", "CacheIndex", "CodePackage", "DamagedArtifact",
+    "FileEntry", "FsspecStore", "GcStats", "KeyInfo", "Manifest", "ScrubReport", "SyncStats", "TransferStats",
+    "bootstrap_script", "build_code_package", "build_manifest", "code_digest", "collect_garbage", "commit_output",
+    "fetch_artifact", "gc", "load_manifest", "node_command", "open_store", "presign_code_package", "scrub_store",
+    "stage_cache_key", "sync_artifact", "transfer_artifact", "upload_code_package", "verify_artifact",
 ]

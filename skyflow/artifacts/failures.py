@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,4 +63,6 @@ def naming(artifact: str | None) -> Iterator[None]:
         if exc.artifact is not None or artifact is None:
             raise
         cause = exc.message.removeprefix(f"{exc.uri}: ") if exc.uri else exc.message
-        raise ArtifactError(cause, artifact=artifact, uri=exc.uri) from exc.__cause__ or exc
+        named = copy.copy(exc)  # the same kind of error (DamagedArtifact keeps what it found), now named
+        ArtifactError.__init__(named, cause, artifact=artifact, uri=exc.uri)
+        raise named from exc.__cause__ or exc

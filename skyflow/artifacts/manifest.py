@@ -51,15 +51,19 @@ class DigestingReader:
         return f"{HASH_NAME}:{self._hash.hexdigest()}"
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """(digest, size) of a local file, read in large chunks (hashlib releases the GIL for them)."""
-    h = hashlib.sha256()
-    size = 0
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A local file's bytes in large chunks."""
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-            size += len(chunk)
-    return f"{HASH_NAME}:{h.hexdigest()}", size
+            yield chunk
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """(digest, size) of a local file, read in large chunks (hashlib releases the GIL for them)."""
+    reader = DigestingReader(file_chunks(path))
+    for _ in reader:
+        pass
+    return reader.digest, reader.size_bytes
 
 
 def check_relative_path(path: str) -> str:

@@ -14,6 +14,9 @@ BLOBS = f"blobs/{HASH_NAME}"
 MANIFESTS = f"manifests/{HASH_NAME}"
 CACHE = "cache"
 TMP = "tmp"
+# Objects found damaged (a blob or manifest that does not hash to its name, a cache entry filed under
+# another key) are moved here, never deleted: gc leaves this folder alone, so they can be looked at.
+QUARANTINE = "quarantine"
 
 
 def blob_key(digest: str) -> str:

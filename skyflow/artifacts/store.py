@@ -39,6 +39,7 @@ class ArtifactStore(Protocol):
     """Keys under one root. Writes are atomic: an object is visible whole or not at all."""
 
     workers: int  # how many requests the store's callers keep in flight
+    is_local: bool  # a directory on this machine: writes are renames, modification times can be refreshed
 
     @property
     def uri(self) -> str: ...
@@ -52,6 +53,9 @@ class ArtifactStore(Protocol):
     def upload_files(self, pairs: list[tuple[Path, str]]) -> None: ...
     def read_chunks(self, key: str) -> Iterator[bytes]: ...
     def write_chunks(self, key: str, chunks: Iterable[bytes]) -> None: ...
+    def stage_chunks(self, chunks: Iterable[bytes]) -> str: ...
+    def move(self, src: str, dst: str) -> bool: ...
+    def touch(self, keys: Iterable[str]) -> bool: ...
     def list_keys(self, prefix: str) -> dict[str, KeyInfo]: ...
     def delete(self, keys: Iterable[str]) -> None: ...
     def map_concurrently(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]: ...
@@ -171,6 +175,43 @@ class FsspecStore:
                     self.fs.rm_file(self._path(key))
                 raise
             f.close()
+
+    def stage_chunks(self, chunks: Iterable[bytes]) -> str:
+        """Write an object under a fresh key in tmp/ and return that key: for bytes whose name (their
+        digest) is known only once they have been read. `move` then puts it under its name."""
+        key = f"tmp/{uuid.uuid4().hex}.staged"
+        self.write_chunks(key, chunks)
+        return key
+
+    def move(self, src: str, dst: str) -> bool:
+        """Move an object to another key (a rename on local disk, copy then delete elsewhere);
+        False when there was nothing at ``src``."""
+        with translated(self.url(src), "moving"):
+            if self.is_local:
+                Path(self._path(dst)).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(self._path(src), self._path(dst))
+                except FileNotFoundError:
+                    return False
+                return True
+            try:
+                self.fs.cp_file(self._path(src), self._path(dst))
+            except FileNotFoundError:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._path(src))
+            return True
+
+    def touch(self, keys: Iterable[str]) -> bool:
+        """Refresh the objects' modification times, so that gc's min-age spares what a commit reuses.
+        Only local disk can do that cheaply (an object store would rewrite the object): False there."""
+        if not self.is_local:
+            return False
+        with translated(self.uri, "refreshing"):
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(self._path(key))
+        return True
 
     def list_keys(self, prefix: str) -> dict[str, KeyInfo]:
         base = self._path(prefix.rstrip("/"))

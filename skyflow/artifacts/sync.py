@@ -12,6 +12,7 @@ from pathlib import Path
 
 from skyflow.artifacts.commit import load_manifest
 from skyflow.artifacts.failures import naming, translated
+from skyflow.artifacts.integrity import DamagedArtifact, quarantine
 from skyflow.artifacts.manifest import DigestingReader, FileEntry, check_relative_path, hash_file
 from skyflow.artifacts.refs import ArtifactRef, blob_key
 from skyflow.errors import ArtifactError
@@ -79,18 +80,40 @@ def _place(ref: ArtifactRef, entry: FileEntry, target: Path, incremental: bool) 
                 and target.stat().st_size == entry.size_bytes and hash_file(target)[0] == entry.digest:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+        found = _copy_verified(ref, entry, target)
+        if found is not None:  # a second try, in case a commit rewrote the blob while it was read
+            found = _copy_verified(ref, entry, target)
+        if found is None:
+            return entry.size_bytes
+        key = blob_key(entry.digest)
+        if found == (None, 0):
+            raise DamagedArtifact(f"blob for {entry.path!r} is missing: the manifest says {entry.size_bytes} bytes, "
+                                  f"{entry.digest}", uri=ref.store.url(key), digest=ref.digest)
+        moved = quarantine(ref.store, key)  # read twice with the same result: it is the stored copy that is bad
+        where = f"; moved to {ref.store.url(moved)}" if moved else ""
+        raise DamagedArtifact(f"blob for {entry.path!r} is corrupted: read {found[1]} bytes hashing to {found[0]}, "
+                              f"manifest says {entry.size_bytes} bytes, {entry.digest}{where}",
+                              uri=ref.store.url(key), digest=ref.digest, quarantined=[moved] if moved else [])
+
+
+def _copy_verified(ref: ArtifactRef, entry: FileEntry, target: Path) -> tuple[str | None, int] | None:
+    """Write the blob to a temp file beside ``target`` while hashing it, and rename it into place if it
+    is the manifest's bytes: None then; else (digest read, size read), or (None, 0) if there is no blob."""
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        reader = DigestingReader(ref.store.read_chunks(blob_key(entry.digest)))
         try:
-            reader = DigestingReader(ref.store.read_chunks(blob_key(entry.digest)))
             with open(tmp, "wb") as f:
                 for chunk in reader:
                     f.write(chunk)
-            if reader.digest != entry.digest or reader.size_bytes != entry.size_bytes:
-                raise ArtifactError(f"blob for {entry.path!r} is corrupted: read {reader.size_bytes} bytes "
-                                    f"hashing to {reader.digest}, manifest says {entry.size_bytes} bytes, "
-                                    f"{entry.digest}", uri=ref.store.url(blob_key(entry.digest)))
-            os.replace(tmp, target)
-            return entry.size_bytes
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        except ArtifactError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None, 0
+            raise
+        if reader.digest != entry.digest or reader.size_bytes != entry.size_bytes:
+            return reader.digest, reader.size_bytes
+        os.replace(tmp, target)
+        return None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

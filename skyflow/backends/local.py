@@ -18,7 +18,7 @@ from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, S
 from skyflow.backends.gpus import GpuAllocator, detect_gpus
 from skyflow.backends.masking import LogPump
 from skyflow.errors import BackendError
-from skyflow.processes import KILL_GRACE_S, kill_process_groups
+from skyflow.processes import KILL_GRACE_S, kill_process_groups, process_start
 
 if TYPE_CHECKING:
     from skyflow.backends.local_service import LocalService
@@ -48,6 +48,12 @@ class LocalStageHandle:
     timeout_s: float | None
     release: Callable[[], None]
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    # Each group leader's start, taken at launch: once a leader is reaped its pid is free, and a group
+    # is signalled only while its id still names this attempt's group.
+    starts: dict[int, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.starts = self.starts or {p.pid: process_start(p.pid) for p in self.procs}
 
     @property
     def process_groups(self) -> list[int]:
@@ -75,7 +81,7 @@ class LocalStageHandle:
                 return StageExit(failed[0], "cancelled" if self._cancelled.is_set() else
                                  _describe(failed[0]), cancelled=self._cancelled.is_set())
             if all(c == 0 for c in codes):
-                kill_process_groups(self.process_groups, self.procs)  # background children die with the stage
+                kill_process_groups(self.process_groups, self.procs, self.starts)  # background children die too
                 if self._cancelled.is_set():
                     return StageExit(-int(signal.SIGTERM), "cancelled", cancelled=True)
                 return StageExit(0)
@@ -89,7 +95,7 @@ class LocalStageHandle:
         self._kill_all()
 
     def _kill_all(self) -> None:
-        kill_process_groups([p.pid for p in self.procs if p.poll() is None], self.procs)
+        kill_process_groups([p.pid for p in self.procs if p.poll() is None], self.procs, self.starts)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=KILL_GRACE_S + 1)

@@ -1,4 +1,5 @@
-"""`skyflow artifacts gc | ls | show`: look at the artifact stores and remove what no kept run uses."""
+"""`skyflow artifacts gc | ls | show | verify | get`: look at the artifact stores, check them, remove what no
+kept run uses."""
 
 from __future__ import annotations
 
@@ -108,6 +109,50 @@ def gc(keep_last: int, dry_run: bool, min_age: str, stores: tuple[str, ...], as_
         verb = "would remove" if dry_run else "removed"
         click.echo(f"{uri}: {verb} {stats.manifests_removed} artifacts, {stats.blobs_removed} blobs "
                    f"({_size(stats.bytes_freed)}), {stats.cache_entries_removed} cache entries")
+
+
+@artifacts.command()
+@click.option("--deep", is_flag=True,
+              help="Re-read and re-hash every blob (default: manifests re-hashed, blobs present at their sizes).")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store.")
+def verify(deep: bool, stores: tuple[str, ...], as_json: bool) -> None:
+    """Check every artifact and cache entry in the stores; move what is damaged to quarantine/.
+
+    A manifest or blob that does not hash to its name, and a cache entry filed under another key,
+    are moved to the store's quarantine/ folder; cache entries naming a damaged or missing artifact
+    are removed. The next run of the stages that made them runs them again. Exit code 1 when
+    anything was found.
+
+    \b
+    skyflow artifacts verify
+    skyflow artifacts verify --deep --store s3://team-artifacts/llm
+    """
+    import sys
+    from pathlib import Path
+
+    from skyflow.artifacts import open_store, scrub_store
+
+    damaged = False
+    for uri in _store_uris(stores):
+        if "://" not in uri and not Path(uri).is_dir():
+            continue
+        report = scrub_store(open_store(uri), deep=deep)
+        damaged |= not report.ok
+        if as_json:
+            click.echo(json.dumps({"store": uri, "deep": deep, "manifests": report.manifests, "blobs": report.blobs,
+                                   "bytes": report.total_bytes, "cache_entries": report.cache_entries,
+                                   "damage": [{"key": d.key, "problem": d.problem, "quarantined": d.quarantined}
+                                              for d in report.damage]}))
+            continue
+        how = "re-hashed" if deep else "present at their sizes"
+        click.echo(f"{uri}: {report.manifests} artifacts, {report.blobs} blobs ({_size(report.total_bytes)}) {how}, "
+                   f"{report.cache_entries} cache entries: " + ("ok" if report.ok else f"{len(report.damage)} damaged"))
+        for d in report.damage:
+            where = f" -> {d.quarantined}" if d.quarantined else ""
+            click.echo(f"  {d.key}: {d.problem}{where}")
+    if damaged:
+        sys.exit(1)
 
 
 @artifacts.command(name="ls")

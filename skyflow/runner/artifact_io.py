@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Mapping
@@ -189,11 +190,19 @@ def commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path]) -> dict[st
     return records
 
 
-def cache_lookup(store: ArtifactStore, key: str) -> dict[str, ArtifactRecord] | None:
-    found = CacheIndex(store).lookup(key)
+def cache_lookup(store: ArtifactStore, key: str) -> tuple[dict[str, ArtifactRecord], str] | None:
+    """The outputs of a cache hit and what was checked to call it one (see `CacheIndex.check`)."""
+    found = CacheIndex(store).check(key)
     if found is None:
         return None
-    return {n: r.record for n, r in found.items()}
+    return {n: r.record for n, r in found.outputs.items()}, found.checked
+
+
+def cache_forget(store: ArtifactStore, key: str | None) -> None:
+    """Drop a cache entry (its outputs were found damaged); a store that cannot be reached is left as it is."""
+    if key:
+        with contextlib.suppress(ArtifactError):
+            CacheIndex(store).forget(key)
 
 
 def cache_record(store: ArtifactStore, key: str, outputs: Mapping[str, ArtifactRecord]) -> None:
@@ -214,7 +223,7 @@ def describe(records: Mapping[str, ArtifactRecord]) -> dict[str, Any]:
     return {n: {"uri": o.uri, "digest": o.digest, "size_bytes": o.size_bytes} for n, o in records.items()}
 
 
-__all__ = ["ArtifactRecord", "ArtifactRef", "ArtifactStore", "cache_lookup", "cache_record", "code_digest",
-           "commit_outputs", "describe", "external_location", "fetch_input", "import_external", "is_uri",
+__all__ = ["ArtifactRecord", "ArtifactRef", "ArtifactStore", "cache_forget", "cache_lookup", "cache_record",
+           "code_digest", "commit_outputs", "describe", "external_location", "fetch_input", "import_external", "is_uri",
            "local_store_uri", "open_store", "outputs_still_there", "predict_cached_copies", "stage_cache_key",
            "stage_code_dir", "store_for_infra", "transfer_artifact"]

@@ -21,7 +21,7 @@ from skyflow.errors import RunError
 from skyflow.runner import artifact_io
 from skyflow.runner.context import RunContext
 from skyflow.runner.decisions import blocked_stages, ready_stages, run_outcome
-from skyflow.runner.events import RUN_STARTED, RunEvent, run_ended
+from skyflow.runner.events import RETRYING, RUN_STARTED, RunEvent, run_ended
 from skyflow.runner.stage_work import StageOutcome, StageWork
 from skyflow.runner.state import StageRow
 from skyflow.states import DONE, RunState, StageState
@@ -77,6 +77,7 @@ class RunLoop:
                 ctx.state.set_stage(run_id, name, state=StageState.PENDING, attempts=0, message=None,
                                     process_groups=[], started_at=None, ended_at=None)
         ctx.state.set_run(run_id, state=RunState.RUNNING, runner_pid=os.getpid(), ended_at=None)
+        ctx.state.reset_heals(run_id)  # a resume may heal damaged outputs afresh
         ctx.emit(RunEvent(RUN_STARTED, None, run_id=run_id, plan=ctx.plan, params=ctx.params))
         return self._execute()
 
@@ -138,6 +139,13 @@ class RunLoop:
 
     def _finish(self, name: str, outcome: StageOutcome) -> None:
         ctx = self.ctx
+        if outcome.state == StageState.PENDING:
+            # An input was found damaged and its producer was sent back to pending in run state; this
+            # stage waits for it like any pending stage, and the ready set runs the producer first.
+            ctx.state.set_stage(self.run_id, name, state=StageState.PENDING, message=outcome.message,
+                                process_groups=[], started_at=None)
+            ctx.emit(RunEvent(RETRYING, name, outcome.message, run_id=self.run_id))
+            return
         row = ctx.state.get_run(self.run_id).stages[name]
         duration = (time.time() - row.started_at) if row.started_at else 0.0
         ran = outcome.state in (StageState.SUCCEEDED, StageState.FAILED)  # cached/skipped cost nothing

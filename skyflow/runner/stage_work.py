@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from skyflow.artifacts import ArtifactRecord, ArtifactRef, ArtifactStore
+from skyflow.artifacts import ArtifactRecord, ArtifactRef, ArtifactStore, DamagedArtifact
 from skyflow.backends.base import Backend, ServiceBackend, StageExit, StageLaunch
 from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
 from skyflow.planner import Placement
@@ -17,9 +17,17 @@ from skyflow.runner.context import RunContext
 from skyflow.runner.decisions import retry_decision
 from skyflow.runner.events import INPUTS, RETRYING, SERVING, RunEvent
 from skyflow.runner.launches import build_launch, planned_stage
-from skyflow.states import StageState
+from skyflow.spec.graph import DataEdge
+from skyflow.states import DONE, StageState
 
 __all__ = ["StageOutcome", "StageWork"]
+
+# How often one run may send a stage back to run again because an output of it was found damaged.
+HEAL_LIMIT = 2
+
+
+class _ProducerRerun(RunError):
+    """An input was found damaged in the store: its producer runs again, and this stage after it."""
 
 
 @dataclass
@@ -43,6 +51,8 @@ class StageWork:
     def run(self) -> StageOutcome:
         try:
             return self._run()
+        except _ProducerRerun as exc:  # back to pending: the run loop starts it again once its producer is done
+            return StageOutcome(StageState.PENDING, str(exc))
         except SkyflowError as exc:
             return StageOutcome(StageState.FAILED, str(exc))
 
@@ -101,11 +111,17 @@ class StageWork:
             if edge.kind == "stage":
                 assert edge.producer is not None
                 record = run.stages[edge.producer].outputs.get(edge.artifact)
+                if record is None and run.stages[edge.producer].state not in DONE:
+                    # sent back to run again (another consumer found its output damaged): wait for it
+                    raise _ProducerRerun(f"{edge.producer!r} is running again; this stage waits for it")
                 if record is None:
                     raise RunError(f"stage {edge.producer!r} finished without output {edge.artifact!r}")
                 ref = ArtifactRef.open(record, store=store)
                 if ref.store.uri != store.uri:
-                    ref, stats = artifact_io.transfer_artifact(ref, store)
+                    try:
+                        ref, stats = artifact_io.transfer_artifact(ref, store)
+                    except DamagedArtifact as exc:
+                        raise self._rerun_producer(edge, record.digest, exc, ref.store) from exc
                     ctx.state.record_transfer(ctx.run_id, self.name, f"{edge.input_name}={ref.digest}", stats.bytes,
                                               stats.seconds, self._egress_usd(edge.ref))
                 refs[edge.input_name] = ref
@@ -126,24 +142,30 @@ class StageWork:
         """A verified hit in the stage's store, else the same outputs found in another store by an
         earlier run, verified and moved here (moving them is cheaper than recomputing)."""
         ctx, wanted = self.ctx, set(self.spec.outputs)
-        hit = artifact_io.cache_lookup(store, key)
-        if hit is not None and set(hit) == wanted:
-            return StageOutcome(StageState.CACHED, "verified cache hit", hit)
+        found = artifact_io.cache_lookup(store, key)
+        if found is not None and set(found[0]) == wanted:
+            return StageOutcome(StageState.CACHED, f"verified cache hit: {found[1]}", found[0])
         elsewhere = ctx.state.outputs_for_cache_key(key)
         if not elsewhere or set(elsewhere) != wanted:
             return None
-        records = {}
+        records, copied, skipped = {}, 0, 0
         for output, record in elsewhere.items():
             if record.store_uri is None or record.store_uri.rstrip("/") == store.uri.rstrip("/"):
                 return None
             if not artifact_io.outputs_still_there({output: record}):
                 return None
-            moved, stats = artifact_io.transfer_artifact(ArtifactRef.open(record), store)
+            try:
+                moved, stats = artifact_io.transfer_artifact(ArtifactRef.open(record), store)
+            except DamagedArtifact:
+                return None  # the copy there is damaged (and now quarantined): computing is the way
             ctx.state.record_transfer(ctx.run_id, self.name, f"{output}={moved.digest}", stats.bytes, stats.seconds)
             records[output] = moved.record
+            copied, skipped = copied + stats.files_copied, skipped + stats.files_skipped
         artifact_io.cache_record(store, key, records)
         origin = next(iter(elsewhere.values())).store_uri
-        return StageOutcome(StageState.CACHED, f"verified cache hit moved from {origin}", records)
+        return StageOutcome(StageState.CACHED, f"verified cache hit moved from {origin}: manifests re-hashed, {copied} "
+                                               f"blobs re-hashed as they were copied, {skipped} already here at their "
+                                               "sizes", records)
 
     # -- attempts ------------------------------------------------------------------------------
     def _attempt(self, attempt: int, input_refs: Mapping[str, ArtifactRef], store: ArtifactStore,
@@ -191,12 +213,59 @@ class StageWork:
         return StageOutcome(StageState.SUCCEEDED, "", records), exit_
 
     def _materialize_inputs(self, root: Path, refs: Mapping[str, ArtifactRef]) -> dict[str, Path]:
+        """Fetch each input, verified as it is written. An input found damaged in the store heals: a
+        stage's output by running its producer again in this run (this stage waits for it), a
+        pipeline input by importing it again from where it lives."""
+        edges = {edge.input_name: edge for edge in self.ctx.pipeline.inputs_of(self.name)}
         paths = {}
         for input_name, ref in refs.items():
-            path, size, seconds = artifact_io.fetch_input(ref, root / input_name)
+            edge = edges[input_name]
+            try:
+                path, size, seconds = artifact_io.fetch_input(ref, root / input_name)
+            except DamagedArtifact as exc:
+                if edge.kind == "stage":
+                    raise self._rerun_producer(edge, ref.digest, exc, ref.store) from exc
+                path, size, seconds = self._import_again(edge, ref, root / input_name, exc)
             self.ctx.state.record_transfer(self.ctx.run_id, self.name, f"{input_name}={ref.digest}", size, seconds)
             paths[input_name] = path
         return paths
+
+    def _rerun_producer(self, edge: DataEdge, digest: str, exc: DamagedArtifact, where: ArtifactStore) -> RunError:
+        """Send the producer of a damaged input back to pending (once, however many consumers find the
+        damage: run state decides) and drop its cache entries; this stage then waits for it."""
+        ctx, producer = self.ctx, edge.producer
+        assert producer is not None
+        key = ctx.state.get_run(ctx.run_id).stages[producer].cache_key
+        reason = f"output {edge.artifact!r} ({digest}) was found damaged: {exc.message}; running {producer!r} again"
+        result = ctx.state.reset_for_heal(ctx.run_id, producer, edge.artifact, digest, reason, limit=HEAL_LIMIT)
+        if result == "exhausted":
+            return RunError(f"input {edge.input_name!r} ({edge.ref}) is damaged again after {producer!r} ran again "
+                            f"{HEAL_LIMIT} times in this run; is the store failing? {exc}")
+        for store in {where.uri: where, ctx.store_for(producer).uri: ctx.store_for(producer)}.values():
+            artifact_io.cache_forget(store, key)
+        if result == "reset":
+            ctx.emit(RunEvent(RETRYING, producer, reason, run_id=ctx.run_id))
+        return _ProducerRerun(f"input {edge.input_name!r} ({edge.ref}, {digest}) was damaged in the store; "
+                              f"{producer!r} runs again first")
+
+    def _import_again(self, edge: DataEdge, ref: ArtifactRef, dest: Path, exc: DamagedArtifact
+                      ) -> tuple[Path, int, float]:
+        """A pipeline input damaged in the store: import it again (the bad copy is in quarantine, so its
+        bytes are written afresh) and fetch it; a clear failure if the data changed or stays damaged."""
+        ctx = self.ctx
+        location = artifact_io.external_location(ctx.pipeline, edge.artifact)
+        fresh = artifact_io.import_external(ref.store, edge.ref, location)
+        ctx.state.record_transfer(ctx.run_id, self.name, f"import {edge.ref}={fresh.digest}", fresh.size_bytes, 0.0)
+        if fresh.digest != ref.digest:
+            raise ArtifactError(f"its copy in the store was damaged ({exc.message}), and the data changed since this "
+                                f"run imported it ({ref.digest} then, {fresh.digest} now); run again to use the new "
+                                "data", artifact=edge.input_name, uri=location) from exc
+        try:
+            return artifact_io.fetch_input(fresh, dest)
+        except DamagedArtifact as again:
+            raise ArtifactError(f"its copy in the store ({ref.digest}) was damaged, and again right after it was "
+                                f"imported again ({again.message}); is the store failing?", artifact=edge.input_name,
+                                uri=location) from again
 
     def _serve(self, launch: StageLaunch, backend: Backend) -> StageOutcome:
         """Start the replicas and wait for the readiness probe; the run goes on while they serve."""

@@ -13,6 +13,7 @@ from typing import Any
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import RunError
 from skyflow.home import skyflow_home
+from skyflow.processes import group_is_ours, process_start
 from skyflow.statedb import StateDB
 
 SCHEMA = """
@@ -69,6 +70,8 @@ class StageRow:
     # JSON a remote backend wrote to find what an attempt or service created (Job names, sky service).
     remote_handle: str | None = None
     outputs: dict[str, ArtifactRecord] = field(default_factory=dict)
+    # Times this stage was reset in this run because an output of it was found damaged in its store.
+    heals: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class RunRow:
     estimated_usd: float | None
     actual_usd: float | None
     stages: dict[str, StageRow] = field(default_factory=dict)
+    # The runner's `processes.process_start`, recorded with its pid: a reused pid is not the runner.
+    runner_start: str | None = None
 
 
 def _record(row: sqlite3.Row) -> ArtifactRecord:
@@ -99,16 +104,22 @@ class RunStore(StateDB):
     """The state DB (WAL, busy timeout), shared by runners, `skyflow status` and the scheduler."""
 
     def __init__(self, path: Path | None = None) -> None:
-        super().__init__(path or skyflow_home() / "state.db", SCHEMA)
+        super().__init__(path or skyflow_home() / "state.db", SCHEMA, error=RunError)
         self._migrate(self._conn())
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         """Columns added after a state DB was made are added in place (old runs keep working)."""
-        have = {row[1] for row in conn.execute("PRAGMA table_info(stages)")}
-        for column, kind in (("endpoint", "TEXT"), ("remote_handle", "TEXT")):
-            if column not in have:
-                conn.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
+        added = (("stages", "endpoint", "TEXT"), ("stages", "remote_handle", "TEXT"),
+                 ("stages", "group_starts", "TEXT"), ("stages", "heals", "INTEGER NOT NULL DEFAULT 0"),
+                 ("runs", "runner_start", "TEXT"))
+        for table, column, kind in added:
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
         have = {row[1] for row in conn.execute("PRAGMA table_info(outputs)")}
         if "store_uri" not in have:
             conn.execute("ALTER TABLE outputs ADD COLUMN store_uri TEXT")
@@ -126,15 +137,19 @@ class RunStore(StateDB):
             if db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
                 raise RunError(f"a run named {run_id!r} exists already; pick another --run-id or "
                                f"`skyflow resume {run_id}`")
-            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO runs (run_id, pipeline, target, pipeline_digest, overrides_json, options_json, "
+                       "plan_json, state, runner_pid, runner_start, created_at, updated_at, estimated_usd) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (run_id, pipeline, target, digest, json.dumps(overrides), json.dumps(options),
-                        json.dumps(plan) if plan else None, "running", os.getpid(), now, now, None,
-                        estimated_usd, None))
+                        json.dumps(plan) if plan else None, "running", os.getpid(), process_start(os.getpid()),
+                        now, now, estimated_usd))
             db.executemany("INSERT INTO stages (run_id, stage, state) VALUES (?,?,?)",
                            [(run_id, s, "pending") for s in stages])
 
     def set_run(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
+        if "runner_pid" in fields:  # a pid is recorded with its start time, which a reused pid does not share
+            fields["runner_start"] = process_start(fields["runner_pid"])
         if "plan" in fields:
             fields["plan_json"] = json.dumps(fields.pop("plan"))
         cols = ", ".join(f"{k}=?" for k in fields)
@@ -143,7 +158,7 @@ class RunStore(StateDB):
 
     def set_stage(self, run_id: str, stage: str, **fields: Any) -> None:
         if "process_groups" in fields:
-            fields["process_groups"] = json.dumps(fields["process_groups"])
+            fields.update(_groups_with_starts(fields["process_groups"]))
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
@@ -171,10 +186,43 @@ class RunStore(StateDB):
                            "VALUES (?,?,?,?,?,?,?,?)",
                            [(run_id, stage, o.name, o.uri, o.digest, o.size_bytes or 0, o.store_uri, o.file_count)
                             for o in outputs.values()])
-            fields["process_groups"] = json.dumps(fields.get("process_groups", []))
+            fields.update(_groups_with_starts(fields.get("process_groups", [])))
             fields.update(state=state, ended_at=time.time())
             cols = ", ".join(f"{k}=?" for k in fields)
             db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
+
+    def claim_runner(self, run_id: str, seen_pid: int | None, seen_start: str | None) -> bool:
+        """Make this process the run's runner, if the runner is still the one seen (pid and start time):
+        of several processes that saw the same dead runner, exactly one gets the run."""
+        with self._tx() as db:
+            cursor = db.execute("UPDATE runs SET runner_pid=?, runner_start=?, updated_at=? WHERE run_id=? "
+                                "AND runner_pid IS ? AND runner_start IS ?",
+                                (os.getpid(), process_start(os.getpid()), time.time(), run_id, seen_pid, seen_start))
+            return cursor.rowcount == 1
+
+    def reset_for_heal(self, run_id: str, stage: str, output: str, digest: str, reason: str, *,
+                       limit: int) -> str:
+        """Send a finished stage back to pending because its output ``output`` (``digest``) was found
+        damaged, so that the run loop runs it again. "reset" when done now; "pending" when it is no
+        longer finished with that output (another consumer reset it already); "exhausted" when it was
+        reset ``limit`` times in this run already (the store keeps damaging what is written to it)."""
+        with self._tx() as db:
+            row = db.execute("SELECT state, heals FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+            out = db.execute("SELECT digest FROM outputs WHERE run_id=? AND stage=? AND name=?",
+                             (run_id, stage, output)).fetchone()
+            if row is None or row["state"] not in ("succeeded", "cached") or out is None or out["digest"] != digest:
+                return "pending"
+            if row["heals"] >= limit:
+                return "exhausted"
+            db.execute("DELETE FROM outputs WHERE run_id=? AND stage=?", (run_id, stage))
+            db.execute("UPDATE stages SET state='pending', heals=heals+1, message=?, started_at=NULL, ended_at=NULL, "
+                       "duration_s=NULL WHERE run_id=? AND stage=?", (reason, run_id, stage))
+            db.execute("UPDATE runs SET updated_at=? WHERE run_id=?", (time.time(), run_id))
+            return "reset"
+
+    def reset_heals(self, run_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE stages SET heals=0 WHERE run_id=?", (run_id,))
 
     def record_transfer(self, run_id: str, stage: str, artifact: str, size_bytes: int, seconds: float,
                         egress_usd: float = 0.0) -> None:
@@ -201,8 +249,8 @@ class RunStore(StateDB):
             outputs.setdefault(o["stage"], {})[o["name"]] = _record(o)
         stages = {}
         for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,)):
-            data = {k: s[k] for k in s.keys() if k != "run_id"}  # noqa: SIM118 - sqlite3.Row iterates values
-            data["process_groups"] = json.loads(s["process_groups"] or "[]")
+            data = {k: s[k] for k in s.keys() if k not in ("run_id", "group_starts")}  # noqa: SIM118
+            data["process_groups"] = _own_groups(s["process_groups"], s["group_starts"])
             stages[s["stage"]] = StageRow(**data, outputs=outputs.get(s["stage"], {}))
         return RunRow(run_id=row["run_id"], pipeline=row["pipeline"], target=row["target"],
                       pipeline_digest=row["pipeline_digest"], overrides=json.loads(row["overrides_json"]),
@@ -210,7 +258,7 @@ class RunStore(StateDB):
                       plan=json.loads(row["plan_json"]) if row["plan_json"] else None, state=row["state"],
                       runner_pid=row["runner_pid"], created_at=row["created_at"], updated_at=row["updated_at"],
                       ended_at=row["ended_at"], estimated_usd=row["estimated_usd"], actual_usd=row["actual_usd"],
-                      stages=stages)
+                      stages=stages, runner_start=row["runner_start"])
 
     def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
         query = "SELECT run_id FROM runs" + (" WHERE pipeline=?" if pipeline else "") + \
@@ -245,7 +293,9 @@ class RunStore(StateDB):
         return {o["name"]: _record(o) for o in found}
 
     def referenced_digests(self, keep_last: int) -> set[str]:
-        """Output digests of the newest ``keep_last`` runs of each pipeline (for gc)."""
+        """What gc must keep: the output digests of the newest ``keep_last`` runs of each pipeline, and
+        everything a run still running uses (its outputs so far, the inputs it imported or moved in),
+        however old it is. A run left "running" by a dead runner counts: it can still be resumed."""
         db = self._conn()
         keep = set()
         for (pipeline,) in db.execute("SELECT DISTINCT pipeline FROM runs"):
@@ -253,4 +303,26 @@ class RunStore(StateDB):
                                             "LIMIT ?", (pipeline, keep_last))]
             marks = ",".join("?" * len(ids))
             keep |= {r[0] for r in db.execute(f"SELECT digest FROM outputs WHERE run_id IN ({marks})", ids)}
+        live = "SELECT run_id FROM runs WHERE state='running'"
+        keep |= {r[0] for r in db.execute(f"SELECT digest FROM outputs WHERE run_id IN ({live})")}
+        for (artifact,) in db.execute(f"SELECT artifact FROM transfers WHERE run_id IN ({live})"):
+            digest = artifact.rpartition("=")[2]  # "input=sha256:..." or "import raw=sha256:..."
+            if digest.startswith("sha256:"):
+                keep.add(digest)
         return keep
+
+
+def _groups_with_starts(groups: list[int]) -> dict[str, str]:
+    """The columns for a stage's process groups: their ids, and each leader's start time beside it."""
+    return {"process_groups": json.dumps(groups), "group_starts": json.dumps([process_start(g) for g in groups])}
+
+
+def _own_groups(groups_json: str | None, starts_json: str | None) -> list[int]:
+    """The recorded process groups that are still the groups recorded: one whose id now names
+    another process (the runner died and the number was reused) is not listed, so nothing that
+    reads run state can signal it. Groups recorded before start times were kept are listed as they are."""
+    groups = json.loads(groups_json or "[]")
+    if starts_json is None:
+        return [int(g) for g in groups]
+    starts = json.loads(starts_json)
+    return [int(g) for g, start in zip(groups, starts, strict=False) if group_is_ours(int(g), start)]

@@ -27,7 +27,7 @@ from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
 from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
-from skyflow.processes import kill_process_groups, process_alive
+from skyflow.processes import kill_process_groups, same_process
 from skyflow.runner.context import RunContext, RunOptions, store_of_placement
 from skyflow.runner.environment import secret_values
 from skyflow.runner.events import LOG, EventBus, RunEvent
@@ -175,10 +175,21 @@ class Session:
 
     def resume(self, run_id: str, *, max_parallel: int | None = None, tracking_uri: str | None = None,
                on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
-        """Rerun the failed and never-run stages of a run, reusing committed outputs."""
+        """Rerun the failed and never-run stages of a run, reusing committed outputs.
+
+        Only one process may resume a run: the runner recorded in run state must be dead (checked by
+        pid and start time, so a reused pid is not taken for it), and this process then takes the
+        run over with one conditional update; of two resumes started together, one refuses.
+        """
         run = self.state.get_run(run_id)
-        if run.state == RunState.RUNNING and self.runner_alive(run_id):
-            raise RunError(f"run {run_id!r} is still running (pid {run.runner_pid}); `skyflow cancel {run_id}` first")
+        if run.runner_pid != os.getpid() and self.runner_alive(run_id):
+            what = "still running" if run.state == RunState.RUNNING else "being resumed by another process"
+            raise RunError(f"run {run_id!r} is {what} (pid {run.runner_pid}); wait for it, or "
+                           f"`skyflow cancel {run_id}` first")
+        if not self.state.claim_runner(run_id, run.runner_pid, run.runner_start):
+            pid = self.state.get_run(run_id).runner_pid
+            raise RunError(f"run {run_id!r} is being resumed by another process (pid {pid}); wait for it, or "
+                           f"`skyflow cancel {run_id}` first")
         pipeline = self.load(run.target, run.overrides)
         if pipeline.digest() != run.pipeline_digest:
             self.warn(f"{run.target} changed since run {run_id} started; resuming with the current version")
@@ -265,8 +276,10 @@ class Session:
         return self.state.list_runs(limit=limit, pipeline=pipeline)
 
     def runner_alive(self, run_id: str) -> bool:
+        """Whether the run's runner is alive: its pid names a live process that started when the
+        runner did (a pid reused by an unrelated process after the runner died does not count)."""
         run = self.state.get_run(run_id)
-        return bool(run.runner_pid) and process_alive(run.runner_pid)
+        return same_process(run.runner_pid, run.runner_start)
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
         """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
@@ -274,14 +287,14 @@ class Session:
         run = state.get_run(run_id)
         if run.state != RunState.RUNNING:
             raise RunError(f"run {run_id!r} is {run.state}; only a running run can be cancelled")
-        if run.runner_pid and process_alive(run.runner_pid):
+        if self.runner_alive(run_id) and run.runner_pid:
             os.kill(run.runner_pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if state.get_run(run_id).state != RunState.RUNNING:
                     return state.get_run(run_id).state
                 time.sleep(0.1)
-        for name, row in run.stages.items():
+        for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):
                 kill_process_groups(row.process_groups)
                 state.finish_stage(run_id, name, StageState.CANCELLED, {}, message="run cancelled")

@@ -9,6 +9,12 @@ from skyflow.errors import Issue, SourcePosition, SpecError
 
 Path = tuple[str | int, ...]
 
+# Aliases share one node, which becomes plain data once per use: nine levels of ten aliases in 500
+# bytes would become 10**9 values. A document may become at most this many values, or ten per byte
+# of its text, whichever is more (text without aliases becomes fewer values than it has bytes).
+MIN_VALUES = 100_000
+VALUES_PER_BYTE = 10
+
 
 @dataclass
 class SourceMap:
@@ -67,7 +73,39 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
                               hint="A pipeline needs a few levels of nesting, not hundreds.")) from exc
     smap = SourceMap(file)
     smap.values[()] = SourcePosition(file, 1, 1)
-    return _to_plain(tree, (), smap), smap
+    budget = _Budget(max(MIN_VALUES, VALUES_PER_BYTE * len(text)))
+    try:
+        return _to_plain(tree, (), smap, budget), smap
+    except _TooManyValues as exc:
+        raise SpecError(Issue(f"invalid YAML: aliases expand this document to more than {budget.limit} values; "
+                              "refusing to expand it", exc.position,
+                              hint="Use an anchor (&name) for a block you repeat a few times, not aliases of "
+                                   "aliases.")) from None
+    except RecursionError as exc:
+        raise SpecError(Issue("invalid YAML: nested too deeply to be a pipeline", SourcePosition(file, 1, 1),
+                              hint="A pipeline needs a few levels of nesting, not hundreds.")) from exc
+
+
+class _TooManyValues(Exception):
+    def __init__(self, position: SourcePosition) -> None:
+        super().__init__(str(position))
+        self.position = position
+
+
+@dataclass
+class _Budget:
+    """How many values the document may become, how many it has, and where the alias being expanded
+    is used (the position to report)."""
+
+    limit: int
+    spent: int = 0
+    seen: set[int] = field(default_factory=set)
+    alias_at: SourcePosition | None = None
+
+    def spend(self, smap: SourceMap, path: Path) -> None:
+        self.spent += 1
+        if self.spent > self.limit:
+            raise _TooManyValues(self.alias_at or smap.position(path))
 
 
 def _complex_key_position(yaml: Any, text: str, file: str) -> SourcePosition:
@@ -105,8 +143,24 @@ def _yaml_hint(problem: str) -> str | None:
     return None
 
 
-def _to_plain(node: Any, path: Path, smap: SourceMap) -> Any:
+def _to_plain(node: Any, path: Path, smap: SourceMap, budget: _Budget) -> Any:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    budget.spend(smap, path)
+    if isinstance(node, (CommentedMap, CommentedSeq)):
+        if id(node) in budget.seen and budget.alias_at is None:  # a node met again: an alias, expanded here
+            budget.alias_at = smap.position(path)
+            try:
+                return _to_plain_container(node, path, smap, budget)
+            finally:
+                budget.alias_at = None
+        budget.seen.add(id(node))
+        return _to_plain_container(node, path, smap, budget)
+    return _plain_scalar(node)
+
+
+def _to_plain_container(node: Any, path: Path, smap: SourceMap, budget: _Budget) -> Any:
+    from ruamel.yaml.comments import CommentedMap
 
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
@@ -117,16 +171,14 @@ def _to_plain(node: Any, path: Path, smap: SourceMap) -> Any:
             child = (*path, str(plain_key))
             smap.keys[child] = SourcePosition(smap.file, kline + 1, kcol + 1)
             smap.values[child] = SourcePosition(smap.file, vline + 1, vcol + 1)
-            out[str(plain_key) if plain_key is not None else "null"] = _to_plain(node[key], child, smap)
+            out[str(plain_key) if plain_key is not None else "null"] = _to_plain(node[key], child, smap, budget)
         return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for index, item in enumerate(node):
-            line, col = node.lc.item(index) if index in node.lc.data else (node.lc.line, node.lc.col)
-            smap.values[(*path, index)] = SourcePosition(smap.file, line + 1, col + 1)
-            items.append(_to_plain(item, (*path, index), smap))
-        return items
-    return _plain_scalar(node)
+    items = []
+    for index, item in enumerate(node):
+        line, col = node.lc.item(index) if index in node.lc.data else (node.lc.line, node.lc.col)
+        smap.values[(*path, index)] = SourcePosition(smap.file, line + 1, col + 1)
+        items.append(_to_plain(item, (*path, index), smap, budget))
+    return items
 
 
 def _has_lc(node: Any, key: Any) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from skyflow.artifacts import (
     ArtifactRef,
     CacheIndex,
+    DamagedArtifact,
     collect_garbage,
     commit_output,
     fetch_artifact,
@@ -60,10 +61,10 @@ def test_commit_then_fetch_returns_the_same_bytes(store: Any, tmp_path: Path) ->
 
 def test_same_bytes_are_stored_once(store: Any, tmp_path: Path) -> None:
     first = commit_output(store, make_tree(tmp_path / "a"), name="a")
-    blobs_before = store.list_keys(BLOBS)
+    blobs_before = {k: i.size_bytes for k, i in store.list_keys(BLOBS).items()}
     second = commit_output(store, make_tree(tmp_path / "b"), name="b")
     assert second.digest == first.digest
-    assert store.list_keys(BLOBS) == blobs_before
+    assert {k: i.size_bytes for k, i in store.list_keys(BLOBS).items()} == blobs_before
     assert len(blobs_before) == 8  # nine files, two of them with the same bytes
 
 
@@ -83,19 +84,46 @@ def test_a_single_file_output_comes_back_as_that_file(store: Any, tmp_path: Path
     assert path.read_bytes() == model.read_bytes()
 
 
-def test_a_corrupted_blob_is_detected_and_not_fetched(store: Any, tmp_path: Path) -> None:
+def test_a_corrupted_blob_is_detected_quarantined_and_healed_by_the_next_commit(store: Any, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "out")
     ref = commit_output(store, src, name="dataset")
     victim = (src / "d1" / "f1.bin").read_bytes()
     key = blob_key(digest_bytes(victim))
     store.write_bytes(key, bytes(b ^ 0xFF for b in victim))  # same size, other bytes
     assert verify_artifact(ref, deep=False)  # sizes still match: only re-hashing can tell
-    with pytest.raises(ArtifactError, match=r"1 of 9 files are missing or corrupted: d1/f1.bin"):
-        verify_artifact(ref)
-    with pytest.raises(ArtifactError, match="corrupted"):
+    with pytest.raises(DamagedArtifact, match=r"blob for 'd1/f1.bin' is corrupted: .*moved to .*/quarantine/"):
         fetch_artifact(ref, tmp_path / "in")
     assert not (tmp_path / "in" / "d1" / "f1.bin").exists()
     assert not [p for p in (tmp_path / "in").rglob("*.part")]
+    assert store.size_of(key) is None
+    assert [k.split(".")[0] for k in store.list_keys("quarantine")] == [f"quarantine/{key}"]
+    with pytest.raises(DamagedArtifact, match=r"1 of 9 files are missing or corrupted: d1/f1.bin"):
+        verify_artifact(ref)
+    again = commit_output(store, src, name="dataset")  # the name is free again: the bytes are written afresh
+    assert again.digest == ref.digest and verify_artifact(again, deep=True)
+    assert tree_bytes(fetch_artifact(again, tmp_path / "in")) == tree_bytes(src)
+
+
+def test_a_deep_verify_quarantines_what_does_not_hash_to_its_name(store: Any, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "out")
+    ref = commit_output(store, src, name="dataset")
+    first, second = (src / "d0" / "f0.bin").read_bytes(), (src / "d0" / "f3.bin").read_bytes()
+    assert len(first) != len(second)
+    same = (src / "same-a.txt").read_bytes()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_bytes(same.upper())  # the same size as "same-a.txt"
+    other = commit_output(store, tmp_path / "other", name="other")
+    a, b = blob_key(digest_bytes(same)), blob_key(digest_bytes(same.upper()))
+    swapped_a, swapped_b = store.read_bytes(b), store.read_bytes(a)
+    store.write_bytes(a, swapped_a)
+    store.write_bytes(b, swapped_b)  # two blobs of the same size swapped
+    assert verify_artifact(ref, deep=False) and verify_artifact(other, deep=False)
+    with pytest.raises(DamagedArtifact, match=r"2 of 9 files are missing or corrupted: same-a.txt, same-b.txt"):
+        verify_artifact(ref)
+    with pytest.raises(DamagedArtifact, match=r"1 of 1 files are missing or corrupted: x"):
+        verify_artifact(other)
+    assert store.size_of(a) is None and store.size_of(b) is None
+    assert len(store.list_keys("quarantine")) == 2
 
 
 def test_a_deleted_blob_is_a_cache_miss_not_a_stale_hit(store: Any, tmp_path: Path) -> None:
