@@ -15,6 +15,7 @@ from skyflow.artifacts import ArtifactRef, fetch_artifact, open_store
 from skyflow.backends.ssh import SshBackend
 from skyflow.config import SshPool
 from skyflow.errors import BackendError
+from skyflow.planner import Placement
 from tests.integration.backends.conftest import SshHost, SshKeys, SshPoolSetup, make_pool
 from tests.integration.backends.contract import make_launch
 from tests.integration.conftest import free_port
@@ -42,6 +43,9 @@ stages:
     inputs: {model: train.model}
     outputs: [report]
 """
+
+SSH_LAB = Placement(infra="ssh/lab", cloud="ssh", region="lab", zone=None, instance_type="ssh:lab", accelerators={},
+                    use_spot=False, num_nodes=1, hourly_usd=0.0, hours=0.0)
 
 
 def _skyflow_with_pool(tmp_path: Path, setup: SshPoolSetup) -> Skyflow:
@@ -83,7 +87,7 @@ def test_pipeline_crosses_between_local_and_the_pool(tmp_path: Path, loopback_po
 def test_workdir_sync_sends_only_changed_files(tmp_path: Path, loopback_pool: SshPoolSetup) -> None:
     backend = SshBackend("lab", loopback_pool.pool, known_hosts=str(loopback_pool.known_hosts))
     first = make_launch(tmp_path / "a", "cat train.sh notes.txt > $SKYFLOW_OUTPUT_MODEL/seen.txt",
-                        placement={"infra": "ssh/lab"})
+                        placement=SSH_LAB)
     (first.workdir / "notes.txt").write_text("v1\n")
     first.log_path.parent.mkdir(parents=True, exist_ok=True)
     assert backend.launch(first).wait().ok
@@ -91,10 +95,10 @@ def test_workdir_sync_sends_only_changed_files(tmp_path: Path, loopback_pool: Ss
     unchanged_ctime = (mirror / "train.sh").stat().st_ctime_ns
     (first.workdir / "notes.txt").write_text("v2 is longer\n")
     (first.workdir / "gone.txt").write_text("x")
-    again = make_launch(tmp_path / "a", first.run, stage="again", placement={"infra": "ssh/lab"})
+    again = make_launch(tmp_path / "a", first.run, stage="again", placement=SSH_LAB)
     assert backend.launch(again).wait().ok
     (first.workdir / "gone.txt").unlink()
-    third = make_launch(tmp_path / "a", first.run, stage="third", placement={"infra": "ssh/lab"})
+    third = make_launch(tmp_path / "a", first.run, stage="third", placement=SSH_LAB)
     assert backend.launch(third).wait().ok
     assert (mirror / "train.sh").stat().st_ctime_ns == unchanged_ctime
     assert (mirror / "notes.txt").read_text() == "v2 is longer\n" and not (mirror / "gone.txt").exists()
@@ -115,7 +119,7 @@ def test_unreachable_host_is_an_error_naming_it(tmp_path: Path, ssh_keys: SshKey
     pool = SshPool(hosts=(f"127.0.0.1:{port}",), identity_file=str(ssh_keys.identity_file),
                    workdir_root=str(tmp_path / "remote"))
     backend = SshBackend("lab", pool, known_hosts=None, connect_timeout_s=5)
-    launch = make_launch(tmp_path, "true", placement={"infra": "ssh/lab"})
+    launch = make_launch(tmp_path, "true", placement=SSH_LAB)
     with pytest.raises(BackendError, match=rf"cannot reach host 127\.0\.0\.1:{port}: .*Connect call failed"):
         backend.launch(launch)
 
@@ -126,13 +130,13 @@ def test_untrusted_host_key_is_refused_with_the_fix(tmp_path: Path, loopback_poo
     backend = SshBackend("lab", loopback_pool.pool, known_hosts=str(empty))
     host = loopback_pool.hosts[0]
     with pytest.raises(BackendError, match=rf"host key of .*127\.0\.0\.1:{host.port} is not trusted.*ssh-keyscan"):
-        backend.launch(make_launch(tmp_path, "true", placement={"infra": "ssh/lab"}))
+        backend.launch(make_launch(tmp_path, "true", placement=SSH_LAB))
 
 
 def test_too_many_nodes_for_the_pool_is_an_error(tmp_path: Path, loopback_pool: SshPoolSetup) -> None:
     backend = SshBackend("lab", loopback_pool.pool, known_hosts=str(loopback_pool.known_hosts))
     with pytest.raises(BackendError, match="asks for 3 nodes; ssh pool 'lab' has 2 host"):
-        backend.launch(make_launch(tmp_path, "true", num_nodes=3, placement={"infra": "ssh/lab"}))
+        backend.launch(make_launch(tmp_path, "true", num_nodes=3, placement=SSH_LAB))
 
 
 def _group_alive(pgid: int) -> bool:
@@ -189,7 +193,7 @@ def test_multi_node_stage_spreads_over_hosts_with_ranks_and_head_ip(tmp_path: Pa
     setup = make_pool(ssh_keys, netns_hosts, tmp_path / "remote")
     backend = SshBackend("lab", setup.pool.model_copy(update={"python": sys.executable}),
                          known_hosts=str(setup.known_hosts))
-    launch = make_launch(tmp_path, f"{sys.executable} node.py", num_nodes=2, placement={"infra": "ssh/lab"})
+    launch = make_launch(tmp_path, f"{sys.executable} node.py", num_nodes=2, placement=SSH_LAB)
     (launch.workdir / "node.py").write_text(MULTI_NODE.format(port=free_port()))
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
     exit_ = backend.launch(launch).wait()
@@ -202,8 +206,11 @@ def test_multi_node_stage_spreads_over_hosts_with_ranks_and_head_ip(tmp_path: Pa
 def test_multi_node_failure_on_one_host_stops_the_other(tmp_path: Path, loopback_pool: SshPoolSetup) -> None:
     backend = SshBackend("lab", loopback_pool.pool, known_hosts=str(loopback_pool.known_hosts))
     marker = tmp_path / "groups"
-    launch = make_launch(tmp_path, f'ps -o pgid= $$ >> {marker}; [ "$SKYPILOT_NODE_RANK" = 1 ] && exit 7; '
-                                   "sleep 300 & wait", num_nodes=2, placement={"infra": "ssh/lab"})
+    # node 1 fails only once both nodes have written their group, so neither ordering of their
+    # start-up can leave a group unrecorded
+    launch = make_launch(tmp_path, f'ps -o pgid= $$ >> {marker}; if [ "$SKYPILOT_NODE_RANK" = 1 ]; then '
+                                   f'while [ "$(wc -l < {marker})" -lt 2 ]; do sleep 0.05; done; exit 7; fi; '
+                                   "sleep 300 & wait", num_nodes=2, placement=SSH_LAB)
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     exit_ = backend.launch(launch).wait()

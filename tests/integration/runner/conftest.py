@@ -40,6 +40,13 @@ class Skyflow:
         assert result.returncode in (0, 1), result.stderr  # 1: the run failed or was cancelled
         return dict(json.loads(result.stdout))
 
+    def stage_state(self, run_id: str, stage: str) -> str | None:
+        """A stage's state, or None while no runner has recorded the run yet (a starting or detached one)."""
+        shown = self("status", run_id, "--json")
+        if shown.returncode == 2:  # no such run yet
+            return None
+        return str(json.loads(shown.stdout)["stages"][stage]["state"])
+
     def run_json(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
         result = self("run", *args, "--json", env=env)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

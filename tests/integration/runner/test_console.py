@@ -81,11 +81,12 @@ def test_detach_returns_at_once_and_logs_follow_waits_for_a_pending_stage(skyflo
     started = skyflow("run", "slow.yaml", "--no-lineage", "--detach", "--run-id", "bg-1", check=True)
     assert "run bg-1 started in the background" in started.stdout and "skyflow logs bg-1 STAGE -f" in started.stdout
     follower = skyflow.start("logs", "bg-1", "second", "-f")  # second is pending until first ends
-    wait_for(lambda: skyflow.status("bg-1")["stages"]["first"]["state"] == "running", what="first running")
+    wait_for(lambda: skyflow.stage_state("bg-1", "first") == "running", what="first running")
     gate.write_text("")
     out, err = follower.communicate(timeout=120)
     assert follower.returncode == 0, err
     assert out.strip() == "second-ran"
-    wait_for(lambda: skyflow.status("bg-1")["state"] == "succeeded", what="the detached run to finish")
+    wait_for(lambda: skyflow.stage_state("bg-1", "second") == "succeeded", what="the detached run to finish")
     assert (skyflow.home / "runs" / "bg-1" / "runner.log").is_file()
     assert json.loads(skyflow("status", "bg-1", "--json").stdout)["stages"]["second"]["state"] == "succeeded"
+

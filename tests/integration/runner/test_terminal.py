@@ -71,8 +71,7 @@ def test_ctrl_c_cancels_and_the_run_resumes(skyflow: Skyflow) -> None:
                   f"    run: echo waiting; while [ ! -e {gate} ]; do sleep 0.1; done\n"
                   "  after:\n    run: echo after\n    depends_on: [wait]\n")
     proc, leader = _spawn(skyflow, "run", "p.yaml", "--no-lineage", "--run-id", "tty-1")
-    wait_for(lambda: (skyflow.home / "state.db").exists() and
-             skyflow.status("tty-1")["stages"]["wait"]["state"] == "running", what="the stage to start")
+    wait_for(lambda: skyflow.stage_state("tty-1", "wait") == "running", what="the stage to start")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
     raw = _read_until_exit(proc, leader).decode("utf-8", "replace")
     assert proc.returncode == 1, raw
