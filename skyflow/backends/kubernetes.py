@@ -97,7 +97,8 @@ def default_client_factory(kubeconfig: str | None) -> Callable[[str], Any]:
         try:
             from kubernetes import config as kconfig
         except ImportError as exc:
-            raise BackendError("the Kubernetes backend needs the official client: pip install 'skyflow[k8s]'",
+            raise BackendError("the Kubernetes backend needs the official client: "
+                               "pip install -e '.[k8s]' in the skyflow checkout",
                                backend="kubernetes") from exc
         try:
             return kconfig.new_client_from_config(  # type: ignore[no-untyped-call]

@@ -49,7 +49,8 @@ def import_sky() -> Any:
     try:
         return importlib.import_module("sky")
     except ImportError as exc:
-        raise BackendError("stages placed on a cloud run through SkyPilot: pip install 'skyflow[skypilot]'",
+        raise BackendError("stages placed on a cloud run through SkyPilot: "
+                           "pip install -e '.[skypilot]' in the skyflow checkout",
                            backend="skypilot") from exc
 
 

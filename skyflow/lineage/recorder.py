@@ -73,10 +73,10 @@ def check_tracking_uri(tracking_uri: str) -> None:
         raise LineageError(
             f"lineage store {describe_tracking(tracking_uri)} is a database, which needs the full MLflow "
             "package (mlflow-skinny can only log to a tracking server). "
-            "Install it with: pip install 'skyflow[mlflow]', or set MLFLOW_TRACKING_URI=http://HOST:PORT."
+            "Install it with: pip install -e '.[mlflow]' in the skyflow checkout, or set MLFLOW_TRACKING_URI=http://HOST:PORT."
         )
     if importlib.util.find_spec("mlflow") is None:
-        raise LineageError("lineage needs MLflow: pip install 'skyflow[mlflow]'.")
+        raise LineageError("lineage needs MLflow: pip install -e '.[mlflow]' in the skyflow checkout.")
 
 
 def reachable_elsewhere(tracking_uri: str) -> bool:

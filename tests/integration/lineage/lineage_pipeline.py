@@ -36,7 +36,7 @@ def run_info(run_id: str, pipeline: str = "rlhf", *, run_key: str = "") -> RunIn
         started_at=time.time(),
         run_key=run_key,
         user="ada",
-        source_name="/work/rlhf/pipeline.yaml",
+        source_name="/pipelines/rlhf/pipeline.yaml",
         source_type="PROJECT",
     )
 

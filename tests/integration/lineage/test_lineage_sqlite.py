@@ -57,7 +57,7 @@ def test_layout_experiment_parent_and_stage_runs(home: Path, tmp_path: Path) -> 
     assert parent.data.tags["skyflow.version"] == "0.1.0"
     assert parent.data.tags["skyflow.code_digest"] == "code-42"
     assert parent.data.tags["mlflow.user"] == "ada"
-    assert parent.data.tags["mlflow.source.name"] == "/work/rlhf/pipeline.yaml"
+    assert parent.data.tags["mlflow.source.name"] == "/pipelines/rlhf/pipeline.yaml"
     assert parent.data.tags["mlflow.source.type"] == "PROJECT"
     assert parent.data.tags["mlflow.source.git.commit"] == "0123456789abcdef"
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view

@@ -87,7 +87,7 @@ def test_tracking_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_database_store_needs_the_full_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = __import__("importlib.util").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "sqlalchemy" else real_find_spec(name))
-    with pytest.raises(LineageError, match=r"pip install 'skyflow\[mlflow\]'"):
+    with pytest.raises(LineageError, match=r"pip install -e '\.\[mlflow\]' in the skyflow checkout"):
         check_tracking_uri("sqlite:////tmp/x.db")
 
 
