@@ -8,6 +8,7 @@ lineage subscribe to.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -127,8 +128,9 @@ class Session:
             self._config = load_config(self.home / "config.yaml")
         return self._config
 
-    @property
+    @functools.cached_property
     def state(self) -> RunStore:
+        """Run state, opened once per session (schema and migration checked once, one connection a thread)."""
         return RunStore(self.home / "state.db")
 
     # -- pipelines and plans --------------------------------------------------------------------

@@ -80,8 +80,8 @@ def test_detach_returns_at_once_and_logs_follow_waits_for_a_pending_stage(skyflo
                   "    inputs: {i: first.o}\n    outputs: [p]\n")
     started = skyflow("run", "slow.yaml", "--no-lineage", "--detach", "--run-id", "bg-1", check=True)
     assert "run bg-1 started in the background" in started.stdout and "skyflow logs bg-1 STAGE -f" in started.stdout
-    follower = skyflow.start("logs", "bg-1", "second", "-f")  # second is pending until first ends
     wait_for(lambda: skyflow.stage_state("bg-1", "first") == "running", what="first running")
+    follower = skyflow.start("logs", "bg-1", "second", "-f")  # second is pending until first ends
     gate.write_text("")
     out, err = follower.communicate(timeout=120)
     assert follower.returncode == 0, err
