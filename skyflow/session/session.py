@@ -166,8 +166,6 @@ class Session:
         """Run every stage of ``plan`` to the end; returns how the run ended (failures are a state, not an error)."""
         options = options or RunOptions(env=dict(self.environ))
         run_id = self.new_run_id(pipeline, run_id or options.run_id)
-        plan = self.with_stores(pipeline, plan)
-        require_reachable_stores(pipeline, plan)
         loop, writer, where = self._loop(pipeline, plan, options, lineage, tracking_uri, on_event)
         try:
             state = loop.start(run_id, target or pipeline.path, dict(overrides or {}), pipeline.spec.params, lineage)
@@ -200,8 +198,7 @@ class Session:
                              env=dict(self.environ))
         plan = Plan.from_json(run.plan) if run.plan else Plan(pipeline.name, "cost", {}, (), 0.0, 0.0)
         lineage = bool(run.options.get("lineage", True))
-        loop, writer, where = self._loop(pipeline, self.with_stores(pipeline, plan), options, lineage, tracking_uri,
-                                         on_event)
+        loop, writer, where = self._loop(pipeline, plan, options, lineage, tracking_uri, on_event)
         try:
             state = loop.resume(run_id, pipeline.spec.params)
         finally:
@@ -211,6 +208,9 @@ class Session:
     def _loop(self, pipeline: ResolvedPipeline, plan: Plan, options: RunOptions, lineage: bool,
               tracking_uri: str | None, on_event: Callable[[RunEvent], None] | None
               ) -> tuple[RunLoop, LineageWriter, str | None]:
+        """The run loop for ``plan`` (stores attached and checked reachable first), with lineage subscribed."""
+        plan = self.with_stores(pipeline, plan)
+        require_reachable_stores(pipeline, plan)
         names = list(pipeline.spec.secrets) + [n for s in pipeline.stages.values() for n in s.secrets]
         secrets = secret_values(names, options.env)
         bus = EventBus([on_event] if on_event else [])
