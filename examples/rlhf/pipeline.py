@@ -24,7 +24,7 @@ def eight_gpus() -> Resources:
 
 
 @stage(resources=eight_gpus(), setup=SETUP, outputs={"model": {"size_gb": 30}},
-       estimate={"hours": {"A100": 10, "H100": 5, "default": 12}}, retries=2)
+       estimate={"hours": {"A100": 10, "H100": 5, "local": 0.01}}, retries=2)
 def sft(corpus: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None:
     from tinyrlhf import sft as job
 
@@ -33,7 +33,7 @@ def sft(corpus: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None
 
 @stage(resources=Resources(any_of=[{"accelerators": "A100:8", "use_spot": True},
                                    {"accelerators": "H100:8", "use_spot": True}, LOCAL]),
-       setup=SETUP, outputs={"model": {"size_gb": 30}}, estimate={"hours": {"A100": 4, "H100": 2, "default": 5}},
+       setup=SETUP, outputs={"model": {"size_gb": 30}}, estimate={"hours": {"A100": 4, "H100": 2, "local": 0.01}},
        retries=2)
 def reward(base: Path, prefs: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None:
     from tinyrlhf import reward as job
@@ -43,7 +43,7 @@ def reward(base: Path, prefs: Path, outputs: dict, scale: str = "demo", seed: in
 
 @stage(resources=eight_gpus(), setup=SETUP,
        outputs={"policy": {"size_gb": 30, "kind": "model", "register": "rlhf-policy"}},
-       estimate={"hours": {"A100": 16, "H100": 8, "default": 20}}, retries=2)
+       estimate={"hours": {"A100": 16, "H100": 8, "local": 0.01}}, retries=2)
 def ppo(policy: Path, reward: Path, outputs: dict, scale: str = "demo", seed: int = 0, kl_coef: float = 0.2) -> None:
     from tinyrlhf import ppo as job
 
@@ -53,7 +53,7 @@ def ppo(policy: Path, reward: Path, outputs: dict, scale: str = "demo", seed: in
 @stage(name="eval", resources=Resources(any_of=[{"accelerators": "L4:1"}, {"accelerators": "A10G:1"}, LOCAL]),
        setup='python -c "import numpy, matplotlib" 2>/dev/null || pip install -q numpy matplotlib',
        outputs={"report": {"size_gb": 0.01, "metrics": "report.json", "artifacts": ["plot.png"]}},
-       estimate={"hours": {"L4": 1, "A10G": 1, "default": 1}})
+       estimate={"hours": {"L4": 1, "A10G": 1, "local": 0.01}})
 def evaluate(sft: Path, ppo: Path, reward: Path, outputs: dict, scale: str = "demo", seed: int = 0) -> None:
     from tinyrlhf import evaluate as job
 

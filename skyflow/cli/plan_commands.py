@@ -52,17 +52,34 @@ def _accelerators(p: Placement) -> str:
     return ", ".join(f"{n}:{c:g}" for n, c in p.accelerators.items()) or "-"
 
 
+# How the plan table says where a stage's hours come from (Placement.hours_source).
+_HOURS_FROM = {"estimate": "estimate", "history": "past runs", "fallback": "guess (1 h)"}
+
+
+def _hours_from(p: Placement) -> str:
+    return "-" if p.cached else _HOURS_FROM[p.hours_source]
+
+
+def _duration(hours: float) -> str:
+    """Hours as a person reads them: "16.14 h", "4.5 min", "12 s"."""
+    if hours >= 1:
+        return f"{hours:.2f} h"
+    if hours >= 1 / 60:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.0f} s"
+
+
 def render_plan(plan: Plan, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     table = Table(title=f"Plan for {plan.pipeline} (minimize {plan.objective})")
-    for col in ("stage", "infra", "instance", "accelerators", "spot", "$/h", "hours", "$"):
+    for col in ("stage", "infra", "instance", "accelerators", "spot", "$/h", "hours", "hours from", "$"):
         table.add_column(col, justify="right" if col in ("$/h", "hours", "$") else "left")
     for name, p in plan.stages.items():
         table.add_row(name, _infra(p), p.instance_type, _accelerators(p), "yes" if p.use_spot else "no",
-                      f"{p.hourly_usd * p.num_nodes:,.2f}", f"{p.hours:g}", f"{p.compute_usd:,.2f}")
+                      f"{p.hourly_usd * p.num_nodes:,.2f}", f"{p.hours:.3g}", _hours_from(p), f"{p.compute_usd:,.2f}")
     console.print(table)
     if plan.egress:
         moves = Table(title="Data moved")
@@ -72,7 +89,7 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
             moves.add_row(e.artifact, e.to_stage, e.source, e.target, f"{e.size_gb:g}", f"{e.usd:,.2f}")
         console.print(moves)
     console.print(f"compute ${plan.compute_usd:,.2f} + egress ${plan.egress_usd:,.2f} = "
-                  f"[bold]${plan.total_usd:,.2f}[/bold], {plan.total_hours:.2f} h on the critical path")
+                  f"[bold]${plan.total_usd:,.2f}[/bold], {_duration(plan.total_hours)} on the critical path")
     if plan.gap > 0:
         bound = "" if plan.lower_bound_usd is None else f"; no plan costs less than ${plan.lower_bound_usd:,.2f}"
         console.print(f"within {100 * plan.gap:.2f}% of the best possible (the time limit stopped the search{bound}; "

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 
 from skyflow.catalog import PriceCatalog
 from skyflow.catalog.families import ARCHES, ARM64, X86_64
-from skyflow.planner.plan import Placement
+from skyflow.planner.plan import HoursSource, Placement
 from skyflow.planner.policy import LOCAL, Policy
 from skyflow.planner.pools import pool_placements
 from skyflow.planner.reasons import no_candidates_error
 from skyflow.spec.models import Stage
 from skyflow.spec.resources import Quantity, Resources
 
-HoursSource = Literal["estimate", "history", "fallback"]
 FALLBACK_HOURS = 1.0
 
 
@@ -175,22 +173,26 @@ def _quantity_mask(q: Quantity | None, offered: np.ndarray, vcpus: np.ndarray) -
     return np.asarray(np.abs(offered - want) < 1e-9)
 
 
-def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy) -> tuple[float, HoursSource]:
-    """Hours on ``accelerator`` and where they come from.
+def stage_hours(name: str, stage: Stage, accelerator: str | None, policy: Policy, *,
+                on_local: bool = False) -> tuple[float, HoursSource]:
+    """Hours on ``accelerator`` (on this machine when ``on_local``) and where they come from.
 
-    The stage's estimate for that accelerator, else its estimate's ``default``, else the run
-    history's median for that accelerator, else the history's default, else 1 hour (the fallback).
+    The median of earlier runs of the same work measured on the same kind of place (this machine,
+    or machines with that accelerator: a laptop's demo never prices a cloud GPU); else the stage's
+    estimate (``local`` on this machine, else for that accelerator, else its ``default``); else 1
+    hour (the fallback).
     """
+    seen = policy.observed_hours.get(name, {})
+    measured = seen.get(LOCAL if on_local else (accelerator or "default"))
+    if measured is not None:
+        return measured, "history"
     estimate = stage.estimate.hours
+    if on_local and LOCAL in estimate:
+        return estimate[LOCAL], "estimate"
     if accelerator and accelerator in estimate:
         return estimate[accelerator], "estimate"
     if "default" in estimate:
         return estimate["default"], "estimate"
-    seen = policy.observed_hours.get(name, {})
-    if accelerator and accelerator in seen:
-        return seen[accelerator], "history"
-    if "default" in seen:
-        return seen["default"], "history"
     return FALLBACK_HOURS, "fallback"
 
 
@@ -204,15 +206,17 @@ def stage_placements(name: str, stage: Stage, finder: CandidateFinder) -> tuple[
     warnings: list[str] = []
     for index, req in enumerate(requests):
         found: list[Placement] = []
-        hours, _ = stage_hours(name, stage, req.accelerator[0] if req.accelerator else None, policy)
+        accelerator = req.accelerator[0] if req.accelerator else None
+        hours, source = stage_hours(name, stage, accelerator, policy, on_local=True)
         local = _local_placement(req, stage.num_nodes, hours, policy)
         if local is not None:
-            found.append(local)
+            found.append(replace(local, hours_source=source))
             if not _fits_local(req, policy):
                 warnings.append(f"stage {name!r} asks for {req.describe()}, more than the local machine has; "
                                 "placed on local because --infra local forces it")
-        found += pool_placements(req, stage.num_nodes, hours, policy)
-        found += finder.placements(req, stage.num_nodes, hours)
+        hours, source = stage_hours(name, stage, accelerator, policy)
+        remote = pool_placements(req, stage.num_nodes, hours, policy) + finder.placements(req, stage.num_nodes, hours)
+        found += [replace(p, hours_source=source) for p in remote] if source != "estimate" else remote
         disk = alternatives[index].disk_size
         if index or disk is not None:
             found = [replace(f, alternative=index, disk_size_gb=disk) for f in found]

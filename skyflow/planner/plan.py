@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from skyflow.errors import PlanningError
 
 if TYPE_CHECKING:
     from skyflow.spec.graph import ResolvedPipeline
 
-__all__ = ["LOCAL_PLACEMENT", "Alternative", "EgressCharge", "Placement", "Plan", "forced_plan"]
+__all__ = ["LOCAL_PLACEMENT", "Alternative", "EgressCharge", "HoursSource", "Placement", "Plan", "forced_plan"]
+
+# Where a placement's hours come from (see candidates.stage_hours).
+HoursSource = Literal["estimate", "history", "fallback"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Placement:
     located_at: str | None = None
     # The artifact store the stage reads and writes; attached after planning (see with_stores).
     store_uri: str | None = None
+    # Where ``hours`` come from: "estimate" (the stage's), "history" (earlier runs of the same work
+    # on the same kind of machine) or "fallback" (neither: 1 hour assumed).
+    hours_source: HoursSource = "estimate"
 
     @property
     def compute_usd(self) -> float:
@@ -52,10 +58,12 @@ class Placement:
             "instance_type": self.instance_type,
             "accelerators": {k: int(v) if float(v).is_integer() else v for k, v in self.accelerators.items()},
             "use_spot": self.use_spot, "num_nodes": self.num_nodes, "hourly_usd": _usd(self.hourly_usd),
-            "hours": round(self.hours, 4), "compute_usd": _usd(self.compute_usd),
+            "hours": round(self.hours, 6), "compute_usd": _usd(self.compute_usd),
         }
         if self.cached:
             out["cached"] = True
+        if self.hours_source != "estimate" and not self.cached:  # absent: the stage's own estimate
+            out["hours_source"] = self.hours_source
         for key in ("alternative", "disk_size_gb", "located_at", "store_uri"):
             value = getattr(self, key)
             if value:  # absent when unset, so plans of simple stages read as before
@@ -75,7 +83,8 @@ class Placement:
                 hourly_usd=float(data.get("hourly_usd", 0.0)), hours=float(data.get("hours", 0.0)),
                 cached=bool(data.get("cached", False)), alternative=int(data.get("alternative", 0)),
                 disk_size_gb=None if data.get("disk_size_gb") is None else int(data["disk_size_gb"]),
-                located_at=_opt_str(data.get("located_at")), store_uri=_opt_str(data.get("store_uri")))
+                located_at=_opt_str(data.get("located_at")), store_uri=_opt_str(data.get("store_uri")),
+                hours_source=_hours_source(data.get("hours_source")))
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanningError(f"not a stage placement: {dict(data)!r} ({exc})") from exc
 
@@ -232,6 +241,11 @@ def forced_plan(pipeline: ResolvedPipeline, infra: str) -> Plan:
             num_nodes=stage.num_nodes, hourly_usd=0.0, hours=0.0, disk_size_gb=res.disk_size)
     return Plan(pipeline=pipeline.name, objective="cost", stages=placements, egress=(), total_usd=0.0,
                 total_hours=0.0, solver="forced")
+
+
+def _hours_source(value: Any) -> HoursSource:
+    """A stored source, or "estimate" for plans written before sources were kept."""
+    return cast(HoursSource, value) if value in get_args(HoursSource) else "estimate"
 
 
 def _opt_str(value: Any) -> str | None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from skyflow.planner.candidates import FALLBACK_HOURS, CandidateFinder, Request, stage_hours
+from skyflow.planner.candidates import FALLBACK_HOURS, CandidateFinder, Request
 from skyflow.planner.plan import Placement
 from skyflow.planner.policy import LOCAL
 from skyflow.spec.graph import ResolvedPipeline
 
-_OWN_MACHINES = (LOCAL, "ssh", "kubernetes")
+_OWN_MACHINES = (LOCAL, "ssh", "kubernetes", "ray")
 
 
 def plan_warnings(pipeline: ResolvedPipeline, stages: dict[str, Placement], finder: CandidateFinder) -> list[str]:
     """Warnings about the chosen placements (cached copies run nothing and get none)."""
     on_gpus: dict[str, list[str]] = {}  # warning text (without the stage names) -> stages
     bare: list[str] = []  # stages without any estimate or history
+    here: list[str] = []  # stages on this machine, whose estimate has no hours for it
     out: list[str] = []
     for name, placed in stages.items():
         if placed.cached:
@@ -22,17 +23,25 @@ def plan_warnings(pipeline: ResolvedPipeline, stages: dict[str, Placement], find
         req = Request.of(stage.resources.alternatives()[placed.alternative])
         if not req.accelerator and placed.accelerators and placed.cloud not in _OWN_MACHINES:
             on_gpus.setdefault(_gpu_for_cpu_stage(req, placed, finder), []).append(name)
-        accelerator = req.accelerator[0] if req.accelerator else None
-        if stage_hours(name, stage, accelerator, finder.policy)[1] != "fallback":
+        if placed.hours_source != "fallback":
             continue
+        accelerator = req.accelerator[0] if req.accelerator else None
         if not stage.estimate.hours:
             bare.append(name)
-            continue
-        out.append(f"stage {name!r} is planned on {accelerator or 'a machine without accelerators'}, for which "
-                   f"neither its estimate nor the run history has hours: priced at {FALLBACK_HOURS:g} h, the "
-                   f"fallback. Add {accelerator or 'default'}: N to its estimate hours.")
+        elif placed.cloud == LOCAL:
+            here.append(name)
+        else:
+            out.append(f"stage {name!r} is planned on {accelerator or 'a machine without accelerators'}, for "
+                       f"which neither its estimate nor the run history has hours: priced at {FALLBACK_HOURS:g} h, "
+                       f"the fallback. Add {accelerator or 'default'}: N to its estimate hours.")
     out = [f"{_stages(names)} {'asks' if len(names) == 1 else 'ask'} for no accelerator but "
            f"{'is' if len(names) == 1 else 'are'} planned on {text}" for text, names in on_gpus.items()] + out
+    if here:
+        one = len(here) == 1
+        out.append(f"{_stages(here)} {'runs' if one else 'run'} on this machine, for which {'its' if one else 'their'} "
+                   f"estimate has no hours and no earlier run of the same work was measured: "
+                   f"{FALLBACK_HOURS:g} h{'' if one else ' each'} assumed. Add local: N to the estimate hours, "
+                   "or run it once: the time measured is used after.")
     if bare:
         one = len(bare) == 1
         out.append(f"{_stages(bare)} {'has' if one else 'have'} no estimate and no run history: priced at "

@@ -107,6 +107,8 @@ class Policy:
     enabled_clouds: tuple[str, ...] | None = None
     local: LocalCapacity = field(default_factory=LocalCapacity)
     pools: tuple[PoolLocation, ...] = ()
+    # Per stage, hours measured by earlier runs of the same work, keyed by where: "local" (this
+    # machine) or the accelerator name ("default" for machines without one).
     observed_hours: dict[str, dict[str, float]] = field(default_factory=dict)
     observed_size_gb: dict[str, float] = field(default_factory=dict)
     transfer_gb_per_hour: float = DEFAULT_TRANSFER_GB_PER_HOUR

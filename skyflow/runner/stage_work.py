@@ -18,6 +18,7 @@ from skyflow.runner.decisions import retry_decision
 from skyflow.runner.events import INPUTS, RETRYING, SERVING, RunEvent
 from skyflow.runner.launches import build_launch, planned_stage
 from skyflow.spec.graph import DataEdge
+from skyflow.spec.work import work_key
 from skyflow.states import DONE, StageState
 
 __all__ = ["StageOutcome", "StageWork"]
@@ -61,7 +62,8 @@ class StageWork:
         planned = planned_stage(spec, placement)
         ctx.state.set_stage(ctx.run_id, name, infra=placement.infra,
                             accelerator=next(iter(placement.accelerators), None), hourly_usd=placement.hourly_usd,
-                            num_nodes=planned.num_nodes, estimated_usd=placement.compute_usd)
+                            num_nodes=planned.num_nodes, estimated_usd=placement.compute_usd,
+                            work_key=work_key(ctx.pipeline.name, name, spec))
         store = ctx.store_for(name)
         input_refs = self._input_refs(store)
         code = self.code_digest()

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import RunError
 from skyflow.home import skyflow_home
+from skyflow.planner.policy import LOCAL
 from skyflow.processes import group_is_ours, process_start
 from skyflow.statedb import StateDB
 
@@ -45,6 +47,9 @@ CREATE TABLE IF NOT EXISTS transfers (
 CREATE INDEX IF NOT EXISTS stages_by_name ON stages (stage, state);
 """
 
+# The history key of durations measured on this machine (see RunStore.history): the planner's name for it.
+HISTORY_LOCAL = LOCAL
+
 
 @dataclass(frozen=True)
 class StageRow:
@@ -72,6 +77,8 @@ class StageRow:
     outputs: dict[str, ArtifactRecord] = field(default_factory=dict)
     # Times this stage was reset in this run because an output of it was found damaged in its store.
     heals: int = 0
+    # What work the stage did (skyflow.spec.work.work_key): past durations of the same work price plans.
+    work_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class RunStore(StateDB):
         """Columns added after a state DB was made are added in place (old runs keep working)."""
         added = (("stages", "endpoint", "TEXT"), ("stages", "remote_handle", "TEXT"),
                  ("stages", "group_starts", "TEXT"), ("stages", "heals", "INTEGER NOT NULL DEFAULT 0"),
-                 ("runs", "runner_start", "TEXT"))
+                 ("runs", "runner_start", "TEXT"), ("stages", "work_key", "TEXT"))
         for table, column, kind in added:
             if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
                 try:
@@ -266,20 +273,32 @@ class RunStore(StateDB):
         args: tuple[Any, ...] = (pipeline, limit) if pipeline else (limit,)
         return [self.get_run(r[0]) for r in self._conn().execute(query, args)]
 
-    def history(self, stage_names: list[str]) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
-        """Past durations (hours, by accelerator) and output sizes (GB) of successful stages."""
+    def history(self, pipeline: str, work_keys: Mapping[str, str]
+                ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+        """Past durations (hours) and output sizes (GB) of the successful runs of stages of ``pipeline``
+        that did the same work (``work_keys``: stage name -> `skyflow.spec.work.work_key`). Hours are
+        keyed by where they were measured: ``"local"`` for this machine, else the accelerator name
+        (``"default"`` for none), so that a run on a laptop never prices a cloud machine."""
         hours: dict[str, dict[str, list[float]]] = {}
         sizes: dict[str, list[float]] = {}
+        if not work_keys:
+            return hours, sizes
         db = self._conn()
-        marks = ",".join("?" * len(stage_names))
-        for r in db.execute(f"SELECT stage, accelerator, duration_s FROM stages WHERE state='succeeded' "
-                            f"AND duration_s IS NOT NULL AND stage IN ({marks})", stage_names):
-            key = r["accelerator"] or "default"
-            hours.setdefault(r["stage"], {}).setdefault(key, []).append(r["duration_s"] / 3600)
-        for r in db.execute(f"SELECT o.stage, o.name, o.size_bytes FROM outputs o JOIN stages s ON "
-                            f"o.run_id=s.run_id AND o.stage=s.stage WHERE s.state='succeeded' AND o.stage IN "
-                            f"({marks})", stage_names):
-            sizes.setdefault(f"{r['stage']}.{r['name']}", []).append(r["size_bytes"] / 1e9)
+        wanted = set(work_keys.items())
+        marks = ",".join("?" * len(work_keys))
+        rows = db.execute(f"SELECT s.stage, s.work_key, s.infra, s.accelerator, s.duration_s FROM stages s JOIN runs r "
+                          f"ON r.run_id=s.run_id WHERE r.pipeline=? AND s.state='succeeded' AND s.duration_s IS NOT "
+                          f"NULL AND s.work_key IN ({marks})", (pipeline, *work_keys.values()))
+        for r in rows:
+            if (r["stage"], r["work_key"]) in wanted:
+                where = HISTORY_LOCAL if r["infra"] == HISTORY_LOCAL else (r["accelerator"] or "default")
+                hours.setdefault(r["stage"], {}).setdefault(where, []).append(r["duration_s"] / 3600)
+        rows = db.execute(f"SELECT o.stage, o.name, o.size_bytes, s.work_key FROM outputs o JOIN stages s ON "
+                          f"o.run_id=s.run_id AND o.stage=s.stage JOIN runs r ON r.run_id=s.run_id WHERE r.pipeline=? "
+                          f"AND s.state='succeeded' AND s.work_key IN ({marks})", (pipeline, *work_keys.values()))
+        for r in rows:
+            if (r["stage"], r["work_key"]) in wanted:
+                sizes.setdefault(f"{r['stage']}.{r['name']}", []).append(r["size_bytes"] / 1e9)
         return hours, sizes
 
     def outputs_for_cache_key(self, key: str) -> dict[str, ArtifactRecord] | None:

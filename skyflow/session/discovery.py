@@ -19,6 +19,7 @@ from skyflow.planner.policy import DEFAULT_TIME_LIMIT_S
 from skyflow.runner.artifact_io import predict_cached_copies
 from skyflow.runner.state import RunStore
 from skyflow.spec.graph import ResolvedPipeline
+from skyflow.spec.work import work_key
 
 __all__ = ["KUBERNETES_MAX_NODES", "PlanningOptions", "build_policy", "cached_copies", "detect_enabled_clouds",
            "load_prices", "pools_from_config"]
@@ -86,10 +87,13 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 
 def median_history(pipeline: ResolvedPipeline, home: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Median past hours (per stage and accelerator) and output sizes (GB) from run state."""
+    """Median past hours and output sizes (GB) of this pipeline's stages, from earlier runs that did
+    the same work (see `skyflow.spec.work`); hours per stage keyed by where they were measured
+    ("local" for this machine, else the accelerator)."""
     if not (home / "state.db").is_file():  # no runs yet: don't create a state DB to plan
         return {}, {}
-    hours, sizes = RunStore(home / "state.db").history(list(pipeline.order))
+    keys = {name: work_key(pipeline.name, name, stage) for name, stage in pipeline.stages.items()}
+    hours, sizes = RunStore(home / "state.db").history(pipeline.name, keys)
     return ({s: {a: statistics.median(v) for a, v in per.items()} for s, per in hours.items()},
             {k: statistics.median(v) for k, v in sizes.items()})
 

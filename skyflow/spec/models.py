@@ -105,7 +105,8 @@ def _inside_output(path: str, field: str) -> str:
 
 
 class Estimate(SpecModel):
-    """Expected run time, per accelerator name or one number for all."""
+    """Expected run time, per accelerator name, ``local`` (on this machine, e.g. a demo size) and
+    ``default`` (anything not named), or one number for all."""
 
     hours: dict[str, float] = Field(default_factory=dict)
 
@@ -120,11 +121,12 @@ class Estimate(SpecModel):
 
             out = {}
             for key, hours in value.items():
-                name = "default" if str(key).lower() == "default" else canonical_accelerator(str(key))
+                word = str(key).lower()
+                name = word if word in ("default", "local") else canonical_accelerator(str(key))
                 if name is None:
                     raise custom_error("unknown_accelerator", "estimate names no such accelerator {value!r}",
                                        value=key, matches=close_matches(str(key), known_accelerators()),
-                                       hint="Use accelerator names or 'default'.")
+                                       hint="Use accelerator names, 'local' (this machine) or 'default'.")
                 out[name] = hours
             return out
         return value
@@ -137,11 +139,6 @@ class Estimate(SpecModel):
                 raise custom_error("bad_estimate", "estimate for {key} must be positive hours, got {value!r}",
                                    key=key, value=hours, hint="Write estimate: {hours: 10}.")
         return value
-
-    def hours_for(self, accelerator: str | None) -> float:
-        if accelerator and accelerator in self.hours:
-            return self.hours[accelerator]
-        return self.hours.get("default", 1.0)
 
 
 class Sync(SpecModel):
