@@ -13,6 +13,7 @@ from typing import Any
 from skyflow.artifacts import ArtifactRef, ArtifactStore, open_store
 from skyflow.backends.base import Backend, StageHandle
 from skyflow.backends.registry import BackendPool
+from skyflow.catalog import EgressModel
 from skyflow.errors import BackendError
 from skyflow.planner import Placement, Plan
 from skyflow.runner import artifact_io
@@ -55,6 +56,8 @@ class RunContext:
     secrets: dict[str, str]
     # Opens each stage's MLflow run as it starts (lineage on); its variables reach the stage's process.
     stage_runs: StageRunOpener | None = None
+    # The egress prices the plan was made with: what data really moved is priced by the same rules.
+    egress: EgressModel | None = None
     run_id: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
@@ -91,9 +94,23 @@ class RunContext:
                 started = time.monotonic()
                 ref = artifact_io.import_external(store, name, location)
                 self.state.record_transfer(self.run_id, stage, f"import {name}={ref.digest}", ref.size_bytes,
-                                           time.monotonic() - started)
+                                           time.monotonic() - started, self.moved_usd(name, stage, ref.size_bytes))
                 self._imports[key] = ref
             return self._imports[key]
+
+    def moved_usd(self, artifact: str, stage: str, size_bytes: int) -> float:
+        """What moving ``size_bytes`` of ``artifact`` (a pipeline input or ``stage.output``) to where
+        ``stage`` runs cost: the bytes really moved, priced by the egress rule the plan applied to that
+        move (its source and target). 0 when the plan moved nothing there (same location, free)."""
+        target = self.plan.placement(stage).infra
+        charge = next((c for c in self.plan.egress if c.artifact == artifact and c.target == target), None)
+        if charge is None or size_bytes <= 0:
+            return 0.0
+        if self.egress is None:  # no prices at hand: the plan's own rate for that move
+            return charge.usd * size_bytes / 1e9 / charge.size_gb if charge.size_gb > 0 else 0.0
+        where = {p.infra: p.located_at for p in self.plan.stages.values() if p.located_at}
+        return self.egress.estimate_egress_usd(size_bytes / 1e9, where.get(charge.source, charge.source),
+                                               where.get(charge.target, charge.target))
 
     def backend_for(self, stage: str) -> Backend:
         infra = self.plan.placement(stage).infra

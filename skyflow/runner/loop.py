@@ -161,7 +161,8 @@ class RunLoop:
         ctx = self.ctx
         run = ctx.state.get_run(self.run_id)
         outcome = run_outcome({n: s.state for n, s in run.stages.items()})
-        actual = sum(s.cost_usd or 0.0 for s in run.stages.values())
+        # Compute as run, plus the data really moved, each transfer priced by the rule that applied.
+        actual = sum(s.cost_usd or 0.0 for s in run.stages.values()) + ctx.state.egress_usd(self.run_id)
         ctx.state.set_run(self.run_id, state=outcome, ended_at=time.time(), actual_usd=actual, runner_pid=None)
         ctx.emit(RunEvent(run_ended(outcome), None, self.run_id, cost_usd=actual, run_id=self.run_id,
                           totals={"actual_usd": actual, "estimated_usd": run.estimated_usd or 0.0}))

@@ -66,6 +66,8 @@ class StageWork:
                             work_key=work_key(ctx.pipeline.name, name, spec))
         store = ctx.store_for(name)
         input_refs = self._input_refs(store)
+        egress_gb, egress_usd = ctx.state.stage_egress(ctx.run_id, name)
+        ctx.state.set_stage(ctx.run_id, name, egress_gb=egress_gb, egress_usd=egress_usd)
         code = self.code_digest()
         ctx.emit(RunEvent(INPUTS, name, code, run_id=ctx.run_id, inputs=tuple(
             ArtifactRecord(edge.ref, self._lineage_uri(edge.kind, edge.artifact, input_refs[edge.input_name].uri),
@@ -125,16 +127,12 @@ class StageWork:
                     except DamagedArtifact as exc:
                         raise self._rerun_producer(edge, record.digest, exc, ref.store) from exc
                     ctx.state.record_transfer(ctx.run_id, self.name, f"{edge.input_name}={ref.digest}", stats.bytes,
-                                              stats.seconds, self._egress_usd(edge.ref))
+                                              stats.seconds, ctx.moved_usd(edge.ref, self.name, stats.bytes))
                 refs[edge.input_name] = ref
             else:
                 location = artifact_io.external_location(ctx.pipeline, edge.artifact)
                 refs[edge.input_name] = ctx.import_input(store, edge.ref, location, self.name)
         return refs
-
-    def _egress_usd(self, artifact: str) -> float:
-        """What the plan priced moving ``artifact`` to this stage (0 when it priced nothing)."""
-        return sum(e.usd for e in self.ctx.plan.egress if e.artifact == artifact and e.to_stage == self.name)
 
     def _lineage_uri(self, kind: str, artifact: str, committed_uri: str) -> str:
         """Raw data keeps its own URI in lineage; stage outputs their committed one."""

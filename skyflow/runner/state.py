@@ -238,6 +238,18 @@ class RunStore(StateDB):
                        (run_id, stage, artifact, size_bytes, seconds, egress_usd))
 
     # -- reads --------------------------------------------------------------------------------
+    def stage_egress(self, run_id: str, stage: str) -> tuple[float, float]:
+        """GB moved into the stage at a price in this run, and what they cost (USD)."""
+        row = self._conn().execute("SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(egress_usd), 0) FROM transfers "
+                                   "WHERE run_id=? AND stage=? AND egress_usd > 0", (run_id, stage)).fetchone()
+        return row[0] / 1e9, float(row[1])
+
+    def egress_usd(self, run_id: str) -> float:
+        """What the data moved in this run cost, over every transfer."""
+        row = self._conn().execute("SELECT COALESCE(SUM(egress_usd), 0) FROM transfers WHERE run_id=?",
+                                   (run_id,)).fetchone()
+        return float(row[0])
+
     def has_run(self, run_id: str) -> bool:
         return self._conn().execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
 

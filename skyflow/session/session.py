@@ -23,6 +23,7 @@ from typing import Any
 
 from skyflow.backends.base import Backend, Leftover, RenderingBackend, ServiceBackend
 from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
+from skyflow.catalog import EgressModel, load_egress
 from skyflow.config import SkyflowConfig, load_config
 from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
@@ -121,6 +122,8 @@ class Session:
     backend_extra: dict[str, Any] = field(default_factory=dict)
     # Backends by kind (local, ssh, kubernetes, skypilot) used instead of opening them (a FakeBackend in tests).
     backends: dict[str, Backend] = field(default_factory=dict)
+    # The egress prices of this session's last plan; a run prices the data it really moves with them.
+    _egress: EgressModel | None = field(default=None, repr=False)
 
     @property
     def config(self) -> SkyflowConfig:
@@ -145,6 +148,7 @@ class Session:
         """The cheapest (or fastest) plan over what this machine and config offer."""
         options = options or PlanningOptions()
         catalog, egress = load_prices(options)
+        self._egress = egress
         return plan_pipeline(pipeline, catalog, egress, self.policy(pipeline, options, no_cache=no_cache))
 
     def with_stores(self, pipeline: ResolvedPipeline, plan: Plan) -> Plan:
@@ -222,7 +226,8 @@ class Session:
         context = BackendContext(config=self.config, on_line=lambda stage, line: bus(RunEvent(LOG, stage, line)),
                                  max_parallel=options.max_parallel, extra=dict(self.backend_extra))
         ctx = RunContext(pipeline=pipeline, plan=plan, state=state, backends=BackendPool(context, self.backends),
-                         options=options, emit=bus, home=self.home, secrets=secrets, stage_runs=subscriber)
+                         options=options, emit=bus, home=self.home, secrets=secrets, stage_runs=subscriber,
+                         egress=self._egress or load_egress(None, None))
         loop = RunLoop(ctx)
         if threading.current_thread() is threading.main_thread():
             install_signal_handlers(loop)
