@@ -118,20 +118,40 @@ class JobController:
         self.thread.start()
 
     def _watch(self) -> None:
+        """Watch Jobs as a controller does: list first (the state between two watches is never
+        missed: a Job created or deleted while no watch was open is found by the list), then watch
+        for changes until the watch times out, and list again."""
         from kubernetes import watch
 
         while not self._stop.is_set():
-            stream = watch.Watch()
             try:
+                self._reconcile(self.batch.list_namespaced_job(NAMESPACE).items)
+                stream = watch.Watch()
                 for event in stream.stream(self.batch.list_namespaced_job, NAMESPACE, _request_timeout=1):
                     job = event["object"]
-                    if event["type"] == "ADDED" and job.metadata.name not in self.seen:
-                        self.seen.append(job.metadata.name)
-                        threading.Thread(target=self._run_job, args=(job,), daemon=True).start()
+                    if event["type"] == "ADDED":
+                        self._adopt(job)
                     elif event["type"] == "DELETED":
                         self._collect(job.metadata.name)
-            except Exception:  # the watch timed out or the server went away: watch again
+            except Exception:  # the watch timed out or the server went away: list and watch again
                 continue
+
+    def _reconcile(self, jobs: list[Any]) -> None:
+        """Start every listed Job not yet seen; collect every running Job no longer listed."""
+        for job in jobs:
+            self._adopt(job)
+        listed = {job.metadata.name for job in jobs}
+        with self._lock:
+            gone = [name for name in self.procs if name not in listed]
+        for name in gone:
+            self._collect(name)
+
+    def _adopt(self, job: Any) -> None:
+        with self._lock:
+            if job.metadata.name in self.seen:
+                return
+            self.seen.append(job.metadata.name)
+        threading.Thread(target=self._run_job, args=(job,), daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

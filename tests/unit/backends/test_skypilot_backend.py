@@ -8,7 +8,9 @@ the stage wrapper would write its result to is a real local directory.
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import shlex
 import sys
 import threading
@@ -30,6 +32,9 @@ from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyS
 from skyflow.config import SkyflowConfig, SkyPilotConfig
 from skyflow.errors import BackendError
 from skyflow.planner import Placement
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sky_signatures import SKY_PYTHON, CallShapes, Recording, real_signatures
 
 SECRET = "hf_s3cr3t"
 
@@ -115,11 +120,23 @@ class FakeSky(types.ModuleType):
         return [name for name, _ in self.calls]
 
 
+@pytest.fixture(scope="session")
+def sdk_signatures() -> dict[str, inspect.Signature] | None:
+    found = real_signatures()
+    if found is None and os.environ.get("CI"):
+        pytest.fail(f"{SKY_PYTHON} is missing: tests/services/prepare.sh installs SkyPilot there")
+    return found
+
+
 @pytest.fixture
-def sky(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSky]:
-    fake = FakeSky()
-    monkeypatch.setitem(sys.modules, "sky", fake)
+def sky(monkeypatch: pytest.MonkeyPatch, sdk_signatures: dict[str, inspect.Signature] | None) -> Iterator[FakeSky]:
+    """The fake, seen by skyflow through a recorder: after the test, every call skyflow made must bind
+    to the real SDK's signature of that name (a fake that accepts what SkyPilot would refuse proves nothing)."""
+    fake, shapes = FakeSky(), CallShapes()
+    monkeypatch.setitem(sys.modules, "sky", Recording(fake, shapes))
     yield fake
+    if sdk_signatures is not None:
+        assert shapes.mismatches(sdk_signatures) == []
 
 
 def _launch(tmp_path: Path, *, use_spot: bool = False, stage_spec: dict[str, Any] | None = None) -> StageLaunch:
@@ -328,3 +345,17 @@ def _installer_config(script: str) -> dict[str, Any]:
     """The JSON the bootstrap hands its installer (the last single-quoted argument)."""
     quoted = script.split(" -I -c ", 1)[1].split(") || exit", 1)[0]
     return dict(json.loads(shlex.split(quoted)[1]))
+
+
+def test_the_signature_check_refuses_calls_the_real_sdk_would_refuse(
+        sdk_signatures: dict[str, inspect.Signature] | None) -> None:
+    if sdk_signatures is None:
+        pytest.skip("SkyPilot's venv is not here (tests/services/prepare.sh makes it)")
+    shapes = CallShapes([("jobs.launch", 1, ("cluster_name",)),  # jobs.launch names it `name`
+                         ("tail_logs", 1, ("follow",)),  # job_id is required
+                         ("down", 4, ()),  # down(cluster_name, purge, graceful, graceful_timeout); a 5th is not
+                         ("down", 5, ()), ("launch", 1, ("cluster_name", "down")), ("sky.nothing", 0, ())])
+    wrong = shapes.mismatches(sdk_signatures)
+    assert len(wrong) == 4
+    assert "jobs.launch" in wrong[0] and "tail_logs" in wrong[1] and "down(5 positional" in wrong[2]
+    assert "does not know" in wrong[3]
