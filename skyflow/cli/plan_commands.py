@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -30,9 +33,10 @@ def plan(target: str, set_: tuple[str, ...], planning: PlanningOptions, explain:
     from skyflow.session.discovery import load_prices
     from skyflow.spec.params import parse_overrides
 
+    started = time.monotonic()  # the time limit bounds the whole command, loading included
     session = Session()
     pipeline = session.load(target, parse_overrides(set_))
-    result = session.plan(pipeline, planning, no_cache=no_cache)
+    result = session.plan(pipeline, planning, no_cache=no_cache, started=started, progress=terminal_progress())
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
@@ -42,6 +46,20 @@ def plan(target: str, set_: tuple[str, ...], planning: PlanningOptions, explain:
         policy = session.policy(pipeline, planning, no_cache=no_cache)
         render_alternatives(explain, result.stages.get(explain),
                             explain_stage(pipeline, catalog, egress, policy, result, explain))
+
+
+def terminal_progress(after_s: float = 1.0) -> Callable[[str], None] | None:
+    """Print planning progress on stderr once planning has taken ``after_s``, only on a terminal
+    (stdout, where --json goes, is never written)."""
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(message: str) -> None:
+        if time.monotonic() - started >= after_s:
+            click.echo(f"planning: {message}", err=True)
+
+    return show
 
 
 def _infra(p: Placement) -> str:

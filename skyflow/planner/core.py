@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from skyflow.catalog import EgressModel, PriceCatalog
 from skyflow.errors import PlanningError
+from skyflow.planner.budget import Budget, Progress
 from skyflow.planner.candidates import CandidateFinder, stage_placements
 from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.plan import Alternative, Placement, Plan
@@ -28,26 +30,38 @@ from skyflow.planner.solve import (
 )
 from skyflow.spec.graph import ResolvedPipeline
 
+# Of the time limit, the baseline (every stage on one cloud) may take this share of what is left.
+_BASELINE_SHARE = 0.15
+
 
 def plan_pipeline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
-                  policy: Policy | None = None, *, baseline: bool = True) -> Plan:
-    """The exact optimum under ``policy``: cheapest (by default), fastest, or within deadline/budget."""
+                  policy: Policy | None = None, *, baseline: bool = True, started: float | None = None,
+                  clock: Callable[[], float] | None = None, progress: Progress | None = None) -> Plan:
+    """The exact optimum under ``policy``: cheapest (by default), fastest, or within deadline/budget.
+
+    ``policy.time_limit_s`` bounds the whole call, counted from ``started`` on ``clock`` (default: now,
+    on ``time.monotonic``); past it the best plan found comes back with its proven bound and gap.
+    ``progress`` hears what planning is doing (one line at a time), for a caller that shows it.
+    """
     policy = policy or Policy()
+    budget = Budget(policy.solver_time_limit_s, clock=clock, started=started, progress=progress)
     finder = CandidateFinder(catalog, policy)
+    budget.report(f"finding candidates for {len(pipeline.order)} stages")
     problem, warnings = _problem(pipeline, catalog, egress, policy, finder)
-    solved = solve(problem, policy)
+    base_usd, base_cloud = (_baseline(pipeline, catalog, egress, policy, budget.part(_BASELINE_SHARE))
+                            if baseline else (None, None))
+    solved = solve(problem, policy, budget)
     choice, solver = solved.choice, solved.solver
     result = evaluate(problem, choice)
     stages = {name: problem.options[s][choice[s]] for s, name in enumerate(problem.names)}
-    base_usd, base_cloud = (_baseline(pipeline, catalog, egress, policy) if baseline else (None, None))
     reused = baseline and any(p.cached for p in stages.values())
     return Plan(
         pipeline=pipeline.name, objective=policy.minimize, stages=stages,
         egress=result.egress, total_usd=result.total_usd, total_hours=result.hours,
         baseline_usd=base_usd, baseline_cloud=base_cloud,
         warnings=tuple(warnings + plan_warnings(pipeline, stages, finder)), solver=solver,
-        recompute_usd=_recompute_usd(pipeline, catalog, egress, policy) if reused else None,
-        stats={"options": float(sum(len(o) for o in problem.options))},
+        recompute_usd=_recompute_usd(pipeline, catalog, egress, policy, budget.part(1.0)) if reused else None,
+        stats={"options": float(sum(len(o) for o in problem.options)), "planning_s": budget.elapsed()},
         **_bounds(solved, result.total_usd, result.hours, policy.minimize),
     )
 
@@ -74,9 +88,9 @@ class Solved:
     hours_bound: float | None = None
 
 
-def solve(problem: Problem, policy: Policy) -> Solved:
-    """The plan, exact unless the integer program ran out of ``policy.time_limit_s``."""
-    limit = policy.solver_time_limit_s
+def solve(problem: Problem, policy: Policy, budget: Budget | None = None) -> Solved:
+    """The plan, exact unless the integer program ran out of the budget (default: ``policy.time_limit_s``)."""
+    budget = budget or Budget(policy.solver_time_limit_s)
     keep = merge_interchangeable(problem, cheapest_per_location(problem))
     if not policy.uses_time:
         keep = prune_dominated(problem, keep)
@@ -84,18 +98,21 @@ def solve(problem: Problem, policy: Policy) -> Solved:
             return Solved([int(k[0]) for k in keep], "trivial")
         if is_forest(problem):
             return Solved(solve_forest(problem, keep), "dp")
-        found = solve_milp_bounded(problem, keep, start=good_start(problem, keep), time_limit_s=limit)
+        budget.report(f"searching {sum(len(k) for k in keep):,} placements of {len(keep):,} stages for a start")
+        found = solve_milp_bounded(problem, keep, start=good_start(problem, keep, budget=budget), budget=budget)
         return Solved(found.choice, "milp", found.cost_bound)
     keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
     # Without a deadline or budget every plan is feasible: a cheap one is there to return if the
     # budget runs out before HiGHS finds its own (with them, none is known to be feasible).
-    start = None if limit is None or policy.deadline_h or policy.max_cost_usd else good_start(problem, keep)
+    start: list[int] | None = None
+    if budget.limited and not policy.deadline_h and not policy.max_cost_usd:
+        start = good_start(problem, keep, budget=budget)
     try:
         found = solve_milp_bounded(problem, keep, with_time=True, deadline_h=policy.deadline_h,
                                    max_cost_usd=policy.max_cost_usd, minimize=policy.minimize, start=start,
-                                   time_limit_s=limit)
+                                   budget=budget)
     except InfeasibleError:
-        raise infeasible_error(problem, keep, policy) from None
+        raise infeasible_error(problem, keep, policy, budget.part(1.0)) from None
     return Solved(found.choice, "milp", found.cost_bound, found.hours_bound)
 
 
@@ -124,36 +141,50 @@ def _all_options(problem: Problem, s: int) -> np.ndarray:
 
 
 def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
-              policy: Policy) -> tuple[float | None, str | None]:
+              policy: Policy, budget: Budget) -> tuple[float | None, str | None]:
     """The cheapest plan that runs every stage on one cloud, on demand (what one would do by hand).
 
     It reuses the same cached outputs the plan may reuse, wherever they are, so that the saving
-    compares where stages run, not what the cache spared (that is `Plan.recompute_usd`).
+    compares where stages run, not what the cache spared (that is `Plan.recompute_usd`). Candidates
+    are found once over every cloud and kept per cloud. Under a time limit it gets a share of the
+    budget; a cloud's plan not proven cheapest by then is still a plan on that cloud.
     """
     best: tuple[float | None, str | None] = (None, None)
     on_demand = _on_demand(pipeline)
-    for cloud in policy.clouds_considered(catalog.clouds):
-        single = dataclasses.replace(policy, objective="cost", deadline_h=None, max_cost_usd=None,
-                                     allowed_clouds=(cloud,), all_clouds=True,
+    clouds = policy.clouds_considered(catalog.clouds)
+    budget.report(f"pricing the baseline: every stage on one of {len(clouds)} clouds")
+    anywhere = dataclasses.replace(policy, objective="cost", deadline_h=None, max_cost_usd=None,
+                                   allowed_clouds=clouds, all_clouds=True, infra=None)
+    finder = CandidateFinder(catalog, anywhere)
+    try:
+        options = {name: stage_placements(name, on_demand.stages[name], finder)[0] for name in on_demand.order}
+    except PlanningError:
+        return best
+    for i, cloud in enumerate(clouds):
+        single = dataclasses.replace(anywhere, allowed_clouds=(cloud,),
                                      infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud))
-        try:
-            problem, _ = _problem(on_demand, catalog, egress, single)
-            choice = solve(problem, single).choice
-        except PlanningError:
+        kept = {name: [p for p in opts if p.cached or _on(single, cloud, p)] for name, opts in options.items()}
+        if not all(kept.values()):
             continue
+        problem, _ = build_problem(on_demand, kept, egress, single)
+        choice = solve(problem, single, budget.part(1 / (len(clouds) - i))).choice
         total = evaluate(problem, choice).total_usd
         if best[0] is None or total < best[0]:
             best = (total, cloud)
     return best
 
 
+def _on(policy: Policy, cloud: str, p: Placement) -> bool:
+    return p.cloud == cloud and policy.region_allowed(cloud, p.region or "")
+
+
 def _recompute_usd(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
-                   policy: Policy) -> float | None:
+                   policy: Policy, budget: Budget) -> float | None:
     """The cost of the plan the same policy gives when no cached output is reused (None: no such plan)."""
     fresh = dataclasses.replace(policy, cached={})
     try:
         problem, _ = _problem(pipeline, catalog, egress, fresh)
-        choice = solve(problem, fresh).choice
+        choice = solve(problem, fresh, budget).choice
     except PlanningError:
         return None
     return evaluate(problem, choice).total_usd

@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skyflow.errors import PlanningError
+from skyflow.planner.budget import Budget
 from skyflow.planner.problem import Problem, Transfer, TransferCosts
 
 if TYPE_CHECKING:
     import highspy
 
 Terms = list[tuple[int, float]]
+# How often a long search reports its best plan and bound (seconds).
+_REPORT_EVERY_S = 1.0
 
 
 class InfeasibleError(PlanningError):
@@ -230,17 +233,22 @@ class MilpModel:
         return float(x[self.makespan_row()[0][0]])
 
     def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None,
-              time_limit_s: float | None = None) -> np.ndarray:
+              time_limit_s: float | None = None, budget: Budget | None = None, floor_s: float = 0.0) -> np.ndarray:
         """The best variable values found; ``start`` (option index per stage) is a feasible plan to begin
-        from. Without ``time_limit_s`` they are optimal; with it, HiGHS stops at the limit and the
-        best plan found so far is returned, ``self.bound`` then being its proven lower bound."""
+        from. Without a time limit they are optimal; with one (``budget``'s search time, at least
+        ``floor_s``, else ``time_limit_s``), HiGHS stops at the limit and the best plan found so far is
+        returned, ``self.bound`` then being its proven lower bound."""
         import highspy
 
+        if budget is not None and budget.limited:
+            time_limit_s = max(budget.for_search() or 0.0, floor_s)
         h = _quiet_highs()
         h.setOptionValue("mip_rel_gap", 0.0)
         if time_limit_s is not None:
             h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
         h.passModel(self._highs_lp(objective))
+        if budget is not None:
+            _watch(h, budget, time_limit_s)
         if start is not None:
             index, value = self._start_values(start)
             h.setSolution(len(index), index, value)  # HiGHS completes the continuous part
@@ -254,7 +262,7 @@ class MilpModel:
         if status in _stopped() and not found and start is not None:
             # Stopped before HiGHS even completed the start: the start is the plan, its bound HiGHS's.
             self.bound = float(info.mip_dual_bound)
-            return self._completed(h, start, what)
+            return self._stage_values(start)
         if status != highspy.HighsModelStatus.kOptimal and not (status in _stopped() and found):
             raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}"
                                 + (f" (time limit {time_limit_s:g} s; raise --time-limit, 0 for none)"
@@ -293,20 +301,13 @@ class MilpModel:
         """Position in ``keep`` per stage of its largest (possibly fractional) stage variable."""
         return [int(np.argmax(x[self.x[s]])) for s in range(len(self.keep))]
 
-    def _completed(self, h: Any, start: list[int], what: str) -> np.ndarray:
-        """The start's values with the continuous part filled in: the program with the stage variables
-        fixed to the start, which presolve solves outright."""
-        import highspy
-
+    def _stage_values(self, start: list[int]) -> np.ndarray:
+        """A plan's stage variables, the rest left at 0 (no second solve to fill them in, which on a
+        large program could take longer than the budget): callers price it with `evaluate`."""
+        x = np.zeros(len(self.lb))
         index, value = self._start_values(start)
-        h.changeColsBounds(len(index), index, value, value)
-        h.setOptionValue("time_limit", np.inf)
-        h.run()
-        self.run_s += h.getRunTime()
-        status = h.getModelStatus()
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}")
-        return np.asarray(h.getSolution().col_value)
+        x[index] = value
+        return x
 
     def _highs_lp(self, objective: np.ndarray) -> highspy.HighsLp:
         import highspy
@@ -344,6 +345,33 @@ class MilpModel:
 
     def choice(self, x: np.ndarray) -> list[int]:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]
+
+
+def _watch(h: Any, budget: Budget, time_limit_s: float | None) -> None:
+    """Report the search's best plan and bound now and then, and stop it at its limit on the wall
+    clock (HiGHS checks its own limit between steps, and a large program can overrun it)."""
+    ends = None if time_limit_s is None else budget.clock() + time_limit_s
+    last = [budget.clock()]
+
+    def on_interrupt(event: Any) -> None:
+        now = budget.clock()
+        if ends is not None and now >= ends:
+            event.interrupt()
+        if now - last[0] >= _REPORT_EVERY_S:
+            last[0] = now
+            out = event.data_out
+            best, bound = float(out.mip_primal_bound), float(out.mip_dual_bound)
+            if np.isfinite(best) and np.isfinite(bound) and best > 0:
+                budget.report(f"integer program: best ${best:,.2f}, bound ${bound:,.2f} "
+                              f"(within {100 * max(best - bound, 0.0) / best:.2f}%)")
+
+    def on_lp_interrupt(event: Any) -> None:  # presolve and the root LP call no MIP callback
+        if ends is not None and budget.clock() >= ends:
+            event.interrupt()
+
+    h.cbMipInterrupt.subscribe(on_interrupt)
+    h.cbSimplexInterrupt.subscribe(on_lp_interrupt)
+    h.cbIpmInterrupt.subscribe(on_lp_interrupt)
 
 
 def _stopped() -> tuple[Any, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +12,7 @@ from skyflow.catalog import PriceCatalog
 from skyflow.catalog.families import X86_64
 from skyflow.errors import PlanningError
 from skyflow.matching import close_matches
+from skyflow.planner.budget import Budget
 from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.policy import Policy
 from skyflow.planner.pools import pools_reason
@@ -26,7 +28,7 @@ def no_candidates_error(name: str, requests: list[Request], finder: CandidateFin
     lines = [f"stage {name!r}: no place to run it."]
     for req in requests:
         pools = pools_reason(req, num_nodes, finder.policy)
-        pinned = req.cloud in ("ssh", "kubernetes")
+        pinned = req.cloud in ("ssh", "kubernetes", "ray")
         why = pools if pinned else "; ".join(r for r in (_why_none(req, finder), pools) if r)
         lines.append(f"  asked for {req.describe()}: {why}")
     return PlanningError("\n".join(lines), stage=name)
@@ -143,7 +145,7 @@ def _filters_hint(policy: Policy, cat: PriceCatalog) -> str:
     hints = []
     for entry in policy.infra or ():
         cloud, _, region = entry.partition("/")
-        if region and region != "*" and cloud not in ("local", "ssh", "kubernetes"):
+        if region and region != "*" and cloud not in ("local", "ssh", "kubernetes", "ray"):
             hints.append(_region_hint(cloud, region, regions))
     for entry in policy.allowed_regions or ():
         cloud, sep, region = entry.partition("/")
@@ -207,33 +209,74 @@ def _describe_offers(cat: PriceCatalog, indices: np.ndarray, use_spot: bool, by_
     return "; ".join(shown) or "none"
 
 
-def infeasible_error(problem: Problem, keep: list[np.ndarray], policy: Policy) -> InfeasibleError:
-    """Name the constraint no plan meets, with the fastest and cheapest plans there are."""
-    deadline, budget = policy.deadline_h, policy.max_cost_usd
-    fastest, cheapest = _best(problem, keep, "time"), _best(problem, keep, "cost")
-    fast = f"the fastest plan takes {fastest.hours:.2f} h and costs ${fastest.total_usd:,.2f}"
-    cheap = f"the cheapest plan costs ${cheapest.total_usd:,.2f} and takes {cheapest.hours:.2f} h"
+def infeasible_error(problem: Problem, keep: list[np.ndarray], policy: Policy,
+                     budget: Budget | None = None) -> InfeasibleError:
+    """Name the constraint no plan meets, with the fastest and cheapest plans there are.
+
+    Explaining never runs unbounded: each search gets a part of ``budget`` (default: the policy's time
+    limit) and starts from a plan it can always fall back on; a figure it could not prove is given as
+    "at most" (the best plan found) or "at least" (the proven bound), never as a wrong claim.
+    """
+    budget = budget or Budget(policy.solver_time_limit_s)
+    deadline, budget_usd = policy.deadline_h, policy.max_cost_usd
+    fastest = _best(problem, keep, "time", budget.part(1 / 4))
+    cheapest = _best(problem, keep, "cost", budget.part(1 / 3))
+    fast = (f"the fastest plan takes {_hours_text(fastest)} and costs ${fastest.plan.total_usd:,.2f}")
+    cheap = (f"the cheapest plan costs {_usd_text(cheapest)} and takes {cheapest.plan.hours:.2f} h")
     parts = []
-    if deadline is not None and fastest.hours > deadline + 1e-9:
+    if deadline is not None and fastest.least_hours > deadline + 1e-9:
         parts.append(f"no plan finishes within the deadline of {deadline:g} h: {fast}")
-    if budget is not None and cheapest.total_usd > budget + 1e-9:
-        parts.append(f"no plan costs at most the budget of ${budget:,.2f}: {cheap}")
-    if not parts and deadline is not None and budget is not None:
-        in_time = _best(problem, keep, "cost", deadline_h=deadline)
-        in_budget = _best(problem, keep, "time", max_cost_usd=budget)
-        parts.append(f"no plan meets both the deadline of {deadline:g} h and the budget of ${budget:,.2f}: "
-                     f"within the deadline the cheapest plan costs ${in_time.total_usd:,.2f}; within the "
-                     f"budget the fastest plan takes {in_budget.hours:.2f} h")
+    if budget_usd is not None and cheapest.least_usd > budget_usd + 1e-9:
+        parts.append(f"no plan costs at most the budget of ${budget_usd:,.2f}: {cheap}")
+    if not parts and deadline is not None and budget_usd is not None:
+        try:
+            in_time = _best(problem, keep, "cost", budget.part(1 / 2), deadline_h=deadline)
+            in_budget = _best(problem, keep, "time", budget.part(1.0), max_cost_usd=budget_usd)
+            parts.append(f"no plan meets both the deadline of {deadline:g} h and the budget of ${budget_usd:,.2f}: "
+                         f"within the deadline the cheapest plan costs {_usd_text(in_time)}; within the "
+                         f"budget the fastest plan takes {_hours_text(in_budget)}")
+        except PlanningError:  # the time limit stopped a search before it found any plan
+            parts.append(f"no plan meets both the deadline of {deadline:g} h and the budget of "
+                         f"${budget_usd:,.2f}: {fast}; {cheap}")
     if not parts:  # not reached when the program is right; say what was asked at least
         parts.append(f"{fast}; {cheap}")
     return InfeasibleError("no plan meets the constraints: " + "; ".join(parts)
                            + ". Raise the deadline or budget, or allow more clouds and regions.")
 
 
-def _best(problem: Problem, keep: list[np.ndarray], minimize: str, deadline_h: float | None = None,
-          max_cost_usd: float | None = None) -> Evaluation:
-    from skyflow.planner.solve import solve_milp
+@dataclass(frozen=True)
+class _Found:
+    """The best plan a bounded search found, and what was proven: no plan is cheaper than
+    ``least_usd`` or faster than ``least_hours`` (equal to the plan's when proven optimal)."""
 
-    choice = solve_milp(problem, keep, with_time=True, deadline_h=deadline_h, max_cost_usd=max_cost_usd,
-                        minimize=minimize)
-    return evaluate(problem, choice)
+    plan: Evaluation
+    least_usd: float
+    least_hours: float
+    proven: bool
+
+
+def _usd_text(found: _Found) -> str:
+    usd = found.plan.total_usd
+    return f"${usd:,.2f}" if found.proven else f"at most ${usd:,.2f} (at least ${found.least_usd:,.2f})"
+
+
+def _hours_text(found: _Found) -> str:
+    hours = found.plan.hours
+    return f"{hours:.2f} h" if found.proven else f"at most {hours:.2f} h (at least {found.least_hours:.2f} h)"
+
+
+def _best(problem: Problem, keep: list[np.ndarray], minimize: str, budget: Budget, deadline_h: float | None = None,
+          max_cost_usd: float | None = None) -> _Found:
+    from skyflow.planner.solve import solve_milp_bounded
+
+    start = None
+    if deadline_h is None and max_cost_usd is None:  # every plan is feasible: begin from the quickest or cheapest
+        values = problem.opt_hours if minimize == "time" else problem.opt_compute
+        start = [int(opts[np.argmin(values[s][opts])]) for s, opts in enumerate(keep)]
+    found = solve_milp_bounded(problem, keep, with_time=True, deadline_h=deadline_h, max_cost_usd=max_cost_usd,
+                               minimize=minimize, start=start, budget=budget)
+    plan = evaluate(problem, found.choice)
+    least_usd = plan.total_usd if found.cost_bound is None or minimize == "time" else found.cost_bound
+    least_hours = plan.hours if found.hours_bound is None or minimize == "cost" else found.hours_bound
+    proven = (found.hours_bound is None) if minimize == "time" else (found.cost_bound is None)
+    return _Found(plan, least_usd, least_hours, proven)

@@ -11,11 +11,16 @@ consumers together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from skyflow.planner.budget import Budget
 from skyflow.planner.problem import Problem
 
 _EPS = 1e-9
+# Under a time budget the local search may take this share of what is left.
+_SEARCH_SHARE = 0.5
 
 
 class LocalSearch:
@@ -78,10 +83,10 @@ class LocalSearch:
         self.pos[s] = k
         self.at[s] = there
 
-    def descend(self, stages: list[int] | None = None) -> None:
-        """Best single-stage moves until none helps, revisiting the neighbours of what moved."""
+    def descend(self, stages: list[int] | None = None, out_of_time: Callable[[], bool] = lambda: False) -> None:
+        """Best single-stage moves until none helps (or time is out), revisiting the neighbours of what moved."""
         todo = list(range(len(self.locs))) if stages is None else stages
-        while todo:
+        while todo and not out_of_time():
             again: set[int] = set()
             for s in todo:
                 if len(self.locs[s]) > 1 and self._step(s) < -_EPS:
@@ -96,9 +101,11 @@ class LocalSearch:
             return float(d[k])
         return 0.0
 
-    def shift_clouds(self, max_rounds: int = 20) -> None:
+    def shift_clouds(self, max_rounds: int = 20, out_of_time: Callable[[], bool] = lambda: False) -> None:
         """Move a stage to its best option in another cloud, its neighbours follow; keep it if cheaper."""
         for _ in range(max_rounds):
+            if out_of_time():
+                return
             improved = False
             for s in range(len(self.locs)):
                 if len(self.by_cloud[s]) > 1:
@@ -127,13 +134,22 @@ class LocalSearch:
         return False
 
 
-def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None) -> list[int]:
+def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None, *,
+               budget: Budget | None = None) -> list[int]:
     """A low-cost plan (option index per stage) for the cost objective; no optimality claimed.
-    ``positions`` (index into ``keep`` per stage; default each stage's cheapest) is where it begins."""
+    ``positions`` (index into ``keep`` per stage; default each stage's cheapest) is where it begins.
+    Under a ``budget`` it stops between rounds once half of what was left is spent (the plan is then
+    less polished, never invalid)."""
+    share = None if budget is None else budget.share(_SEARCH_SHARE)
+    ends = None if budget is None or share is None else budget.clock() + share
+
+    def out_of_time() -> bool:
+        return ends is not None and budget is not None and budget.clock() >= ends
+
     search = LocalSearch(problem, keep)
     for s, k in enumerate(positions or ()):
         search.move(s, k)
-    search.descend()
-    search.shift_clouds()
-    search.descend()
+    search.descend(out_of_time=out_of_time)
+    search.shift_clouds(out_of_time=out_of_time)
+    search.descend(out_of_time=out_of_time)
     return search.choice(keep)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skyflow.planner.problem import Problem
+from skyflow.planner.budget import Budget
+from skyflow.planner.problem import Problem, evaluate
 
 if TYPE_CHECKING:
     from skyflow.planner.milp import MilpModel
@@ -26,6 +27,10 @@ _EPS = 1e-9
 _LAST_SOLVE_S = 0.5
 # Programs of this many stages or more, under a time limit, start from the LP relaxation too.
 _GUIDED_FROM_STAGES = 500
+# The integer program runs only with this many times the LP relaxation's time (and search) left.
+_MILP_OVER_LP = 2.0
+# The LP relaxation may take this share of what is left of the budget.
+_LP_SHARE = 0.4
 
 
 def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
@@ -242,12 +247,14 @@ def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = Fa
 def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                        deadline_h: float | None = None, max_cost_usd: float | None = None,
                        minimize: str = "cost", start: list[int] | None = None,
-                       time_limit_s: float | None = None) -> Bounded:
-    """`solve_milp` within ``time_limit_s`` seconds of HiGHS time (None: prove optimality): the best
-    plan found and its proven bounds. Under a time objective the fastest plan takes what it needs
-    of the budget and the cheapest plan at that time the rest."""
+                       time_limit_s: float | None = None, budget: Budget | None = None) -> Bounded:
+    """`solve_milp` within ``budget`` (else ``time_limit_s`` seconds from now; None: prove optimality):
+    the best plan found and its proven bounds. Under a time objective the fastest plan takes what it
+    needs of the budget and the cheapest plan at that time the rest."""
     from skyflow.planner.milp import MilpModel
 
+    budget = budget or Budget(time_limit_s)
+    budget.report(f"building the integer program ({sum(len(k) for k in keep):,} placements)")
     model = MilpModel(problem, keep, with_time=with_time)
     hours_bound = None
     if minimize == "time":
@@ -255,8 +262,8 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.cost_row(), hi=max_cost_usd)
         if deadline_h is not None:
             model.add_row(model.makespan_row(), hi=deadline_h)
-        x = model.solve(model.makespan_objective(), what="the fastest plan", start=start, time_limit_s=time_limit_s)
-        fastest = float(model.makespan_value(x))
+        x = model.solve(model.makespan_objective(), what="the fastest plan", start=start, budget=budget)
+        fastest = evaluate(problem, model.choice(x)).hours  # the plan's own hours (x may hold only its stages)
         proven = max(model.bound, _hours_floor(problem, keep))
         if proven < fastest - 1e-9 * max(1.0, fastest):
             hours_bound = proven
@@ -268,11 +275,18 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
     floor = _compute_floor(problem, keep)
-    if time_limit_s is not None and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
-        start, floor = _lp_guided_start(problem, keep, model, start, time_limit_s, floor)
-    left = None if time_limit_s is None else max(time_limit_s - model.run_s, _LAST_SOLVE_S)
-    x = model.solve(model.cost_objective(), what="the cheapest plan", start=start, time_limit_s=left)
-    cost = float(model.cost_objective() @ x)
+    if budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
+        lp_started = budget.clock()
+        start, floor = _lp_guided_start(problem, keep, model, start, budget, floor)
+        if (budget.for_search() or 0.0) < _MILP_OVER_LP * (budget.clock() - lp_started):
+            # HiGHS would spend what is left setting up (presolve, its own root LP) and overrun the budget:
+            # the start and the LP bound are the answer.
+            budget.report("no time left for the integer program; keeping the best start and the LP bound")
+            cost = evaluate(problem, start).total_usd
+            return Bounded(start, floor if floor < cost - 1e-9 * max(1.0, cost) else None, hours_bound)
+    x = model.solve(model.cost_objective(), what="the cheapest plan", start=start, budget=budget,
+                    floor_s=_LAST_SOLVE_S)
+    cost = evaluate(problem, model.choice(x)).total_usd
     bound = max(model.bound, floor)
     cost_bound = max(bound, 0.0) if bound < cost - 1e-9 * max(1.0, cost) else None
     return Bounded(model.choice(x), cost_bound, hours_bound)
@@ -301,17 +315,18 @@ def _hours_floor(problem: Problem, keep: list[np.ndarray]) -> float:
 
 
 def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel, start: list[int],
-                     time_limit_s: float, floor: float) -> tuple[list[int], float]:
+                     budget: Budget, floor: float) -> tuple[list[int], float]:
     """On large programs under a time limit: the LP relaxation's bound, and the local search begun from
     the relaxation rounded when that beats ``start`` (it often lands on another, cheaper, basin)."""
-    from skyflow.planner.problem import evaluate
     from skyflow.planner.search import good_start
 
-    relaxed = model.relaxation(model.cost_objective(), time_limit_s)
+    budget.report("solving the LP relaxation for a bound and a second start")
+    relaxed = model.relaxation(model.cost_objective(), budget.share(_LP_SHARE))
     if relaxed is None:
         return start, floor
     x, bound = relaxed
-    guided = good_start(problem, keep, model.rounded(x))
+    budget.report(f"LP bound ${bound:,.2f}; searching from its rounding")
+    guided = good_start(problem, keep, model.rounded(x), budget=budget)
     if evaluate(problem, guided).total_usd < evaluate(problem, start).total_usd:
         start = guided
     return start, max(floor, bound)

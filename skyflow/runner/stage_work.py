@@ -84,7 +84,7 @@ class StageWork:
         ctx.emit(RunEvent(StageState.RUNNING, name, placement.infra, run_id=ctx.run_id))
         # The stage's MLflow run opens now, so that its own MLflow calls land in it (every attempt's).
         mlflow_env = ctx.stage_runs.open_stage_run(ctx.run_id, name, placement.infra) if ctx.stage_runs else {}
-        attempt, restarts = ctx.state.get_run(ctx.run_id).stages[name].attempts, 0
+        attempt, restarts = ctx.state.get_stage(ctx.run_id, name).attempts, 0
         while True:
             attempt += 1
             outcome, exit_ = self._attempt(attempt, input_refs, store, mlflow_env)
@@ -110,12 +110,12 @@ class StageWork:
     def _input_refs(self, store: ArtifactStore) -> dict[str, ArtifactRef]:
         """Each input as an artifact in the stage's store (moved there from another store if needed)."""
         ctx, refs = self.ctx, {}
-        run = ctx.state.get_run(ctx.run_id)
         for edge in ctx.pipeline.inputs_of(self.name):
             if edge.kind == "stage":
                 assert edge.producer is not None
-                record = run.stages[edge.producer].outputs.get(edge.artifact)
-                if record is None and run.stages[edge.producer].state not in DONE:
+                producer = ctx.state.get_stage(ctx.run_id, edge.producer)  # not the whole run: its size grows
+                record = producer.outputs.get(edge.artifact)
+                if record is None and producer.state not in DONE:
                     # sent back to run again (another consumer found its output damaged): wait for it
                     raise _ProducerRerun(f"{edge.producer!r} is running again; this stage waits for it")
                 if record is None:
@@ -235,7 +235,7 @@ class StageWork:
         damage: run state decides) and drop its cache entries; this stage then waits for it."""
         ctx, producer = self.ctx, edge.producer
         assert producer is not None
-        key = ctx.state.get_run(ctx.run_id).stages[producer].cache_key
+        key = ctx.state.get_stage(ctx.run_id, producer).cache_key
         reason = f"output {edge.artifact!r} ({digest}) was found damaged: {exc.message}; running {producer!r} again"
         result = ctx.state.reset_for_heal(ctx.run_id, producer, edge.artifact, digest, reason, limit=HEAL_LIMIT)
         if result == "exhausted":

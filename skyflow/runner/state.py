@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS transfers (
 CREATE INDEX IF NOT EXISTS stages_by_name ON stages (stage, state);
 """
 
+# How often stage updates refresh the run's updated_at (seconds; see RunStore.set_stage).
+RUN_TOUCH_EVERY_S = 1.0
+
 # The history key of durations measured on this machine (see RunStore.history): the planner's name for it.
 HISTORY_LOCAL = LOCAL
 
@@ -169,7 +172,11 @@ class RunStore(StateDB):
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE stages SET {cols} WHERE run_id=? AND stage=?", (*fields.values(), run_id, stage))
-            db.execute("UPDATE runs SET updated_at=? WHERE run_id=?", (time.time(), run_id))
+            # The runs row holds the plan (megabytes for 10,000 stages), and updating any column rewrites
+            # it whole: a stage's step touches it at most once a second, not at every step.
+            now = time.time()
+            db.execute("UPDATE runs SET updated_at=? WHERE run_id=? AND updated_at<?",
+                       (now, run_id, now - RUN_TOUCH_EVERY_S))
 
     def start_attempt(self, run_id: str, stage: str, attempt: int, log_path: str) -> None:
         now = time.time()
@@ -266,11 +273,8 @@ class RunStore(StateDB):
         outputs: dict[str, dict[str, ArtifactRecord]] = {}
         for o in db.execute("SELECT * FROM outputs WHERE run_id=?", (run_id,)):
             outputs.setdefault(o["stage"], {})[o["name"]] = _record(o)
-        stages = {}
-        for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,)):
-            data = {k: s[k] for k in s.keys() if k not in ("run_id", "group_starts")}  # noqa: SIM118
-            data["process_groups"] = _own_groups(s["process_groups"], s["group_starts"])
-            stages[s["stage"]] = StageRow(**data, outputs=outputs.get(s["stage"], {}))
+        stages = {s["stage"]: _stage_row(s, outputs.get(s["stage"], {}))
+                  for s in db.execute("SELECT * FROM stages WHERE run_id=? ORDER BY rowid", (run_id,))}
         return RunRow(run_id=row["run_id"], pipeline=row["pipeline"], target=row["target"],
                       pipeline_digest=row["pipeline_digest"], overrides=json.loads(row["overrides_json"]),
                       options=json.loads(row["options_json"]),
@@ -278,6 +282,20 @@ class RunStore(StateDB):
                       runner_pid=row["runner_pid"], created_at=row["created_at"], updated_at=row["updated_at"],
                       ended_at=row["ended_at"], estimated_usd=row["estimated_usd"], actual_usd=row["actual_usd"],
                       stages=stages, runner_start=row["runner_start"])
+
+    def get_stage(self, run_id: str, stage: str) -> StageRow:
+        """One stage's row and outputs: what the run loop reads per stage, without the whole run."""
+        db = self._conn()
+        row = db.execute("SELECT * FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+        if row is None:
+            raise RunError(f"no stage {stage!r} in run {run_id!r}")
+        found = db.execute("SELECT * FROM outputs WHERE run_id=? AND stage=?", (run_id, stage))
+        return _stage_row(row, {o["name"]: _record(o) for o in found})
+
+    def stage_states(self, run_id: str) -> dict[str, str]:
+        """Each stage's state, in pipeline order: the run loop's one whole-run read at start."""
+        rows = self._conn().execute("SELECT stage, state FROM stages WHERE run_id=? ORDER BY rowid", (run_id,))
+        return {r["stage"]: r["state"] for r in rows}
 
     def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
         query = "SELECT run_id FROM runs" + (" WHERE pipeline=?" if pipeline else "") + \
@@ -341,6 +359,12 @@ class RunStore(StateDB):
             if digest.startswith("sha256:"):
                 keep.add(digest)
         return keep
+
+
+def _stage_row(row: sqlite3.Row, outputs: dict[str, ArtifactRecord]) -> StageRow:
+    data = {k: row[k] for k in row.keys() if k not in ("run_id", "group_starts")}  # noqa: SIM118
+    data["process_groups"] = _own_groups(row["process_groups"], row["group_starts"])
+    return StageRow(**data, outputs=outputs)
 
 
 def _groups_with_starts(groups: list[int]) -> dict[str, str]:

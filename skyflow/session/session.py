@@ -144,12 +144,15 @@ class Session:
         return build_policy(pipeline, options, self.config, self.home, self.environ, no_cache=no_cache)
 
     def plan(self, pipeline: ResolvedPipeline, options: PlanningOptions | None = None, *,
-             no_cache: bool = False) -> Plan:
-        """The cheapest (or fastest) plan over what this machine and config offer."""
+             no_cache: bool = False, started: float | None = None,
+             progress: Callable[[str], None] | None = None) -> Plan:
+        """The cheapest (or fastest) plan over what this machine and config offer; the time limit counts
+        from ``started`` (``time.monotonic()`` when the command began; default now)."""
         options = options or PlanningOptions()
         catalog, egress = load_prices(options)
         self._egress = egress
-        return plan_pipeline(pipeline, catalog, egress, self.policy(pipeline, options, no_cache=no_cache))
+        return plan_pipeline(pipeline, catalog, egress, self.policy(pipeline, options, no_cache=no_cache),
+                             started=started, progress=progress)
 
     def with_stores(self, pipeline: ResolvedPipeline, plan: Plan) -> Plan:
         """The plan with each stage's artifact store attached (what the run and its nodes use)."""

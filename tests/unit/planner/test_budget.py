@@ -1,0 +1,86 @@
+"""One budget for the whole planning call: driven by a clock the test controls (no waiting, no timing)."""
+
+from __future__ import annotations
+
+import pytest
+from tables import catalog, offer, pipeline
+from test_time_limit import EGRESS, _large_case
+
+from skyflow.planner import Policy, plan_pipeline
+from skyflow.planner.budget import MIN_STEP_S, RESERVE_FRACTION, Budget
+from skyflow.planner.core import _problem
+from skyflow.planner.milp import InfeasibleError
+from skyflow.planner.problem import evaluate
+from skyflow.planner.reasons import infeasible_error
+from skyflow.planner.solve import cheapest_per_location
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_budget_counts_from_when_the_command_started_and_keeps_a_reserve() -> None:
+    clock = Clock()
+    budget = Budget(10.0, clock=clock, started=clock.now - 3.0)  # loading the pipeline took 3 s
+    assert budget.left() == pytest.approx(7.0)
+    assert budget.for_search() == pytest.approx(7.0 - RESERVE_FRACTION * 10.0)
+    assert budget.share(0.5) == pytest.approx(3.5)
+    side = budget.part(0.25)
+    assert side.left() == pytest.approx(1.75)
+    clock.now += 20.0
+    assert budget.expired() and budget.left() == 0.0
+    # spent: every search step still gets the least step, so a plan always comes back
+    assert budget.for_search() == MIN_STEP_S and budget.share(0.5) == MIN_STEP_S
+    unlimited = Budget(None, clock=clock)
+    assert unlimited.left() is None and unlimited.for_search() is None and not unlimited.expired()
+
+
+def test_progress_is_reported_through_the_callback_with_the_time_since_the_start() -> None:
+    clock, heard = Clock(), []
+    budget = Budget(5.0, clock=clock, started=clock.now - 1.5, progress=heard.append)
+    budget.report("finding candidates")
+    budget.part(0.5).report("pricing the baseline")
+    assert heard == ["1.5 s: finding candidates", "1.5 s: pricing the baseline"]
+
+
+def test_a_plan_that_needs_the_integer_program_reports_its_phases() -> None:
+    p, cat = _large_case(40, seed=4)
+    heard: list[str] = []
+    plan = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True), baseline=False, progress=heard.append)
+    assert plan.solver == "milp"
+    text = "\n".join(heard)
+    assert "finding candidates for 40 stages" in text and "building the integer program" in text
+
+
+def test_a_budget_spent_before_planning_starts_still_gives_a_valid_plan_and_an_honest_gap() -> None:
+    """The command spent its whole time limit loading: every phase gets only its least step."""
+    p, cat = _large_case(120, seed=5)
+    exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=0), baseline=False)
+    clock = Clock()
+    late = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=1.0), baseline=True,
+                         started=clock.now - 60.0, clock=clock)
+    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
+    chosen = [problem.options[s].index(late.stages[name]) for s, name in enumerate(problem.names)]
+    assert evaluate(problem, chosen).total_usd == pytest.approx(late.total_usd)
+    assert late.total_usd >= exact.total_usd - 1e-6
+    bound = late.total_usd if late.lower_bound_usd is None else late.lower_bound_usd
+    assert bound <= exact.total_usd + 1e-6
+    assert late.baseline_usd is not None and late.baseline_usd >= exact.total_usd - 1e-6
+
+
+def test_explaining_an_infeasible_deadline_is_bounded_by_the_budget_and_still_names_it() -> None:
+    cat = catalog(offer("aws/r0", "slow", 1.0), offer("gcp/r0", "slow2", 2.0))
+    p = pipeline({"a": {"estimate": 3}, "b": {"estimate": 4, "depends_on": ["a"]}})
+    policy = Policy(all_clouds=True, deadline_h=5.0, time_limit_s=1.0)
+    problem, _ = _problem(p, cat, EGRESS, policy)
+    keep = cheapest_per_location(problem)
+    clock = Clock()
+    spent = Budget(1.0, clock=clock, started=clock.now - 30.0)
+    error = infeasible_error(problem, keep, policy, spent)
+    assert isinstance(error, InfeasibleError)
+    assert "no plan finishes within the deadline of 5 h" in str(error)
+    assert "7.00 h" in str(error)
