@@ -123,18 +123,36 @@ LAYERS, WIDTH, PARALLEL = 4, 50, 50
 RSS_BOUND_KB = 1_500_000  # a leak guard, far above what the runner needs
 
 
-def layered_pipeline() -> str:
+# The first layer's stages meet at a barrier: each marks itself in BARRIER and waits (up to 120 s)
+# until all 50 have, so the run can only finish if the runner really starts 50 at once. Every stage
+# also counts the stages running beside it (a marker per running stage in LIVE) and records a count
+# over the limit in OVER: the runner must never run more than --parallel at once.
+BARRIER_WAIT = ('touch "{barrier}/$SKYFLOW_STAGE"; n=0; '
+                'while [ "$(ls "{barrier}" | wc -l)" -lt {width} ]; do sleep 0.05; n=$((n+1)); '
+                '[ $n -gt 2400 ] && {{ echo "barrier: only $(ls "{barrier}" | wc -l) stages came"; exit 3; }}; done; ')
+LIVE_IN = ('touch "{live}/$SKYFLOW_STAGE"; [ "$(ls "{live}" | wc -l)" -gt {parallel} ] && '
+           'ls "{live}" > "{over}/$SKYFLOW_STAGE"; ')
+LIVE_OUT = '; rm -f "{live}/$SKYFLOW_STAGE"'
+
+
+def layered_pipeline(root: Path) -> str:
     """4 layers of 50 stages; each stage past the first layer reads two stages of the layer before."""
+    dirs = {name: root / name for name in ("barrier", "live", "over")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    enter = LIVE_IN.format(parallel=PARALLEL, **dirs)
+    leave = LIVE_OUT.format(**dirs)
     lines = ["name: wide", "stages:"]
     for layer in range(LAYERS):
         for i in range(WIDTH):
             lines.append(f"  s{layer}_{i}:")
             if layer:
                 a, b = f"s{layer - 1}_{i}", f"s{layer - 1}_{(i + 1) % WIDTH}"
-                lines += [f"    inputs: {{a: {a}.o, b: {b}.o}}",
-                          "    run: 'cat $SKYFLOW_INPUT_A/o $SKYFLOW_INPUT_B/o | sha256sum > $SKYFLOW_OUTPUT_O/o'"]
+                body = "cat $SKYFLOW_INPUT_A/o $SKYFLOW_INPUT_B/o | sha256sum > $SKYFLOW_OUTPUT_O/o"
+                lines.append(f"    inputs: {{a: {a}.o, b: {b}.o}}")
             else:
-                lines.append(f"    run: 'echo {i} > $SKYFLOW_OUTPUT_O/o'")
+                body = BARRIER_WAIT.format(width=WIDTH, **dirs) + f"echo {i} > $SKYFLOW_OUTPUT_O/o"
+            lines.append("    run: " + json.dumps(enter + body + leave))
             lines.append("    outputs: [o]")
     return "\n".join(lines) + "\n"
 
@@ -151,7 +169,7 @@ def peak_rss_kb(pid: int) -> int | None:
 @pytest.mark.parametrize("lineage", [False, True], ids=["no_lineage", "lineage"])
 def test_200_stages_with_50_at_once_finish_and_the_runner_memory_stays_bounded(
         skyflow: Skyflow, record_property: Any, lineage: bool) -> None:
-    skyflow.write("wide.yaml", layered_pipeline())
+    skyflow.write("wide.yaml", layered_pipeline(skyflow.workdir / "meet"))
     runner = skyflow.start("run", "wide.yaml", "--parallel", str(PARALLEL), "--infra", "local", "--json",
                            "--run-id", "wide-1", *([] if lineage else ["--no-lineage"]))
     peak = [0]
@@ -182,7 +200,10 @@ def test_200_stages_with_50_at_once_finish_and_the_runner_memory_stays_bounded(
     status = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert len(status["stages"]) == LAYERS * WIDTH
     assert {s["state"] for s in status["stages"].values()} == {"succeeded"}
-    assert running_at_once[0] > 1, "the stages never ran side by side"
+    # the first layer passed its barrier: all 50 of its stages were running at the same time
+    assert len(list((skyflow.workdir / "meet" / "barrier").iterdir())) == WIDTH
+    assert list((skyflow.workdir / "meet" / "over").iterdir()) == [], "more than --parallel stages ran at once"
+    assert list((skyflow.workdir / "meet" / "live").iterdir()) == []
     record_property("runner_peak_rss_kb", peak[0])
     record_property("stages_running_at_once_max", running_at_once[0])
     print(f"lineage {'on' if lineage else 'off'}: runner peak RSS {peak[0] / 1024:.0f} MiB; "
