@@ -14,7 +14,7 @@ $(BASE): pyproject.toml
 	@touch $(BASE)
 
 $(DEV): $(BASE)
-	$(BIN)/python -m pip install --quiet -e '.[dev,mlflow,examples,s3,gcs,azure,ssh,k8s]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,mlflow,examples,s3,gcs,azure,ssh,k8s,ray]'
 	@touch $(DEV)
 
 # Runs examples/rlhf end to end on this machine: the plan, live progress, and where lineage went.

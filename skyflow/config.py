@@ -1,4 +1,5 @@
-"""The user's machine configuration ($SKYFLOW_HOME/config.yaml): SSH node pools, Kubernetes contexts, SkyPilot."""
+"""The user's machine configuration ($SKYFLOW_HOME/config.yaml): SSH node pools, Kubernetes contexts, Ray clusters,
+SkyPilot."""
 
 from __future__ import annotations
 
@@ -82,6 +83,41 @@ class KubernetesConfig(SpecModel):
     contexts: dict[str, KubernetesContext] = Field(default_factory=dict)
 
 
+class RayCluster(SpecModel):
+    """A running Ray cluster that takes stages as Ray jobs, through its dashboard's Job Submission API.
+
+    ``accelerators``, ``cpus`` and ``memory_gb`` describe one node; ``nodes`` how many there are;
+    ``hourly_usd`` is what one node costs an hour (whole nodes, as for an SSH pool).
+    """
+
+    address: str  # the dashboard: http://HEAD:8265
+    nodes: int = Field(default=1, ge=1)
+    accelerators: dict[str, int] = Field(default_factory=dict)
+    cpus: float | None = Field(default=None, gt=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+    hourly_usd: float = Field(default=0.0, ge=0)
+    infra: str | None = None  # where the cluster lives (aws/us-east-1), for egress prices and the store
+    python: str = "python3"  # the nodes' Python 3.11: installs skyflow's code package, or runs the wrapper
+    # True: the nodes' `python` has skyflow-llmops installed and runs the stage wrapper directly.
+    # False: each job installs skyflow's code package (shipped as the job's working_dir) first.
+    nodes_have_skyflow: bool = False
+    env_root: str = "~/.skyflow/env"  # where a node keeps the code package's environments
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _accs(cls, value: Any) -> Any:
+        return _accelerator_counts(value)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+            raise custom_error("bad_ray_address", "a Ray cluster's address is its dashboard URL, got {value!r}",
+                               value=value, hint="Write address: http://HEAD:8265.")
+        return value.rstrip("/")
+
+
 class SkyPilotConfig(SpecModel):
     """How SkyPilot nodes get skyflow: the code package (default), or the user's own install."""
 
@@ -95,6 +131,7 @@ class SkyPilotConfig(SpecModel):
 class SkyflowConfig(SpecModel):
     ssh_pools: dict[str, SshPool] = Field(default_factory=dict)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    ray_clusters: dict[str, RayCluster] = Field(default_factory=dict)
     skypilot: SkyPilotConfig = Field(default_factory=SkyPilotConfig)
 
 

@@ -1,7 +1,7 @@
-"""Which backend runs a placement: `local`, `ssh/POOL`, `kubernetes/CONTEXT`, or a cloud via SkyPilot.
+"""Which backend runs a placement: `local`, `ssh/POOL`, `kubernetes/CONTEXT`, `ray/CLUSTER`, or a cloud via SkyPilot.
 
 Backends are imported only when a stage is placed on them, so heavy clients (kubernetes, sky,
-asyncssh) stay optional extras.
+asyncssh, ray) stay optional extras.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = ["CLOUD_BACKEND", "FACTORIES", "BackendContext", "BackendPool", "backe
 FACTORIES: dict[str, str] = {
     "local": "skyflow.backends.local:from_context",
     "kubernetes": "skyflow.backends.kubernetes:from_context",
+    "ray": "skyflow.backends.ray_jobs:from_context",
     "skypilot": "skyflow.backends.skypilot:from_context",
     "ssh": "skyflow.backends.ssh:from_context",
 }

@@ -25,17 +25,17 @@ class LocalCapacity:
 
 @dataclass(frozen=True)
 class PoolLocation:
-    """Machines the user already has, as one planner location: an SSH pool or a Kubernetes context.
+    """Machines the user already has, as one planner location: an SSH pool, a Kubernetes context or a Ray cluster.
 
     ``name`` is the location (``ssh/lab``, ``kubernetes/ctx``). ``cpus``, ``memory_gb`` and
-    ``accelerators`` describe one node (None: not declared, not checked). An SSH pool bills whole
-    nodes at ``hourly_usd``; a Kubernetes context bills what a pod requests at the per-resource
+    ``accelerators`` describe one node (None: not declared, not checked). An SSH pool and a Ray cluster
+    bill whole nodes at ``hourly_usd``; a Kubernetes context bills what a pod requests at the per-resource
     rates. ``egress_location`` is where the machines sit for egress prices (``gcp/us-central1``
     for a GKE context); None is on-premises, priced like `local`.
     """
 
     name: str
-    kind: Literal["ssh", "kubernetes"]
+    kind: Literal["ssh", "kubernetes", "ray"]
     max_nodes: int
     cpus: float | None = None
     memory_gb: float | None = None
@@ -47,8 +47,8 @@ class PoolLocation:
     egress_location: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ssh", "kubernetes"):
-            raise ValueError(f"pool kind must be 'ssh' or 'kubernetes', got {self.kind!r}")
+        if self.kind not in ("ssh", "kubernetes", "ray"):
+            raise ValueError(f"pool kind must be 'ssh', 'kubernetes' or 'ray', got {self.kind!r}")
         if not self.name.startswith(f"{self.kind}/") or self.name == f"{self.kind}/":
             raise ValueError(f"pool name must look like {self.kind}/NAME, got {self.name!r}")
         if self.max_nodes < 1:

@@ -1,4 +1,4 @@
-"""Placements on the user's own machines: SSH pools (whole nodes) and Kubernetes contexts (per pod)."""
+"""Placements on the user's own machines: SSH pools and Ray clusters (whole nodes), Kubernetes contexts (per pod)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 # What a Kubernetes pod is billed for when the stage does not say: 1 vCPU, 4 GiB per vCPU.
 DEFAULT_POD_CPUS = 1.0
 DEFAULT_POD_MEMORY_GB_PER_CPU = 4.0
-_INSTANCE_PREFIX = {"ssh": "ssh", "kubernetes": "k8s"}
+_INSTANCE_PREFIX = {"ssh": "ssh", "kubernetes": "k8s", "ray": "ray"}
+# Kinds whose nodes are billed whole, at the pool's hourly_usd.
+_WHOLE_NODES = ("ssh", "ray")
 
 
 def pool_pinned(req: Request, pool: PoolLocation) -> bool:
@@ -54,8 +56,8 @@ def why_not_fits(req: Request, pool: PoolLocation, num_nodes: int) -> str | None
 
 
 def hourly_usd(req: Request, pool: PoolLocation) -> float:
-    """Per node: an SSH host's whole price, or a pod's requested amounts times the rates."""
-    if pool.kind == "ssh":
+    """Per node: an SSH host's or Ray node's whole price, or a pod's requested amounts times the rates."""
+    if pool.kind in _WHOLE_NODES:
         return pool.hourly_usd
     usd = requested_cpus(req) * pool.cpu_hourly_usd + requested_memory_gb(req) * pool.memory_gb_hourly_usd
     if req.accelerator:
@@ -84,12 +86,12 @@ def pool_placements(req: Request, num_nodes: int, hours: float, policy: Policy) 
 
 def pools_reason(req: Request, num_nodes: int, policy: Policy) -> str | None:
     """Why no pool took the request, for pools it or ``--infra`` names (the no-candidate error)."""
-    if req.cloud in ("ssh", "kubernetes"):
+    if req.cloud in _INSTANCE_PREFIX:
         named = [p for p in policy.pools if pool_pinned(req, p)]
         if not named:
             known = ", ".join(p.name for p in policy.pools if p.kind == req.cloud) or "none"
             return (f"no {req.cloud} pool {req.region or ''} is configured (configured: {known}; "
-                    "see ssh_pools / kubernetes.contexts in the skyflow config)")
+                    "see ssh_pools / kubernetes.contexts / ray_clusters in the skyflow config)")
     elif req.cloud is None and policy.infra is not None:
         named = [p for p in policy.pools if any(e in (p.name, p.kind) for e in policy.infra)]
     else:

@@ -1,5 +1,5 @@
 """What this machine and the user's config offer the planner: clouds with credentials, local capacity,
-SSH pools, Kubernetes contexts, run history and cached copies of stage outputs. Reads files and the
+SSH pools, Kubernetes contexts, Ray clusters, run history and cached copies of stage outputs. Reads files and the
 environment: the edge where a planning Policy is assembled.
 """
 
@@ -68,7 +68,7 @@ def detect_enabled_clouds(environ: Mapping[str, str] | None = None, home: Path |
 
 
 def pools_from_config(config: SkyflowConfig) -> tuple[PoolLocation, ...]:
-    """The SSH pools and Kubernetes contexts of the user's config, as planner locations."""
+    """The SSH pools, Kubernetes contexts and Ray clusters of the user's config, as planner locations."""
     pools = [PoolLocation(name=f"ssh/{name}", kind="ssh", max_nodes=len(pool.hosts), cpus=pool.cpus,
                           memory_gb=pool.memory_gb, accelerators=dict(pool.accelerators), hourly_usd=pool.hourly_usd)
              for name, pool in config.ssh_pools.items()]
@@ -79,7 +79,18 @@ def pools_from_config(config: SkyflowConfig) -> tuple[PoolLocation, ...]:
             memory_gb=ctx.memory_gb, accelerators=dict(ctx.accelerators),
             cpu_hourly_usd=ctx.pricing.cpu_hourly_usd, memory_gb_hourly_usd=ctx.pricing.memory_gb_hourly_usd,
             accelerators_hourly_usd=dict(ctx.pricing.accelerators_hourly_usd), egress_location=where))
+    pools.extend(_ray_locations(config))
     return tuple(pools)
+
+
+def _ray_locations(config: SkyflowConfig) -> list[PoolLocation]:
+    """Each Ray cluster as a pool of whole nodes: its node count, one node's resources, a node's price."""
+    return [PoolLocation(name=f"ray/{name}", kind="ray", max_nodes=cluster.nodes, cpus=cluster.cpus,
+                         memory_gb=cluster.memory_gb, accelerators=dict(cluster.accelerators),
+                         hourly_usd=cluster.hourly_usd,
+                         egress_location=cluster.infra if cluster.infra is None or "/" in cluster.infra
+                         else f"{cluster.infra}/*")
+            for name, cluster in config.ray_clusters.items()]
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:

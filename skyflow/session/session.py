@@ -74,7 +74,8 @@ def require_reachable_stores(pipeline: ResolvedPipeline, plan: Plan) -> None:
     for name in pipeline.order:
         placement = plan.placement(name)
         kind = backend_kind(placement.infra)
-        if kind in ("kubernetes", "skypilot") and not placement.cached and not is_remote_uri(placement.store_uri):
+        remote = kind in ("kubernetes", "ray", "skypilot")
+        if remote and not placement.cached and not is_remote_uri(placement.store_uri):
             # a configuration problem found before anything ran: exit 2, like any other plan that cannot run
             raise PlanningError(missing_store_message(preview_launch(pipeline, name, placement), kind))
 
@@ -256,7 +257,7 @@ class Session:
         """What each stage's backend would launch, and the plan it comes from (True: forced by --infra,
         unpriced). Every stage is shown as launched, so the plan ignores cached copies."""
         options = options or PlanningOptions()
-        forced = bool(options.infra) and backend_kind(str(options.infra)) in ("kubernetes", "ssh")
+        forced = bool(options.infra) and backend_kind(str(options.infra)) in ("kubernetes", "ray", "ssh")
         # A cluster or pool forced by --infra needs no configuration to be reviewed.
         plan = forced_plan(pipeline, str(options.infra)) if forced else self.plan(pipeline, options, no_cache=True)
         pool = BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)), self.backends)

@@ -15,7 +15,7 @@ from skyflow.spec.base import SpecModel, custom_error
 CLOUDS: tuple[str, ...] = (
     "aws", "gcp", "azure", "lambda", "runpod", "oci", "ibm", "scp", "vast", "fluidstack",
     "paperspace", "cudo", "do", "nebius", "hyperbolic", "seeweb", "primeintellect", "vsphere",
-    "kubernetes", "ssh", "slurm", "local",
+    "kubernetes", "ssh", "ray", "slurm", "local",
 )
 CLOUD_ALIASES = {"k8s": "kubernetes", "lambdalabs": "lambda", "digitalocean": "do"}
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64", "arm64": "arm64", "aarch64": "arm64",
@@ -281,7 +281,7 @@ class Resources(SpecModel):
         if self.infra:
             parts = self.infra.split("/")
             cloud = None if parts[0] in ("*", "") else parts[0]
-            if cloud in ("kubernetes", "ssh", "slurm"):
+            if cloud in ("kubernetes", "ssh", "ray", "slurm"):
                 return cloud, "/".join(parts[1:]) or None, None
             return cloud, parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None
         return self.cloud, self.region, self.zone

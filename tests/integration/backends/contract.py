@@ -154,7 +154,9 @@ def test_environment_follows_the_contract(harness: BackendHarness, tmp_path: Pat
 
 
 def test_secret_values_are_masked_in_the_log_and_the_stream(harness: BackendHarness, tmp_path: Path) -> None:
-    launch = make_launch(tmp_path, 'echo "token is $API_TOKEN"; echo "again $API_TOKEN" >&2',
+    # the stage fills its output: a stage that writes none fails (on the node, or when the runner commits)
+    launch = make_launch(tmp_path, 'echo "token is $API_TOKEN"; echo "again $API_TOKEN" >&2; '
+                                   'echo ok > "$SKYFLOW_OUTPUT_MODEL/ok.txt"',
                          placement=harness.placement, secrets=(SECRET,))
     harness.lines.clear()
     exit_ = _launch(harness, launch).wait()
