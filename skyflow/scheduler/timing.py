@@ -53,9 +53,17 @@ def due_ticks(cron: str, timezone: str, after_s: float, now_s: float,
     """Ticks in (after_s, now_s], oldest first, at most ``limit`` (the newest ones); and whether some were cut."""
     if now_s <= after_s:
         return (), False
-    it = _iter(cron, timezone, after_s)
+    # Walk back from now at most limit + 1 ticks: when that many fell due, the forward walk starts at
+    # the oldest of them, so a year of missed minutes costs ~limit steps, not 525,600.
+    back, start, cut = _iter(cron, timezone, now_s + 1e-3), after_s, False
+    for _ in range(limit + 1):
+        tick = _step(back, cron, timezone, forward=False)
+        if tick <= after_s:
+            break
+    else:
+        start, cut = tick, True
+    it = _iter(cron, timezone, start)
     ticks: list[float] = []
-    cut = False
     while True:
         tick = _step(it, cron, timezone, forward=True)
         if tick > now_s:

@@ -62,6 +62,29 @@ def test_a_year_of_missed_minutes_is_cut_to_the_newest_hundred() -> None:
     assert cut and len(ticks) == 100 and ticks[-1] == at(2025, 1, 1, tz="UTC")
 
 
+def _every_tick(cron: str, tz: str, after_s: float, now_s: float) -> list[float]:
+    """Every tick in (after_s, now_s], one next_tick at a time: the definition due_ticks must meet."""
+    out, tick = [], next_tick(cron, tz, after_s)
+    while tick <= now_s:
+        out.append(tick)
+        tick = next_tick(cron, tz, tick)
+    return out
+
+
+@pytest.mark.parametrize(("cron", "tz"), [("30 2 * * *", BERLIN), ("0 * * * *", BERLIN), ("*/20 * * * *", "UTC"),
+                                          ("0 3 * * 1", "America/New_York"), ("15 1 * * *", "America/New_York")])
+@pytest.mark.parametrize("limit", [1, 5, 100])
+def test_due_ticks_are_the_newest_ticks_of_the_window_across_dst(cron: str, tz: str, limit: int) -> None:
+    # windows around both DST changes of 2025, short and long enough to be cut
+    windows = [(at(2025, 3, 28, tz=tz), at(2025, 4, 2, tz=tz)), (at(2025, 10, 24, tz=tz), at(2025, 11, 4, tz=tz)),
+               (at(2025, 1, 1, tz=tz), at(2025, 1, 1, 3, tz=tz))]
+    for start, end in windows:
+        every = _every_tick(cron, tz, start, end)
+        ticks, cut = due_ticks(cron, tz, start, end, limit=limit)
+        assert list(ticks) == every[-limit:]
+        assert cut == (len(every) > limit)
+
+
 def test_bad_cron_and_zone_are_scheduler_errors() -> None:
     with pytest.raises(SchedulerError, match="not a valid cron expression: '61 \\* \\* \\* \\*'"):
         next_tick("61 * * * *", "UTC", 0)
