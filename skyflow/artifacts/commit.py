@@ -29,8 +29,11 @@ from skyflow.errors import ArtifactError
 INLINE_BYTES = 16 << 20
 
 
-def commit_output(store: ArtifactStore, local_path: str | Path, *, name: str) -> ArtifactRef:
+def commit_output(store: ArtifactStore, local_path: str | Path, *, name: str, confined: bool = False) -> ArtifactRef:
     """Hash ``local_path`` (a file or directory), upload the blobs the store lacks, then the manifest.
+
+    ``confined`` for a stage's output: the directory may not be a symlink, nor hold hard links to
+    files outside it (see `list_local_files`); data the user points at is committed as it is.
 
     Hashing and uploading overlap: each file is hashed and, if the store lacks its blob, uploaded
     while the next files are hashed, ``store.workers`` at a time. What the store already has is
@@ -49,7 +52,7 @@ def commit_output(store: ArtifactStore, local_path: str | Path, *, name: str) ->
     """
     root = Path(local_path)
     with naming(name):
-        files = list_local_files(root)
+        files = list_local_files(root, confined=confined)
         uploader = _BlobUploader(store)
         with ThreadPoolExecutor(max_workers=max(1, min(store.workers, len(files)))) as pool:
             if len(files) >= MIN_KEYS_TO_LIST and not store.is_local:

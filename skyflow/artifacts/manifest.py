@@ -122,8 +122,17 @@ class Manifest:
         return cls(kind=kind, files=files)
 
 
-def list_local_files(root: Path, *, skip_dirs: frozenset[str] = frozenset()) -> list[tuple[str, Path]]:
-    """(relative POSIX path, path) of every file under ``root``; symlinks may not leave it."""
+def list_local_files(root: Path, *, skip_dirs: frozenset[str] = frozenset(), confined: bool = False
+                     ) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of every file under ``root``; symlinks may not leave it.
+
+    ``confined`` (a stage's output): ``root`` itself may not be a symlink, and no file may be a hard
+    link to a file outside ``root`` (its other names are all under ``root``). Otherwise a stage could
+    commit what lies elsewhere on the machine under its output's name.
+    """
+    if confined and root.is_symlink():
+        raise ArtifactError(f"the output directory was replaced by a symlink to {os.readlink(root)}; a stage "
+                            "writes its files into the directory it is given (copy them in)", uri=str(root))
     if root.is_file():
         return [(root.name, root)]
     if not root.is_dir():
@@ -148,7 +157,26 @@ def list_local_files(root: Path, *, skip_dirs: frozenset[str] = frozenset()) -> 
                                     "instead", uri=str(path))
             if path.is_file():
                 found.append((PurePosixPath(path.relative_to(root).as_posix()).as_posix(), path))
+    if confined:
+        _refuse_outside_hard_links(found)
     return found
+
+
+def _refuse_outside_hard_links(files: list[tuple[str, Path]]) -> None:
+    """Every name of a file with several hard links must be among ``files`` (under the root)."""
+    names: dict[tuple[int, int], set[Path]] = {}
+    links: dict[tuple[int, int], tuple[int, Path]] = {}
+    for _, path in files:
+        st = path.stat()
+        if st.st_nlink > 1:
+            inode = (st.st_dev, st.st_ino)
+            names.setdefault(inode, set()).add(path.resolve())
+            links[inode] = (st.st_nlink, path)
+    for inode, (count, path) in links.items():
+        inside = len(names[inode])
+        if count > inside:
+            raise ArtifactError(f"is a hard link to a file outside the output directory ({count} links, {inside} "
+                                "of them here); copy the file in (cp) instead of linking it (ln)", uri=str(path))
 
 
 def build_manifest(local_path: Path, *, workers: int = 4, skip_dirs: frozenset[str] = frozenset()

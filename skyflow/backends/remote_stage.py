@@ -4,7 +4,9 @@ A remote backend (Kubernetes, SkyPilot) starts ``python -m skyflow.backends.remo
 node with the JSON from :func:`node_spec` in ``SKYFLOW_STAGE_SPEC``. The node fetches its inputs
 from the artifact store, runs the stage with ``SKYFLOW_INPUT_*``/``SKYFLOW_OUTPUT_*`` pointing at
 its own directories, and node 0 commits the outputs and writes a small result JSON to the store
-under :func:`result_key`, which the backend reads back as ``StageExit.outputs``.
+under :func:`result_key`, which the backend reads back as ``StageExit.outputs``. A node that cannot
+reach the MLflow tracking store gives the stage a local one and node 0 carries it back
+(:mod:`skyflow.backends.node_mlflow`).
 
 The backends' side lives here too: the store a node can reach (and the error naming the fix when
 there is none), the code package a node installs before the wrapper runs, and the dry run's YAML.
@@ -24,21 +26,27 @@ from typing import TYPE_CHECKING, Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import StageLaunch
+from skyflow.backends.node_mlflow import capture_key, prepare_tracking
 from skyflow.errors import ArtifactError, BackendError
 
 if TYPE_CHECKING:  # the node runs this module and needs none of the code package's building
     from skyflow.artifacts.code_package import CodePackage
+    from skyflow.artifacts.store import ArtifactStore
 
-__all__ = ["CODE_URL_TTL_S", "SPEC_ENV", "WRAPPER_MODULE", "code_package_for", "commit_workdir", "is_remote_uri",
-           "main", "missing_store_message", "node_spec", "placeholder_urls", "read_result", "remote_store_uri",
-           "render_yaml", "result_key", "run_node", "ship_code_package", "split_env", "store_for_render"]
+__all__ = ["CODE_URL_TTL_S", "SPEC_ENV", "WRAPPER_BACKENDS", "WRAPPER_MODULE", "code_package_for", "commit_workdir",
+           "is_remote_uri", "main", "missing_store_message", "node_spec", "placeholder_urls", "read_result",
+           "remote_store_uri", "render_yaml", "result_key", "run_node", "ship_code_package", "split_env",
+           "store_for_render"]
 
 SPEC_ENV = "SKYFLOW_STAGE_SPEC"
 WRAPPER_MODULE = "skyflow.backends.remote_stage"
+# The backends whose nodes run this wrapper (SSH pools run the stage's own scripts).
+WRAPPER_BACKENDS = ("kubernetes", "skypilot")
 REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://")
 # Names the runner sets from this machine that mean nothing on another one.
 _HOST_ONLY = ("SKYFLOW_INPUT_", "SKYFLOW_OUTPUT_")
-_KEEP_PREFIXES = ("SKYFLOW_", "SKYPILOT_")
+# The stage's MLflow run travels even when this shell has the same values (the node has not).
+_KEEP_PREFIXES = ("SKYFLOW_", "SKYPILOT_", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
 
 
 def is_remote_uri(uri: str | None) -> bool:
@@ -247,8 +255,9 @@ def _bash(script: str, cwd: Path, env: Mapping[str, str]) -> int:
 
 
 def run_node(spec: Mapping[str, Any], root: Path) -> int:
-    """Run one node's part of a stage under ``root``; node 0 commits and reports the outputs."""
-    from skyflow.artifacts import commit_output, open_store
+    """Run one node's part of a stage under ``root``; node 0 commits and reports the outputs, and
+    carries back the stage's MLflow calls when the node could not send them."""
+    from skyflow.artifacts import open_store
 
     inputs = {name: _fetch(ref, name, root / "inputs" / name) for name, ref in spec["inputs"].items()}
     outputs = {name: root / "outputs" / name for name in spec["outputs"]}
@@ -256,23 +265,51 @@ def run_node(spec: Mapping[str, Any], root: Path) -> int:
         path.mkdir(parents=True, exist_ok=True)
     workdir = _fetch(spec["workdir"], "workdir", root / "workdir") if spec.get("workdir") else root
     env = _node_env(spec, inputs, outputs)
+    tracking = prepare_tracking(env, root)
+    env.update(tracking.env)
+    code = _run_stage(spec, workdir, env)
+    if env["SKYPILOT_NODE_RANK"] != "0":
+        return code
+    store = open_store(spec["store_uri"])
+    if tracking.local_store is not None:
+        _carry_back_mlflow(store, tracking.local_store, spec)
+    if code != 0:
+        return code
+    return _commit_outputs(store, outputs, spec["result_key"])
+
+
+def _run_stage(spec: Mapping[str, Any], workdir: Path, env: Mapping[str, str]) -> int:
     if spec.get("setup"):
         code = _bash(spec["setup"], workdir, env)
         if code != 0:
             print(f"skyflow: setup failed with exit code {code}", flush=True)
             return code
-    code = _bash(spec["run"], workdir, env)
-    if code != 0 or env["SKYPILOT_NODE_RANK"] != "0":
-        return code
-    store = open_store(spec["store_uri"])
+    return _bash(spec["run"], workdir, env)
+
+
+def _commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path], key: str) -> int:
+    from skyflow.artifacts import commit_output
+
     result: dict[str, Any] = {}
     for name, path in outputs.items():
         if not any(path.iterdir()):
             print(f"skyflow: the stage wrote nothing to output {name!r}", flush=True)
             return 1
-        result[name] = commit_output(store, path, name=name).record.to_json()
-    store.write_bytes(spec["result_key"], json.dumps({"outputs": result}, sort_keys=True).encode())
+        result[name] = commit_output(store, path, name=name, confined=True).record.to_json()
+    store.write_bytes(key, json.dumps({"outputs": result}, sort_keys=True).encode())
     return 0
+
+
+def _carry_back_mlflow(store: ArtifactStore, local_store: Path, spec: Mapping[str, Any]) -> None:
+    """Commit the stage's local MLflow store and say where it is; a failure costs the metrics, not the stage."""
+    from skyflow.artifacts import commit_output
+
+    key = capture_key(spec["run_id"], spec["stage"], int(spec["attempt"]))
+    try:
+        record = commit_output(store, local_store, name="mlflow").record
+        store.write_bytes(key, json.dumps(record.to_json(), sort_keys=True).encode())
+    except ArtifactError as exc:
+        print(f"skyflow: the stage's MLflow records could not be carried back: {exc}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("skyflow.cli.run_commands", "status", "Show a run's stages (--json for scripts)."),
     "logs": ("skyflow.cli.run_commands", "logs", "Print a stage's log (-f to follow)."),
     "cancel": ("skyflow.cli.run_commands", "cancel", "Stop a run, keeping its state for resume."),
-    "runs": ("skyflow.cli.run_commands", "runs", "List recent runs with cost."),
+    "runs": ("skyflow.cli.runs_commands", "runs", "List recent runs with cost."),
     "down": ("skyflow.cli.run_commands", "down", "Stop the services a run left serving."),
     "schedule": ("skyflow.cli.schedule_commands", "schedule", "Add, list, pause, trigger and export schedules."),
     "scheduler": ("skyflow.cli.schedule_commands", "scheduler", "Fire scheduled and data-triggered runs (foreground)."),

@@ -30,7 +30,6 @@ def wait_for_drain(tracking_uri: str, skyflow_home: Path, timeout_s: float = 60.
     Waits while another process holds a spool file; sends unlocked leftovers itself. True when
     nothing is left (False: the store is unreachable or a writer is still busy after the timeout).
     """
-    from skyflow.lineage.mlflow_recorder import MlflowRecorder
     from skyflow.lineage.spool import spool_dir
 
     directory = spool_dir(skyflow_home, tracking_uri)
@@ -42,6 +41,8 @@ def wait_for_drain(tracking_uri: str, skyflow_home: Path, timeout_s: float = 60.
         if all(_locked(p) for p in waiting):
             time.sleep(0.1)
             continue
+        from skyflow.lineage.mlflow_recorder import MlflowRecorder  # only when there is something to send
+
         recorder = MlflowRecorder(tracking_uri, [], skyflow_home=skyflow_home)
         recorder.close(timeout_s=max(1.0, deadline - time.monotonic()))
         if recorder.pending:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import threading
 import time
 import urllib.request
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from skyflow.errors import SkyflowError
 from skyflow.home import skyflow_home as default_home
 from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
 from skyflow.lineage.records import RunInfo, StageRecord, StageRun
@@ -98,7 +100,9 @@ class MlflowRecorder:
             key = rec.run_key or self._keys.get(rec.run_id, "")
         data = self._scrub.tree(replace(rec, run_key=key, record_id=rec.record_id or uuid.uuid4().hex).to_json())
         log_copy = self._copy_log(rec.log_path) if rec.log_path else None
-        self._enqueue({"kind": "stage", "record": data, "log_copy": log_copy})
+        node_runs = [self._collect_node_runs(uri, key) for uri, key in rec.node_mlflow]
+        self._enqueue({"kind": "stage", "record": data, "log_copy": log_copy,
+                       "node_runs": [path for path in node_runs if path is not None]})
 
     def end_run(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
         with self._cond:
@@ -202,6 +206,25 @@ class MlflowRecorder:
         self._scrub.copy_file(source, target, max_bytes=LOG_ARTIFACT_MAX_BYTES)
         return str(target)
 
+    def _collect_node_runs(self, store_uri: str, key: str) -> str | None:
+        """What a remote attempt logged to its local MLflow store, fetched beside the spool and
+        scrubbed (this process knows the secrets; the one that sends may not)."""
+        from skyflow.lineage.node_replay import collect_node_runs
+
+        folder = self._dir / f"node-{uuid.uuid4().hex[:12]}"
+        try:
+            captured = collect_node_runs(store_uri, key, folder / "store")
+        except (SkyflowError, OSError, ValueError) as exc:
+            self.last_error = f"cannot fetch the MLflow records a node carried back from {store_uri}/{key}: {exc}"
+            log.warning("lineage: %s", self.last_error)
+            captured = None
+        if captured is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        target = folder / "runs.json"
+        target.write_text(json.dumps(self._scrub.tree(captured)), encoding="utf-8")
+        return str(target)
+
     def _adopt_orphans(self) -> None:
         for path in orphan_paths(self._dir, self._spool.path):
             adopted = SpoolFile.adopt(path)
@@ -287,12 +310,17 @@ class MlflowRecorder:
             log_copy = Path(payload["log_copy"]) if payload.get("log_copy") else None
             if log_copy is not None and not log_copy.is_file():
                 log_copy = None
-            store.record_stage(StageRecord.from_json(payload["record"]), log_copy=log_copy, retry=retry)
+            node_runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in payload.get("node_runs", [])
+                         if Path(p).is_file()]
+            store.record_stage(StageRecord.from_json(payload["record"]), log_copy=log_copy, retry=retry,
+                               node_runs=node_runs)
         elif payload["kind"] == "end_run":
             store.end_run(payload.get("run_key") or payload["run_id"], payload["state"], payload["totals"],
                           ended_at=payload.get("ended_at"))
 
     def _done(self, event: SpooledEvent) -> None:
+        for path in event.payload.get("node_runs", []):
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
         log_copy = event.payload.get("log_copy")
         if log_copy:
             Path(log_copy).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ from skyflow.lineage.mlflow_names import (
     source_of,
 )
 from skyflow.lineage.mlflow_outputs import log_declared_outputs
+from skyflow.lineage.node_replay import replay_node_runs
 from skyflow.lineage.records import RunInfo, StageRecord
 
 if TYPE_CHECKING:
@@ -163,7 +165,10 @@ class MlflowStore:
         )
         return str(run.info.run_id)
 
-    def record_stage(self, rec: StageRecord, *, log_copy: Path | None, retry: bool) -> str:
+    def record_stage(self, rec: StageRecord, *, log_copy: Path | None, retry: bool,
+                     node_runs: Sequence[dict[str, Any]] = ()) -> str:
+        """The stage's run, completed: tags, params, metrics, datasets, its log, what a remote node
+        logged where it could not reach the store (`node_runs`), declared outputs, final status."""
         key = rec.run_key or rec.run_id
         parent = self._parent(key)
         tags = {
@@ -189,6 +194,8 @@ class MlflowStore:
             self._log_datasets(run_id, datasets)
         if log_copy is not None:
             self._log_file(run_id, run.info.artifact_uri, log_copy, "logs")
+        if node_runs:
+            replay_node_runs(self.client, run_id, parent.experiment_id, node_runs)
         if rec.declared and rec.state in ("succeeded", "cached"):
             log_declared_outputs(self.client, run_id, rec, parent.stage_tags.get(TAG_PIPELINE, ""))
         ended_at = rec.ended_at or time.time()

@@ -88,9 +88,11 @@ def reachable_elsewhere(tracking_uri: str) -> bool:
     return parsed.hostname not in ("localhost", "127.0.0.1", "::1", None)
 
 
-def stage_run_environment(run: StageRun | None, *, remote: bool) -> dict[str, str]:
-    """The variables that send a stage's own MLflow calls to its run (none where it cannot reach the store)."""
-    if run is None or (remote and not reachable_elsewhere(run.tracking_uri)):
+def stage_run_environment(run: StageRun | None, *, remote: bool, carries_back: bool = False) -> dict[str, str]:
+    """The variables that send a stage's own MLflow calls to its run: none for a remote node that
+    cannot reach the store, unless the node's wrapper carries its calls back (``carries_back``: it
+    logs directly when it reaches the store, else locally, and the records come back with the outputs)."""
+    if run is None or (remote and not carries_back and not reachable_elsewhere(run.tracking_uri)):
         return {}
     return {"MLFLOW_TRACKING_URI": run.tracking_uri, "MLFLOW_EXPERIMENT_ID": run.experiment_id,
             "MLFLOW_RUN_ID": run.run_id}

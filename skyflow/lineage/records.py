@@ -82,6 +82,8 @@ class StageRecord:
     resources. Money is in USD, time in seconds, `log_path` a local file or None. `started_at` and
     `ended_at` are Unix times (None: unknown); `mlflow_run_id` is the run opened when the stage
     started (None: none was, and the record makes one). `run_key` is the run's `RunInfo.run_key`.
+    `node_mlflow` lists (store URI, key) of each attempt whose remote node could not reach the
+    tracking store and carried the stage's own MLflow calls back instead.
     """
 
     run_id: str
@@ -107,6 +109,7 @@ class StageRecord:
     declared: list[DeclaredOutput] = field(default_factory=list)
     run_key: str = ""
     record_id: str = ""  # unique per record: a record sent twice updates the run the first send made
+    node_mlflow: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,7 @@ class StageRecord:
         fields["inputs"] = [ArtifactRecord.from_json(a) for a in fields.get("inputs", [])]
         fields["outputs"] = [ArtifactRecord.from_json(a) for a in fields.get("outputs", [])]
         fields["declared"] = [DeclaredOutput.from_json(d) for d in fields.get("declared", [])]
+        fields["node_mlflow"] = [(str(uri), str(key)) for uri, key in fields.get("node_mlflow", [])]
         return cls(**fields)
 
 

@@ -12,54 +12,45 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import LineageError
 from skyflow.lineage.mlflow_names import (
-    CONTEXT_TAG,
     MAX_DATASET_DIGEST,
     PARENT_TAG,
-    TAG_KIND,
-    TAG_OUTPUT_URIS,
     TAG_PIPELINE,
     TAG_RUN_ID,
     TAG_STAGE,
     TAG_SUPERSEDED_BY,
     dataset_digest,
-    quote_filter_value,
 )
-from skyflow.lineage.mlflow_store import skyflow_experiment_ids
-from skyflow.lineage.recorder import check_tracking_uri, describe_tracking
 from skyflow.lineage.records import LineageNode, Producer
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities import Dataset, Run
+from skyflow.lineage.store_reader import DatasetEntry, LineageReader, StageRunView, open_reader, reading, sqlite_file
 
 MIN_DIGEST_PREFIX = 6
 MAX_DEPTH = 64
 
 
 def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MAX_DEPTH) -> LineageNode:
-    """The lineage tree of one artifact, back to raw data. Raises LineageError if it is unknown."""
-    check_tracking_uri(tracking_uri)
-    from mlflow.exceptions import MlflowException
+    """The lineage tree of one artifact, back to raw data. Raises LineageError if it is unknown.
 
-    from skyflow.lineage.mlflow_client import open_client
+    A sqlite store is read directly (no MLflow import); any other store through the MLflow client."""
+    from skyflow.lineage.recorder import describe_tracking
 
-    client = open_client(tracking_uri)
+    if sqlite_file(tracking_uri) is None:
+        from skyflow.lineage.recorder import check_tracking_uri
+
+        check_tracking_uri(tracking_uri)
     try:
-        experiments = skyflow_experiment_ids(client)
-        if not experiments:
-            raise LineageError(f"{describe_tracking(tracking_uri)} holds no skyflow runs yet.")
-        tracer = _Tracer(client, experiments, max_depth)
-        if is_digest(uri_or_digest):
-            node = tracer.by_digest(uri_or_digest, context_run=None, depth=0, seen=frozenset())
-        else:
-            node = tracer.by_uri(uri_or_digest)
-    except MlflowException as exc:
-        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {exc.message}") from exc
+        with reading(open_reader(tracking_uri)) as reader:
+            node = _trace(reader, uri_or_digest, max_depth, describe_tracking(tracking_uri))
+    except LineageError:
+        raise
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {getattr(exc, 'message', exc)}") from exc
     if node is None:
         raise LineageError(
             f"no skyflow stage in {describe_tracking(tracking_uri)} wrote an artifact "
@@ -70,14 +61,33 @@ def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MA
     return node
 
 
+def _trace(reader: LineageReader, uri_or_digest: str, max_depth: int, where: str) -> LineageNode | None:
+    experiments = reader.experiment_ids()
+    if not experiments:
+        raise LineageError(f"{where} holds no skyflow runs yet.")
+    tracer = _Tracer(reader, experiments, max_depth)
+    if is_digest(uri_or_digest):
+        return tracer.by_digest(uri_or_digest, context_run=None, depth=0, seen=frozenset())
+    return tracer.by_uri(uri_or_digest)
+
+
+def _is_store_error(exc: Exception) -> bool:
+    """A failed query (sqlite, MLflow), as opposed to a bug."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return True
+    return any(cls.__name__ == "MlflowException" for cls in type(exc).__mro__)
+
+
 def is_digest(text: str) -> bool:
     """A digest (`sha256:ab12...` or bare hex) rather than a URI or a path."""
     return "/" not in text and "\\" not in text and not Path(text).exists()
 
 
 class _Tracer:
-    def __init__(self, client: MlflowClient, experiments: list[str], max_depth: int) -> None:
-        self.client = client
+    def __init__(self, reader: LineageReader, experiments: list[str], max_depth: int) -> None:
+        self.reader = reader
         self.experiments = experiments
         self.max_depth = max_depth
 
@@ -87,12 +97,7 @@ class _Tracer:
         short = dataset_digest(digest)
         if len(short) < MIN_DIGEST_PREFIX:
             raise LineageError(f"digest {digest!r} is too short: give at least {MIN_DIGEST_PREFIX} characters.")
-        clause = (
-            f"= '{quote_filter_value(short)}'"
-            if len(short) == MAX_DATASET_DIGEST
-            else f"LIKE '{quote_filter_value(short)}%'"
-        )
-        runs = self._stage_runs(f"dataset.digest {clause}")
+        runs = self.reader.runs_with_digest(self.experiments, short, prefix=len(short) != MAX_DATASET_DIGEST)
         found = self._best(runs, lambda d: dataset_digest(_full_digest(d)).startswith(short), context_run)
         if found is None:
             return None
@@ -104,39 +109,29 @@ class _Tracer:
         if path.exists():
             candidates |= {str(path.resolve()), path.resolve().as_uri()}
         for candidate in candidates:
-            runs = self._stage_runs(f"tags.`{TAG_OUTPUT_URIS}` LIKE '%{quote_filter_value(candidate)}%'")
+            runs = self.reader.runs_with_output_uri(self.experiments, candidate)
             found = self._best(runs, _at_uri(candidate), None)
             if found is not None:
                 return self._node(*found, depth=0, seen=frozenset())
         return None
 
-    def _stage_runs(self, clause: str) -> list[Run]:
-        return list(
-            self.client.search_runs(
-                self.experiments,
-                f"tags.`{TAG_KIND}` = 'stage_run' AND {clause}",
-                max_results=200,
-                order_by=["attributes.start_time DESC"],
-            )
-        )
-
     def _best(
-        self, runs: list[Run], matches: Callable[[Dataset], bool], context_run: str | None
-    ) -> tuple[Run, Dataset] | None:
+        self, runs: list[StageRunView], matches: Callable[[DatasetEntry], bool], context_run: str | None
+    ) -> tuple[StageRunView, DatasetEntry] | None:
         hits = [(run, d) for run in runs for d in _datasets(run, "output") if matches(d)]
         if not hits:
             return None
 
-        def rank(hit: tuple[Run, Dataset]) -> tuple[bool, bool, bool, int]:
-            tags = hit[0].data.tags
+        def rank(hit: tuple[StageRunView, DatasetEntry]) -> tuple[bool, bool, bool, int]:
+            tags = hit[0].tags
             current = TAG_SUPERSEDED_BY not in tags
             same_run = context_run is not None and tags.get(PARENT_TAG) == context_run
             ran = tags.get("skyflow.cache_hit") != "true"
-            return (current, same_run, ran, hit[0].info.start_time or 0)
+            return (current, same_run, ran, hit[0].start_time or 0)
 
         return max(hits, key=rank)
 
-    def _node(self, run: Run, dataset: Dataset, *, depth: int, seen: frozenset[str]) -> LineageNode:
+    def _node(self, run: StageRunView, dataset: DatasetEntry, *, depth: int, seen: frozenset[str]) -> LineageNode:
         artifact = _artifact(dataset)
         producer = _producer(run)
         if artifact.digest in seen:
@@ -146,25 +141,21 @@ class _Tracer:
         seen = seen | {artifact.digest}
         inputs = []
         for input_dataset in _datasets(run, "input"):
-            child = self.by_digest(_full_digest(input_dataset), context_run=run.data.tags.get(PARENT_TAG),
+            child = self.by_digest(_full_digest(input_dataset), context_run=run.tags.get(PARENT_TAG),
                                    depth=depth + 1, seen=seen)
             inputs.append(child or LineageNode(_artifact(input_dataset), None))
         return LineageNode(artifact, producer, tuple(inputs))
 
 
-def _at_uri(uri: str) -> Callable[[Dataset], bool]:
+def _at_uri(uri: str) -> Callable[[DatasetEntry], bool]:
     return lambda dataset: _uri(dataset) == uri
 
 
-def _datasets(run: Run, context: str) -> list[Dataset]:
-    return [
-        entry.dataset
-        for entry in (run.inputs.dataset_inputs if run.inputs else [])
-        if any(tag.key == CONTEXT_TAG and tag.value == context for tag in entry.tags)
-    ]
+def _datasets(run: StageRunView, context: str) -> list[DatasetEntry]:
+    return [d for d in run.datasets if d.context == context]
 
 
-def _profile(dataset: Dataset) -> dict[str, Any]:
+def _profile(dataset: DatasetEntry) -> dict[str, Any]:
     try:
         profile = json.loads(dataset.profile or "{}")
     except json.JSONDecodeError:
@@ -172,35 +163,35 @@ def _profile(dataset: Dataset) -> dict[str, Any]:
     return profile if isinstance(profile, dict) else {}
 
 
-def _full_digest(dataset: Dataset) -> str:
+def _full_digest(dataset: DatasetEntry) -> str:
     return str(_profile(dataset).get("digest") or dataset.digest)
 
 
-def _uri(dataset: Dataset) -> str:
+def _uri(dataset: DatasetEntry) -> str:
     try:
         return str(json.loads(dataset.source).get("uri", dataset.source))
     except (json.JSONDecodeError, AttributeError):
         return str(dataset.source)
 
 
-def _artifact(dataset: Dataset) -> ArtifactRecord:
+def _artifact(dataset: DatasetEntry) -> ArtifactRecord:
     size = _profile(dataset).get("size_bytes")
     return ArtifactRecord(dataset.name, _uri(dataset), _full_digest(dataset), int(size) if size is not None else None)
 
 
-def _producer(run: Run) -> Producer:
-    tags = run.data.tags
+def _producer(run: StageRunView) -> Producer:
+    tags = run.tags
     dirty = tags.get("skyflow.git_dirty")
     return Producer(
         run_id=tags.get(TAG_RUN_ID, ""),
         pipeline=tags.get(TAG_PIPELINE, ""),
-        stage=tags.get(TAG_STAGE, run.info.run_name or ""),
+        stage=tags.get(TAG_STAGE, run.run_name or ""),
         state=tags.get("skyflow.state", ""),
         cache_hit=tags.get("skyflow.cache_hit") == "true",
         code_digest=tags.get("skyflow.code_digest") or None,
         git_commit=tags.get("skyflow.git_commit") or None,
         git_dirty=None if dirty is None else dirty == "true",
-        started_at=run.info.start_time / 1000 if run.info.start_time else None,
-        mlflow_run_id=run.info.run_id,
-        mlflow_experiment_id=run.info.experiment_id,
+        started_at=run.start_time / 1000 if run.start_time else None,
+        mlflow_run_id=run.run_id,
+        mlflow_experiment_id=run.experiment_id,
     )

@@ -184,9 +184,9 @@ def fetch_input(ref: ArtifactRef, dest: Path) -> tuple[Path, int, float]:
 def commit_outputs(store: ArtifactStore, outputs: Mapping[str, Path]) -> dict[str, ArtifactRecord]:
     records = {}
     for name, path in outputs.items():
-        if not any(path.iterdir()):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             raise ArtifactError("the stage wrote nothing to this output", artifact=name, uri=str(path))
-        records[name] = commit_output(store, path, name=name).record
+        records[name] = commit_output(store, path, name=name, confined=True).record
     return records
 
 

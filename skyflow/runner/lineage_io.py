@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skyflow.artifacts import ArtifactRecord
+from skyflow.backends.node_mlflow import capture_key
 from skyflow.backends.registry import backend_kind
+from skyflow.backends.remote_stage import WRAPPER_BACKENDS
 from skyflow.errors import SkyflowError
 from skyflow.lineage.recorder import LineageRecorder, NullRecorder, describe_tracking, stage_run_environment
 from skyflow.lineage.records import DeclaredOutput, RunInfo, StageRecord, StageRun
@@ -131,7 +133,8 @@ class LineageWriter:
 
     def stage(self, run_id: str, pipeline: ResolvedPipeline, row: StageRow, *,
               inputs: list[ArtifactRecord] | None = None, placement: dict[str, Any] | None = None,
-              code_digest: str | None = None, mlflow_run_id: str | None = None, run_key: str = "") -> None:
+              code_digest: str | None = None, mlflow_run_id: str | None = None, run_key: str = "",
+              node_mlflow: list[tuple[str, str]] | None = None) -> None:
         if row.state in (StageState.PENDING, StageState.RUNNING):
             return
         spec = pipeline.stages[row.stage]
@@ -150,7 +153,7 @@ class LineageWriter:
             inputs=list(inputs or []), outputs=list(row.outputs.values()), code_digest=code_digest,
             log_path=row.log_path, cache_key=row.cache_key, started_at=started_at, ended_at=ended_at,
             mlflow_run_id=mlflow_run_id, declared=[d for d in declared if d.logs_anything], run_key=run_key,
-            record_id=uuid.uuid4().hex)
+            record_id=uuid.uuid4().hex, node_mlflow=list(node_mlflow or []))
         self._call(lambda: self.recorder.record_stage(record))
 
     def end(self, run_id: str, state: str, totals: dict[str, Any]) -> None:
@@ -183,6 +186,7 @@ class LineageSubscriber:
         self.inputs: dict[str, list[ArtifactRecord]] = {}
         self.code: dict[str, str] = {}
         self.stage_runs: dict[str, StageRun] = {}
+        self.carried_back: dict[str, tuple[str, int]] = {}  # stage -> (its store, first attempt of this run)
         self._warned_remote = False
 
     def __call__(self, event: RunEvent) -> None:
@@ -197,27 +201,43 @@ class LineageSubscriber:
             if event.row.state in (StageState.PENDING, StageState.RUNNING):
                 return  # sent back to run again (its input was damaged): its run stays open for it
             opened = self.stage_runs.pop(event.stage, None)
+            store_uri, first = self.carried_back.pop(event.stage, ("", event.row.attempts + 1))
+            node_mlflow = [(store_uri, capture_key(event.run_id, event.stage, attempt))
+                           for attempt in range(first, event.row.attempts + 1)]
             self.writer.stage(event.run_id, self.pipeline, event.row, inputs=self.inputs.get(event.stage, []),
                               placement=self._placement(event.stage), code_digest=self.code.get(event.stage),
-                              mlflow_run_id=opened.run_id if opened else None, run_key=self.run_key)
+                              mlflow_run_id=opened.run_id if opened else None, run_key=self.run_key,
+                              node_mlflow=node_mlflow)
         elif event.kind.startswith("run-") and event.kind != RUN_STARTED:
             self.writer.end(event.run_id, event.kind.removeprefix("run-"), dict(event.totals))
 
     def open_stage_run(self, run_id: str, stage: str, infra: str) -> dict[str, str]:
-        """Open the stage's MLflow run; the variables for its process (none for a node that cannot
-        reach this machine's sqlite store: said once)."""
+        """Open the stage's MLflow run; the variables for its process. A node that runs the stage
+        wrapper gets them always (it carries back what it cannot send); another remote node that
+        cannot reach this machine's sqlite store gets none (said once)."""
         run = self.stage_runs.get(stage) or self.writer.open_stage(run_id, stage)
         if run is None:
             return {}
         self.stage_runs[stage] = run
-        remote = backend_kind(infra) != "local"
-        env = stage_run_environment(run, remote=remote)
+        kind = backend_kind(infra)
+        remote, carries_back = kind != "local", kind in WRAPPER_BACKENDS
+        store_uri = self.plan.stages[stage].store_uri if self.plan is not None and stage in self.plan.stages else None
+        if carries_back and store_uri and stage not in self.carried_back:
+            self.carried_back[stage] = (store_uri, self._attempts_so_far(run_id, stage) + 1)
+        env = stage_run_environment(run, remote=remote, carries_back=carries_back and bool(store_uri))
         if remote and not env and not self._warned_remote:
             self._warned_remote = True
             self.writer.warn(f"lineage: stage {stage!r} runs on {infra}, which cannot reach "
                              f"{describe_tracking(run.tracking_uri)}; its own MLflow calls are not sent to its "
                              "run (set MLFLOW_TRACKING_URI to a tracking server the nodes can reach)")
         return env
+
+    def _attempts_so_far(self, run_id: str, stage: str) -> int:
+        """Attempts an earlier process made (a resume): what they carried back went to their own run."""
+        if self.state is None:
+            return 0
+        row = self.state.get_run(run_id).stages.get(stage)
+        return row.attempts if row is not None else 0
 
     def _run_key(self, run_id: str) -> str:
         """This run across its resumes: its SKYFLOW_HOME, id and creation time."""

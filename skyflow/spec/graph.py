@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
+import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Literal
@@ -75,8 +77,6 @@ class ResolvedPipeline:
 
 def resolve_graph(spec: PipelineSpec, smap: SourceMap, path: str, base_dir: str) -> ResolvedPipeline:
     """Resolve references, reject unknown ones and cycles, and order the stages."""
-    import networkx as nx
-
     issues: list[Issue] = []
     edges: list[DataEdge] = []
     ordering: list[tuple[str, str]] = []
@@ -103,23 +103,40 @@ def resolve_graph(spec: PipelineSpec, smap: SourceMap, path: str, base_dir: str)
     _check_stores(spec, smap, issues)
     if issues:
         raise SpecError(issues)
-    graph = nx.DiGraph()
-    graph.add_nodes_from(stage_names)
-    graph.add_edges_from((e.producer, e.consumer) for e in edges if e.producer)
-    graph.add_edges_from(ordering)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    links = [(e.producer, e.consumer) for e in edges if e.producer] + ordering
+    order, cycle = _order(stage_names, links)
     if cycle:
-        names = [a for a, _ in cycle] + [cycle[0][0]]
-        raise SpecError(Issue(f"stages form a cycle: {' -> '.join(names)}",
-                              smap.position(("stages", names[0]), key=True),
+        raise SpecError(Issue(f"stages form a cycle: {' -> '.join(cycle)}",
+                              smap.position(("stages", cycle[0]), key=True),
                               hint="Remove one of these inputs or depends_on entries."))
-    position = {n: i for i, n in enumerate(stage_names)}
-    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: position[n]))
     return ResolvedPipeline(spec=spec, path=path, base_dir=base_dir, order=order, edges=tuple(edges),
                             ordering=tuple(ordering), source=smap)
+
+
+def _order(names: list[str], links: list[tuple[str, str]]) -> tuple[tuple[str, ...], list[str]]:
+    """(the stages in dependency order, ties broken by their place in the file; the cycle when there
+    is one, from its earliest stage back to it)."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter({n: () for n in names})
+    for before, after in links:
+        sorter.add(after, before)
+    position = {n: i for i, n in enumerate(names)}
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        loop = list(exc.args[1][:-1])
+        start = loop.index(min(loop, key=position.__getitem__))
+        loop = loop[start:] + loop[:start]
+        return (), [*loop, loop[0]]
+    ready = [(position[n], n) for n in sorter.get_ready()]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        sorter.done(name)
+        for after in sorter.get_ready():
+            heapq.heappush(ready, (position[after], after))
+    return tuple(order), []
 
 
 def _resolve_ref(spec: PipelineSpec, stage: str, input_name: str, ref: str, smap: SourceMap,

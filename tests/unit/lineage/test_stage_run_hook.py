@@ -61,9 +61,9 @@ class KeepingRecorder:
         return None
 
 
-def _placement(infra: str) -> Placement:
+def _placement(infra: str, store_uri: str | None = None) -> Placement:
     return Placement(infra=infra, cloud=infra.split("/")[0], region=None, zone=None, instance_type="x",
-                     accelerators={}, use_spot=False, num_nodes=1, hourly_usd=0.0, hours=1.0)
+                     accelerators={}, use_spot=False, num_nodes=1, hourly_usd=0.0, hours=1.0, store_uri=store_uri)
 
 
 def _writes_outputs(launch: StageLaunch) -> FakeResult:
@@ -73,20 +73,21 @@ def _writes_outputs(launch: StageLaunch) -> FakeResult:
 
 
 def run(tmp_path: Path, recorder: KeepingRecorder, train_infra: str = "local",
-        resume_of: str | None = None) -> tuple[FakeBackend, list[str]]:
+        resume_of: str | None = None, train_store: str | None = None) -> tuple[FakeBackend, list[str]]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "pipeline.yaml").write_text(PIPELINE)
     pipeline = load_pipeline(tmp_path / "pipeline.yaml")
-    home, backend, warnings = tmp_path / "home", FakeBackend(_writes_outputs), []
+    home, backend = tmp_path / "home", FakeBackend(_writes_outputs)
+    warnings: list[str] = []
     plan = Plan(pipeline="hooked", objective="cost", stages={"prep": _placement("local"),
-                                                             "train": _placement(train_infra)},
+                                                             "train": _placement(train_infra, train_store)},
                 egress=(), total_usd=0.0, total_hours=0.0)
     state = RunStore(home / "state.db")
     subscriber = LineageSubscriber(LineageWriter(recorder=recorder, warn=warnings.append), pipeline, state=state,
                                    home=home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     ctx = RunContext(pipeline=pipeline, plan=plan, state=state,
-                     backends=BackendPool(BackendContext(), {"local": backend, "skypilot": backend}),
+                     backends=BackendPool(BackendContext(), {"local": backend, "skypilot": backend, "ssh": backend}),
                      options=RunOptions(env=env), emit=EventBus([subscriber]), home=home, secrets={},
                      stage_runs=subscriber)
     loop = RunLoop(ctx)
@@ -129,13 +130,28 @@ def test_a_resume_names_the_same_run_and_a_new_run_another(tmp_path: Path) -> No
     assert other.runs[0].run_key != first.runs[0].run_key
 
 
-def test_a_node_that_cannot_reach_a_sqlite_store_gets_no_mlflow_variables(tmp_path: Path) -> None:
+def test_an_ssh_node_that_cannot_reach_a_sqlite_store_gets_no_mlflow_variables(tmp_path: Path) -> None:
     recorder = KeepingRecorder("sqlite:////home/me/.skyflow/mlflow.db")
-    backend, warnings = run(tmp_path, recorder, train_infra="aws/us-east-1")
+    backend, warnings = run(tmp_path, recorder, train_infra="ssh/lab")
     train = next(launch for launch in backend.launches if launch.stage == "train")
     assert not [k for k in train.env if k.startswith("MLFLOW_")]
     assert len(warnings) == 1 and "cannot reach" in warnings[0] and "tracking server" in warnings[0]
     assert recorder.records[1].mlflow_run_id == "mlflow-train"  # the run is still opened, with its real start
+    assert recorder.records[1].node_mlflow == []
+
+
+def test_a_wrapper_node_gets_its_run_and_the_record_says_where_its_calls_come_back(tmp_path: Path) -> None:
+    """A node running the stage wrapper decides for itself whether it reaches the store; the record
+    names where each attempt of this run leaves what it could not send."""
+    recorder = KeepingRecorder("sqlite:////home/me/.skyflow/mlflow.db")
+    store = str(tmp_path / "bucket")  # the stage's store (an object store in a real run)
+    backend, warnings = run(tmp_path, recorder, train_infra="aws/us-east-1", train_store=store)
+    train = next(launch for launch in backend.launches if launch.stage == "train")
+    assert train.env["MLFLOW_RUN_ID"] == "mlflow-train" and warnings == []
+    assert train.env["MLFLOW_TRACKING_URI"] == "sqlite:////home/me/.skyflow/mlflow.db"
+    prep, train_record = recorder.records
+    assert prep.node_mlflow == []  # ran on this machine: its calls went to the store directly
+    assert train_record.node_mlflow == [(store, "runs/r1/train/attempt-1/mlflow.json")]
 
 
 def test_a_node_reaches_a_tracking_server(tmp_path: Path) -> None:
