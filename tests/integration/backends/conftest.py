@@ -3,7 +3,7 @@
 Every sshd gets its own host key, an authorized_keys file holding a key made here, a free port and
 ``PasswordAuthentication no``/``UsePAM no``/``StrictModes no``; it runs in its own process group and
 is stopped by it. The namespaced hosts sit on a bridge with the project's own 10.250.0.0/24
-addresses, so nodes reach each other the way pool hosts on one LAN do.
+addresses, so nodes reach each other the way pool hosts on one LAN do; the Ray tests reuse ``lan``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +171,29 @@ def loopback_pool(ssh_keys: SshKeys, loopback_hosts: list[SshHost], tmp_path: Pa
 
 # --- hosts with addresses of their own -------------------------------------------------------------
 
-NETNS_SUBNET = "10.250.0"
+NETNS_SUBNET = "10.250.0"  # the project's own /24, cut into /27 blocks: one per bridge alive at once
+BLOCK_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Lan:
+    """Network namespaces on one bridge: this side's address on it, and [(netns, ip)] of the members."""
+
+    gateway: str
+    members: list[tuple[str, str]]
+
+
+def netns_unavailable() -> str | None:
+    """Why network namespaces cannot be made here, or None when they can (a probe namespace is made
+    and removed)."""
+    if not shutil.which("ip"):
+        return "`ip` (iproute2) is not installed; run tests/services/install-system.sh"
+    probe = f"sfprobe{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create network namespaces here (needs root/CAP_NET_ADMIN): {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -178,18 +202,58 @@ def _ip(*args: str, netns: str | None = None) -> None:
 
 
 @contextmanager
-def lan(count: int) -> Iterator[list[tuple[str, str]]]:
-    """``count`` network namespaces on one bridge: [(netns, ip)], with 10.250.0.1 on this side."""
+def _bridge_lock() -> Iterator[None]:
+    """Held while a bridge picks its block: test workers (and other sessions) make theirs at once."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "skyflow-test-netns.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _free_block() -> int:
+    """The first /27 of the project's /24 that no interface here has an address in."""
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    used = {int(word.split("/")[0].rsplit(".", 1)[1]) // BLOCK_SIZE for word in shown.split()
+            if word.startswith(f"{NETNS_SUBNET}.")}
+    free = [b for b in range(256 // BLOCK_SIZE) if b not in used]
+    if not free:
+        raise RuntimeError(f"every block of {NETNS_SUBNET}.0/24 is taken by a bridge here")
+    return free[0] * BLOCK_SIZE
+
+
+def _kill_members(ns: str) -> None:
+    """SIGKILL whatever still runs in ``ns`` (only what the fixtures started in it), by pid."""
+    listed = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    for pid in listed.stdout.split():
+        with suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@contextmanager
+def lan(count: int) -> Iterator[Lan]:
+    """``count`` network namespaces on one bridge, with the block's first address on this side.
+
+    Each bridge gets a /27 of 10.250.0.0/24 that no other bridge here has (the first is
+    10.250.0.1 with members from 10.250.0.10): the SSH and Ray tests may each hold one at once.
+    Whatever is still running in a namespace when the block ends is killed before it is removed.
+    """
     tag = uuid.uuid4().hex[:6]
     bridge, made_ns, made_links = f"sfbr{tag}", [], []
     try:
         _ip("link", "add", bridge, "type", "bridge")
         made_links.append(bridge)
-        _ip("addr", "add", f"{NETNS_SUBNET}.1/24", "dev", bridge)
+        with _bridge_lock():
+            base = _free_block()
+            gateway = f"{NETNS_SUBNET}.{base + 1}"
+            _ip("addr", "add", f"{gateway}/27", "dev", bridge)
         _ip("link", "set", bridge, "up")
         hosts = []
         for i in range(count):
-            ns, outer, inner, ip = f"sf{tag}n{i}", f"sf{tag}h{i}", f"sf{tag}c{i}", f"{NETNS_SUBNET}.{10 + i}"
+            ns, outer, inner, ip = f"sf{tag}n{i}", f"sf{tag}h{i}", f"sf{tag}c{i}", f"{NETNS_SUBNET}.{base + 10 + i}"
             _ip("netns", "add", ns)
             made_ns.append(ns)
             _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
@@ -197,12 +261,14 @@ def lan(count: int) -> Iterator[list[tuple[str, str]]]:
             _ip("link", "set", outer, "master", bridge)
             _ip("link", "set", outer, "up")
             _ip("link", "set", inner, "netns", ns)
-            _ip("addr", "add", f"{ip}/24", "dev", inner, netns=ns)
+            _ip("addr", "add", f"{ip}/27", "dev", inner, netns=ns)
             _ip("link", "set", inner, "up", netns=ns)
             _ip("link", "set", "lo", "up", netns=ns)
             hosts.append((ns, ip))
-        yield hosts
+        yield Lan(gateway, hosts)
     finally:
+        for ns in made_ns:
+            _kill_members(ns)
         for link in reversed(made_links):
             subprocess.run(["ip", "link", "del", link], capture_output=True)
         for ns in made_ns:
@@ -212,12 +278,8 @@ def lan(count: int) -> Iterator[list[tuple[str, str]]]:
 @pytest.fixture(scope="session")
 def netns_hosts(ssh_keys: SshKeys) -> Iterator[list[SshHost]]:
     """Two sshd hosts, each in its own network namespace with its own 10.250.0.x address."""
-    if not shutil.which("ip"):
-        pytest.skip("`ip` (iproute2) is not installed; run tests/services/install-system.sh")
-    probe = f"sfprobe{uuid.uuid4().hex[:6]}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here (needs root/CAP_NET_ADMIN): {made.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    with lan(2) as members, ExitStack() as stack:
-        yield [stack.enter_context(run_sshd(ssh_keys, ip, netns=ns)) for ns, ip in members]
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with lan(2) as net, ExitStack() as stack:
+        yield [stack.enter_context(run_sshd(ssh_keys, ip, netns=ns)) for ns, ip in net.members]

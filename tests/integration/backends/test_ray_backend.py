@@ -1,4 +1,5 @@
-"""The Ray backend against a real Ray cluster (a head and two workers on 127.0.0.1, see ray_cluster.py).
+"""The Ray backend against a real Ray cluster (a head and two workers, each in a network namespace of
+its own where they can be made, see ray_cluster.py).
 
 Stages reach the cluster only through its dashboard's Job Submission API, as they would a remote
 one; their artifacts go through a real S3 server (moto), which the nodes reach with the endpoint and
@@ -7,7 +8,8 @@ really installs skyflow from the wheels Ray ships as its working_dir (once per n
 
 - the backend contract suite, run on Ray;
 - one pipeline across this machine, an SSH pool and the Ray cluster, whose Ray stage starts Ray
-  actors of its own on the cluster's nodes, then the same file as a dry run;
+  actors of its own on the cluster's nodes (each writes to S3 from its node and reports the node's
+  address), then the same file as a dry run;
 - a runner killed with SIGKILL leaves its job running; `skyflow resume` finds it by the stored
   submission id, stops it, and runs the stage again.
 """
@@ -21,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 import yaml
 
@@ -126,17 +129,21 @@ def harness(ray_test_cluster: RayTestCluster, s3_env: dict[str, str], installed_
 WORDS = "delta\nalpha\ncharlie\nbravo\n"
 TOKEN = "ray-s3cr3t-value"
 ACTORS = """\
-import json, os, ray
+import json, os, sys, fsspec, ray
 ray.init()  # RAY_ADDRESS, set by Ray for the job, names the cluster
 @ray.remote(num_cpus=1)
 class Counter:
-    def count(self, text):
-        return ray.get_runtime_context().get_node_id(), len(text.split())
+    def count(self, text, probes):
+        ip = ray.util.get_node_ip_address()
+        with fsspec.open(f"{probes}/{ip}", "w") as out:  # the store, reached from the actor's own node
+            out.write(text)
+        return ray.get_runtime_context().get_node_id(), ip, len(text.split())
 words = open(os.path.join(os.environ["SKYFLOW_INPUT_WORDS"], "words.txt")).read()
 actors = [Counter.remote() for _ in range(3)]  # one CPU each: the three nodes have one each
-found = ray.get([a.count.remote(words) for a in actors])
+found = ray.get([a.count.remote(words, sys.argv[1]) for a in actors])
 out = os.path.join(os.environ["SKYFLOW_OUTPUT_REPORT"], "actors.json")
-json.dump({"nodes": len({n for n, _ in found}), "counts": [c for _, c in found],
+json.dump({"nodes": len({n for n, _, _ in found}), "ips": sorted(ip for _, ip, _ in found),
+           "driver": ray.util.get_node_ip_address(), "counts": [c for _, _, c in found],
            "alive_nodes": sum(1 for n in ray.nodes() if n["Alive"])}, open(out, "w"))
 """
 
@@ -161,7 +168,7 @@ stages:
     resources: {{infra: ray/lab}}
     workdir: ./ray_code
     run: |
-      python3 actors.py
+      python3 actors.py {probes}
       cat $SKYFLOW_INPUT_STATS/lines.txt $SKYFLOW_INPUT_WORDS/words.txt > $SKYFLOW_OUTPUT_REPORT/report.txt
       echo "token $RAY_TOKEN nodes $SKYPILOT_NUM_NODES rank $SKYPILOT_NODE_RANK" \\
         | tee -a $SKYFLOW_OUTPUT_REPORT/report.txt
@@ -189,13 +196,14 @@ def _skyflow(tmp_path: Path, cluster: RayTestCluster, s3_env: dict[str, str], co
 def test_one_pipeline_runs_across_local_an_ssh_pool_and_ray_whose_stage_starts_actors(
         tmp_path: Path, ray_test_cluster: RayTestCluster, loopback_pool: SshPoolSetup, s3_env: dict[str, str]) -> None:
     store = _store(ray_test_cluster)
+    probes = store.rsplit("/", 1)[0] + "/actor-probes"  # beside the store's root, in its bucket
     sky = _skyflow(tmp_path, ray_test_cluster, s3_env, loopback_pool.config_yaml("lab")
                    + ray_test_cluster.config_yaml("lab"))
     sky.env["SKYFLOW_SSH_KNOWN_HOSTS"] = str(loopback_pool.known_hosts)
     sky.env["RAY_TOKEN"] = TOKEN
     sky.write("data/words.txt", WORDS)
     sky.write("ray_code/actors.py", ACTORS)
-    sky.write("mixed.yaml", PIPELINE.format(store=store))
+    sky.write("mixed.yaml", PIPELINE.format(store=store, probes=probes))
 
     code, status, err = sky.run_json("mixed.yaml", "--run-id", "ray-mixed-1", "--no-lineage", "--no-cache")
 
@@ -208,8 +216,16 @@ def test_one_pipeline_runs_across_local_an_ssh_pool_and_ray_whose_stage_starts_a
     assert str(report["uri"]).startswith(store + "/")  # committed by the job itself
     assert _read(report, "report.txt", tmp_path / "r") == b"4\n" + clean + f"token {TOKEN} nodes 1 rank 0\n".encode()
     actors = json.loads(_read(report, "actors.json", tmp_path / "r"))
-    # the stage's own actors ran on the cluster, spread over its nodes (one CPU each, three nodes)
-    assert actors == {"nodes": 3, "counts": [4, 4, 4], "alive_nodes": 3}
+    # the stage's own actors ran on the cluster, spread over its nodes (one CPU each, three nodes), the
+    # driver on the head; in namespaces, three hosts with three addresses of their own
+    ips = actors.pop("ips")
+    assert actors == {"nodes": 3, "driver": ray_test_cluster.node_ips[0], "counts": [4, 4, 4], "alive_nodes": 3}
+    if ray_test_cluster.namespaced:
+        assert ips == sorted(ray_test_cluster.node_ips) and len(set(ips)) == 3 and "127.0.0.1" not in ips
+    # each actor wrote to S3 from its own node
+    fs = fsspec.filesystem("s3", **ray_test_cluster.s3.storage_options)
+    assert sorted(path.rsplit("/", 1)[1] for path in fs.ls(probes, refresh=True)) == sorted(set(ips))
+    assert {fs.cat(f"{probes}/{ip}") for ip in ips} == {clean}
     log = (sky.home / "runs" / "ray-mixed-1" / "report" / "attempt-1" / "stage.log").read_text()
     assert f"token {MASK} nodes 1 rank 0" in log and TOKEN not in log
 
@@ -251,7 +267,7 @@ def _remote_handle(home: Path, run_id: str, stage: str) -> dict[str, Any] | None
 def test_a_killed_runners_job_is_found_by_its_submission_id_on_resume(
         tmp_path: Path, ray_test_cluster: RayTestCluster, s3_env: dict[str, str]) -> None:
     client: Any = ray_test_cluster.client()
-    marker = tmp_path / "first-attempt-started"  # the nodes run on this machine: they can leave a mark here
+    marker = tmp_path / "first-attempt-started"  # the nodes share this machine's files: they can leave a mark here
     sky = _skyflow(tmp_path, ray_test_cluster, s3_env, ray_test_cluster.config_yaml("lab"))
     sky.write("slow.yaml", SLOW.format(store=_store(ray_test_cluster), marker=marker))
     runner = sky.start("run", "slow.yaml", "--run-id", "ray-slow-1", "--no-lineage")
@@ -275,3 +291,14 @@ def test_a_killed_runners_job_is_found_by_its_submission_id_on_resume(
     assert second is not None and second["submission_id"] != first
     assert str(client.get_job_status(second["submission_id"])) == "SUCCEEDED"
     assert sky.stage_state("ray-slow-1", "wait") == "succeeded"
+
+
+# -- where the nodes run -------------------------------------------------------------------------------
+
+def test_without_network_namespaces_the_cluster_fails_under_ci_rather_than_run_on_loopback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_cluster, "netns_unavailable", lambda: "no CAP_NET_ADMIN (simulated)")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="hosts of their own under CI=true: no CAP_NET_ADMIN"), \
+            ray_cluster.started_cluster(tmp_path):
+        pass
