@@ -128,11 +128,21 @@ class SkyPilotConfig(SpecModel):
     install: str | None = None
 
 
+class LogsConfig(SpecModel):
+    """Stage logs on this machine: each is rotated to `stage.log.1` once it passes this size."""
+
+    max_stage_log_mb: float = Field(default=1024.0, gt=0)
+
+
 class SkyflowConfig(SpecModel):
     ssh_pools: dict[str, SshPool] = Field(default_factory=dict)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     ray_clusters: dict[str, RayCluster] = Field(default_factory=dict)
     skypilot: SkyPilotConfig = Field(default_factory=SkyPilotConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
+    # `skyflow run` asks before launching a plan that costs this much or more (0: every plan asks;
+    # null: none does); `-y` skips the question.
+    confirm_cost_usd: float | None = Field(default=10.0, ge=0)
 
 
 def load_config(path: Path) -> SkyflowConfig:

@@ -1,18 +1,27 @@
-"""Process groups and liveness on this machine (from /proc), for backends, the runner and the scheduler."""
+"""Process groups, stage process trees and liveness on this machine (from /proc), for backends, the
+runner and the scheduler."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["KILL_GRACE_S", "group_alive", "kill_process_groups", "process_alive"]
+__all__ = ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "end_processes_with_token", "group_alive", "kill_process_groups",
+           "new_stage_token", "process_alive", "processes_with_token"]
 
 KILL_GRACE_S = 5.0
+# Every process of a local stage attempt carries this variable with the attempt's own token: a child
+# that left the stage's process group and session (`setsid`, a daemonizing server) still carries it,
+# so the attempt's whole process tree can be found, and ended, from /proc.
+STAGE_TOKEN_VARIABLE = "SKYFLOW_STAGE_TOKEN"
+# Scans after the SIGKILLs, for children forked between a scan and the signal.
+_KILL_SCANS = 20
 
 
 def kill_process_groups(groups: list[int], own: Sequence[subprocess.Popen[bytes]] = (),
@@ -128,3 +137,68 @@ def process_alive(pid: int | None) -> bool:
         return False
     fields = _proc_stat(pid)
     return fields is None or fields[0] != "Z"
+
+
+def new_stage_token() -> str:
+    """A token for one attempt's processes (random: no later attempt, run or user shares it)."""
+    return secrets.token_hex(12)
+
+
+def processes_with_token(token: str) -> dict[int, str | None]:
+    """pid -> `process_start` of every live process (other than this one) whose environment carries
+    ``STAGE_TOKEN_VARIABLE=token``, read from /proc/PID/environ. Processes of other users, whose
+    environment cannot be read, are not found."""
+    needle = f"\0{STAGE_TOKEN_VARIABLE}={token}\0".encode()
+    me = os.getpid()
+    found: dict[int, str | None] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if needle not in b"\0" + environ.read():
+                    continue
+        except OSError:
+            continue
+        if process_alive(int(entry)):  # a zombie's environment reads empty; this is for a racing exit
+            found[int(entry)] = process_start(int(entry))
+    return found
+
+
+def end_processes_with_token(token: str | None, grace_s: float = KILL_GRACE_S) -> int:
+    """SIGTERM every process carrying ``token`` (see `processes_with_token`), SIGKILL those left after
+    ``grace_s``, and scan again until none is left (a process may fork while it is being ended).
+
+    This ends what left the attempt's process groups: `setsid` children, daemons. Each pid is
+    signalled only while it is still the process that was found (its start time is checked).
+    Returns how many processes were found.
+    """
+    if not token:
+        return 0
+    found = processes_with_token(token)
+    seen = set(found)
+    for pid, start in found.items():
+        _signal(pid, start, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = {pid: start for pid, start in found.items() if same_process(pid, start)}
+    for _ in range(_KILL_SCANS):
+        left = processes_with_token(token)
+        if not left:
+            break
+        seen.update(left)
+        for pid, start in left.items():
+            _signal(pid, start, signal.SIGKILL)
+        time.sleep(0.02)
+    return len(seen)
+
+
+def _signal(pid: int, start: str | None, signum: signal.Signals) -> None:
+    if same_process(pid, start):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)

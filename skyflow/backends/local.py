@@ -1,4 +1,10 @@
-"""The local backend: each stage a process group on this machine (one process per node)."""
+"""The local backend: each stage a process group on this machine (one process per node).
+
+Every process of an attempt carries the attempt's token in its environment (`SKYFLOW_STAGE_TOKEN`):
+when the attempt ends (exit, failure, timeout, cancel, or a later runner abandoning it), its process
+groups are ended, and then every process still carrying the token, so children that left the group
+(`setsid`, daemons) end with the stage. The token is recorded as the attempt's handle.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.gpus import GpuAllocator, detect_gpus
 from skyflow.backends.masking import LogPump
+from skyflow.backends.stage_log import StageLog, describe_write_failure
 from skyflow.errors import BackendError
-from skyflow.processes import KILL_GRACE_S, kill_process_groups, process_start
+from skyflow.processes import (
+    KILL_GRACE_S,
+    STAGE_TOKEN_VARIABLE,
+    end_processes_with_token,
+    kill_process_groups,
+    new_stage_token,
+    process_start,
+)
+from skyflow.statedb import release_reserve_above
 
 if TYPE_CHECKING:
     from skyflow.backends.local_service import LocalService
@@ -41,12 +57,15 @@ def detect_capacity(max_parallel: int | None = None) -> Capacity:
 
 @dataclass
 class LocalStageHandle:
-    """The processes of one attempt: one per node, each leading its own process group."""
+    """The processes of one attempt: one per node, each leading its own process group; all of them,
+    and whatever they start, carry ``token`` in their environment."""
 
     procs: list[subprocess.Popen[bytes]]
     pumps: list[LogPump]
     timeout_s: float | None
     release: Callable[[], None]
+    token: str | None = None
+    log: StageLog | None = None
     _cancelled: threading.Event = field(default_factory=threading.Event)
     # Each group leader's start, taken at launch: once a leader is reaped its pid is free, and a group
     # is signalled only while its id still names this attempt's group.
@@ -61,7 +80,8 @@ class LocalStageHandle:
 
     @property
     def remote(self) -> RemoteHandle | None:
-        return None  # the process groups are all a later runner needs
+        # With the process groups, all a later runner needs to end what this attempt left
+        return {STAGE_TOKEN_VARIABLE: self.token} if self.token else None
 
     def wait(self) -> StageExit:
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
@@ -74,6 +94,11 @@ class LocalStageHandle:
 
     def _wait(self, deadline: float | None) -> StageExit:
         while True:
+            broken = next((p.error for p in self.pumps if p.error is not None), None)
+            if broken is not None and self.log is not None:  # the stage cannot be logged: it fails now
+                release_reserve_above(self.log.path)  # room for run state to record the failure
+                self._kill_all()
+                return StageExit(1, describe_write_failure(self.log.path, broken))
             codes = [p.poll() for p in self.procs]
             failed = [c for c in codes if c not in (None, 0)]
             if failed:  # one node failing fails the stage, as in SkyPilot; stop the others
@@ -81,7 +106,9 @@ class LocalStageHandle:
                 return StageExit(failed[0], "cancelled" if self._cancelled.is_set() else
                                  _describe(failed[0]), cancelled=self._cancelled.is_set())
             if all(c == 0 for c in codes):
-                kill_process_groups(self.process_groups, self.procs, self.starts)  # background children die too
+                # background children die too, and what they started outside the group
+                kill_process_groups(self.process_groups, self.procs, self.starts)
+                end_processes_with_token(self.token)
                 if self._cancelled.is_set():
                     return StageExit(-int(signal.SIGTERM), "cancelled", cancelled=True)
                 return StageExit(0)
@@ -99,6 +126,7 @@ class LocalStageHandle:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=KILL_GRACE_S + 1)
+        end_processes_with_token(self.token)
 
 
 def with_own_python(env: Mapping[str, str]) -> dict[str, str]:
@@ -127,25 +155,31 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, capacity: Capacity | None = None, on_line: Callable[[str, str], None] | None = None,
-                 gpu_devices: dict[int, str] | None = None) -> None:
+                 gpu_devices: dict[int, str] | None = None, max_log_bytes: int | None = None) -> None:
+        """``max_log_bytes``: a stage log is rotated past this size (default: `DEFAULT_MAX_LOG_MB`)."""
         self._capacity = capacity or detect_capacity()
         self._gpus = GpuAllocator(gpu_devices if gpu_devices is not None else detect_gpus())
         self._on_line = on_line
         self._bash = shutil.which("bash") or "/bin/bash"
+        self._max_log_bytes = max_log_bytes
 
     def capacity(self) -> Capacity:
         return self._capacity
 
     def launch(self, launch: StageLaunch) -> StageHandle:
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        script = launch.log_path.parent / "stage.sh"
-        script.write_text(_wrapper(launch))
+        try:
+            launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+            script = launch.log_path.parent / "stage.sh"
+            script.write_text(_wrapper(launch))
+            log = StageLog(launch.log_path, self._max_log_bytes)
+        except OSError as exc:
+            raise _cannot_start(launch, exc) from exc
         devices = self._gpus.acquire(launch.gpu_count)
-        log = open(launch.log_path, "ab")  # noqa: SIM115 - closed by the handle's release
+        token = new_stage_token()
         procs, pumps = [], []
         try:
             for rank in range(launch.num_nodes):
-                env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": str(rank)}
+                env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": str(rank), STAGE_TOKEN_VARIABLE: token}
                 if devices is not None:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
                 proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env,
@@ -158,20 +192,22 @@ class LocalBackend:
                 pump = LogPump(proc.stdout, log, launch.secret_values, prefix, listener)
                 pump.start()
                 pumps.append(pump)
-        except OSError:
+        except OSError as exc:
             kill_process_groups([p.pid for p in procs])
+            end_processes_with_token(token)
             log.close()
             self._gpus.release(devices, launch.gpu_count)
-            raise
+            raise _cannot_start(launch, exc) from exc
 
         def release() -> None:
             log.close()
             self._gpus.release(devices, launch.gpu_count)
 
-        return LocalStageHandle(procs, pumps, launch.timeout_s, release)
+        return LocalStageHandle(procs, pumps, launch.timeout_s, release, token, log)
 
     def abandon(self, leftover: Leftover) -> None:
         kill_process_groups(list(leftover.process_groups))
+        end_processes_with_token(_token_of(leftover))
 
     def serve(self, launch: StageLaunch) -> LocalService:
         """Start the replicas on free ports (the declared one first); they serve until `skyflow down`."""
@@ -181,12 +217,18 @@ class LocalBackend:
         if service is None:
             raise BackendError(f"stage {launch.stage!r} has no service: section", stage=launch.stage)
         ports = replica_ports(service, launch.spec.resources.ports)
-        return LocalService(self._start_replicas(launch, ports), ports, service)
+        token = new_stage_token()
+        try:
+            replicas = self._start_replicas(launch, ports, token)
+        except OSError as exc:
+            raise _cannot_start(launch, exc) from exc
+        return LocalService(replicas, ports, service, token)
 
     def stop_service(self, leftover: Leftover) -> None:
         kill_process_groups(list(leftover.process_groups))
+        end_processes_with_token(_token_of(leftover))
 
-    def _start_replicas(self, launch: StageLaunch, ports: list[int]) -> list[subprocess.Popen[bytes]]:
+    def _start_replicas(self, launch: StageLaunch, ports: list[int], token: str) -> list[subprocess.Popen[bytes]]:
         """One detached replica per port, each followed by its masking process: replica, masker, ...
 
         Output goes through a masking process (not a thread of ours) into the stage log, so the
@@ -203,9 +245,10 @@ class LocalBackend:
             masker = subprocess.Popen([sys.executable, "-m", "skyflow.backends.masking", str(launch.log_path)],
                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True,
-                                      env={**os.environ, "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values))})
+                                      env={**os.environ, "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values)),
+                                           "SKYFLOW_LOG_MAX_BYTES": str(self._max_log_bytes or "")})
             env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": "0", "SKYFLOW_SERVICE_PORT": str(port),
-                   "SKYFLOW_REPLICA_ID": str(rank)}
+                   "SKYFLOW_REPLICA_ID": str(rank), STAGE_TOKEN_VARIABLE: token}
             proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=masker.stdin, stderr=subprocess.STDOUT, start_new_session=True)
             assert masker.stdin is not None
@@ -228,5 +271,20 @@ def _wrapper(launch: StageLaunch) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _token_of(leftover: Leftover) -> str | None:
+    token = (leftover.remote or {}).get(STAGE_TOKEN_VARIABLE)
+    return token if isinstance(token, str) else None
+
+
+def _cannot_start(launch: StageLaunch, exc: OSError) -> BackendError:
+    if exc.filename is not None:
+        where = Path(exc.filename)
+        return BackendError(f"cannot start stage {launch.stage!r}: {describe_write_failure(where, exc, '')}",
+                            stage=launch.stage, backend="local")
+    return BackendError(f"cannot start stage {launch.stage!r}: {exc.strerror or exc}", stage=launch.stage,
+                        backend="local")
+
+
 def from_context(context: BackendContext) -> LocalBackend:
-    return LocalBackend(detect_capacity(context.max_parallel), on_line=context.on_line)
+    max_log_bytes = int(context.config.logs.max_stage_log_mb * 2**20)
+    return LocalBackend(detect_capacity(context.max_parallel), on_line=context.on_line, max_log_bytes=max_log_bytes)

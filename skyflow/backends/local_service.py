@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from skyflow.processes import kill_process_groups
+from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
 from skyflow.spec.models import Service
 
 __all__ = ["LocalService", "probe", "replica_ports", "wait_until_ready"]
@@ -81,10 +81,12 @@ def wait_until_ready(urls: list[str], service: Service, procs: list[subprocess.P
 
 
 class LocalService:
-    """Replicas on this machine (each with its masking process), probed on 127.0.0.1."""
+    """Replicas on this machine (each with its masking process), probed on 127.0.0.1; the replicas'
+    processes, and whatever they start, carry ``token`` in their environment."""
 
-    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int], service: Service) -> None:
-        self.procs, self.ports, self.service = procs, ports, service
+    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int], service: Service,
+                 token: str | None = None) -> None:
+        self.procs, self.ports, self.service, self.token = procs, ports, service, token
 
     @property
     def endpoint(self) -> str:
@@ -95,8 +97,8 @@ class LocalService:
         return [p.pid for p in self.procs]
 
     @property
-    def remote(self) -> None:
-        return None
+    def remote(self) -> dict[str, str] | None:
+        return {STAGE_TOKEN_VARIABLE: self.token} if self.token else None
 
     def wait_ready(self, cancel: threading.Event, timeout_s: float) -> str | None:
         urls = [f"http://127.0.0.1:{port}{self.service.readiness_probe.path}" for port in self.ports]
@@ -104,3 +106,4 @@ class LocalService:
 
     def stop(self) -> None:
         kill_process_groups(self.process_groups)
+        end_processes_with_token(self.token)

@@ -8,9 +8,13 @@ line by line: each of its lines is a secret of its own.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import IO
+
+from skyflow.backends.stage_log import StageLog, describe_write_failure
 
 MASK = "********"
 MAX_LINE_BYTES = 1 << 20
@@ -103,9 +107,14 @@ def _mask(data: bytes, pieces: Sequence[bytes]) -> bytes:
 
 class LogPump(threading.Thread):
     """Reads a pipe, cuts it into bounded lines, masks secrets, appends to the log, and hands lines to a
-    listener."""
+    listener.
 
-    def __init__(self, source: IO[bytes], log: IO[bytes], secrets: Sequence[str], prefix: str = "",
+    A write to the log that fails (a full disk) is kept in ``error`` and the log is written no more,
+    but the pipe is still read to its end and lines still reach the listener: the process writing
+    into the pipe never blocks on a pump that died. Its owner decides what the failure means.
+    """
+
+    def __init__(self, source: IO[bytes], log: IO[bytes] | StageLog, secrets: Sequence[str], prefix: str = "",
                  on_line: Callable[[str], None] | None = None) -> None:
         super().__init__(daemon=True)
         self.source = source
@@ -113,13 +122,14 @@ class LogPump(threading.Thread):
         self.pieces = [p.encode() for p in secret_pieces(secrets)]
         self.prefix = prefix
         self.on_line = on_line
+        self.error: OSError | None = None
 
     def run(self) -> None:
         read = getattr(self.source, "read1", self.source.read)  # what the pipe has, without waiting for more
 
         def chunks() -> Iterator[bytes]:
             while True:
-                self.log.flush()  # everything read so far is in the log before waiting for more
+                self._to_log(self.log.flush)  # everything read so far is in the log before waiting for more
                 chunk = read(READ_BYTES)
                 if not chunk:
                     return
@@ -127,27 +137,43 @@ class LogPump(threading.Thread):
 
         for raw in masked_lines(chunks(), self.pieces):
             line = self.prefix + raw.decode("utf-8", "replace")
-            self.log.write((line + "\n").encode())
+            self._to_log(functools.partial(self.log.write, (line + "\n").encode()))
             if self.on_line:
                 self.on_line(line)
-        self.log.flush()
+        self._to_log(self.log.flush)
         self.source.close()
+
+    def _to_log(self, action: Callable[[], object]) -> None:
+        if self.error is not None:
+            return
+        try:
+            action()
+        except OSError as exc:
+            self.error = exc
 
 
 def main(argv: list[str]) -> int:
     """`python -m skyflow.backends.masking LOG`: copy stdin to LOG with secrets masked.
 
     Long-running service processes outlive the runner, so their output goes through this small
-    process instead of a thread of the runner. Secret values arrive in SKYFLOW_MASK_VALUES (JSON).
+    process instead of a thread of the runner. Secret values arrive in SKYFLOW_MASK_VALUES (JSON),
+    the log's size limit in SKYFLOW_LOG_MAX_BYTES. A log that cannot be written (a full disk) is
+    given up, with one line on stderr; the service's output is still read, so it never blocks.
     """
     import json
     import os
     import sys
 
     secrets = json.loads(os.environ.pop("SKYFLOW_MASK_VALUES", "[]"))
-    with open(argv[0], "ab") as log:
+    limit = os.environ.pop("SKYFLOW_LOG_MAX_BYTES", "")
+    log = StageLog(Path(argv[0]), int(limit) if limit.isdigit() else None)
+    try:
         pump = LogPump(sys.stdin.buffer, log, secrets)
         pump.run()
+    finally:
+        log.close()
+    if pump.error is not None:
+        print(f"skyflow: service log: {describe_write_failure(log.path, pump.error)}", file=sys.stderr)
     return 0
 
 

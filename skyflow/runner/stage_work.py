@@ -10,6 +10,7 @@ from pathlib import Path
 
 from skyflow.artifacts import ArtifactRecord, ArtifactRef, ArtifactStore, DamagedArtifact
 from skyflow.backends.base import Backend, ServiceBackend, StageExit, StageLaunch
+from skyflow.backends.masking import mask_secrets
 from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
 from skyflow.planner import Placement
 from skyflow.runner import artifact_io
@@ -50,12 +51,17 @@ class StageWork:
         self.placement = ctx.plan.placement(name)
 
     def run(self) -> StageOutcome:
+        """The stage's outcome; its message never holds a secret's value (a file named after one)."""
         try:
-            return self._run()
+            outcome = self._run()
         except _ProducerRerun as exc:  # back to pending: the run loop starts it again once its producer is done
-            return StageOutcome(StageState.PENDING, str(exc))
+            outcome = StageOutcome(StageState.PENDING, str(exc))
         except SkyflowError as exc:
-            return StageOutcome(StageState.FAILED, str(exc))
+            outcome = StageOutcome(StageState.FAILED, str(exc))
+        return replace(outcome, message=self._masked(outcome.message))
+
+    def _masked(self, text: str) -> str:
+        return mask_secrets(text, list(self.ctx.secrets.values())) if self.ctx.secrets else text
 
     def _run(self) -> StageOutcome:
         ctx, name, spec, placement = self.ctx, self.name, self.spec, self.placement
@@ -95,7 +101,7 @@ class StageWork:
                 break
             if decision.recovery:
                 restarts += 1
-            ctx.emit(RunEvent(RETRYING, name, f"{outcome.message}; {decision.reason}", run_id=ctx.run_id))
+            ctx.emit(RunEvent(RETRYING, name, self._masked(f"{outcome.message}; {decision.reason}"), run_id=ctx.run_id))
             if ctx.cancel_requested.wait(decision.delay_s):
                 break
         if outcome.state == StageState.SUCCEEDED and spec.cache and spec.outputs:
@@ -200,7 +206,7 @@ class StageWork:
         finally:
             with ctx.lock:
                 ctx.handles.pop(name, None)
-        ctx.state.end_attempt(ctx.run_id, name, attempt, exit_.exit_code, exit_.reason)
+        ctx.state.end_attempt(ctx.run_id, name, attempt, exit_.exit_code, self._masked(exit_.reason))
         if exit_.cancelled or ctx.cancel_requested.is_set():
             return StageOutcome(StageState.CANCELLED, "cancelled"), None
         if not exit_.ok:

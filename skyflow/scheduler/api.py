@@ -81,8 +81,9 @@ def add_schedule(store: ScheduleStore, record: ScheduleRecord, now_s: float | No
             continue
         try:
             fingerprint, _ = observe(uri, None)
-        except SchedulerError as exc:
-            log.warning("cannot take a baseline of %s yet: %s", ref, exc)
+        except SchedulerError as exc:  # adding needs no data: the scheduler takes the baseline when it can
+            log.warning("schedule %s: no baseline of %s yet (the scheduler takes it on its first look): %s",
+                        saved.name, ref, exc)
             continue
         store.save_fingerprint(None, saved.name, ref, uri, fingerprint, now_s)
     return saved

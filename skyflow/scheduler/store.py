@@ -93,7 +93,7 @@ class ScheduleStore(StateDB):
     """The scheduler's tables beside the runner's, in ``state.db`` (WAL, busy timeout)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, SCHEMA)
+        super().__init__(path, SCHEMA, error=SchedulerError)
 
     # -- schedules ----------------------------------------------------------------------------
     def save(self, record: ScheduleRecord, now_s: float) -> ScheduleRecord:

@@ -1,4 +1,9 @@
-"""Fingerprints of watched inputs through fsspec: metadata first, content only when it moved."""
+"""Fingerprints of watched inputs through fsspec: metadata first, content only when it moved.
+
+Whatever a storage library raises (no credentials, a bucket that does not exist, a dead endpoint)
+becomes a SchedulerError naming the input: a watched input that cannot be read is a warning for the
+scheduler and for `schedule add`, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "content_md5", "Versio
 _TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "mtime_ns", "created")
 
 
+def _unreadable(uri: str, action: str, exc: Exception) -> SchedulerError:
+    return SchedulerError(f"cannot {action} {uri}: {type(exc).__name__}: {exc}; check the credentials and the "
+                          "location (`skyflow check`)")
+
+
 def _fs(uri: str) -> tuple[Any, str]:
     import fsspec
 
@@ -22,6 +32,8 @@ def _fs(uri: str) -> tuple[Any, str]:
         fs, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:
         raise SchedulerError(f"cannot watch {uri}: {exc}") from exc
+    except Exception as exc:  # the storage library's own errors, raised when it sets up a client
+        raise _unreadable(uri, "watch", exc) from exc
     # Object-store listings are cached per filesystem instance; a stale cache would hide changes.
     fs.invalidate_cache()
     return fs, path
@@ -42,11 +54,14 @@ def probe_meta(uri: str) -> str:
         info = fs.info(path)
     except FileNotFoundError:
         return MISSING
-    except OSError as exc:
-        raise SchedulerError(f"cannot read metadata of {uri}: {exc}") from exc
+    except Exception as exc:  # OSError, or the storage library's own (botocore's NoCredentialsError)
+        raise _unreadable(uri, "read metadata of", exc) from exc
     if info.get("type") != "directory":
         return _object_token(info)
-    entries = fs.find(path, detail=True)
+    try:
+        entries = fs.find(path, detail=True)
+    except Exception as exc:
+        raise _unreadable(uri, "list", exc) from exc
     base = path.rstrip("/")
     listing = sorted((name[len(base):], _object_token(e)) for name, e in entries.items()
                      if e.get("type") != "directory")
@@ -67,8 +82,8 @@ def content_digest(uri: str) -> str:
         return f"sha256:{outer.hexdigest()}"
     except FileNotFoundError:
         return MISSING
-    except OSError as exc:
-        raise SchedulerError(f"cannot read {uri}: {exc}") from exc
+    except Exception as exc:
+        raise _unreadable(uri, "read", exc) from exc
 
 
 def _file_digest(fs: Any, path: str) -> str:

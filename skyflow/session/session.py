@@ -29,7 +29,7 @@ from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
 from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
-from skyflow.processes import kill_process_groups, same_process
+from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups, same_process
 from skyflow.runner.context import RunContext, RunOptions, store_of_placement
 from skyflow.runner.environment import secret_values
 from skyflow.runner.events import LOG, EventBus, RunEvent
@@ -308,6 +308,8 @@ class Session:
         for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):
                 kill_process_groups(row.process_groups)
+                handle = json.loads(row.remote_handle) if row.remote_handle else {}
+                end_processes_with_token(handle.get(STAGE_TOKEN_VARIABLE))  # children that left the groups
                 state.finish_stage(run_id, name, StageState.CANCELLED, {}, message="run cancelled")
         state.set_run(run_id, state=RunState.CANCELLED, ended_at=time.time(), runner_pid=None)
         return RunState.CANCELLED

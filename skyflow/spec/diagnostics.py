@@ -58,6 +58,8 @@ def _locate(data: Any, loc: tuple[Any, ...], err: dict[str, Any]) -> tuple[Path,
     path: list[str | int] = []
     node = data
     for part in loc:
+        if part == "[key]":  # the mapping key itself is wrong (a bad name): point at the key
+            return tuple(path), True
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if (isinstance(node, dict) and part in node) or in_list:
             path.append(part)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from skyflow.spec.base import SpecModel, custom_error
 from skyflow.spec.resources import Resources
@@ -14,6 +14,18 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 Scalar = str | int | float | bool | None
+
+
+def _checked_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise custom_error("bad_name", "a name must be letters, digits, '-' and '_'",
+                           value=name, hint="Rename it, e.g. 'train_sft'.")
+    return name
+
+
+# A key of `stages:`, `inputs:` or `params:`: each key is checked on its own, so that every bad name
+# in a pipeline is reported at once, at its own position.
+Name = Annotated[str, AfterValidator(_checked_name)]
 
 
 def parse_duration_s(value: Any, field: str) -> float | None:
@@ -410,12 +422,12 @@ class PipelineSpec(SpecModel):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     description: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[Name, Any] = Field(default_factory=dict)
     envs: dict[str, str | None] = Field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     stores: dict[str, Store] = Field(default_factory=dict)
-    inputs: dict[str, ExternalInput] = Field(default_factory=dict)
-    stages: dict[str, Stage] = Field(min_length=1)
+    inputs: dict[Name, ExternalInput] = Field(default_factory=dict)
+    stages: dict[Name, Stage] = Field(min_length=1)
     schedule: Schedule | None = None
 
     @field_validator("envs", mode="before")
@@ -430,13 +442,4 @@ class PipelineSpec(SpecModel):
             raise custom_error("secret_values", "pipeline secrets list names only, not values",
                                hint="Write secrets: [HF_TOKEN]; the value comes from your environment "
                                "when the pipeline runs.")
-        return value
-
-    @field_validator("stages", "inputs", "params")
-    @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if not re.fullmatch(NAME_PATTERN, name):
-                raise custom_error("bad_name", "name {value!r} must be letters, digits, '-' and '_'",
-                                   value=name, hint="Rename it, e.g. 'train_sft'.")
         return value

@@ -28,7 +28,8 @@ PUBLIC = {
     "skyflow.states": ["DONE", "FINAL", "RunState", "StageState"],
     "skyflow.home": ["skyflow_home"],
     "skyflow.matching": ["close_matches"],
-    "skyflow.processes": ["KILL_GRACE_S", "group_alive", "kill_process_groups", "process_alive"],
+    "skyflow.processes": ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "end_processes_with_token", "group_alive",
+                          "kill_process_groups", "new_stage_token", "process_alive", "processes_with_token"],
 }
 PACKAGES = ["skyflow.artifacts", "skyflow.catalog", "skyflow.scheduler", *PUBLIC]
 

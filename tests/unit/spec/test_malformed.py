@@ -18,7 +18,7 @@ CASES: list[tuple[str, str, int, int, tuple[str, ...]]] = [
     ("tab-indent", "name: x\nstages:\n\ta: 1\n", 3, 1, ("invalid YAML", "tab")),
     # found by the fuzzer once (a complex key made ruamel raise TypeError): kept as a regression case
     ("complex-key", "? a: {b: 1}\n", 1, 3, ("a mapping key must be a plain name",)),
-    ("complex-key-in-stage", "name: x\nstages:\n  ? {a: 1}\n  : {run: x}\n", 3, 3, ("must be letters",)),
+    ("complex-key-in-stage", "name: x\nstages:\n  ? {a: 1}\n  : {run: x}\n", 3, 5, ("must be letters",)),
     ("deep-nesting", "a: " + "[" * 3000 + "]" * 3000 + "\n", 1, 1, ("nested too deeply",)),
     ("unclosed-flow", "name: x\nstages: {a: {run: x}\n", 3, 1, ("invalid YAML",)),
     ("duplicate-key", "name: x\nname: y\nstages: {a: {run: x}}\n", 2, 1, ("duplicate key", "name")),
@@ -147,3 +147,24 @@ def test_set_unknown_param_is_an_error(tmp_path: Path) -> None:
         load_pipeline(path, {"ppo_step": 3})
     with pytest.raises(SpecError, match=r"expected int like the default 200"):
         load_pipeline(path, {"ppo_steps": "many"})
+
+
+def test_every_bad_name_is_reported_at_once_at_its_own_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, textwrap.dedent("""\
+        name: x
+        params: {ok: 1, "bad param": 2}
+        inputs: {"in/put": data.csv}
+        stages:
+          "bad name": {run: x}
+          fine: {run: x}
+          "also/bad": {run: x}
+          -x: {run: x}
+        """))
+    with pytest.raises(SpecError) as info:
+        load_pipeline(path)
+    lines = str(info.value).splitlines()
+    bad = [line for line in lines if "a name must be letters, digits" in line]
+    assert [line.split(": ", 2)[0] for line in bad] == [
+        f"{path}:2:17", f"{path}:3:10", f"{path}:5:3", f"{path}:7:3", f"{path}:8:3"], lines
+    assert all("Rename it" in line for line in bad)
+    assert "got '-x'" in bad[-1] and "got 'also/bad'" in bad[-2]
