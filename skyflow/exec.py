@@ -18,13 +18,15 @@ from typing import Any
 
 def stage_arguments(func: Any, env: Mapping[str, str]) -> dict[str, Any]:
     """The keyword arguments for ``func`` from the stage environment."""
-    from skyflow.spec.decorators import KWARG_ENV_PREFIX, KWARGS_ENV
+    from skyflow.spec.decorators import INPUT_LISTS_ENV, KWARG_ENV_PREFIX, KWARGS_ENV
     from skyflow.spec.params import _scalar
 
     kwargs: dict[str, Any] = json.loads(env.get(KWARGS_ENV, "{}"))
     for key, value in env.items():
         if key.startswith(KWARG_ENV_PREFIX):
             kwargs[key[len(KWARG_ENV_PREFIX):]] = _scalar(value)
+    for name, inputs in json.loads(env.get(INPUT_LISTS_ENV, "{}")).items():  # fan-in: a list of paths
+        kwargs[name] = [Path(env[f"SKYFLOW_INPUT_{i.upper()}"]) for i in inputs]
     names = inspect.signature(func).parameters
     for name in names:
         path = env.get(f"SKYFLOW_INPUT_{name.upper()}")

@@ -14,6 +14,7 @@ from skyflow.artifacts.commit import load_manifest
 from skyflow.artifacts.failures import naming, translated
 from skyflow.artifacts.integrity import DamagedArtifact, quarantine
 from skyflow.artifacts.manifest import DigestingReader, FileEntry, check_relative_path, hash_file
+from skyflow.artifacts.progress import expect_bytes, moved_bytes
 from skyflow.artifacts.refs import ArtifactRef, blob_key
 from skyflow.errors import ArtifactError
 
@@ -59,6 +60,7 @@ def sync_artifact(ref: ArtifactRef, dest_dir: str | Path, *, include: Iterable[s
         with translated(str(dest), "creating the destination directory"):
             dest.mkdir(parents=True, exist_ok=True)
         targets = [(entry, safe_target(dest, entry.path)) for entry in wanted]
+        expect_bytes(sum(entry.size_bytes for entry, _ in targets))
         copied = ref.store.map_concurrently(lambda pair: _place(ref, pair[0], pair[1], incremental), targets)
     return SyncStats(files_copied=sum(1 for c in copied if c is not None),
                      files_unchanged=sum(1 for c in copied if c is None),
@@ -78,6 +80,7 @@ def _place(ref: ArtifactRef, entry: FileEntry, target: Path, incremental: bool) 
     with translated(str(target), "writing"):
         if incremental and target.is_file() and not target.is_symlink() \
                 and target.stat().st_size == entry.size_bytes and hash_file(target)[0] == entry.digest:
+            moved_bytes(entry.size_bytes)
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         found = _copy_verified(ref, entry, target)
@@ -106,6 +109,7 @@ def _copy_verified(ref: ArtifactRef, entry: FileEntry, target: Path) -> tuple[st
             with open(tmp, "wb") as f:
                 for chunk in reader:
                     f.write(chunk)
+                    moved_bytes(len(chunk))
         except ArtifactError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 return None, 0

@@ -9,6 +9,7 @@ from skyflow.artifacts.commit import load_manifest, write_manifest
 from skyflow.artifacts.failures import naming
 from skyflow.artifacts.integrity import DamagedArtifact, quarantine_blob
 from skyflow.artifacts.manifest import DigestingReader, FileEntry, digest_bytes
+from skyflow.artifacts.progress import expect_bytes, moved_bytes
 from skyflow.artifacts.refs import ArtifactRef, TransferStats, blob_key
 from skyflow.artifacts.store import ArtifactStore
 from skyflow.errors import ArtifactError
@@ -29,6 +30,7 @@ def transfer_artifact(ref: ArtifactRef, target: ArtifactStore) -> tuple[Artifact
         unique = list({f.digest: f for f in manifest.files}.values())
         present = target.sizes_of(blob_key(f.digest) for f in unique)
         todo = [f for f in unique if present[blob_key(f.digest)] != f.size_bytes]
+        expect_bytes(sum(f.size_bytes for f in todo))
         target.map_concurrently(lambda entry: _copy_blob(ref, target, entry), todo)
         write_manifest(target, manifest)
     moved = sum(f.size_bytes for f in todo)
@@ -45,6 +47,7 @@ def _copy_blob(ref: ArtifactRef, target: ArtifactStore, entry: FileEntry) -> Non
             if digest_bytes(data) != entry.digest or len(data) != entry.size_bytes:
                 raise _corrupted(ref, entry, digest_bytes(data), len(data))
             target.write_bytes(key, data)
+            moved_bytes(len(data))
         else:
             target.write_chunks(key, _checked(ref, entry, DigestingReader(source.read_chunks(key))))
     except DamagedArtifact:
@@ -58,7 +61,9 @@ def _copy_blob(ref: ArtifactRef, target: ArtifactStore, entry: FileEntry) -> Non
 
 def _checked(ref: ArtifactRef, entry: FileEntry, reader: DigestingReader) -> Iterator[bytes]:
     """Yield the chunks, then fail before the writer commits if they were not the expected bytes."""
-    yield from reader
+    for chunk in reader:
+        moved_bytes(len(chunk))
+        yield chunk
     if reader.digest != entry.digest or reader.size_bytes != entry.size_bytes:
         raise _corrupted(ref, entry, reader.digest, reader.size_bytes)
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from skyflow.cli.options import complete_run_id
+
 _AGE_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -46,7 +48,13 @@ def _size(size_bytes: int) -> str:
 
 @click.group()
 def artifacts() -> None:
-    """Look at artifact stores and remove artifacts no kept run references."""
+    """Look at artifact stores, copy an output out, and remove artifacts no kept run references.
+
+    \b
+    skyflow artifacts get RUN eval.report
+    skyflow artifacts ls
+    skyflow artifacts gc --keep-last 5 --dry-run
+    """
 
 
 store_option = click.option("--store", "stores", multiple=True, metavar="URI",
@@ -54,7 +62,7 @@ store_option = click.option("--store", "stores", multiple=True, metavar="URI",
 
 
 @artifacts.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.argument("output", metavar="STAGE.OUTPUT")
 @click.argument("dest", required=False, type=click.Path(file_okay=False))
 def get(run_id: str, output: str, dest: str | None) -> None:
@@ -75,8 +83,13 @@ def get(run_id: str, output: str, dest: str | None) -> None:
     target = Path(dest or name)
     if target.exists() and any(target.iterdir()):
         raise click.BadParameter(f"{target} exists and is not empty; name another folder", param_hint="DEST")
-    path = fetch_output(Session().get_run(run_id), stage, name, target)
-    files = [p for p in path.rglob("*") if p.is_file()]
+    from skyflow.artifacts.progress import reporting_transfers_to
+    from skyflow.cli.transfer_bar import TransferBar
+
+    run = Session().get_run(run_id)
+    with TransferBar(f"{output} -> {target}") as bar, reporting_transfers_to(bar):
+        path = fetch_output(run, stage, name, target)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     click.echo(f"{output} of run {run_id} -> {path} ({len(files)} file(s), verified)")
 
 
@@ -87,9 +100,14 @@ def get(run_id: str, output: str, dest: str | None) -> None:
 @click.option("--min-age", default="1h", show_default=True, metavar="AGE",
               help="Never remove objects younger than this (a commit may be in progress).")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store (schema: docs/cli.md).")
 def gc(keep_last: int, dry_run: bool, min_age: str, stores: tuple[str, ...], as_json: bool) -> None:
-    """Remove artifacts, blobs and cache entries that no kept run references."""
+    """Remove artifacts, blobs and cache entries that no kept run references.
+
+    \b
+    skyflow artifacts gc --keep-last 5 --dry-run
+    skyflow artifacts gc --keep-last 1 --min-age 2d --store s3://team-artifacts/llm
+    """
     from pathlib import Path
 
     from skyflow.artifacts import collect_garbage, open_store
@@ -115,7 +133,7 @@ def gc(keep_last: int, dry_run: bool, min_age: str, stores: tuple[str, ...], as_
 @click.option("--deep", is_flag=True,
               help="Re-read and re-hash every blob (default: manifests re-hashed, blobs present at their sizes).")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store (schema: docs/cli.md).")
 def verify(deep: bool, stores: tuple[str, ...], as_json: bool) -> None:
     """Check every artifact and cache entry in the stores; move what is damaged to quarantine/.
 
@@ -157,9 +175,14 @@ def verify(deep: bool, stores: tuple[str, ...], as_json: bool) -> None:
 
 @artifacts.command(name="ls")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (schema: docs/cli.md).")
 def ls(stores: tuple[str, ...], as_json: bool) -> None:
-    """List the artifacts in each store: digest, files, size, age."""
+    """List the artifacts in each store: digest, files, size, age.
+
+    \b
+    skyflow artifacts ls
+    skyflow artifacts ls --store s3://team-artifacts/llm --json
+    """
     from pathlib import Path
 
     from skyflow.artifacts import load_manifest, open_store
@@ -188,8 +211,14 @@ def ls(stores: tuple[str, ...], as_json: bool) -> None:
 @artifacts.command()
 @click.argument("digest")
 @store_option
-def show(digest: str, stores: tuple[str, ...]) -> None:
-    """Print an artifact's files (DIGEST may be a unique prefix, with or without 'sha256:')."""
+@click.option("--json", "as_json", is_flag=True, help="Print the artifact and its files as JSON (schema: docs/cli.md).")
+def show(digest: str, stores: tuple[str, ...], as_json: bool) -> None:
+    """Print an artifact's files (DIGEST may be a unique prefix, with or without 'sha256:').
+
+    \b
+    skyflow artifacts show 3f2a9c
+    skyflow artifacts show sha256:3f2a9c --json | jq '.files[].path'
+    """
     from pathlib import Path
 
     from skyflow.artifacts import load_manifest, open_store
@@ -208,6 +237,12 @@ def show(digest: str, stores: tuple[str, ...]) -> None:
             ref = ArtifactRef(name=found[0], uri=store.url(manifest_key(found[0])), digest=found[0],
                               size_bytes=0, file_count=0, store=store)
             manifest = load_manifest(ref)
+            if as_json:
+                click.echo(json.dumps({"digest": found[0], "kind": manifest.kind, "uri": ref.uri, "store": uri,
+                                       "size_bytes": manifest.size_bytes,
+                                       "files": [{"path": f.path, "size_bytes": f.size_bytes, "digest": f.digest}
+                                                 for f in manifest.files]}))
+                return
             click.echo(f"{found[0]}  {manifest.kind}, {len(manifest.files)} files, "
                        f"{_size(manifest.size_bytes)}  {ref.uri}")
             for f in manifest.files:

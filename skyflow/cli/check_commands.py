@@ -9,14 +9,14 @@ import click
 
 @click.command()
 @click.argument("target", required=False, metavar="[PIPELINE]")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list (schema: docs/cli.md).")
 def check(target: str | None, as_json: bool) -> None:
     """Say what this machine can use, one line each, with the fix for what is missing.
 
     With PIPELINE, also whether each of its `stores:` is reachable with this machine's credentials.
     Exits 0 whatever it finds (a cloud without credentials is simply not planned on).
 
-    \\b
+    \b
     skyflow check
     skyflow check examples/rlhf/pipeline.yaml --json
     """

@@ -27,9 +27,15 @@ tracking_uri_option = click.option(
 @click.command()
 @click.argument("artifact", metavar="ARTIFACT")
 @tracking_uri_option
-@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON (schema: docs/cli.md).")
 def lineage(artifact: str, tracking_uri: str | None, as_json: bool) -> None:
-    """Show where ARTIFACT (a URI, a path or a digest) came from, back to the raw data."""
+    """Show where ARTIFACT (a URI, a path or a digest) came from, back to the raw data.
+
+    \b
+    skyflow lineage ./report                  # an output copied out by `skyflow artifacts get`
+    skyflow lineage sha256:3f2a9c --json
+    """
+    from skyflow.errors import LineageError
     from skyflow.home import skyflow_home
     from skyflow.lineage.drain import wait_for_drain
     from skyflow.lineage.recorder import resolve_tracking_uri
@@ -37,7 +43,13 @@ def lineage(artifact: str, tracking_uri: str | None, as_json: bool) -> None:
 
     uri = resolve_tracking_uri(tracking_uri, skyflow_home())
     wait_for_drain(uri, skyflow_home())  # records a just-finished run left to the background
-    node = trace_artifact(uri, artifact)
+    try:
+        node = trace_artifact(uri, artifact)
+    except LineageError:
+        digest = _content_digest(artifact)
+        if digest is None:
+            raise
+        node = trace_artifact(uri, digest)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(node), indent=2))
         return
@@ -47,6 +59,19 @@ def lineage(artifact: str, tracking_uri: str | None, as_json: bool) -> None:
     if not console.is_terminal:
         console = Console(width=400)  # piped: keep each line whole rather than cut at 80 columns
     console.print(render_lineage(node))
+
+
+def _content_digest(artifact: str) -> str | None:
+    """The artifact digest of a file or folder on this machine (a copy `skyflow artifacts get` made,
+    or any with the same content), so that a path finds the run that made that content."""
+    from pathlib import Path
+
+    path = Path(artifact)
+    if "://" in artifact or not path.exists():
+        return None
+    from skyflow.artifacts.manifest import build_manifest
+
+    return build_manifest(path)[0].digest
 
 
 def render_lineage(node: LineageNode) -> Tree:
@@ -116,6 +141,10 @@ def ui(pipeline: str | None, tracking_uri: str | None, host: str, port: int) -> 
     """Serve the MLflow UI on the lineage store (until Ctrl-C), opened on PIPELINE's runs.
 
     PIPELINE is a pipeline name or file; without it, the pipeline that ran last.
+
+    \b
+    skyflow ui
+    skyflow ui examples/rlhf/pipeline.yaml --port 5001
     """
     from skyflow.home import skyflow_home
     from skyflow.lineage.drain import wait_for_drain
@@ -144,17 +173,36 @@ def ui(pipeline: str | None, tracking_uri: str | None, host: str, port: int) -> 
     # Without this the server forks a pool of job workers (~2 GB) that a UI does not need.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     click.echo(f"MLflow UI for {describe_tracking(uri)}: open {url}\n  ({what}; Ctrl-C to stop)")
-    proc = subprocess.Popen(command, env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
-        return
-    if code != 0:
+    code = _serve_until_stopped(command, env)
+    if code not in (0, None):
         from skyflow.errors import LineageError
 
         raise LineageError(f"the MLflow server exited with code {code}; see its output above.")
+
+
+def _serve_until_stopped(command: list[str], env: dict[str, str]) -> int | None:
+    """Run the MLflow server in a process group of its own until it exits, or until Ctrl-C, SIGTERM
+    or SIGHUP reach this process: then the whole group (mlflow server and its uvicorn workers) is
+    stopped, so nothing is left holding the port. None when stopped that way."""
+    import signal
+
+    from skyflow.processes import kill_process_groups
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return None
+    finally:
+        if proc is not None:
+            kill_process_groups([proc.pid], own=[proc])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _pipeline_name(pipeline: str | None) -> str | None:

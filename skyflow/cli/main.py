@@ -70,8 +70,57 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="skyflow", message="%(prog)s %(version)s")
-def cli() -> None:
-    """Plan and run multi-stage LLMOps pipelines on the cheapest place that fits each stage."""
+@click.option("-v", "--verbose", count=True,
+              help="Log what skyflow does to stderr (-v: info, -vv: debug, with third-party libraries).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Quieter runs: progress without the stages' output (as run -q), no warnings; errors only in logs.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Plan and run multi-stage LLMOps pipelines on the cheapest place that fits each stage.
+
+    \b
+    skyflow validate examples/rlhf/pipeline.yaml
+    skyflow plan examples/rlhf/pipeline.yaml --set scale=full --all-clouds
+    skyflow run examples/rlhf/pipeline.yaml
+    skyflow run examples/rlhf/pipeline.yaml --help     # also lists the pipeline's params
+    skyflow status && skyflow logs RUN ppo --tail 20
+    skyflow -q run pipeline.yaml -y --json             # for scripts: one JSON object, no question
+
+    Shell completion (commands, options, pipeline files, run ids): see docs/cli.md.
+    """
+    if verbose and quiet:
+        raise click.UsageError("-v and -q do not go together; pick one")
+    ctx.obj = Verbosity(verbose=verbose, quiet=quiet)
+    _configure_logging(verbose, quiet)
+
+
+class Verbosity:
+    """The global -v/-q, for the commands that honour them (`global_verbosity()`)."""
+
+    def __init__(self, verbose: int = 0, quiet: bool = False) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+
+
+def global_verbosity() -> Verbosity:
+    """-v/-q as given before the command (`skyflow -q run ...`); defaults outside a command."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Verbosity) else Verbosity()
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    import logging
+
+    if not verbose and not quiet:
+        return
+    level = logging.ERROR if quiet else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level if quiet or verbose > 1 else logging.WARNING)  # -v: skyflow's info, not every library's
+    logging.getLogger("skyflow").setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from skyflow.cli.options import pipeline_target, set_option
+from skyflow.cli.options import PipelineCommand, pipeline_target, set_option
 from skyflow.cli.planning import PlanningOptions, planning_options
 
 if TYPE_CHECKING:
@@ -18,16 +18,24 @@ if TYPE_CHECKING:
 
     from skyflow.planner import Alternative, Placement, Plan
 
-@click.command()
+@click.command(cls=PipelineCommand)
 @pipeline_target
 @set_option
 @planning_options
 @click.option("--explain", "explain", metavar="STAGE", help="Show the next best placements of STAGE.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (schema: docs/cli.md).")
 @click.option("--no-cache", is_flag=True, help="Plan every stage as recomputed, ignoring cached outputs.")
 def plan(target: str, set_: tuple[str, ...], planning: PlanningOptions, explain: str | None, as_json: bool,
          no_cache: bool) -> None:
-    """Plan TARGET: where each stage runs, what it costs, and what moving its data costs."""
+    """Plan PIPELINE: where each stage runs, what it costs, and what moving its data costs.
+
+    Nothing is launched. Clouds without credentials are left out unless --all-clouds.
+
+    \b
+    skyflow plan examples/rlhf/pipeline.yaml --set scale=full --all-clouds
+    skyflow plan pipeline.yaml --deadline 12 --explain ppo
+    skyflow plan pipeline.yaml --allow-clouds aws,gcp --json | jq .total_usd
+    """
     from skyflow.planner import explain_stage
     from skyflow.session import Session
     from skyflow.session.discovery import load_prices
@@ -79,12 +87,14 @@ def _hours_from(p: Placement) -> str:
 
 
 def _duration(hours: float) -> str:
-    """Hours as a person reads them: "16.14 h", "4.5 min", "12 s"."""
+    """Hours as a person reads them: "16.14 h", "4.5 min", "12 s", "<1 s" (never 7.33e-06)."""
     if hours >= 1:
         return f"{hours:.2f} h"
     if hours >= 1 / 60:
         return f"{hours * 60:.1f} min"
-    return f"{hours * 3600:.0f} s"
+    if hours * 3600 >= 1 or hours == 0:
+        return f"{hours * 3600:.0f} s"
+    return "<1 s"
 
 
 def render_plan(plan: Plan, console: Console | None = None) -> None:
@@ -97,7 +107,8 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         table.add_column(col, justify="right" if col in ("$/h", "hours", "$") else "left")
     for name, p in plan.stages.items():
         table.add_row(name, _infra(p), p.instance_type, _accelerators(p), "yes" if p.use_spot else "no",
-                      f"{p.hourly_usd * p.num_nodes:,.2f}", f"{p.hours:.3g}", _hours_from(p), f"{p.compute_usd:,.2f}")
+                      f"{p.hourly_usd * p.num_nodes:,.2f}", "-" if p.cached else _duration(p.hours), _hours_from(p),
+                      f"{p.compute_usd:,.2f}")
     console.print(table)
     if plan.egress:
         moves = Table(title="Data moved")

@@ -32,10 +32,10 @@ _OPTIONS = (
     click.option("--infra", metavar="LIST", help="Only these: aws,gcp/us-central1,local,ssh/lab,kubernetes/ctx; "
                                                  "`local` alone forces this machine."),
     click.option("--all-clouds", is_flag=True, help="Plan over every catalog cloud, credentials or not (what-if)."),
-    click.option("--allow-clouds", metavar="LIST"),
-    click.option("--block-clouds", metavar="LIST"),
-    click.option("--allow-regions", metavar="LIST"),
-    click.option("--block-regions", metavar="LIST"),
+    click.option("--allow-clouds", metavar="LIST", help="Only these clouds, comma-separated: aws,gcp."),
+    click.option("--block-clouds", metavar="LIST", help="Never these clouds, comma-separated: azure,lambda."),
+    click.option("--allow-regions", metavar="LIST", help="Only these regions, comma-separated: us-east-1,us-central1."),
+    click.option("--block-regions", metavar="LIST", help="Never these regions, comma-separated: eu-west-3."),
 )
 _FIELDS = tuple(f.name for f in fields(PlanningOptions))
 

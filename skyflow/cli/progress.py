@@ -39,6 +39,9 @@ class ProgressView:
         self.quiet = quiet
         self.live: Any = None
         self._lock = threading.Lock()
+        self.moved: tuple[int, int] = (0, 0)  # artifact bytes moved, of those expected
+        self.moving_since: float | None = None
+        self._shown_at = 0.0
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal and not self.quiet:
@@ -70,10 +73,43 @@ class ProgressView:
             if self.live is not None:
                 self.live.update(self._table())
             elif not self.quiet and event.kind not in QUIET_KINDS:
-                where = f" on {self.placements.get(event.stage or '', 'local')}" if event.kind == "running" else ""
-                detail = f": {event.message}" if event.message and event.kind not in ("running",) else ""
-                print(f"[{time.strftime('%H:%M:%S')}] {event.stage or 'run'} {event.kind}{where}{detail}",
-                      flush=True)
+                print(f"[{time.strftime('%H:%M:%S')}] {self._plain(event)}", flush=True)
+
+    def transfers(self) -> Any:
+        """An fsspec Callback for `skyflow.artifacts.progress`: the live table's caption shows the
+        artifacts moving once a transfer has taken a few seconds."""
+        from fsspec.callbacks import Callback
+
+        view = self
+
+        class _Moved(Callback):  # type: ignore[misc]  # fsspec is untyped
+            def call(self, *args: Any, **kwargs: Any) -> None:
+                view._moved(int(self.value), int(self.size or 0))
+
+        return _Moved()
+
+    def _moved(self, value: int, size: int) -> None:
+        if self.live is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self.moved = (value, size)
+            if value >= size:
+                self.moving_since = None
+            elif self.moving_since is None:
+                self.moving_since = now
+            if now - self._shown_at >= 0.25 or value >= size:
+                self._shown_at = now
+                self.live.update(self._table(), refresh=True)  # no event may come while bytes move
+
+    def _plain(self, event: RunEvent) -> str:
+        """One progress line: "train running on local", "train failed: exit 1", "run r1 succeeded"."""
+        if event.stage is None and event.kind.startswith("run-"):
+            run_id = event.run_id or event.message
+            return f"run {run_id} {event.kind.removeprefix('run-')}".replace("  ", " ")
+        where = f" on {self.placements.get(event.stage or '', 'local')}" if event.kind == "running" else ""
+        detail = f": {event.message}" if event.message and event.kind != "running" else ""
+        return f"{event.stage or 'run'} {event.kind}{where}{detail}"
 
     def _line(self, stage: str, line: str) -> None:
         if not self.stream:
@@ -89,7 +125,13 @@ class ProgressView:
     def _table(self) -> Any:
         from rich.table import Table
 
-        table = Table(title="stages", title_justify="left")
+        from skyflow.cli.transfer_bar import show_after_s
+
+        caption = None
+        if self.moving_since is not None and time.monotonic() - self.moving_since >= show_after_s():
+            done, total = self.moved
+            caption = f"moving artifacts: {_size(done)} of {_size(total)} ({100 * done / max(total, 1):.0f}%)"
+        table = Table(title="stages", title_justify="left", caption=caption, caption_justify="left")
         for column in ("stage", "state", "backend", "elapsed", "cost"):
             table.add_column(column, justify="right" if column in ("elapsed", "cost") else "left")
         for stage in self.stages:
@@ -101,6 +143,15 @@ class ProgressView:
                           f"{elapsed:.1f}s" if elapsed is not None else "",
                           f"${self.cost.get(stage, 0.0):.2f}" if stage in self.cost else "")
         return table
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def plain_output() -> bool:

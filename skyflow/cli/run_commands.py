@@ -1,4 +1,4 @@
-"""`skyflow run | resume | status | logs | cancel | runs`: execute pipelines and look at runs."""
+"""`skyflow run | resume | status | logs | cancel | down`: execute pipelines and look at runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from skyflow.cli.options import pipeline_target, set_option
+from skyflow.cli.options import PipelineCommand, json_option, pipeline_target, run_id_argument, set_option
 from skyflow.cli.planning import PlanningOptions, planning_options
 
 if TYPE_CHECKING:
@@ -43,7 +43,15 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.command()
+def _warner() -> Callable[[str], None]:
+    """How this command warns: on stderr, or not at all under the global -q. Decided here, in the
+    command's thread: runner threads warn too, and click's context is not theirs."""
+    from skyflow.cli.main import global_verbosity
+
+    return (lambda message: None) if global_verbosity().quiet else _warn
+
+
+@click.command(cls=PipelineCommand)
 @pipeline_target
 @set_option
 @click.option("--env", "envs", multiple=True, metavar="KEY[=VALUE]", help="Pass an env var to every stage.")
@@ -52,17 +60,22 @@ def _warn(message: str) -> None:
 @click.option("--no-cache", is_flag=True, help="Run every stage even when a verified cached result exists.")
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("--no-lineage", is_flag=True, help="Do not record lineage in MLflow.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON status object at the end.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON status object at the end, nothing else on stdout (schema: docs/cli.md).")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
 @click.option("--detach", is_flag=True, help="Start the run in the background and return its id at once.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Launch without asking, whatever the plan costs (see confirm_cost_usd in docs/cli.md).")
 @click.option("--dry-run", is_flag=True, help="Plan and show what each backend would launch; run nothing.")
 @click.option("--output", metavar="DIR", help="With --dry-run: write DIR/<stage>.yaml instead of printing.")
 def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str | None, planning: PlanningOptions,
         no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, quiet: bool, detach: bool,
-        dry_run: bool, output: str | None) -> None:
+        yes: bool, dry_run: bool, output: str | None) -> None:
     """Plan PIPELINE, then run every stage, moving artifacts and recording lineage.
 
     Each stage's output is streamed, prefixed by its stage; exits 1 when a stage failed.
+    A plan that costs confirm_cost_usd ($10 unless config.yaml says otherwise) or more asks first on
+    a terminal (answered no: nothing launched, exit 1); off a terminal it needs -y (else exit 2).
 
     \b
     skyflow run examples/rlhf/pipeline.yaml
@@ -71,11 +84,12 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     skyflow run pipeline.yaml --detach && skyflow logs RUN ppo -f
     skyflow run pipeline.yaml --dry-run --output launched/
     """
+    from skyflow.cli.confirm import confirm_spend
     from skyflow.cli.plan_commands import render_plan
     from skyflow.session import RunOptions, Session
     from skyflow.spec.params import parse_overrides
 
-    session = Session(warn=_warn)
+    session = Session(warn=_warner())
     overrides = parse_overrides(set_)
     pipeline = session.load(target, overrides)
     extra_env = _env_pairs(envs)
@@ -85,15 +99,19 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     if output:
         raise click.UsageError("--output goes with --dry-run")
     run_id = session.new_run_id(pipeline, run_id)
-    if detach:
+    if detach and yes:  # nothing to ask: the background run plans for itself
         _detach(session, run_id)
         return
     plan = session.plan(pipeline, planning, no_cache=no_cache)
     if as_json:
         for message in plan.warnings:
-            _warn(message)
+            session.warn(message)
     else:
         render_plan(plan)
+    confirm_spend(plan.total_usd, session.config.confirm_cost_usd, yes=yes, config_path=session.home / "config.yaml")
+    if detach:
+        _detach(session, run_id)
+        return
     options = RunOptions(run_id=run_id, no_cache=no_cache, max_parallel=parallel,
                          retry_base_delay_s=float(os.environ.get("SKYFLOW_RETRY_BASE_S", "1")),
                          extra_env=extra_env)
@@ -109,6 +127,7 @@ def _detach(session: Session, run_id: str) -> None:
     import subprocess
 
     args = [a for a in sys.argv[1:] if a != "--detach"]
+    args += [] if {"-y", "--yes"} & set(args) else ["--yes"]  # asked here already: it has no terminal
     if "--run-id" not in args and not any(a.startswith("--run-id=") for a in args):
         args += ["--run-id", run_id]
     log = session.home / "runs" / run_id / "runner.log"
@@ -143,11 +162,15 @@ def _dry_run(session: Session, pipeline: ResolvedPipeline, planning: PlanningOpt
 
 def _execute(session: Session, as_json: bool, start: Callable[[ProgressView], RunResult], stages: list[str],
              placements: dict[str, str], quiet: bool = False) -> None:
+    from skyflow.artifacts.progress import reporting_transfers_to
+    from skyflow.cli.main import global_verbosity
     from skyflow.cli.progress import ProgressView
     from skyflow.errors import RunFailed
     from skyflow.runner.report import run_status_json
 
-    with ProgressView(stages, placements, quiet=as_json, stream=not quiet) as view:
+    quiet = quiet or global_verbosity().quiet
+    with ProgressView(stages, placements, quiet=as_json, stream=not quiet) as view, \
+            reporting_transfers_to(view.transfers()):
         result = start(view)
     if as_json:
         click.echo(json.dumps(run_status_json(result.run)))
@@ -172,12 +195,13 @@ def _failure_tail(console: Console, stage: str, log: Path, lines: int = 8) -> No
             console.print(Text(f"  {line}"), soft_wrap=True)
 
 
-def _summary(session: Session, run: RunRow, where: str | None) -> None:
+def _summary(session: Session, run: RunRow, where: str | None, orphaned: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"run {run.run_id}: {run.state}", title_justify="left")
+    state = f"{run.state}, but its runner is gone" if orphaned else run.state
+    table = Table(title=f"run {run.run_id}: {state}", title_justify="left")
     for column in ("stage", "state", "attempts", "infra", "time", "est. $", "actual $", "note"):
         table.add_column(column)
     for name, row in run.stages.items():
@@ -197,24 +221,32 @@ def _summary(session: Session, run: RunRow, where: str | None) -> None:
                       f"`skyflow artifacts get {run.run_id} {outputs[-1]}`, or `skyflow status {run.run_id} --json`",
                       soft_wrap=True)  # commands stay on one line, to be copied
     console.print(f"estimated ${run.estimated_usd or 0:.2f}, actual ${run.actual_usd or 0:.4f}")
+    if orphaned:
+        console.print(f"[yellow]its runner (pid {run.runner_pid}) stopped without finishing it:[/yellow] "
+                      f"`skyflow resume {run.run_id}` continues it, `skyflow cancel {run.run_id}` ends it",
+                      soft_wrap=True)
     console.print(f"lineage: {where}" if where else "lineage: not recorded")
     console.print(f"state: {session.home / 'state.db'}; outputs: `skyflow status {run.run_id} --json`")
 
 
 @click.command()
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON status object at the end.")
+@run_id_argument()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON status object at the end, nothing else on stdout (schema: docs/cli.md).")
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
 def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool) -> None:
     """Rerun the failed and never-run stages of RUN_ID, reusing committed outputs.
 
+    It runs the plan the run started with, without asking again; exits 1 when a stage failed.
+
     \b
     skyflow resume rlhf-20261130-061200-ab12
+    skyflow resume rlhf-20261130-061200-ab12 --json | jq .state
     """
     from skyflow.session import Session
 
-    session = Session(warn=_warn)
+    session = Session(warn=_warner())
     run = session.get_run(run_id)
     planned = {str(n): str(p.get("infra", "local")) for n, p in ((run.plan or {}).get("stages") or {}).items()}
     placements = {n: planned.get(n, row.infra or "local") for n, row in run.stages.items()}
@@ -223,8 +255,8 @@ def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool) -> Non
 
 
 @click.command()
-@click.argument("run_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the run's state as one JSON object.")
+@run_id_argument(required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's state as one JSON object (schema: docs/cli.md).")
 def status(run_id: str | None, as_json: bool) -> None:
     """Show RUN_ID's stages (default: the newest run).
 
@@ -239,16 +271,29 @@ def status(run_id: str | None, as_json: bool) -> None:
 
     session = Session()
     run = session.get_run(run_id)
+    orphaned = run.state == "running" and not session.runner_alive(run.run_id)
     if as_json:
-        click.echo(json.dumps(run_status_json(run)))
+        shown = run_status_json(run)
+        if run.state == "running":  # whether anything still drives it (the same object as `run --json` otherwise)
+            shown["runner_alive"] = not orphaned
+        click.echo(json.dumps(shown))
     else:
-        _summary(session, run, None)
-    if run.state in ("failed", "cancelled"):
+        _summary(session, run, _lineage_where(session, run), orphaned=orphaned)
+    if run.state in ("failed", "cancelled") or orphaned:
         sys.exit(1)
 
 
+def _lineage_where(session: Session, run: RunRow) -> str:
+    """Where a run's lineage is read from (the store `skyflow lineage` and `skyflow ui` open)."""
+    if not run.options.get("lineage", True):
+        return "not recorded (the run had --no-lineage)"
+    from skyflow.lineage.recorder import describe_tracking, resolve_tracking_uri
+
+    return describe_tracking(resolve_tracking_uri(None, session.home))
+
+
 @click.command()
-@click.argument("run_id")
+@run_id_argument()
 @click.argument("stage")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the stage finishes (waits for a pending one).")
 @click.option("--tail", "tail", type=click.IntRange(min=0), metavar="N", help="Start with the last N lines.")
@@ -264,7 +309,8 @@ def logs(run_id: str, stage: str, follow: bool, tail: int | None, attempt: int |
 
     session = Session()
     path = session.log_path(run_id, stage, attempt=attempt, wait=follow)
-    with open(path, "rb") as f:
+    f = open(path, "rb")  # noqa: SIM115 - reopened when the log is rotated
+    try:
         if tail is not None:
             sys.stdout.buffer.write(b"".join(_last_lines(f, tail)))
         while True:
@@ -273,11 +319,26 @@ def logs(run_id: str, stage: str, follow: bool, tail: int | None, attempt: int |
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 continue
+            if follow and _rotated(path, f):  # the stage's log passed its size limit: go on in the new one
+                sys.stdout.buffer.write(f.read())  # the moved file's last lines, written before it was moved
+                f.close()
+                f = open(path, "rb")  # noqa: SIM115
+                continue
             if not follow or session.get_run(run_id).stages[stage].state not in ("running", "pending"):
                 break
             time.sleep(0.2)
+    finally:
+        f.close()
     if session.get_run(run_id).stages[stage].state == "failed":
         sys.exit(1)
+
+
+def _rotated(path: Path, f: BinaryIO) -> bool:
+    """Whether ``path`` now names another file than the open ``f`` (the log was moved aside)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except OSError:
+        return False
 
 
 def _last_lines(f: BinaryIO, count: int) -> list[bytes]:
@@ -291,46 +352,34 @@ def _last_lines(f: BinaryIO, count: int) -> list[bytes]:
 
 
 @click.command()
-@click.argument("run_id")
-def cancel(run_id: str) -> None:
-    """Stop RUN_ID: its stages are killed and its state is kept for `skyflow resume`."""
+@run_id_argument()
+@json_option("the run's state afterwards")
+def cancel(run_id: str, as_json: bool) -> None:
+    """Stop RUN_ID: its stages are killed and its state is kept for `skyflow resume`.
+
+    \b
+    skyflow cancel rlhf-20261130-061200-ab12
+    skyflow resume rlhf-20261130-061200-ab12     # later: the stages that did not finish
+    """
     from skyflow.session import Session
 
-    click.echo(f"run {run_id}: {Session().cancel(run_id)}")
+    state = Session().cancel(run_id)
+    click.echo(json.dumps({"run_id": run_id, "state": state}) if as_json else f"run {run_id}: {state}")
 
 
 @click.command()
-@click.argument("run_id")
-def down(run_id: str) -> None:
-    """Stop the services RUN_ID left serving."""
+@run_id_argument()
+@json_option("the stages stopped")
+def down(run_id: str, as_json: bool) -> None:
+    """Stop the services RUN_ID left serving (local replicas, a Kubernetes Deployment, `sky serve`).
+
+    \b
+    skyflow down rlhf-20261130-061200-ab12
+    """
     from skyflow.session import Session
 
     stopped = Session().down(run_id)
-    click.echo(f"stopped {', '.join(stopped)}" if stopped else f"run {run_id} has no service running")
-
-
-@click.command()
-@click.option("--limit", default=20, show_default=True)
-@click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--json", "as_json", is_flag=True)
-def runs(limit: int, pipeline: str | None, as_json: bool) -> None:
-    """List recent runs with their state and cost."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from skyflow.session import Session
-
-    rows = Session().runs(limit=limit, pipeline=pipeline)
     if as_json:
-        click.echo(json.dumps([{"run_id": r.run_id, "pipeline": r.pipeline, "state": r.state,
-                                "created_at": r.created_at, "estimated_usd": r.estimated_usd,
-                                "actual_usd": r.actual_usd} for r in rows]))
+        click.echo(json.dumps({"run_id": run_id, "stopped": stopped}))
         return
-    table = Table(title="runs", title_justify="left")
-    for column in ("run", "pipeline", "state", "started", "stages", "est. $", "actual $"):
-        table.add_column(column)
-    for r in rows:
-        done = sum(1 for s in r.stages.values() if s.state in ("succeeded", "cached"))
-        table.add_row(r.run_id, r.pipeline, r.state, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
-                      f"{done}/{len(r.stages)}", f"{r.estimated_usd or 0:.2f}", f"{r.actual_usd or 0:.4f}")
-    Console().print(table)
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else f"run {run_id} has no service running")

@@ -69,6 +69,8 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self._polled_at: dict[str, float] = {}
+        # (schedule, input) -> the last "cannot poll" told: the same one is not repeated on every poll
+        self._poll_problems: dict[tuple[str, str], str] = {}
         self._was_leader: bool | None = None
 
     # -- one pass -----------------------------------------------------------------------------
@@ -131,8 +133,13 @@ class Scheduler:
             try:
                 fingerprint, read = observe(uri, seen.get(ref))
             except SkyflowError as exc:
-                log.warning("schedule %s: cannot poll %s: %s", record.name, ref, exc)
+                told = self._poll_problems.get((record.name, ref))
+                self._poll_problems[(record.name, ref)] = str(exc)
+                (log.debug if told == str(exc) else log.warning)("schedule %s: cannot poll %s: %s",
+                                                                  record.name, ref, exc)
                 continue
+            if self._poll_problems.pop((record.name, ref), None) is not None:
+                log.info("schedule %s: %s can be polled again", record.name, ref)
             if read:
                 report.content_reads.append(ref)
             if fingerprint == seen.get(ref):

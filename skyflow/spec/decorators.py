@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 KWARGS_ENV = "SKYFLOW_KWARGS"
 KWARG_ENV_PREFIX = "SKYFLOW_KWARG_"
+# {argument: [input names]}: an argument given a list of artifacts (fan-in) gets a list of paths.
+INPUT_LISTS_ENV = "SKYFLOW_INPUT_LISTS"
 
 
 def _caller(depth: int = 2) -> SourcePosition:
@@ -58,11 +60,68 @@ class ArtifactRef:
     ref: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParamRef:
-    """A placeholder for a pipeline param; becomes ${params.NAME}."""
+    """A placeholder for a pipeline param; becomes ${params.NAME}.
+
+    While the pipeline function is traced a param has no value yet: comparing it, testing it or
+    computing with it is refused at that line (the stage function receives the value).
+    """
 
     name: str
+
+    def _refuse(self, what: str) -> SpecError:
+        return SpecError(Issue(
+            f"params.{self.name}: {what} a param while the pipeline is defined; its value is only known when "
+            "the stage runs.", _caller(3),
+            hint=f"Pass it to the stage ({self.name}=params.{self.name}) and test it in the stage function, "
+                 "or choose with --set when you run."))
+
+    def __bool__(self) -> bool:
+        raise self._refuse("testing")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ParamRef):
+            return self.name == other.name
+        raise self._refuse("comparing")
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, ParamRef):
+            return self.name != other.name
+        raise self._refuse("comparing")
+
+    def __hash__(self) -> int:
+        return hash(("ParamRef", self.name))
+
+    def __lt__(self, other: object) -> bool:
+        raise self._refuse("comparing")
+
+    def __le__(self, other: object) -> bool:
+        raise self._refuse("comparing")
+
+    def __gt__(self, other: object) -> bool:
+        raise self._refuse("comparing")
+
+    def __ge__(self, other: object) -> bool:
+        raise self._refuse("comparing")
+
+    def _arithmetic(self, other: object) -> Any:
+        raise self._refuse("computing with")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arithmetic
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __pow__ = _arithmetic
+
+    def __int__(self) -> int:
+        raise self._refuse("converting")
+
+    def __float__(self) -> float:
+        raise self._refuse("converting")
+
+    def __index__(self) -> int:
+        raise self._refuse("converting")
+
+    def __format__(self, spec: str) -> str:
+        raise self._refuse("formatting")
 
 
 class ParamsProxy:
@@ -116,6 +175,8 @@ class _Trace:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     positions: dict[str, SourcePosition] = field(default_factory=dict)
     resource_positions: dict[str, SourcePosition] = field(default_factory=dict)
+    # where each option given to @stage(...) is written, so that a typo there is reported there
+    option_positions: dict[str, dict[str, SourcePosition]] = field(default_factory=dict)
 
 
 _ACTIVE: list[_Trace] = []
@@ -139,23 +200,75 @@ class StageDefinition:
         if args:
             raise SpecError(Issue(f"stage {self.name!r}: pass inputs by name, e.g. {self.name}(data=...)",
                                   _caller()))
+        self._check_arguments(kwargs)
         name = self.name
         if name in trace.stages:
             name = f"{self.name}_{sum(1 for s in trace.stages if s.startswith(self.name))}"
-        inputs, constants, param_envs = {}, {}, {}
+        inputs: dict[str, str] = {}
+        constants: dict[str, Any] = {}
+        param_envs: dict[str, str] = {}
+        lists: dict[str, list[str]] = {}
         for key, value in kwargs.items():
-            if isinstance(value, StageCall):
-                value = value.sole_output()
+            value = _artifact_or_value(value)
             if isinstance(value, ArtifactRef):
                 inputs[key] = value.ref
             elif isinstance(value, ParamRef):
                 param_envs[f"{KWARG_ENV_PREFIX}{key}"] = f"${{params.{value.name}}}"
+            elif isinstance(value, (list, tuple)) and value and any(isinstance(v, ArtifactRef) for v in value):
+                if not all(isinstance(v, ArtifactRef) for v in value):
+                    raise SpecError(Issue(f"stage {self.name!r}: {key}= mixes artifacts with other values; a list "
+                                          "passed to a stage holds artifacts only (fan-in) or values only",
+                                          _caller()))
+                lists[key] = [f"{key}_{i}" for i in range(len(value))]
+                inputs.update(zip(lists[key], (v.ref for v in value), strict=True))
             else:
                 constants[key] = value
+        if lists:
+            param_envs[INPUT_LISTS_ENV] = json.dumps(lists, sort_keys=True)
         trace.stages[name] = self._stage_data(name, inputs, constants, param_envs)
         trace.positions[name] = _caller()
         trace.resource_positions[name] = self.position
+        trace.option_positions[name] = self.option_positions()
         return StageCall(name, list(self._outputs()))
+
+    def option_positions(self) -> dict[str, SourcePosition]:
+        """Where each ``@stage(key=...)`` is written: the line and column of ``key=`` in the decorator."""
+        import re
+
+        try:
+            lines, start = inspect.getsourcelines(self.func)
+        except (OSError, TypeError):
+            return {}
+        found: dict[str, SourcePosition] = {}
+        for offset, line in enumerate(lines):
+            if re.match(r"\s*(async\s+)?def\s", line):
+                break
+            for key in self.options:
+                match = re.search(rf"\b{re.escape(key)}\s*=", line)
+                if match and key not in found:
+                    found[key] = SourcePosition(self.position.file, start + offset, match.start() + 1)
+        return {key: found.get(key, self.position) for key in self.options}
+
+    def _check_arguments(self, kwargs: dict[str, Any]) -> None:
+        """The call's arguments against the function's signature, so a wrong name fails at validation,
+        at the call, not when the stage runs."""
+        from skyflow.matching import close_matches
+
+        params = inspect.signature(self.func).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        accepted = [n for n, p in params.items() if n != "outputs" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in kwargs:
+            if key not in accepted:
+                raise SpecError(Issue(f"stage {self.name!r}: {self.func.__name__}() takes no argument {key!r}",
+                                      _caller(3), matches=tuple(close_matches(key, accepted)),
+                                      hint=f"Its arguments: {', '.join(accepted) or '(none)'}."))
+        missing = [n for n in accepted if n not in kwargs and params[n].default is inspect.Parameter.empty
+                   and params[n].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        if missing:
+            raise SpecError(Issue(f"stage {self.name!r}: {self.func.__name__}() needs "
+                                  f"{', '.join(repr(m) for m in missing)}, which this call does not pass",
+                                  _caller(3), hint=f"Pass {missing[0]}=... here, or give it a default."))
 
     def _outputs(self) -> dict[str, Any]:
         outputs = self.options.get("outputs") or {}
@@ -266,10 +379,24 @@ class Pipeline:
         for name, pos in trace.positions.items():
             smap.keys[("stages", name)] = pos
             smap.values[("stages", name)] = pos
+            options = trace.option_positions.get(name, {})
             for key in trace.stages[name]:
                 smap.values[("stages", name, key)] = pos
             smap.values[("stages", name, "resources")] = trace.resource_positions[name]
+            for key, option_pos in options.items():
+                if key == "resources":  # a Resources(...) keeps the position it was made at
+                    continue
+                smap.keys[("stages", name, key)] = smap.values[("stages", name, key)] = option_pos
         return smap
+
+
+def _artifact_or_value(value: Any) -> Any:
+    """A stage call stands for its sole output, also inside a list (fan-in)."""
+    if isinstance(value, StageCall):
+        return value.sole_output()
+    if isinstance(value, (list, tuple)):
+        return [v.sole_output() if isinstance(v, StageCall) else v for v in value]
+    return value
 
 
 def _input_data(value: Any) -> Any:

@@ -1,0 +1,42 @@
+"""Bytes that artifact transfers move, told to the fsspec Callback the caller installs (the CLI's
+progress bar); by default nobody listens.
+
+Transfers run on worker threads, several at once, so the callback is process-wide and counts add up:
+each transfer adds what it will move to the callback's size and every chunk to its value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fsspec.callbacks import Callback, NoOpCallback
+
+_lock = threading.Lock()
+_current: Callback = NoOpCallback()
+
+
+@contextmanager
+def reporting_transfers_to(callback: Callback) -> Iterator[Callback]:
+    """Send the bytes of every transfer inside the block to ``callback``."""
+    global _current
+    with _lock:
+        previous, _current = _current, callback
+    try:
+        yield callback
+    finally:
+        with _lock:
+            _current = previous
+
+
+def expect_bytes(count: int) -> None:
+    """A transfer is about to move ``count`` bytes."""
+    with _lock:
+        _current.set_size((_current.size or 0) + count)
+
+
+def moved_bytes(count: int) -> None:
+    """``count`` more bytes arrived (or were found already there)."""
+    with _lock:
+        _current.relative_update(count)
