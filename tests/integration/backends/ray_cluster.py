@@ -240,7 +240,7 @@ def started_cluster(root: Path, workers: int = 2) -> Iterator[RayTestCluster]:
         yield stack.enter_context(ray_cluster(root, hosts, s3))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayTestCluster]:
     with started_cluster(tmp_path_factory.mktemp("ray")) as cluster:
         yield cluster

@@ -42,7 +42,7 @@ from tests.integration.backends.ray_cluster import AWS_CREDENTIALS, RayTestClust
 from tests.integration.runner.conftest import Skyflow, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]
-ray_test_cluster = ray_cluster.ray_test_cluster  # the session's cluster, a fixture
+ray_test_cluster = ray_cluster.ray_test_cluster  # the module's cluster (stopped after it), a fixture
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def _read_output(launch: StageLaunch, exit_: StageExit, name: str, file: str) ->
     return (fetch_artifact(ArtifactRef.open(exit_.outputs[name]), dest) / file).read_text()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def installed_nodes(ray_test_cluster: RayTestCluster, tmp_path_factory: pytest.TempPathFactory) -> None:
     """One job before the contract's: the nodes' first install of the code package is not part of any
     contract test's time (the cancel test waits for its stage's first line)."""
