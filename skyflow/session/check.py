@@ -32,7 +32,7 @@ CONNECT_TIMEOUT_S = 3.0
 class Finding:
     """One line of the check: what, whether it can be used, what was seen, and the fix when it cannot."""
 
-    kind: str  # cloud, skypilot, kubernetes, ssh, store, lineage
+    kind: str  # cloud, skypilot, kubernetes, ssh, ray, store, lineage, state
     name: str
     ok: bool
     detail: str
@@ -44,12 +44,15 @@ class Finding:
 
 def check_environment(config: Any, home: Path, environ: Mapping[str, str], *,
                       stores: Mapping[str, str] | None = None, tracking_uri: str | None = None) -> list[Finding]:
-    """Every finding, in a stable order: clouds, SkyPilot, Kubernetes, SSH pools, stores, lineage."""
+    """Every finding, in a stable order: clouds, SkyPilot, Kubernetes, SSH pools, Ray clusters, stores,
+    lineage, run state."""
     findings = _clouds(environ)
     findings += _kubernetes(config, environ)
     findings += _ssh(config)
+    findings += _ray(config)
     findings += [_store(name, uri) for name, uri in (stores or {}).items()]
     findings.append(_lineage(tracking_uri, home, environ))
+    findings.append(_state_db(home))
     return findings
 
 
@@ -121,6 +124,47 @@ def _ssh(config: Any) -> list[Finding]:
                            f"{len(pool.hosts)} host(s) answer" if ok else f"not answering: {', '.join(down)}",
                            "" if ok else "check that the host is up and sshd listens there (ssh_pools in the config)"))
     return out
+
+
+def _ray(config: Any) -> list[Finding]:
+    """Each Ray cluster's dashboard answers on its port (the Job Submission API is served there)."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for name, cluster in config.ray_clusters.items():
+        where = urlsplit(cluster.address)
+        try:
+            socket.create_connection((where.hostname or "", where.port or 8265), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            seen = f"{cluster.address} does not answer ({exc.strerror or exc})"
+            out.append(Finding("ray", f"ray/{name}", False, seen,
+                               "start the cluster (`ray start --head --dashboard-host 0.0.0.0`) or fix its address "
+                               "(ray_clusters in the config)"))
+            continue
+        client = importlib.util.find_spec("ray") is not None
+        out.append(Finding("ray", f"ray/{name}", client, f"{cluster.address} answers",
+                           "" if client else "pip install -e '.[ray]' (the Job Submission client)"))
+    return out
+
+
+def _state_db(home: Path) -> Finding:
+    """Run state can be read: a damaged state DB is named with how to start afresh."""
+    import sqlite3
+
+    path = home / "state.db"
+    if not path.is_file():
+        return Finding("state", "runs", True, f"{path}: no runs yet")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error as exc:
+        verdict, runs = str(exc), 0
+    if verdict != "ok":
+        return Finding("state", "runs", False, f"{path} is damaged: {verdict}",
+                       f"move it aside to start afresh (`mv {path} {path}.broken`); the runs it held are then no "
+                       "longer known to skyflow, their artifacts stay in the stores")
+    return Finding("state", "runs", True, f"{path}: {runs} run(s), intact")
 
 
 def _store(name: str, uri: str) -> Finding:

@@ -54,3 +54,17 @@ def test_check_reports_each_thing_with_a_fix(skyflow: Skyflow, s3_server: Any, t
     assert not found[("store", "gcp")]["ok"] and "credentials" in found[("store", "gcp")]["fix"]
     assert found[("lineage", "mlflow")]["ok"]
     assert "no  cloud gcp" in text and "ok  ssh ssh/up" in text
+
+
+def test_check_names_a_damaged_state_db_and_a_ray_cluster_that_does_not_answer(skyflow: Skyflow) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = probe.getsockname()[1]
+        skyflow.home.mkdir(parents=True, exist_ok=True)
+        (skyflow.home / "config.yaml").write_text(f"ray_clusters:\n  lab: {{address: 'http://127.0.0.1:{down}'}}\n")
+        (skyflow.home / "state.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)  # a damaged database
+        found = {(f["kind"], f["name"]): f for f in json.loads(skyflow("check", "--json", check=True).stdout)}
+    ray, state = found[("ray", "ray/lab")], found[("state", "runs")]
+    assert not ray["ok"] and f"127.0.0.1:{down}" in ray["detail"] and "ray start" in ray["fix"]
+    assert not state["ok"] and "damaged" in state["detail"]
+    assert state["fix"].startswith(f"move it aside to start afresh (`mv {skyflow.home / 'state.db'}")
