@@ -28,3 +28,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = (f"skipped under CI=true, where everything this test needs is installed by .ci/run: "
                            f"{reason}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_filesystems() -> Generator[None, None, None]:
+    """Each test's object-store clients are its own. fsspec keeps one filesystem per set of arguments
+    for the life of the process, and a store opened from the environment (AWS_ENDPOINT_URL and the
+    like) passes none: without this, a test would reuse the client an earlier test made for its own
+    server, which may be gone."""
+    yield
+    from fsspec.registry import registry
+
+    for implementation in set(registry.values()):
+        implementation.clear_instance_cache()

@@ -76,7 +76,8 @@ def test_node_fetches_runs_commits_and_reports(s3_server: object, tmp_path: Path
 def test_failing_run_reports_its_exit_code_and_no_result(s3_server: object, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     env = _node_env(s3_server, tmp_path)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", env["AWS_ENDPOINT_URL"])
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, env[key])
     uri = s3_server.new_uri()  # type: ignore[attr-defined]
     open_store(uri, create=True)
     launch = _launch(uri, {}, ["model"])
