@@ -26,11 +26,14 @@ CancelRunFn = Callable[[str, float], str]
 
 
 def run_command(record: ScheduleRecord, run_id: str) -> list[str]:
-    """The `skyflow run` command line for one fire of ``record``."""
+    """The `skyflow run` command line for one fire of ``record``. A fired run never asks before it
+    spends (nobody is there to answer; adding the schedule was the yes): `--yes` is added to
+    schedules stored before `schedule add` wrote it."""
     args = [sys.executable, "-m", "skyflow", "run", record.target, "--run-id", run_id]
     for key, value in sorted(record.params.items()):
         args += ["--set", f"{key}={_yaml_scalar(value)}"]
-    return args + list(record.run_args)
+    given = list(record.run_args)
+    return args + given + ([] if {"--yes", "-y"} & set(given) else ["--yes"])
 
 
 def _yaml_scalar(value: object) -> str:

@@ -171,3 +171,17 @@ def test_change_reasons_baseline_touch_vanish_and_return() -> None:
     assert change_reason(old, Fingerprint(MISSING, MISSING), "raw") is None
     assert change_reason(Fingerprint(MISSING, MISSING), old, "raw") == "raw appeared"
     assert (change_reason(old, Fingerprint("t=2", "sha256:bbbb"), "raw") or "").startswith("raw changed")
+
+
+def test_a_fired_run_never_waits_for_a_question_even_from_a_schedule_stored_without_yes() -> None:
+    from skyflow.scheduler.launch import run_command
+    from skyflow.scheduler.store import ScheduleRecord
+
+    def record(run_args: tuple[str, ...]) -> ScheduleRecord:
+        return ScheduleRecord(name="n", target="p.yaml", pipeline="p", cron="0 3 * * *", timezone="UTC", on_change=(),
+                              concurrency="forbid", catchup="latest", params={"lr": 0.1}, run_args=run_args)
+
+    old = run_command(record(("--infra", "local")), "r1")
+    assert old[-3:] == ["--infra", "local", "--yes"] and old.count("--yes") == 1
+    assert run_command(record(("--yes",)), "r1").count("--yes") == 1
+    assert "--set" in old and "lr=0.1" in old
