@@ -232,7 +232,8 @@ def trigger(name: str, as_json: bool) -> None:
 @click.option("--repo-root", metavar="DIR",
               help="github-actions, k8s-cronjob: checkout the pipeline lives in [default: its git root].")
 @click.option("--install", metavar="REQUIREMENT",
-              help="github-actions: what pip installs [default: skyflow's source tree in the repository].")
+              help="github-actions: a path or VCS URL of skyflow-llmops to install instead of the repository's "
+                   "source tree (a bare name is refused) [default: the source tree].")
 def export(file: str, fmt: str, cron: str | None, timezone: str | None, infra: str | None, no_lineage: bool,
            python: str | None, image: str | None, pvc: str | None, repo_root: str | None,
            install: str | None) -> None:
