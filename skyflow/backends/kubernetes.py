@@ -418,7 +418,8 @@ class KubernetesBackend:
         settings = _settings(self.config, context_name(launch.placement.infra))
         _, has_skyflow = stage_image(launch, settings)
         urls = None if has_skyflow else ship_code_package(
-            launch, store, self.name, "use an image built with skyflow's code package (its wheelhouse): `image_has_skyflow: true` on the context")
+            launch, store, self.name, "use an image built with skyflow's code package (its wheelhouse): "
+            "`image_has_skyflow: true` on the context")
         cluster = self._cluster(context_name(launch.placement.infra))
         docs = self.manifests(launch, store, commit_workdir(launch, store), urls)
         return cluster, store, docs

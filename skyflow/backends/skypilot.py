@@ -217,7 +217,8 @@ class SkyPilotBackend:
         if settings.code_fetch == "dir":
             return code_package_setup(package, settings.python)
         urls = (ship_code_package(launch, store_uri, self.name, "leave `code_fetch` at dir (a file mount), or "
-                                  "give the nodes skyflow's code package another way: `skypilot: {install: ...}` in config.yaml")
+                                  "give the nodes skyflow's code package another way: "
+                                  "`skypilot: {install: ...}` in config.yaml")
                 if ship else placeholder_urls(package, store_uri))
         return code_package_setup(package, settings.python, urls)
 
