@@ -10,7 +10,7 @@ DEV := $(VENV)/.installed-dev
 $(BASE): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[mlflow,examples]'
+	$(BIN)/python -m pip install --quiet -e '.[examples]'
 	@touch $(BASE)
 
 $(DEV): $(BASE)
@@ -23,7 +23,7 @@ demo: $(BASE)
 
 test: $(DEV)
 	bash tests/services/prepare.sh
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 tests
 
 # The Airflow export run by Airflow itself (own virtualenv, slow to install): not part of `make test`.
 check-exports: $(DEV)

@@ -165,6 +165,7 @@ def ui(pipeline: str | None, tracking_uri: str | None, host: str, port: int) -> 
     if server:
         click.echo(f"Lineage is on {describe_tracking(uri)}, which serves its own UI: open {url}\n  ({what})")
         return
+    _need_mlflow_server()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     root = artifact_root_for(uri)
     if root:
@@ -178,6 +179,21 @@ def ui(pipeline: str | None, tracking_uri: str | None, host: str, port: int) -> 
         from skyflow.errors import LineageError
 
         raise LineageError(f"the MLflow server exited with code {code}; see its output above.")
+
+
+def _need_mlflow_server() -> None:
+    """The UI is served by the full MLflow package (its server and web app), an extra of skyflow."""
+    import importlib.util
+
+    from skyflow.errors import LineageError
+
+    ui_files = importlib.util.find_spec("mlflow.server")
+    built = ui_files is not None and ui_files.origin is not None and os.path.isdir(
+        os.path.join(os.path.dirname(ui_files.origin), "js", "build"))
+    if importlib.util.find_spec("flask") is None or not built:
+        raise LineageError("skyflow ui serves MLflow's own UI, which comes with the full MLflow package, not the "
+                           "mlflow-skinny that skyflow needs for lineage: pip install -e '.[mlflow]' in the skyflow "
+                           "checkout (lineage is recorded without it; mlflow server elsewhere works too).")
 
 
 def _serve_until_stopped(command: list[str], env: dict[str, str]) -> int | None:

@@ -258,7 +258,7 @@ def export(file: str, fmt: str, cron: str | None, timezone: str | None, infra: s
     if fmt == "github-actions" and root is None:
         raise SchedulerError(f"{file} is not inside a git checkout; pass --repo-root DIR (the repository root)")
     if fmt == "github-actions" and install is None:
-        install = checkout_install(str(root), lineage=not no_lineage)
+        install = checkout_install(str(root))
     settings = ExportSettings(python=python or sys.executable, home=str(skyflow_home().resolve()), image=image,
                               pvc=pvc, repo_root=root, install=install)
     text, warnings = export_schedule(record, fmt, file, settings)

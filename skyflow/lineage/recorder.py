@@ -12,7 +12,7 @@ from urllib.parse import urlparse, urlunparse
 from skyflow.errors import LineageError
 from skyflow.lineage.records import RunInfo, StageRecord, StageRun
 
-# Stores that need the full `mlflow` package (SQLAlchemy, alembic), not mlflow-skinny.
+# Stores that go through MLflow's SQL store: SQLAlchemy and alembic (core dependencies of skyflow).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -69,14 +69,16 @@ def resolve_tracking_uri(tracking_uri: str | None, skyflow_home: Path) -> str:
 def check_tracking_uri(tracking_uri: str) -> None:
     """Raise LineageError if this MLflow install cannot reach that kind of store."""
     scheme = urlparse(tracking_uri).scheme.split("+")[0]
-    if scheme in DATABASE_SCHEMES and importlib.util.find_spec("sqlalchemy") is None:
-        raise LineageError(
-            f"lineage store {describe_tracking(tracking_uri)} is a database, which needs the full MLflow "
-            "package (mlflow-skinny can only log to a tracking server). "
-            "Install it with: pip install -e '.[mlflow]' in the skyflow checkout, or set MLFLOW_TRACKING_URI=http://HOST:PORT."
-        )
     if importlib.util.find_spec("mlflow") is None:
-        raise LineageError("lineage needs MLflow: pip install -e '.[mlflow]' in the skyflow checkout.")
+        raise LineageError("lineage needs MLflow, a dependency of skyflow that this environment lacks: "
+                           "reinstall skyflow (pip install -e . in its checkout), or pass --no-lineage.")
+    missing = [name for name in ("sqlalchemy", "alembic") if importlib.util.find_spec(name) is None]
+    if scheme in DATABASE_SCHEMES and missing:
+        raise LineageError(
+            f"lineage store {describe_tracking(tracking_uri)} is a database, which MLflow reaches through "
+            f"{' and '.join(missing)}, missing here (dependencies of skyflow): reinstall skyflow (pip install -e . "
+            "in its checkout), or set MLFLOW_TRACKING_URI=http://HOST:PORT."
+        )
 
 
 def reachable_elsewhere(tracking_uri: str) -> bool:

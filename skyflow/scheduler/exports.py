@@ -338,10 +338,10 @@ def find_repo_root(path: str) -> str | None:
     return None
 
 
-def checkout_install(repo_root: str, lineage: bool) -> str:
+def checkout_install(repo_root: str) -> str:
     """skyflow as a workflow installs it: from its own source tree, when that lies in the repository."""
     source = Path(__file__).resolve().parents[2]
-    extras = ",".join((["mlflow"] if lineage else []) + ["s3", "gcs", "azure"])  # mlflow: sqlite lineage store
+    extras = "s3,gcs,azure"  # lineage's sqlite store comes with the core install
     try:
         relative = source.relative_to(Path(repo_root).resolve())
     except ValueError:

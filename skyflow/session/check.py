@@ -190,7 +190,8 @@ def _lineage(tracking_uri: str | None, home: Path, environ: Mapping[str, str]) -
     try:
         check_tracking_uri(uri)
     except LineageError as exc:
-        return Finding("lineage", "mlflow", False, str(exc).splitlines()[0], "pip install -e '.[mlflow]'")
+        return Finding("lineage", "mlflow", False, str(exc).splitlines()[0],
+                       "pip install -e . in the skyflow checkout")
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request

@@ -128,10 +128,10 @@ def test_github_workflow_never_installs_skyflow_from_pypi() -> None:
 
 def test_the_checkout_install_points_at_this_source_tree() -> None:
     assert find_repo_root(str(REPO_ROOT / "tests" / "fixtures" / "schedules" / "nightly.yaml")) == str(REPO_ROOT)
-    assert checkout_install(str(REPO_ROOT), lineage=True) == ".[mlflow,s3,gcs,azure]"
-    assert checkout_install(str(REPO_ROOT.parent), lineage=False) == f"./{REPO_ROOT.name}[s3,gcs,azure]"
+    assert checkout_install(str(REPO_ROOT)) == ".[s3,gcs,azure]"
+    assert checkout_install(str(REPO_ROOT.parent)) == f"./{REPO_ROOT.name}[s3,gcs,azure]"
     with pytest.raises(SchedulerError, match="pass --install"):
-        checkout_install(str(REPO_ROOT / "tests"), lineage=True)
+        checkout_install(str(REPO_ROOT / "tests"))
 
 
 def test_utc_schedule_needs_no_gate_and_replace_cancels_in_progress() -> None:
