@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,15 +100,43 @@ class EgressModel:
         """ids[i, j] indexes the schedule from locations[i] to locations[j] (cached per location list)."""
         found = self._matrices.get(locations)
         if found is None:
-            seen: dict[Tiers, int] = {}
-            n = len(locations)
-            ids = np.zeros((n, n), dtype=np.int64)
-            for i, src in enumerate(locations):
-                row = ids[i]
-                for j, dst in enumerate(locations):
-                    row[j] = seen.setdefault(self.tiers(src, dst), len(seen))
-            found = self._matrices[locations] = (ids, tuple(seen))
+            found = self._matrices[locations] = self._build_tier_matrix(locations)
         return found
+
+    def _build_tier_matrix(self, locations: tuple[str, ...]) -> tuple[np.ndarray, tuple[Tiers, ...]]:
+        """Locations that no rule names exactly are priced alike within their cloud (moving data within
+        one location is free): schedules are found once per pair of such classes, a few hundred pairs,
+        instead of once per pair of locations, tens of thousands on a full catalog, and spread with numpy."""
+        names = list(dict.fromkeys(locations))
+        classes: dict[tuple[str, str], list[str]] = {}
+        for name in names:
+            classes.setdefault(self._price_class(name), []).append(name)
+        members = list(classes.values())
+        seen: dict[Tiers, int] = {FREE: 0}
+        by_class = np.zeros((len(members), len(members)), dtype=np.int64)
+        for a, sources in enumerate(members):
+            for b, targets in enumerate(members):
+                if a != b:
+                    by_class[a, b] = seen.setdefault(self.tiers(sources[0], targets[0]), len(seen))
+                elif len(sources) > 1:
+                    by_class[a, b] = seen.setdefault(self.tiers(sources[0], sources[1]), len(seen))
+        class_index = {name: k for k, group in enumerate(members) for name in group}
+        of_name = np.array([class_index[name] for name in names], dtype=np.int64)
+        unique = by_class[np.ix_(of_name, of_name)]
+        np.fill_diagonal(unique, 0)  # from a location to itself: free
+        position = {name: i for i, name in enumerate(names)}
+        at = np.array([position[loc] for loc in locations], dtype=np.int64)
+        return unique[np.ix_(at, at)], tuple(seen)
+
+    def _price_class(self, location: str) -> tuple[str, str]:
+        """Locations of one class pay the same schedule to and from every other location."""
+        if location in self._rule_locations or "/" not in location:
+            return ("exact", location)
+        return ("cloud", location.split("/", 1)[0])
+
+    @functools.cached_property
+    def _rule_locations(self) -> frozenset[str]:
+        return frozenset(p for rule in self.rules for p in (rule.source, rule.target))
 
     def rate_usd_per_gb(self, source: str, target: str) -> float:
         """The marginal price of the first GB moved."""
