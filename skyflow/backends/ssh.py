@@ -4,6 +4,12 @@ asyncssh rather than paramiko: one event loop drives every host, node and log st
 without a thread per channel, and its SFTP client copies whole trees. Per attempt and node the host
 gets ``<workdir_root>/runs/<run>/<stage>/attempt-<n>/node-<rank>/`` holding a copy of the workdir
 (synced by digest into a per-host mirror first), the inputs, the outputs and the scripts.
+
+Every process of a node carries the node's own token in its environment (`SKYFLOW_STAGE_TOKEN`):
+when the node ends (exit, failure, timeout, cancel, the runner gone, or a later runner abandoning
+the attempt), its process group is ended on the host, and then every process still carrying the
+token, so children that left the group (`setsid`, daemons) end with the stage. Each node's host,
+group and token are recorded as the attempt's handle.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from skyflow.backends.ssh_remote import (
 )
 from skyflow.backends.ssh_sync import DigestCache, get_dir_contents, put_dir, sync_tree
 from skyflow.errors import BackendError
+from skyflow.processes import STAGE_TOKEN_VARIABLE, new_stage_token
 
 if TYPE_CHECKING:
     from skyflow.backends.registry import BackendContext
@@ -74,11 +81,13 @@ class PoolHost:
 
 @dataclass
 class RemoteNode:
-    """One node of a launched attempt: where it runs and the driver process watching it."""
+    """One node of a launched attempt: where it runs, the driver process watching it, and the token
+    every process of the node carries (one per node: the hosts of a pool may share a machine)."""
 
     rank: int
     host: PoolHost
     node_dir: str
+    token: str = field(default_factory=new_stage_token)
     process: Any = None
     pgid: int = 0
 
@@ -130,15 +139,13 @@ class SshBackend:
         return handle
 
     def abandon(self, leftover: Leftover) -> None:
-        """Stop the remote process groups a dead runner's attempt left on the pool's hosts.
+        """Stop what a dead runner's attempt left on the pool's hosts: each node's process group,
+        then the processes carrying its token.
 
-        A node's driver also stops its group when its SSH session drops; this covers a host that
-        kept the session's processes alive (the handle names each host and group)."""
-        groups = (leftover.remote or {}).get("groups")
+        A node's driver also stops its stage when its SSH session drops; this covers a host that
+        kept the session's processes alive (the handle names each host, group and token)."""
         by_name = {str(h.address): h for h in self.hosts}
-        targets = [(by_name[str(pair[0])], int(str(pair[1]))) for pair in groups or []
-                   if isinstance(pair, list) and len(pair) == 2 and str(pair[0]) in by_name] \
-            if isinstance(groups, list) else []
+        targets = _recorded_nodes((leftover.remote or {}).get("groups"), by_name)
         if targets:
             self._loop.run(_kill_groups(self, targets))
 
@@ -208,7 +215,7 @@ class SshBackend:
         started = await asyncio.gather(*(self._spawn(node) for node in nodes), return_exceptions=True)
         failure = next((s for s in started if isinstance(s, BaseException)), None)
         if failure is not None:
-            await asyncio.gather(*(stop_node(n) for n in nodes if n.pgid), return_exceptions=True)
+            await asyncio.gather(*(stop_node(n) for n in nodes if n.process is not None), return_exceptions=True)
             if isinstance(failure, BackendError):
                 raise failure
             raise BackendError(f"ssh pool {self.pool_name!r}: could not start stage {launch.stage!r}: {failure}",
@@ -233,7 +240,7 @@ class SshBackend:
                 await _write(sftp, f"{node.node_dir}/run.sh", launch.run + "\n")
                 if launch.setup:
                     await _write(sftp, f"{node.node_dir}/setup.sh", launch.setup + "\n")
-                await _write(sftp, f"{node.node_dir}/driver.sh", driver_script(node.node_dir))
+                await _write(sftp, f"{node.node_dir}/driver.sh", driver_script(node.node_dir, node.token), 0o600)
         except (OSError, asyncssh.Error) as exc:
             raise BackendError(f"ssh pool {self.pool_name!r}: preparing stage {launch.stage!r} on host "
                                f"{node.host.address} failed: {exc}", stage=launch.stage, backend=self.name) from exc
@@ -247,7 +254,7 @@ class SshBackend:
             if key.startswith(("SKYFLOW_INPUT_", "SKYFLOW_OUTPUT_")) and value in local_to_remote:
                 env[key] = local_to_remote[value]
         env.update({"SKYPILOT_NODE_RANK": str(node.rank), "SKYPILOT_NUM_NODES": str(len(ips)),
-                    "SKYPILOT_NODE_IPS": "\n".join(ips), "SKYPILOT_HEAD_IP": ips[0]})
+                    "SKYPILOT_NODE_IPS": "\n".join(ips), "SKYPILOT_HEAD_IP": ips[0], STAGE_TOKEN_VARIABLE: node.token})
         return env
 
     async def _spawn(self, node: RemoteNode) -> None:
@@ -279,8 +286,9 @@ class SshStageHandle:
 
     @property
     def remote(self) -> RemoteHandle:
-        """The pool and each node's host and process group, for `abandon` after the runner died."""
-        return {"pool": self.backend.pool_name, "groups": [[str(n.host.address), n.pgid] for n in self.nodes]}
+        """The pool and each node's host, process group and token, for `abandon` after the runner died."""
+        return {"pool": self.backend.pool_name,
+                "groups": [[str(n.host.address), n.pgid, n.token] for n in self.nodes]}
 
     @property
     def remote_groups(self) -> dict[str, int]:
@@ -371,24 +379,44 @@ class SshStageHandle:
 
 
 async def stop_node(node: RemoteNode) -> None:
-    """Stop the node's process group; closing the driver's stdin is the watcher's signal too."""
+    """Stop the node's process group, then the processes carrying its token; closing the driver's
+    stdin is the watcher's signal too."""
     import asyncssh
 
     if node.process is not None:
         with contextlib.suppress(OSError, asyncssh.Error):
             node.process.stdin.write_eof()
-    if node.pgid:
+    if node.pgid or node.process is not None:
         with contextlib.suppress(OSError, asyncssh.Error):
-            await node.host.conn.run(kill_command(node.pgid))
+            await node.host.conn.run(kill_command(node.pgid, node.token))
 
 
-async def _kill_groups(backend: SshBackend, targets: list[tuple[PoolHost, int]]) -> None:
+async def _kill_groups(backend: SshBackend, targets: list[tuple[PoolHost, int, str | None]]) -> None:
     import asyncssh
 
-    for host, pgid in targets:
+    for host, pgid, token in targets:
         with contextlib.suppress(OSError, asyncssh.Error, BackendError, asyncio.TimeoutError):
             await backend._connect(host)
-            await host.conn.run(kill_command(pgid))
+            await host.conn.run(kill_command(pgid, token))
+
+
+def _recorded_nodes(groups: object, hosts: dict[str, PoolHost]) -> list[tuple[PoolHost, int, str | None]]:
+    """(host, process group, token) of each node a recorded handle names on one of ``hosts``: entries
+    are [host, pgid, token], or [host, pgid] in handles recorded before nodes had tokens."""
+    if not isinstance(groups, list):
+        return []
+    nodes = []
+    for entry in groups:
+        if not isinstance(entry, list) or len(entry) not in (2, 3) or str(entry[0]) not in hosts:
+            continue
+        token = entry[2] if len(entry) == 3 and _is_token(entry[2]) else None
+        nodes.append((hosts[str(entry[0])], int(str(entry[1])), token))
+    return nodes
+
+
+def _is_token(value: object) -> bool:
+    """Whether ``value`` looks like a `new_stage_token` (an exact, non-empty word to look for)."""
+    return isinstance(value, str) and value.isascii() and value.isalnum()
 
 
 async def _stop_all(nodes: list[RemoteNode]) -> None:

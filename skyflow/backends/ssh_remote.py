@@ -8,9 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from skyflow.errors import BackendError
+from skyflow.processes import STAGE_TOKEN_VARIABLE
 
 KILL_GRACE_S = 5
 PGID_MARKER = "skyflow-pgid "
+# Scans after the SIGKILLs, for processes a stage forked between a scan and the signal.
+KILL_SCANS = 20
+# The watcher's copy of the node's token: under another name, so that the scan does not find the watcher.
+WATCHER_TOKEN_VARIABLE = "SKYFLOW_END_TOKEN"
 # Names that describe the runner's own machine; the host has its own (the stage may still set them).
 HOST_SPECIFIC = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TMPDIR",
                            "TERM", "DISPLAY", "HOSTNAME", "MAIL", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH",
@@ -74,35 +79,100 @@ def stage_script(node_dir: str, setup: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def driver_script(node_dir: str) -> str:
+def end_functions() -> str:
+    """Bash functions that end a node's stage on its host.
+
+    ``skyflow_end_group PGID`` SIGTERMs the process group and SIGKILLs it if it is still there
+    after the grace period. ``skyflow_end_token TOKEN`` does the same for every process of the
+    remote user whose environment (/proc/PID/environ) carries ``SKYFLOW_STAGE_TOKEN=TOKEN``,
+    then scans again until none is left: children that left the group (`setsid`, daemons) end
+    too. The shell that scans is never among them.
+    """
+    steps = KILL_GRACE_S * 10
+    return f"""skyflow_end_group() {{
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  local i
+  for i in $(seq {steps}); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null
+  return 0
+}}
+skyflow_token_pids() {{
+  local file pid
+  for file in $(grep -lszxF "{STAGE_TOKEN_VARIABLE}=$1" /proc/[0-9]*/environ); do
+    pid=${{file#/proc/}}
+    pid=${{pid%/environ}}
+    [ "$pid" = "$$" ] || [ "$pid" = "$BASHPID" ] || echo "$pid"
+  done
+}}
+skyflow_end_token() {{
+  local pids i
+  pids=$(skyflow_token_pids "$1")
+  [ -n "$pids" ] || return 0
+  kill -TERM $pids 2>/dev/null
+  for i in $(seq {steps}); do
+    sleep 0.1
+    pids=$(skyflow_token_pids "$1")
+    [ -n "$pids" ] || return 0
+  done
+  for i in $(seq {KILL_SCANS}); do
+    kill -KILL $pids 2>/dev/null
+    sleep 0.05
+    pids=$(skyflow_token_pids "$1")
+    [ -n "$pids" ] || return 0
+  done
+  return 0
+}}
+"""
+
+
+def watcher_script() -> str:
+    """Waits for the driver's stdin to close, then ends the stage's group ($1) and every process
+    carrying the token it finds in its environment under WATCHER_TOKEN_VARIABLE."""
+    return f"""{end_functions()}cat >/dev/null
+skyflow_end_group "$1"
+skyflow_end_token "${WATCHER_TOKEN_VARIABLE}"
+"""
+
+
+def driver_script(node_dir: str, token: str) -> str:
     """Starts the stage in its own session, reports its process group, waits for it.
 
-    The runner holds this script's stdin open. When it closes — cancel, or the runner itself gone,
-    which drops the connection — a watcher stops the stage's process group, so no orphan keeps a
-    GPU busy. Stage output goes to stdout; the script's own messages to stderr.
+    The stage's processes carry ``token`` (set in node.env). When the stage's leader exits, the
+    driver kills what is left of its group, then ends every process carrying the token. The
+    runner holds this script's stdin open. When it closes — cancel, or the runner itself gone,
+    which drops the connection — a watcher ends the stage's process group and then the processes
+    carrying the token, so no orphan keeps a GPU busy. Stage output goes to stdout; the script's
+    own messages to stderr.
     """
     q = shlex.quote(node_dir)
     return f"""#!/usr/bin/env bash
+{end_functions()}token={shlex.quote(token)}
 cd {q}/workdir || exit 97
 setsid bash {q}/stage.sh </dev/null 2>&1 &
 pgid=$!
 echo "{PGID_MARKER}$pgid" >&2
-setsid bash -c 'cat >/dev/null; kill -TERM -- -$1 2>/dev/null; sleep {KILL_GRACE_S}; kill -KILL -- -$1 2>/dev/null' \\
-  _ "$pgid" <&0 >/dev/null 2>&1 &
+{WATCHER_TOKEN_VARIABLE}=$token setsid bash -c {shlex.quote(watcher_script())} _ "$pgid" <&0 >/dev/null 2>&1 &
 watcher=$!
 wait "$pgid"
 code=$?
 kill -KILL -- "-$pgid" 2>/dev/null
+skyflow_end_token "$token" >/dev/null 2>&1
 kill -KILL -- "-$watcher" 2>/dev/null
 exit $code
 """
 
 
-def kill_command(pgid: int) -> str:
-    """SIGTERM the group, give it a grace period, then SIGKILL what is left."""
-    steps = KILL_GRACE_S * 10
-    return (f"kill -TERM -- -{pgid} 2>/dev/null; for i in $(seq {steps}); do "
-            f"kill -0 -- -{pgid} 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL -- -{pgid} 2>/dev/null; exit 0")
+def kill_command(pgid: int, token: str | None = None) -> str:
+    """End a node's stage: its process group (SIGTERM, a grace period, SIGKILL), then every process
+    carrying ``token``. A ``pgid`` of 0 (never reported) skips the group."""
+    steps = [f"skyflow_end_group {pgid}"] if pgid > 0 else []
+    if token:
+        steps.append(f"skyflow_end_token {shlex.quote(token)}")
+    script = end_functions() + "".join(f"{step}\n" for step in steps) + "exit 0\n"
+    return f"bash -c {shlex.quote(script)}"
 
 
 def root_expression(workdir_root: str) -> str:
