@@ -36,7 +36,7 @@ from skyflow.runner.events import LOG, EventBus, RunEvent
 from skyflow.runner.launches import preview_launch
 from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
 from skyflow.runner.loop import RunLoop, check_run_id, install_signal_handlers, new_run_id
-from skyflow.runner.state import RunRow, RunStore
+from skyflow.runner.state import RunRow, RunStore, StageRow
 from skyflow.session.discovery import PlanningOptions, build_policy, load_prices
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline
@@ -305,12 +305,18 @@ class Session:
                 if state.get_run(run_id).state != RunState.RUNNING:
                     return state.get_run(run_id).state
                 time.sleep(0.1)
+        pool: BackendPool | None = None
         for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):
                 kill_process_groups(row.process_groups)
                 handle = json.loads(row.remote_handle) if row.remote_handle else {}
                 end_processes_with_token(handle.get(STAGE_TOKEN_VARIABLE))  # children that left the groups
-                state.finish_stage(run_id, name, StageState.CANCELLED, {}, message="run cancelled")
+                message = "run cancelled"
+                if row.state == StageState.RUNNING and handle and (row.infra or "local") != "local":
+                    pool = pool or BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)),
+                                               self.backends)
+                    message = _abandon_remote(pool, row, handle)
+                state.finish_stage(run_id, name, StageState.CANCELLED, {}, message=message)
         state.set_run(run_id, state=RunState.CANCELLED, ended_at=time.time(), runner_pid=None)
         return RunState.CANCELLED
 
@@ -356,3 +362,15 @@ class Session:
         if not row.log_path:
             raise RunError(f"stage {stage!r} of run {run_id!r} has no log yet (it is {row.state})")
         return Path(row.log_path)
+
+
+def _abandon_remote(pool: BackendPool, row: StageRow, handle: dict[str, Any]) -> str:
+    """Stop what a stage whose runner is gone left on its backend (a pool host's processes, a Job, a
+    task); the stage's cancellation message, saying so when its backend could not be reached."""
+    from skyflow.errors import SkyflowError
+
+    try:
+        pool.for_infra(row.infra or "local").abandon(Leftover(tuple(row.process_groups), handle))
+    except SkyflowError as exc:
+        return f"run cancelled; stopping it on {row.infra} failed: {exc}"
+    return "run cancelled"
