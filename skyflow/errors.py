@@ -44,10 +44,15 @@ class Issue:
         where = f"{self.position}: " if self.position else ""
         text = f"{where}{self.message}"
         if self.matches:
-            text += " Did you mean " + ", ".join(self.matches) + "?"
+            text = _sentence(text) + " Did you mean " + ", ".join(self.matches) + "?"
         if self.hint:
-            text += f" {self.hint}"
+            text = _sentence(text) + f" {self.hint}"
         return text
+
+
+def _sentence(text: str) -> str:
+    """``text`` ended as a sentence, so that the next one reads apart from it."""
+    return text if text.endswith((".", "?", "!", ":", ";")) else f"{text}."
 
 
 class SkyflowError(Exception):
