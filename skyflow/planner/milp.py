@@ -20,7 +20,7 @@ import numpy as np
 
 from skyflow.errors import PlanningError
 from skyflow.planner.budget import Budget
-from skyflow.planner.problem import Problem, Transfer, TransferCosts
+from skyflow.planner.problem import Problem, Transfer, TransferCosts, evaluate
 
 if TYPE_CHECKING:
     import highspy
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 Terms = list[tuple[int, float]]
 # How often a long search reports its best plan and bound (seconds).
 _REPORT_EVERY_S = 1.0
+# Programs with this many nonzeros or more are searched, under a time limit, in a child process that
+# can be ended at the limit: HiGHS's steps on them are long and it can overrun its own limit by tens of
+# seconds. Smaller programs keep the in-process search (no fork, and HiGHS stops on time).
+CHILD_FROM_NONZEROS = 100_000
 
 
 class InfeasibleError(PlanningError):
@@ -246,12 +250,15 @@ class MilpModel:
         h.setOptionValue("mip_rel_gap", 0.0)
         if time_limit_s is not None:
             h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
-        h.passModel(self._highs_lp(objective))
-        if budget is not None:
-            _watch(h, budget, time_limit_s)
+        lp = self._highs_lp(objective)
+        h.passModel(lp)
         if start is not None:
             index, value = self._start_values(start)
             h.setSolution(len(index), index, value)  # HiGHS completes the continuous part
+        if budget is not None and time_limit_s is not None and len(lp.a_matrix_.index_) >= CHILD_FROM_NONZEROS:
+            return self._solve_in_child(h, objective, what, start, time_limit_s, budget)
+        if budget is not None:
+            _watch(h, budget, time_limit_s)
         h.run()
         self.run_s += h.getRunTime()
         status = h.getModelStatus()
@@ -278,6 +285,39 @@ class MilpModel:
             self.bound = float(objective @ x)
         else:
             self.bound = min(float(info.mip_dual_bound), float(objective @ x))
+        return x
+
+    def _solve_in_child(self, h: Any, objective: np.ndarray, what: str, start: list[int] | None,
+                        time_limit_s: float, budget: Budget) -> np.ndarray:
+        """`solve` of a large program in a child process ended at the time limit (see highs_child)."""
+        from skyflow.planner.highs_child import run_in_child
+
+        in_usd = np.array_equal(objective, self.cost_objective())
+        started = None if start is None else evaluate(self.problem, self.choice(self._stage_values(start)))
+        start_value = None if started is None else (started.total_usd if in_usd else started.hours)
+
+        def progress(found: float | None, bound: float) -> None:
+            best = found if found is not None else start_value
+            if best is not None and best > 0:
+                shown = (f"${best:,.2f}", f"${bound:,.2f}") if in_usd else (f"{best:,.2f} h", f"{bound:,.2f} h")
+                budget.report(f"integer program: best {shown[0]}, bound {shown[1]} "
+                              f"(within {100 * max(best - bound, 0.0) / best:.2f}%)")
+
+        outcome = run_in_child(h, budget.clock() + time_limit_s, budget.clock, progress)
+        self.run_s += outcome.run_s
+        if outcome.status == "kInfeasible":
+            raise InfeasibleError(f"no plan meets the constraints (deadline, budget) while finding {what}")
+        if outcome.x is None or len(outcome.x) != len(self.lb):
+            if start is None:
+                why = f": {outcome.error}" if outcome.error else ""
+                raise PlanningError(f"the solver stopped before finding {what}{why} (time limit {time_limit_s:g} s; "
+                                    "raise --time-limit, 0 for none)")
+            self.bound = outcome.bound  # the start is the plan, its bound the search's
+            return self._stage_values(start)
+        x = outcome.x
+        value = float(objective @ x)
+        self.bound = value if outcome.status == "kOptimal" and outcome.bound >= value - 1e-7 * max(1.0, abs(value)) \
+            else min(outcome.bound, value)
         return x
 
     def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> tuple[np.ndarray, float] | None:

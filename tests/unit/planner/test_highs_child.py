@@ -1,0 +1,117 @@
+"""HiGHS searched in a forked child: the same plans as in-process, and ended at its deadline whatever
+step it is in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from test_time_limit import EGRESS, _large_case
+
+from skyflow.planner import Policy, plan_pipeline
+from skyflow.planner import milp as milp_module
+from skyflow.planner.highs_child import run_in_child
+from skyflow.planner.milp import _quiet_highs
+
+
+@pytest.fixture(autouse=True)
+def never_hang() -> Iterator[None]:
+    """A deadline that is not kept fails the test instead of stalling the suite."""
+    def fail(*_: object) -> None:
+        raise AssertionError("the search was not ended at its deadline")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def knapsack(values: list[float], weights: list[float], capacity: float) -> Any:
+    """max values.x s.t. weights.x <= capacity, x binary: minimised as -values.x."""
+    import highspy
+
+    h = _quiet_highs()
+    lp = highspy.HighsLp()
+    n = len(values)
+    lp.num_col_, lp.num_row_ = n, 1
+    lp.col_cost_ = np.array([-v for v in values])
+    lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
+    lp.row_lower_, lp.row_upper_ = np.array([-np.inf]), np.array([capacity])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.arange(n + 1, dtype=np.int32)
+    lp.a_matrix_.index_ = np.zeros(n, dtype=np.int32)
+    lp.a_matrix_.value_ = np.array(weights, dtype=float)
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    h.passModel(lp)
+    return h
+
+
+def test_a_search_that_ends_in_time_comes_back_whole_and_optimal() -> None:
+    h = knapsack([10, 13, 7, 8, 2], [5, 6, 4, 3, 1], capacity=10)
+    outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
+    assert outcome.finished and outcome.status == "kOptimal" and outcome.error is None
+    assert outcome.x is not None and list(np.round(outcome.x)) == [0, 1, 0, 1, 1]  # 13 + 8 + 2 in 6 + 3 + 1
+    assert outcome.objective == pytest.approx(-23) and outcome.bound == pytest.approx(-23)
+
+
+class _StuckSolver:
+    """A solver whose run() never returns and checks no interrupt: HiGHS inside a long presolve."""
+
+    class _Callback:
+        def subscribe(self, _: object) -> None:
+            pass
+
+    cbMipImprovingSolution = _Callback()
+    cbMipInterrupt = _Callback()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the child inherits the test's alarm
+        while True:
+            time.sleep(1)
+
+
+def test_a_search_stuck_in_a_step_is_ended_at_the_deadline_and_leaves_no_process() -> None:
+    outcome = run_in_child(_StuckSolver(), time.monotonic() + 0.5, time.monotonic)
+    assert not outcome.finished and outcome.x is None and outcome.bound == -np.inf
+    assert outcome.error is None  # ended at the deadline, not failed
+    with pytest.raises(ChildProcessError):  # the child was killed and reaped: no child is left
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_child_that_dies_is_an_error_not_a_plan() -> None:
+    class Dying(_StuckSolver):
+        def run(self) -> None:
+            os._exit(3)
+
+    outcome = run_in_child(Dying(), time.monotonic() + 60, time.monotonic)
+    assert not outcome.finished and outcome.x is None
+    assert outcome.error is not None and "status" in outcome.error
+
+
+@pytest.mark.parametrize("objective", ["cost", "time"])
+def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    p, cat = _large_case(40, seed=11)
+    policy = Policy(all_clouds=True, objective=objective, time_limit_s=60)
+    in_process = plan_pipeline(p, cat, EGRESS, policy, baseline=False)
+    monkeypatch.setattr(milp_module, "CHILD_FROM_NONZEROS", 0)
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    in_child = plan_pipeline(p, cat, EGRESS, policy, baseline=False)
+    assert forked, "the search ran in a child"
+    assert in_child.gap == in_process.gap == 0
+    assert in_child.total_usd == pytest.approx(in_process.total_usd)
+    assert in_child.total_hours == pytest.approx(in_process.total_hours)
