@@ -86,6 +86,7 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     """
     from skyflow.cli.confirm import confirm_spend
     from skyflow.cli.plan_commands import render_plan
+    from skyflow.runner.environment import require_envs
     from skyflow.session import RunOptions, Session
     from skyflow.spec.params import parse_overrides
 
@@ -98,6 +99,7 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
         return
     if output:
         raise click.UsageError("--output goes with --dry-run")
+    require_envs(pipeline, {**os.environ, **extra_env})
     run_id = session.new_run_id(pipeline, run_id)
     if detach and yes:  # nothing to ask: the background run plans for itself
         _detach(session, run_id)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from skyflow.errors import SpecError
 from skyflow.spec.graph import ResolvedPipeline
 
 
@@ -41,6 +42,22 @@ def stage_environment(pipeline: ResolvedPipeline, stage: str, *, run_id: str, pa
         "PYTHONUNBUFFERED": "1",
     })
     return env
+
+
+def require_envs(pipeline: ResolvedPipeline, environ: Mapping[str, str]) -> None:
+    """Envs declared without a value (`envs: {HF_TOKEN: null}`, as in SkyPilot) take theirs from
+    ``environ`` (the shell and --env); one missing there is an error before anything runs."""
+    needing: dict[str, list[str]] = {}
+    for stage in pipeline.order:
+        envs = {**pipeline.spec.envs, **pipeline.stages[stage].envs}
+        for key, value in envs.items():
+            if value is None and key not in environ:
+                needing.setdefault(key, []).append(stage)
+    if needing:
+        raise SpecError("; ".join(
+            f"{key} is declared without a value (envs: {{{key}: null}}) for "
+            f"{'stages' if len(stages) > 1 else 'stage'} {', '.join(map(repr, stages))}; set it in this shell "
+            f"or pass --env {key}=VALUE" for key, stages in needing.items()))
 
 
 def _text(value: Any) -> str:

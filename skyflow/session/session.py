@@ -31,7 +31,7 @@ from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
 from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups, same_process
 from skyflow.runner.context import RunContext, RunOptions, store_of_placement
-from skyflow.runner.environment import secret_values
+from skyflow.runner.environment import require_envs, secret_values
 from skyflow.runner.events import LOG, EventBus, RunEvent
 from skyflow.runner.launches import preview_launch
 from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
@@ -219,6 +219,7 @@ class Session:
         """The run loop for ``plan`` (stores attached and checked reachable first), with lineage subscribed."""
         plan = self.with_stores(pipeline, plan)
         require_reachable_stores(pipeline, plan)
+        require_envs(pipeline, {**options.env, **options.extra_env})
         names = list(pipeline.spec.secrets) + [n for s in pipeline.stages.values() for n in s.secrets]
         secrets = secret_values(names, options.env)
         bus = EventBus([on_event] if on_event else [])
