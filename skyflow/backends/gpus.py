@@ -31,10 +31,15 @@ def detect_gpus() -> dict[int, str]:
 
 
 def _short_name(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100'; the catalog's names are short."""
-    for token in name.replace("NVIDIA", "").split():
-        if any(ch.isdigit() for ch in token):
-            return token.upper()
+    """'NVIDIA H100 80GB HBM3' -> 'H100'; the catalog's names are short: no form factor or memory
+    ('Tesla V100-SXM2-16GB' -> 'V100') but the 80 GB A100's ('NVIDIA A100-SXM4-80GB' -> 'A100-80GB'),
+    and RTX in one word ('NVIDIA GeForce RTX 4090' -> 'RTX4090')."""
+    words = name.upper().replace("NVIDIA", "").replace("GEFORCE", "").split()
+    for i, word in enumerate(words):
+        if any(ch.isdigit() for ch in word):
+            model = ("RTX" if i and words[i - 1] == "RTX" else "") + word.split("-")[0]
+            parts = [part for w in words for part in w.split("-")]
+            return f"{model}-80GB" if model == "A100" and "80GB" in parts else model
     return name
 
 
