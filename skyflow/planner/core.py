@@ -13,6 +13,7 @@ from skyflow.catalog import EgressModel, PriceCatalog
 from skyflow.errors import PlanningError
 from skyflow.planner.budget import Budget, Progress
 from skyflow.planner.candidates import CandidateFinder, stage_placements
+from skyflow.planner.components import independent_parts, part_problem
 from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.plan import Alternative, Placement, Plan
 from skyflow.planner.plan_warnings import plan_warnings
@@ -96,11 +97,10 @@ def solve(problem: Problem, policy: Policy, budget: Budget | None = None) -> Sol
         keep = prune_dominated(problem, keep)
         if all(len(k) == 1 for k in keep):
             return Solved([int(k[0]) for k in keep], "trivial")
-        if is_forest(problem):
-            return Solved(solve_forest(problem, keep), "dp")
-        budget.report(f"searching {sum(len(k) for k in keep):,} placements of {len(keep):,} stages for a start")
-        found = solve_milp_bounded(problem, keep, start=good_start(problem, keep, budget=budget), budget=budget)
-        return Solved(found.choice, "milp", found.cost_bound)
+        parts = independent_parts(problem)
+        if len(parts) > 1:
+            return _solve_parts(problem, keep, parts, budget)
+        return _cheapest(problem, keep, budget)
     keep = merge_interchangeable(problem, [_all_options(problem, s) for s in range(len(problem.names))])
     # Without a deadline or budget every plan is feasible: a cheap one is there to return if the
     # budget runs out before HiGHS finds its own (with them, none is known to be feasible).
@@ -114,6 +114,45 @@ def solve(problem: Problem, policy: Policy, budget: Budget | None = None) -> Sol
     except InfeasibleError:
         raise infeasible_error(problem, keep, policy, budget.part(1.0)) from None
     return Solved(found.choice, "milp", found.cost_bound, found.hours_bound)
+
+
+def _cheapest(problem: Problem, keep: list[np.ndarray], budget: Budget) -> Solved:
+    """The cheapest plan of one connected problem: the DP on a forest, else the integer program."""
+    if all(len(k) == 1 for k in keep):
+        return Solved([int(k[0]) for k in keep], "trivial")
+    if is_forest(problem):
+        return Solved(solve_forest(problem, keep), "dp")
+    budget.report(f"searching {sum(len(k) for k in keep):,} placements of {len(keep):,} stages for a start")
+    found = solve_milp_bounded(problem, keep, start=good_start(problem, keep, budget=budget), budget=budget)
+    return Solved(found.choice, "milp", found.cost_bound)
+
+
+def _solve_parts(problem: Problem, keep: list[np.ndarray], parts: list[list[int]], budget: Budget) -> Solved:
+    """The cheapest plan as the cheapest plan of each independent part; each part's share of the budget
+    is its share of the placements still to plan. The bound is the sum of the parts' bounds."""
+    budget.report(f"planning {len(parts):,} independent parts")
+    choice = [0] * len(problem.names)
+    solvers: set[str] = set()
+    bound, proven = 0.0, True
+    left = sum(len(k) for k in keep)
+    for part in parts:
+        sub_keep = [keep[s] for s in part]
+        size = sum(len(k) for k in sub_keep)
+        solved = _cheapest(part_problem(problem, part), sub_keep, budget.part(size / left) if left else budget)
+        left -= size
+        for s, option in zip(part, solved.choice, strict=True):
+            choice[s] = option
+        solvers.add(solved.solver)
+        if solved.cost_bound is None:
+            bound += _part_cost(problem, part, solved.choice)
+        else:
+            bound, proven = bound + solved.cost_bound, False
+    solver = next(name for name in ("milp", "dp", "trivial") if name in solvers)
+    return Solved(choice, solver, None if proven else bound)
+
+
+def _part_cost(problem: Problem, part: list[int], choice: list[int]) -> float:
+    return evaluate(part_problem(problem, part), choice).total_usd
 
 
 def _bounds(solved: Solved, total_usd: float, hours: float, minimize: str) -> dict[str, Any]:
