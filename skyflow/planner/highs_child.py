@@ -114,6 +114,10 @@ def _apply(outcome: ChildOutcome, message: tuple[Any, ...],
 
 
 def _child(h: Any, write_fd: int) -> None:
+    # The parent's handlers (a runner's SIGTERM handler cancels a run and writes its state) are not the
+    # child's business: a signal meant for the planner's process group simply ends the search.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     code = 0
     try:
         _search(h, write_fd)
