@@ -25,6 +25,7 @@ from skyflow.runner.decisions import blocked_stages, ready_stages, run_outcome
 from skyflow.runner.events import RETRYING, RUN_STARTED, RunEvent, run_ended
 from skyflow.runner.stage_work import StageOutcome, StageWork
 from skyflow.runner.state import StageRow
+from skyflow.signals import act_on_signals
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.states import DONE, RunState, StageState
 
@@ -246,8 +247,6 @@ def _links(pipeline: ResolvedPipeline) -> tuple[dict[str, list[str]], dict[str, 
 
 
 def install_signal_handlers(loop: RunLoop) -> None:
-    """SIGTERM (skyflow cancel) cancels cleanly, like Ctrl-C."""
-    def handler(signum: int, frame: Any) -> None:
-        loop.cancel()
-
-    signal.signal(signal.SIGTERM, handler)
+    """SIGTERM (skyflow cancel) cancels cleanly, like Ctrl-C: noted by the handler, the cancel made by a
+    watcher thread (a handler taking the loop's lock while the loop holds it would never return)."""
+    act_on_signals((signal.SIGTERM,), lambda _: loop.cancel(), name="skyflow-run-signals")

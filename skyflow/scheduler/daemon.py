@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from skyflow.errors import SkyflowError
 from skyflow.scheduler.decisions import DEFAULT_GRACE_S, Decision, change_reason, decide
 from skyflow.scheduler.store import FireRow, ScheduleRecord, ScheduleStore
 from skyflow.scheduler.timing import format_tick, next_tick
 from skyflow.scheduler.watch import observe
+from skyflow.signals import act_on_signals
 
 log = logging.getLogger("skyflow.scheduler")
 
@@ -213,10 +214,10 @@ class Scheduler:
 
 
 def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT end the loop after the current pass."""
-    def handler(signum: int, frame: Any) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
+    """SIGTERM and SIGINT end the loop after the current pass (noted by the handler, acted on by a
+    watcher thread: see `skyflow.signals`)."""
+    def stopping(signum: signal.Signals) -> None:
+        log.info("received %s; stopping", signum.name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    act_on_signals((signal.SIGTERM, signal.SIGINT), stopping, name="skyflow-scheduler-signals", done=stop)

@@ -1,0 +1,58 @@
+"""SIGTERM and SIGINT are acted on outside the signal handler: the code a signal interrupts may hold
+the locks the action needs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from skyflow.signals import act_on_signals
+
+
+@pytest.fixture
+def restore_usr1() -> Iterator[None]:
+    """SIGUSR1's handler put back afterwards, and a deadlock fails the test instead of stalling the suite."""
+    def fail(*_: object) -> None:
+        raise AssertionError("deadlocked: the action ran inside the signal handler")
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    previous_alarm = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous_alarm)
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_signal_arriving_while_the_main_thread_holds_the_actions_lock_is_acted_on_after(
+        restore_usr1: None) -> None:
+    lock = threading.Lock()  # not reentrant: an action run inside the handler would wait on itself
+    acted: list[signal.Signals] = []
+    done = threading.Event()
+
+    def action(signum: signal.Signals) -> None:
+        with lock:
+            acted.append(signum)
+            done.set()
+
+    act_on_signals((signal.SIGUSR1,), action, name="test-signals")
+    with lock:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs in this thread, inside the locked block
+        assert not done.wait(0.3)  # nothing acts while the lock is held
+    assert done.wait(30), "the action never ran"
+    assert acted == [signal.SIGUSR1]
+
+
+def test_the_watcher_ends_without_acting_once_done(restore_usr1: None) -> None:
+    done = threading.Event()
+    acted: list[signal.Signals] = []
+    act_on_signals((signal.SIGUSR1,), acted.append, name="test-signals-done", done=done)
+    done.set()
+    watchers = [t for t in threading.enumerate() if t.name == "test-signals-done"]
+    for thread in watchers:
+        thread.join(30)
+    assert not any(t.is_alive() for t in watchers) and acted == []
