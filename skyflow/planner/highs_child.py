@@ -42,6 +42,7 @@ class ChildOutcome:
     bound: float  # HiGHS's last dual bound (-inf: none yet)
     run_s: float  # how long the child ran
     error: str | None = None  # the child failed (an exception's text, or how it died)
+    pid: int = 0  # the child's process id (reaped when this is returned)
 
 
 def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
@@ -62,7 +63,7 @@ def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
         os.close(read_fd)
         _child(h, write_fd)  # never returns
     os.close(write_fd)
-    outcome = ChildOutcome(False, None, None, None, -np.inf, 0.0)
+    outcome = ChildOutcome(False, None, None, None, -np.inf, 0.0, pid=pid)
     reader = _Messages(read_fd)
     try:
         while True:
