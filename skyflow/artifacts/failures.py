@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,15 +26,27 @@ def is_storage_failure(exc: BaseException) -> bool:
 def describe_failure(exc: BaseException) -> str:
     """One line: what kind of failure, what to do about it, and the library's own words."""
     text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    words = _without_paths(exc, text)  # a digest or file name in the message is not the library's words
     if isinstance(exc, FileNotFoundError):
         return f"not found ({text})"
-    if isinstance(exc, PermissionError) or "AccessDenied" in text or "403" in text:
+    if isinstance(exc, PermissionError) or _ACCESS_DENIED.search(words):
         return f"permission denied; check the credentials and the bucket's policy ({text})"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device; free space or choose another directory ({text})"
-    if isinstance(exc, (ConnectionError, TimeoutError)) or any(
-            word in text for word in ("Connect", "connect", "Timeout", "timed out", "Unreachable")):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _UNREACHABLE.search(words):
         return f"the store cannot be reached (after the library's retries); is it up? ({text})"
+    return text
+
+
+_ACCESS_DENIED = re.compile(r"\bAccessDenied\b|\b403\b|\bForbidden\b")
+_UNREACHABLE = re.compile(r"[Cc]onnect|Timeout|timed out|Unreachable")
+
+
+def _without_paths(exc: BaseException, text: str) -> str:
+    """``text`` less the file names an OSError carries (a blob's path holds its hex digest)."""
+    for name in (getattr(exc, "filename", None), getattr(exc, "filename2", None)):
+        if isinstance(name, str) and name:
+            text = text.replace(name, "")
     return text
 
 
