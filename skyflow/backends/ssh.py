@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -27,15 +28,19 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from skyflow.backends.base import Capacity, Leftover, RemoteHandle, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import mask_secrets
 from skyflow.backends.ssh_remote import (
+    EXIT_STATUS_FILE,
     PGID_MARKER,
     PROBE_COMMAND,
+    RUN_ENV_FILE,
     HostAddress,
     driver_script,
     env_file,
     kill_command,
+    killed_by,
     parse_probe,
     remote_env,
     root_expression,
+    run_env_script,
     stage_script,
 )
 from skyflow.backends.ssh_sync import DigestCache, get_dir_contents, put_dir, sync_tree
@@ -237,6 +242,7 @@ class SshBackend:
                     await put_dir(sftp, local, f"{node.node_dir}/inputs/{name}")
                 await _write(sftp, f"{node.node_dir}/node.env", env_file(self._node_env(launch, node, ips)), 0o600)
                 await _write(sftp, f"{node.node_dir}/stage.sh", stage_script(node.node_dir, launch.setup))
+                await _write(sftp, f"{node.node_dir}/{RUN_ENV_FILE}", run_env_script(node.node_dir))
                 await _write(sftp, f"{node.node_dir}/run.sh", launch.run + "\n")
                 if launch.setup:
                     await _write(sftp, f"{node.node_dir}/setup.sh", launch.setup + "\n")
@@ -347,7 +353,13 @@ class SshStageHandle:
         if result.exit_status is None or result.exit_status < 0:
             return 255, f"lost the connection to host {node.host.address} (node {node.rank})"
         code = int(result.exit_status)
-        return code, "" if code == 0 else f"exit code {code} on host {node.host.address} (node {node.rank})"
+        if code == 0:
+            return 0, ""
+        where = f"on host {node.host.address} (node {node.rank})"
+        signum = await _killed_by(node, code)
+        if signum is not None:  # killed from outside, as a local stage's process group can be: a negative code
+            return -signum, f"killed by {_signal_name(signum)} {where}"
+        return code, f"exit code {code} {where}"
 
     async def _pump(self, stream: Any, prefix: str) -> None:
         secrets = [s for s in self.launch.secret_values if s]
@@ -389,6 +401,27 @@ async def stop_node(node: RemoteNode) -> None:
     if node.pgid or node.process is not None:
         with contextlib.suppress(OSError, asyncssh.Error):
             await node.host.conn.run(kill_command(node.pgid, node.token))
+
+
+async def _killed_by(node: RemoteNode, code: int) -> int | None:
+    """The signal that killed the node's stage shell, when its driver saw 128 + N and the shell did not
+    record that status itself; None for an exit code, or when the host cannot be asked."""
+    import asyncssh
+
+    if killed_by(code, "") is None:
+        return None
+    try:
+        recorded = await node.host.conn.run(f"cat {shlex.quote(f'{node.node_dir}/{EXIT_STATUS_FILE}')} 2>/dev/null")
+    except (OSError, asyncssh.Error):
+        return None
+    return killed_by(code, str(recorded.stdout or ""))
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 async def _kill_groups(backend: SshBackend, targets: list[tuple[PoolHost, int, str | None]]) -> None:

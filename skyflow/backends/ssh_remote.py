@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,6 +13,12 @@ from skyflow.processes import STAGE_TOKEN_VARIABLE
 
 KILL_GRACE_S = 5
 PGID_MARKER = "skyflow-pgid "
+# The stage's shell writes its exit status here when it exits by itself. A shell killed by a signal
+# writes nothing (or, from a trap on its way out, not the status it dies with): that is how a stage
+# killed from outside is told from one that exited with 128 + N.
+EXIT_STATUS_FILE = "exit-status"
+# The file bash sources before run.sh (BASH_ENV): the exit status trap, then the stage's own BASH_ENV.
+RUN_ENV_FILE = "run-env.sh"
 # Scans after the SIGKILLs, for processes a stage forked between a scan and the signal.
 KILL_SCANS = 20
 # The watcher's copy of the node's token: under another name, so that the scan does not find the watcher.
@@ -69,14 +76,39 @@ def env_file(env: Mapping[str, str]) -> str:
 
 
 def stage_script(node_dir: str, setup: str | None) -> str:
-    """setup, then run, each its own bash script, as the local backend and SkyPilot run them."""
+    """setup, then run, each its own bash script, as the local backend and SkyPilot run them.
+
+    The shell running run.sh is the one stage.sh started (``exec``); bash sources RUN_ENV_FILE
+    into it first, so that it too records its exit status when it exits by itself."""
     q = shlex.quote(node_dir)
-    lines = ["#!/usr/bin/env bash", f"set -a; . {q}/node.env; set +a; rm -f {q}/node.env"]
+    lines = ["#!/usr/bin/env bash", exit_status_trap(node_dir),
+             f"set -a; . {q}/node.env; set +a; rm -f {q}/node.env"]
     if setup:
         lines.append(f'bash {q}/setup.sh || {{ code=$?; echo "skyflow: setup failed with exit code $code"; '
                      'exit $code; }')
-    lines.append(f"exec bash {q}/run.sh")
+    lines.append(f'SKYFLOW_BASH_ENV="${{BASH_ENV-}}" BASH_ENV={q}/{RUN_ENV_FILE} exec bash {q}/run.sh')
     return "\n".join(lines) + "\n"
+
+
+def exit_status_trap(node_dir: str) -> str:
+    """Bash that writes the shell's exit status to EXIT_STATUS_FILE when the shell exits by itself."""
+    status = shlex.quote(f"{node_dir}/{EXIT_STATUS_FILE}")
+    return f"skyflow_exited() {{ echo \"$1\" >| {status}; }}\ntrap 'skyflow_exited $?' EXIT"
+
+
+def run_env_script(node_dir: str) -> str:
+    """RUN_ENV_FILE: the exit status trap, then the BASH_ENV the stage's environment set, if any."""
+    return (f"{exit_status_trap(node_dir)}\n"
+            'if [ -n "${SKYFLOW_BASH_ENV-}" ]; then BASH_ENV=$SKYFLOW_BASH_ENV; unset SKYFLOW_BASH_ENV; '
+            '. "$BASH_ENV"; else unset BASH_ENV SKYFLOW_BASH_ENV; fi\n')
+
+
+def killed_by(exit_status: int, recorded: str) -> int | None:
+    """The signal that killed a stage's shell, from the status its driver saw and what the shell wrote
+    to EXIT_STATUS_FILE (``recorded``); None when the shell exited with that status itself."""
+    if not 128 < exit_status < 128 + signal.NSIG or recorded.strip() == str(exit_status):
+        return None
+    return exit_status - 128
 
 
 def end_functions() -> str:
