@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -204,6 +205,26 @@ def _exit_code(pods: list[Any]) -> int:
     return 1
 
 
+def _disruption(pods: list[Any], completions: int) -> tuple[int, str] | None:
+    """(negative signal, why) when the failed Job's pods were taken away from outside — evicted by the
+    kubelet, marked DisruptionTarget (preemption, a drained or lost node), or deleted — else None."""
+    for pod in pods:
+        status = pod.status
+        if status is None:
+            continue
+        why = f"pod {pod.metadata.name} was evicted: {status.message}" if status.reason == "Evicted" else None
+        for cond in status.conditions or []:
+            if why is None and cond.type == "DisruptionTarget" and cond.status == "True":
+                why = f"pod {pod.metadata.name} was disrupted ({cond.reason}): {cond.message}"
+        if why is not None:
+            code = _exit_code([pod])
+            return (-(code - 128) if 128 < code < 128 + signal.NSIG else -int(signal.SIGKILL)), why
+    # A Job keeps a pod that failed; pods missing while none of the others failed were deleted from outside.
+    if len(pods) < completions and not any(pod.status is not None and pod.status.phase == "Failed" for pod in pods):
+        return -int(signal.SIGKILL), f"{completions - len(pods)} of the Job's {completions} pod(s) were deleted"
+    return None
+
+
 def _install_failures(pods: list[Any]) -> list[tuple[str, int]]:
     """(pod, exit code) of each pod whose code package install (its init container) failed."""
     failed = []
@@ -275,6 +296,9 @@ class KubernetesStageHandle:
             install = _install_failures(pods)
             if install and not timed_out:
                 return self._install_failed(install, log)
+            disrupted = None if timed_out else _disruption(pods, int(self.launch.num_nodes))
+            if disrupted is not None:  # killed from outside: a negative code, as a preempted local stage gets
+                return StageExit(disrupted[0], f"{disrupted[1]} ({reason})")
             return StageExit(-9 if timed_out else _exit_code(pods), reason, timed_out=timed_out)
         with _translated("reading the stage result", self.launch.stage):
             outputs = read_result(self.store_uri, self.result_key)
