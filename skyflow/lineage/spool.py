@@ -51,9 +51,14 @@ class SpoolFile:
     def create(cls, directory: Path, tracking_uri: str) -> SpoolFile:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "TRACKING_URI").write_text(tracking_uri + "\n")
-        path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        handle = path.open("a+", encoding="utf-8")
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Locked under a name no other recorder looks for, then given its spool name: a recorder
+        # adopting orphans could otherwise lock the new file between its creation and its lock.
+        creating = directory / f".{name}.creating"
+        handle = creating.open("a+", encoding="utf-8")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = directory / f"{name}.jsonl"
+        os.rename(creating, path)
         return cls(path, handle, owned=True)
 
     @classmethod
@@ -121,4 +126,11 @@ def orphan_paths(directory: Path, own: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     paths = [p for p in directory.glob("*.jsonl") if p != own]
-    return sorted(paths, key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+    return sorted(paths, key=_mtime)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # sent and removed by its recorder meanwhile
+        return 0.0
