@@ -198,7 +198,7 @@ def _installed(name: str, wanted_by: str) -> importlib.metadata.Distribution:
         return importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         extra = _EXTRAS.get(name)
-        how = f"pip install -e '.[{extra}]'" if extra else f"pip install {name}"
+        how = f"pip install {name} (the {extra} extra)" if extra else f"pip install {name}"
         raise ArtifactError(f"{name} (needed by {wanted_by} on remote nodes) is not installed in this "
                             f"environment ({sys.prefix}); the code package is made from what is installed "
                             f"here: {how}") from None

@@ -99,7 +99,7 @@ def default_client_factory(kubeconfig: str | None) -> Callable[[str], Any]:
             from kubernetes import config as kconfig
         except ImportError as exc:
             raise BackendError("the Kubernetes backend needs the official client: "
-                               "pip install -e '.[k8s]' in the skyflow checkout",
+                               "pip install 'kubernetes==37.0.1' (the k8s extra of skyflow-llmops)",
                                backend="kubernetes") from exc
         try:
             return kconfig.new_client_from_config(  # type: ignore[no-untyped-call]

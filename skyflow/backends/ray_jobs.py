@@ -49,8 +49,8 @@ def _client_class() -> Any:
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as exc:
-        raise BackendError("the Ray backend needs Ray's Job Submission SDK: pip install -e '.[ray]' in the "
-                           "skyflow checkout", backend="ray") from exc
+        raise BackendError("the Ray backend needs Ray's Job Submission SDK: pip install 'ray[default]>=2.44,<3' (the "
+                           "ray extra of skyflow-llmops)", backend="ray") from exc
     return JobSubmissionClient
 
 

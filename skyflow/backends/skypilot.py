@@ -50,7 +50,7 @@ def import_sky() -> Any:
         return importlib.import_module("sky")
     except ImportError as exc:
         raise BackendError("stages placed on a cloud run through SkyPilot: "
-                           "pip install -e '.[skypilot]' in the skyflow checkout",
+                           "pip install 'skypilot>=0.10' (the skypilot extra of skyflow-llmops)",
                            backend="skypilot") from exc
 
 

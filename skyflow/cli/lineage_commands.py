@@ -192,8 +192,8 @@ def _need_mlflow_server() -> None:
         os.path.join(os.path.dirname(ui_files.origin), "js", "build"))
     if importlib.util.find_spec("flask") is None or not built:
         raise LineageError("skyflow ui serves MLflow's own UI, which comes with the full MLflow package, not the "
-                           "mlflow-skinny that skyflow needs for lineage: pip install -e '.[mlflow]' in the skyflow "
-                           "checkout (lineage is recorded without it; mlflow server elsewhere works too).")
+                           "mlflow-skinny that skyflow needs for lineage: pip install 'mlflow>=3.17,<4' (the mlflow "
+                           "extra of skyflow-llmops; lineage is recorded without it; a server elsewhere works too).")
 
 
 def _serve_until_stopped(command: list[str], env: dict[str, str]) -> int | None:

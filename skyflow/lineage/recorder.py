@@ -71,13 +71,13 @@ def check_tracking_uri(tracking_uri: str) -> None:
     scheme = urlparse(tracking_uri).scheme.split("+")[0]
     if importlib.util.find_spec("mlflow") is None:
         raise LineageError("lineage needs MLflow, a dependency of skyflow that this environment lacks: "
-                           "reinstall skyflow (pip install -e . in its checkout), or pass --no-lineage.")
+                           "pip install 'mlflow-skinny>=3.17,<4' sqlalchemy alembic, or pass --no-lineage.")
     missing = [name for name in ("sqlalchemy", "alembic") if importlib.util.find_spec(name) is None]
     if scheme in DATABASE_SCHEMES and missing:
         raise LineageError(
             f"lineage store {describe_tracking(tracking_uri)} is a database, which MLflow reaches through "
-            f"{' and '.join(missing)}, missing here (dependencies of skyflow): reinstall skyflow (pip install -e . "
-            "in its checkout), or set MLFLOW_TRACKING_URI=http://HOST:PORT."
+            f"{' and '.join(missing)}, missing here (dependencies of skyflow): pip install {' '.join(missing)}, "
+            "or set MLFLOW_TRACKING_URI=http://HOST:PORT."
         )
 
 

@@ -66,7 +66,7 @@ def _clouds(environ: Mapping[str, str]) -> list[Finding]:
     out.append(Finding("skypilot", "sky", has_sky,
                        "installed: stages placed on a cloud can launch" if has_sky else
                        "not installed: stages placed on a cloud cannot launch (planning still works)",
-                       "" if has_sky else "pip install -e '.[skypilot]' (in this checkout)"))
+                       "" if has_sky else "pip install 'skypilot>=0.10' (the skypilot extra)"))
     return out
 
 
@@ -88,7 +88,7 @@ def _kubernetes(config: Any, environ: Mapping[str, str]) -> list[Finding]:
                                "rename the context in the skyflow config, or add it to the kubeconfig"))
         elif not client:
             out.append(Finding("kubernetes", name, False, "the Kubernetes client is not installed",
-                               "pip install -e '.[k8s]' (in this checkout)"))
+                               "pip install 'kubernetes==37.0.1' (the k8s extra)"))
         else:
             out.append(Finding("kubernetes", name, True, f"context in {path}"))
     return out
@@ -143,7 +143,7 @@ def _ray(config: Any) -> list[Finding]:
             continue
         client = importlib.util.find_spec("ray") is not None
         out.append(Finding("ray", f"ray/{name}", client, f"{cluster.address} answers",
-                           "" if client else "pip install -e '.[ray]' (the Job Submission client)"))
+                           "" if client else "pip install 'ray[default]>=2.44,<3' (the Job Submission client)"))
     return out
 
 
@@ -176,8 +176,9 @@ def _store(name: str, uri: str) -> Finding:
         store.list_prefix("manifests/", wanted_keys=1)
     except (SkyflowError, OSError, ValueError, ImportError) as exc:
         scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(scheme)
-        hint = f"pip install -e '.[{extra}]' and check this machine's credentials" if extra else "check the path"
+        library = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(scheme)
+        hint = (f"pip install {library} (the store's extra) and check this machine's credentials" if library
+                else "check the path")
         return Finding("store", name, False, f"{uri}: {str(exc).splitlines()[0][:160]}", hint)
     return Finding("store", name, True, f"{uri} is reachable")
 
@@ -191,7 +192,7 @@ def _lineage(tracking_uri: str | None, home: Path, environ: Mapping[str, str]) -
         check_tracking_uri(uri)
     except LineageError as exc:
         return Finding("lineage", "mlflow", False, str(exc).splitlines()[0],
-                       "pip install -e . in the skyflow checkout")
+                       "pip install 'mlflow-skinny>=3.17,<4' sqlalchemy alembic (core dependencies)")
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request

@@ -75,7 +75,7 @@ class RayTestCluster:
 def ray_binary() -> str:
     found = Path(sys.executable).parent / "ray"
     if not found.exists():
-        pytest.skip("Ray is not installed in this environment: pip install -e '.[ray]' (make test does)")
+        pytest.skip("Ray is not installed in this environment: pip install 'ray[default]>=2.44,<3' (make test does)")
     return str(found)
 
 

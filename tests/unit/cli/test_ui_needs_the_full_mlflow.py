@@ -13,7 +13,7 @@ from skyflow.errors import LineageError
 def test_without_flask_the_ui_is_one_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "flask" else real_find_spec(name))
-    with pytest.raises(LineageError, match=r"full MLflow package.*pip install -e '\.\[mlflow\]'"):
+    with pytest.raises(LineageError, match=r"full MLflow package.*pip install 'mlflow>=3\.17,<4' \(the mlflow extra"):
         _need_mlflow_server()
 
 
