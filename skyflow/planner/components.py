@@ -12,24 +12,38 @@ from __future__ import annotations
 from skyflow.planner.problem import Problem, Transfer
 
 
-def independent_parts(problem: Problem) -> list[list[int]]:
-    """The stage indices of each part (in pipeline order), parts ordered by their first stage."""
-    parent = list(range(len(problem.names)))
+class DisjointSets:
+    """Union-find over stage indices (path halving)."""
 
-    def root(i: int) -> int:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def root(self, i: int) -> int:
+        parent = self.parent
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of ``a`` and ``b``; False when they were one set already."""
+        ra, rb = self.root(a), self.root(b)
+        if ra == rb:
+            return False
+        self.parent[ra] = rb
+        return True
+
+
+def independent_parts(problem: Problem) -> list[list[int]]:
+    """The stage indices of each part (in pipeline order), parts ordered by their first stage."""
+    sets = DisjointSets(len(problem.names))
     for t in problem.transfers:
         linked = list(t.consumers) + ([t.producer] if t.producer is not None else [])
-        first = root(linked[0])
         for other in linked[1:]:
-            parent[root(other)] = first
+            sets.union(linked[0], other)
     parts: dict[int, list[int]] = {}
     for s in range(len(problem.names)):
-        parts.setdefault(root(s), []).append(s)
+        parts.setdefault(sets.root(s), []).append(s)
     return sorted(parts.values(), key=lambda part: part[0])
 
 

@@ -136,23 +136,19 @@ def _solve_parts(problem: Problem, keep: list[np.ndarray], parts: list[list[int]
     bound, proven = 0.0, True
     left = sum(len(k) for k in keep)
     for part in parts:
-        sub_keep = [keep[s] for s in part]
+        sub, sub_keep = part_problem(problem, part), [keep[s] for s in part]
         size = sum(len(k) for k in sub_keep)
-        solved = _cheapest(part_problem(problem, part), sub_keep, budget.part(size / left) if left else budget)
+        solved = _cheapest(sub, sub_keep, budget.part(size / left) if left else budget)
         left -= size
         for s, option in zip(part, solved.choice, strict=True):
             choice[s] = option
         solvers.add(solved.solver)
         if solved.cost_bound is None:
-            bound += _part_cost(problem, part, solved.choice)
+            bound += evaluate(sub, solved.choice).total_usd
         else:
             bound, proven = bound + solved.cost_bound, False
     solver = next(name for name in ("milp", "dp", "trivial") if name in solvers)
     return Solved(choice, solver, None if proven else bound)
-
-
-def _part_cost(problem: Problem, part: list[int], choice: list[int]) -> float:
-    return evaluate(part_problem(problem, part), choice).total_usd
 
 
 def _bounds(solved: Solved, total_usd: float, hours: float, minimize: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skyflow.planner.budget import Budget
+from skyflow.planner.components import DisjointSets
 from skyflow.planner.problem import Problem, evaluate
 
 if TYPE_CHECKING:
@@ -153,26 +154,14 @@ def _outgoing_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.nda
 
 def is_forest(problem: Problem) -> bool:
     """Pairwise costs only (one consumer per transfer) on a graph without undirected cycles."""
-    parent = list(range(len(problem.names)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     pairs = set()
     for t in problem.transfers:
         if len(t.consumers) > 1:
             return False
         if t.producer is not None:
             pairs.add((t.producer, t.consumers[0]))
-    for a, b in pairs:
-        ra, rb = root(a), root(b)
-        if ra == rb:
-            return False
-        parent[ra] = rb
-    return True
+    sets = DisjointSets(len(problem.names))
+    return all(sets.union(a, b) for a, b in pairs)
 
 
 def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
