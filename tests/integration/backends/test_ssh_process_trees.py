@@ -78,28 +78,19 @@ def wait_gone(escapees: Escapees) -> None:
     wait_for(lambda: escapees.alive() == [], GONE_TIMEOUT_S, f"the stage's children to end: {escapees.alive()}")
 
 
-def test_children_that_left_the_session_end_when_the_stage_exits(sky: Skyflow, escapees: Escapees) -> None:
-    sky.write("escaping.yaml", escaping_pipeline(escapees, "true"))
-    code, shown = run_to_the_end(sky, escapees, "exits")
+@pytest.mark.parametrize(("then", "extra", "run_id", "exit_code", "state"), [
+    ("true", "", "exits", 0, "succeeded"),
+    ("exit 3", "", "fails", 1, "failed"),
+    ("sleep 300", "    timeout: 5s\n", "times-out", 1, "failed"),
+], ids=["stage-exits", "stage-fails", "stage-times-out"])
+def test_children_that_left_the_session_end_when_the_stage_ends(
+        sky: Skyflow, escapees: Escapees, then: str, extra: str, run_id: str, exit_code: int, state: str) -> None:
+    sky.write("escaping.yaml", escaping_pipeline(escapees, then, extra=extra))
+    code, shown = run_to_the_end(sky, escapees, run_id)
     escapees.wait_ready()
-    assert code == 0 and sky.stage_state("exits", "slow") == "succeeded", shown
-    wait_gone(escapees)
-
-
-def test_children_that_left_the_session_end_when_the_stage_fails(sky: Skyflow, escapees: Escapees) -> None:
-    sky.write("escaping.yaml", escaping_pipeline(escapees, "exit 3"))
-    code, shown = run_to_the_end(sky, escapees, "fails")
-    escapees.wait_ready()
-    assert code == 1 and sky.stage_state("fails", "slow") == "failed", shown
-    wait_gone(escapees)
-
-
-def test_children_that_left_the_session_end_when_the_stage_times_out(sky: Skyflow, escapees: Escapees) -> None:
-    sky.write("escaping.yaml", escaping_pipeline(escapees, "sleep 300", extra="    timeout: 5s\n"))
-    code, shown = run_to_the_end(sky, escapees, "times-out")
-    escapees.wait_ready()
-    assert code == 1 and sky.stage_state("times-out", "slow") == "failed", shown
-    assert "timed out" in shown, shown
+    assert code == exit_code and sky.stage_state(run_id, "slow") == state, shown
+    if run_id == "times-out":
+        assert "timed out" in shown, shown
     wait_gone(escapees)
 
 
