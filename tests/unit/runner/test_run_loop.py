@@ -148,7 +148,8 @@ def test_a_pipeline_input_is_imported_once_per_store_as_the_plan_priced_it(tmp_p
     (tmp_path / "raw" / "rows.txt").write_text("a\nb\n")
     (tmp_path / "pipeline.yaml").write_text(
         "name: fanout\ninputs: {raw: {uri: raw}}\nstages:\n"
-        + "".join(f"  s{i}: {{run: x, inputs: {{data: raw}}, outputs: [o]}}\n" for i in range(3)))
+        # each stage its own work: a stage ending before another starts must not make it a cache hit
+        + "".join(f"  s{i}: {{run: x{i}, inputs: {{data: raw}}, outputs: [o]}}\n" for i in range(3)))
     pipeline = load_pipeline(tmp_path / "pipeline.yaml")
     home, backend = tmp_path / "home", _writes_outputs(fail_first=set())
     plan = Plan(pipeline="fanout", objective="cost", stages={f"s{i}": _placement("local") for i in range(3)},
