@@ -12,10 +12,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["act_on_signals"]
+__all__ = ["act_on_signals", "acting_on_signals"]
 
 _NOTICE_S = 0.05
 
@@ -39,3 +40,20 @@ def act_on_signals(signals: Iterable[signal.Signals], action: Callable[[signal.S
     threading.Thread(target=watch, name=name, daemon=True).start()
     for signum in signals:
         signal.signal(signum, handler)
+
+
+@contextmanager
+def acting_on_signals(signals: Iterable[signal.Signals], action: Callable[[signal.Signals], None], *,
+                      name: str) -> Iterator[None]:
+    """Like `act_on_signals` while inside the block; on leaving it the watcher ends and the handlers
+    that were there before come back (a Python caller's Ctrl-C raises KeyboardInterrupt again)."""
+    wanted = list(signals)
+    previous = {signum: signal.getsignal(signum) for signum in wanted}
+    done = threading.Event()
+    act_on_signals(wanted, action, name=name, done=done)
+    try:
+        yield
+    finally:
+        done.set()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

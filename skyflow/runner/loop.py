@@ -11,10 +11,12 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any
 
 from skyflow.backends.base import Leftover
@@ -25,7 +27,7 @@ from skyflow.runner.decisions import blocked_stages, ready_stages, run_outcome
 from skyflow.runner.events import RETRYING, RUN_STARTED, RunEvent, run_ended
 from skyflow.runner.stage_work import StageOutcome, StageWork
 from skyflow.runner.state import StageRow
-from skyflow.signals import act_on_signals
+from skyflow.signals import act_on_signals, acting_on_signals
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.states import DONE, RunState, StageState
 
@@ -110,7 +112,7 @@ class RunLoop:
         workers = ctx.options.max_parallel or ctx.backends.get("local").capacity().max_parallel
         running: dict[Future[StageOutcome], str] = {}
         schedule = self._schedule()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+        with self._ctrl_c_cancels(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
             while True:
                 # after a cancel the stages left are cancelled below, not "skipped because upstream failed"
                 if not ctx.cancel_requested.is_set():
@@ -124,11 +126,7 @@ class RunLoop:
                         running[pool.submit(StageWork(ctx, ready).run)] = ready
                 if not running:
                     break
-                try:
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:  # Ctrl-C: stop the stages, keep the state, finish cleanly
-                    self.cancel()
-                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     name = running.pop(future)
                     outcome = future.result()
@@ -142,6 +140,17 @@ class RunLoop:
                     if state in (StageState.PENDING, StageState.RUNNING):
                         ctx.state.finish_stage(self.run_id, name, StageState.CANCELLED, {}, message="run cancelled")
         return self._close()
+
+    @contextmanager
+    def _ctrl_c_cancels(self) -> Iterator[None]:
+        """Ctrl-C while the loop runs cancels the run: the stages stop, the state is kept, the run ends
+        cleanly. Noted by a handler and acted on by a watcher thread: a KeyboardInterrupt raised wherever
+        the loop happened to be (writing state, scheduling) would leave the pool waiting on the stages."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only: the caller there keeps its own Ctrl-C
+            return
+        with acting_on_signals((signal.SIGINT,), lambda _: self.cancel(), name="skyflow-run-ctrl-c"):
+            yield
 
     def _finish(self, name: str, outcome: StageOutcome) -> None:
         ctx = self.ctx

@@ -198,6 +198,8 @@ class StageWork:
         handle = backend.launch(launch)
         with ctx.lock:
             ctx.handles[name] = handle
+        if ctx.cancel_requested.is_set():  # a cancel that came while it launched did not see this handle
+            handle.cancel()
         remote = handle.remote
         ctx.state.set_stage(ctx.run_id, name, process_groups=handle.process_groups,
                             remote_handle=json.dumps(dict(remote)) if remote else None)

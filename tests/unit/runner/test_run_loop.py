@@ -8,6 +8,8 @@ finished stage through the event bus.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,44 @@ def test_a_pipeline_input_is_imported_once_per_store_as_the_plan_priced_it(tmp_p
     assert len(imports) == 1
     digests = {launch.input_refs["data"].digest for launch in backend.launches}
     assert len(digests) == 1 and len(backend.launches) == 3
+
+
+def _run_in_thread(loop: RunLoop) -> tuple[list[str], threading.Thread]:
+    ended: list[str] = []
+    thread = threading.Thread(target=lambda: ended.append(loop.start("r1", "pipeline.yaml", {}, {}, lineage=False)),
+                              daemon=True)
+    thread.start()
+    return ended, thread
+
+
+def test_a_cancel_that_comes_while_a_stage_launches_still_stops_it(tmp_path: Path) -> None:
+    """The cancel finds no handle to stop (the launch has not returned it yet); the stage, once launched,
+    sees the cancel itself instead of running to its end."""
+    events: list[RunEvent] = []
+    loops: list[RunLoop] = []
+
+    def handler(launch: StageLaunch) -> FakeResult:
+        loops[0].cancel()  # as Ctrl-C landing between the process start and the handle's registration
+        return FakeResult(block=True)  # runs until cancelled
+
+    loops.append(_loop(tmp_path, FakeBackend(handler), _plan(), events))
+    ended, thread = _run_in_thread(loops[0])
+    thread.join(60)
+    assert ended == ["cancelled"], "the launched stage never heard of the cancel"
+    states = RunStore(tmp_path / "home" / "state.db").stage_states("r1")
+    assert states == {"prep": StageState.CANCELLED, "train": StageState.CANCELLED}
+
+
+def test_ctrl_c_during_the_loop_cancels_the_run_and_gives_the_caller_its_ctrl_c_back(tmp_path: Path) -> None:
+    events: list[RunEvent] = []
+
+    def handler(launch: StageLaunch) -> FakeResult:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while prep runs
+        return FakeResult(block=True)
+
+    loop = _loop(tmp_path, FakeBackend(handler), _plan(), events)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"  # no KeyboardInterrupt
+    assert RunStore(tmp_path / "home" / "state.db").stage_states("r1") == {
+        "prep": StageState.CANCELLED, "train": StageState.CANCELLED}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
