@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean check-exports
+.PHONY: demo test lint bench clean check-exports coverage mutation
 
 $(BASE): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,23 @@ test: $(DEV)
 	bash tests/services/prepare.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 tests
 
+# The whole suite under coverage.py, every Python process it starts measured too (pyproject's
+# [tool.coverage.run]); lines and branches reported apart against the goals, the HTML in htmlcov/.
+coverage: $(DEV)
+	bash tests/services/prepare.sh
+	rm -rf .coverage-data htmlcov
+	$(BIN)/coverage run -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage html -q
+	$(BIN)/python tests/services/coverage_summary.py
+
+# Mutants of the pure core ([tool.mutmut] in pyproject) against the unit tests; survivors listed by
+# `mutmut results` (and with why in docs/testing.md). Slow: about an hour on two cores.
+mutation: $(DEV)
+	$(BIN)/python -m pip install --quiet "mutmut==3.8.1"
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 # The Airflow export run by Airflow itself (own virtualenv, slow to install): not part of `make test`.
 check-exports: $(DEV)
 	bash tests/services/check_exports.sh
@@ -38,4 +55,4 @@ bench: $(DEV)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench .coverage-data htmlcov mutants
