@@ -27,11 +27,11 @@ from skyflow.runner.decisions import blocked_stages, ready_stages, run_outcome
 from skyflow.runner.events import RETRYING, RUN_STARTED, RunEvent, run_ended
 from skyflow.runner.stage_work import StageOutcome, StageWork
 from skyflow.runner.state import StageRow
-from skyflow.signals import act_on_signals, acting_on_signals
+from skyflow.signals import acting_on_signals
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.states import DONE, RunState, StageState
 
-__all__ = ["RunLoop", "check_run_id", "install_signal_handlers", "new_run_id"]
+__all__ = ["RunLoop", "check_run_id", "new_run_id"]
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -62,6 +62,15 @@ class RunLoop:
     # -- entry points -------------------------------------------------------------------------
     def start(self, run_id: str, target: str, overrides: Mapping[str, Any], params: Mapping[str, Any],
               lineage: bool) -> str:
+        with self._signals_cancel():
+            return self._start(run_id, target, overrides, params, lineage)
+
+    def resume(self, run_id: str, params: Mapping[str, Any]) -> str:
+        with self._signals_cancel():
+            return self._resume(run_id, params)
+
+    def _start(self, run_id: str, target: str, overrides: Mapping[str, Any], params: Mapping[str, Any],
+               lineage: bool) -> str:
         ctx = self.ctx
         ctx.run_id, ctx.params = check_run_id(run_id), dict(params)
         ctx.state.create_run(ctx.run_id, ctx.pipeline.name, target, ctx.pipeline.digest(), dict(overrides),
@@ -70,7 +79,7 @@ class RunLoop:
         ctx.emit(RunEvent(RUN_STARTED, None, run_id=ctx.run_id, plan=ctx.plan, params=ctx.params))
         return self._execute()
 
-    def resume(self, run_id: str, params: Mapping[str, Any]) -> str:
+    def _resume(self, run_id: str, params: Mapping[str, Any]) -> str:
         ctx = self.ctx
         ctx.run_id, ctx.params = run_id, dict(params)
         run = ctx.state.get_run(run_id)
@@ -112,7 +121,7 @@ class RunLoop:
         workers = ctx.options.max_parallel or ctx.backends.get("local").capacity().max_parallel
         running: dict[Future[StageOutcome], str] = {}
         schedule = self._schedule()
-        with self._ctrl_c_cancels(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
             while True:
                 # after a cancel the stages left are cancelled below, not "skipped because upstream failed"
                 if not ctx.cancel_requested.is_set():
@@ -142,14 +151,16 @@ class RunLoop:
         return self._close()
 
     @contextmanager
-    def _ctrl_c_cancels(self) -> Iterator[None]:
-        """Ctrl-C while the loop runs cancels the run: the stages stop, the state is kept, the run ends
-        cleanly. Noted by a handler and acted on by a watcher thread: a KeyboardInterrupt raised wherever
-        the loop happened to be (writing state, scheduling) would leave the pool waiting on the stages."""
+    def _signals_cancel(self) -> Iterator[None]:
+        """While the run runs, Ctrl-C and SIGTERM (`skyflow cancel`) cancel it: the stages stop, the state
+        is kept, the run ends cleanly. Noted by a handler and acted on by a watcher thread: a
+        KeyboardInterrupt raised wherever the loop happened to be (writing state, scheduling) would leave
+        the pool waiting on the stages, and a handler taking the loop's lock while the loop holds it would
+        never return. The caller's own handlers come back after (a Python program keeps its Ctrl-C)."""
         if threading.current_thread() is not threading.main_thread():
-            yield  # signals reach the main thread only: the caller there keeps its own Ctrl-C
+            yield  # signals reach the main thread only: the caller there keeps its own handlers
             return
-        with acting_on_signals((signal.SIGINT,), lambda _: self.cancel(), name="skyflow-run-ctrl-c"):
+        with acting_on_signals((signal.SIGINT, signal.SIGTERM), lambda _: self.cancel(), name="skyflow-run-signals"):
             yield
 
     def _finish(self, name: str, outcome: StageOutcome) -> None:
@@ -254,8 +265,3 @@ def _links(pipeline: ResolvedPipeline) -> tuple[dict[str, list[str]], dict[str, 
     return ({n: sorted(s, key=ordered) for n, s in before.items()},
             {n: sorted(s, key=ordered) for n, s in after.items()})
 
-
-def install_signal_handlers(loop: RunLoop) -> None:
-    """SIGTERM (skyflow cancel) cancels cleanly, like Ctrl-C: noted by the handler, the cancel made by a
-    watcher thread (a handler taking the loop's lock while the loop holds it would never return)."""
-    act_on_signals((signal.SIGTERM,), lambda _: loop.cancel(), name="skyflow-run-signals")

@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from skyflow.runner.environment import require_envs, secret_values
 from skyflow.runner.events import LOG, EventBus, RunEvent
 from skyflow.runner.launches import preview_launch
 from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
-from skyflow.runner.loop import RunLoop, check_run_id, install_signal_handlers, new_run_id
+from skyflow.runner.loop import RunLoop, check_run_id, new_run_id
 from skyflow.runner.state import RunRow, RunStore, StageRow
 from skyflow.session.discovery import PlanningOptions, build_policy, load_prices
 from skyflow.spec.graph import ResolvedPipeline
@@ -233,10 +232,7 @@ class Session:
         ctx = RunContext(pipeline=pipeline, plan=plan, state=state, backends=BackendPool(context, self.backends),
                          options=options, emit=bus, home=self.home, secrets=secrets, stage_runs=subscriber,
                          egress=self._egress or load_egress(None, None))
-        loop = RunLoop(ctx)
-        if threading.current_thread() is threading.main_thread():
-            install_signal_handlers(loop)
-        return loop, writer, where
+        return RunLoop(ctx), writer, where
 
     def _lineage(self, enabled: bool, tracking_uri: str | None, secrets: list[str]) -> tuple[LineageWriter, str | None]:
         """A lineage writer and a description of where lineage goes (None when off)."""

@@ -201,8 +201,23 @@ def test_ctrl_c_during_the_loop_cancels_the_run_and_gives_the_caller_its_ctrl_c_
         return FakeResult(block=True)
 
     loop = _loop(tmp_path, FakeBackend(handler), _plan(), events)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert before[0] is signal.default_int_handler
     assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"  # no KeyboardInterrupt
     assert RunStore(tmp_path / "home" / "state.db").stage_states("r1") == {
         "prep": StageState.CANCELLED, "train": StageState.CANCELLED}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a Python program that ran a pipeline keeps its own Ctrl-C and SIGTERM afterwards
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_sigterm_during_the_loop_cancels_the_run_as_skyflow_cancel_does(tmp_path: Path) -> None:
+    events: list[RunEvent] = []
+
+    def handler(launch: StageLaunch) -> FakeResult:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return FakeResult(block=True)
+
+    loop = _loop(tmp_path, FakeBackend(handler), _plan(), events)
+    before = signal.getsignal(signal.SIGTERM)
+    assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"
+    assert signal.getsignal(signal.SIGTERM) == before
