@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import csv
 import difflib
 import hashlib
 import importlib.metadata
@@ -31,7 +32,7 @@ import threading
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from skyflow.artifacts.store import ArtifactStore, FsspecStore
@@ -193,6 +194,16 @@ def resolve_requirements(roots: Iterable[str]) -> dict[str, str]:
     return versions
 
 
+def _record_files(dist: importlib.metadata.Distribution) -> list[PurePosixPath] | None:
+    """Every file the distribution's RECORD lists, read from RECORD itself: `Distribution.files` from
+    the importlib_metadata backport (which MLflow and others install as a finder) leaves out listed
+    files that are gone, and a wheel rebuilt without them would install as broken on the node."""
+    text = dist.read_text("RECORD")
+    if text is None:
+        return None
+    return [PurePosixPath(row[0]) for row in csv.reader(text.splitlines()) if row and row[0]]
+
+
 def _installed(name: str, wanted_by: str) -> importlib.metadata.Distribution:
     try:
         return importlib.metadata.distribution(name)
@@ -346,7 +357,7 @@ def repack_distribution(name: str, dest: Path) -> Path:
     back under ``<name>.data/``.
     """
     dist = _installed(name, "the code package")
-    files = dist.files
+    files = _record_files(dist)
     meta = [f for f in files or [] if len(f.parts) == 2 and f.parts[0].endswith(".dist-info")
             and f.parts[1] == "METADATA"]
     if not files or not meta:

@@ -170,7 +170,8 @@ class FsspecStore:
                     f.write(chunk)
             except BaseException:
                 f.discard()  # aborts the multipart / resumable upload where the store has one
-                f.closed = True  # so that no close() commits what was buffered
+                with contextlib.suppress(AttributeError):  # fsspec's MemoryFile (a BytesIO) cannot be marked
+                    f.closed = True  # so that no close() commits what was buffered
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(self._path(key))
                 raise
