@@ -277,6 +277,9 @@ def _token_of(leftover: Leftover) -> str | None:
 
 
 def _cannot_start(launch: StageLaunch, exc: OSError) -> BackendError:
+    if exc.filename is not None and Path(exc.filename) == launch.workdir:  # the stage's processes start there
+        return BackendError(f"cannot start stage {launch.stage!r}: its workdir {launch.workdir} cannot be entered: "
+                            f"{exc.strerror or exc}", stage=launch.stage, backend="local")
     if exc.filename is not None:
         where = Path(exc.filename)
         return BackendError(f"cannot start stage {launch.stage!r}: {describe_write_failure(where, exc, '')}",

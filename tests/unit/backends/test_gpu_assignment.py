@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from skyflow.backends.gpus import GpuAllocator, detect_gpus
+from skyflow.backends.gpus import GpuAllocator, _short_name, detect_gpus
 from skyflow.backends.local import detect_capacity
 from skyflow.errors import BackendError
 
@@ -130,3 +130,11 @@ def test_more_gpus_than_the_machine_has_is_refused_naming_what_it_has(count: flo
     with pytest.raises(BackendError, match=f"^stage wants {count:g} GPUs; this machine has 2$"):
         _acquire(gpus, count)
     assert sorted(_acquire(gpus, 2) or []) == [0, 1], "a refused request must not hold any device"
+
+
+def test_a_machine_without_gpus_gives_a_gpu_stage_no_devices() -> None:
+    assert GpuAllocator({}).acquire(1) == []
+
+
+def test_a_name_without_a_model_number_is_kept_as_it_is() -> None:
+    assert _short_name("Tesla Prototype") == "Tesla Prototype"

@@ -224,3 +224,32 @@ def _installer_config(script: str) -> dict[str, Any]:
     """The JSON the bootstrap hands its installer (the last single-quoted argument)."""
     quoted = script.split("python3 -I -c ", 1)[1].split(") || exit", 1)[0]
     return dict(json.loads(shlex.split(quoted)[1]))
+
+
+def _plain_launch(tmp_path: Path, **fields: Any) -> StageLaunch:
+    from skyflow.backends.fake import launch_for
+    from skyflow.planner import Placement
+
+    placement = Placement(infra="kubernetes/gke", cloud="kubernetes", region="gke", zone=None, instance_type="",
+                          accelerators={}, use_spot=False, num_nodes=1, hourly_usd=0.0, hours=0.0, store_uri=STORE)
+    return launch_for(tmp_path, "python serve.py", placement=placement, **fields)
+
+
+def test_a_stage_timeout_becomes_the_jobs_active_deadline(tmp_path: Path) -> None:
+    docs = _backend().manifests(_plain_launch(tmp_path, timeout_s=5400.5), STORE)
+    assert docs[-1]["kind"] == "Job" and docs[-1]["spec"]["activeDeadlineSeconds"] == 5400
+
+
+def test_a_service_without_secrets_is_a_deployment_and_a_service_only(tmp_path: Path) -> None:
+    launch = _plain_launch(tmp_path, spec={"resources": {"ports": 8000}, "service": {"readiness_probe": "/health"}})
+    docs = _backend().manifests(launch, STORE)
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in container  # no Secret to take variables from
+
+
+def test_service_manifests_for_a_stage_without_a_service_section_are_refused(tmp_path: Path) -> None:
+    from skyflow.backends.kubernetes_manifests import service_manifests
+
+    with pytest.raises(BackendError, match=r"^stage 'train' has no service: section$"):
+        service_manifests(_plain_launch(tmp_path), None, {})  # type: ignore[arg-type]

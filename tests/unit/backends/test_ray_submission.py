@@ -109,3 +109,10 @@ def test_an_unknown_cluster_names_the_configured_ones() -> None:
 def test_the_ray_backend_renders_dry_runs_but_serves_no_services() -> None:
     backend = RayBackend(CONFIG)
     assert isinstance(backend, RenderingBackend) and not isinstance(backend, ServiceBackend)
+
+
+def test_redacting_never_adds_a_secret_the_submission_does_not_carry() -> None:
+    from skyflow.backends.ray_submission import JobSubmission
+
+    sub = JobSubmission("sid", "python x.py", {"env_vars": {"A": "1"}}, secret_names=("HF_TOKEN",))
+    assert sub.redacted()["runtime_env"]["env_vars"] == {"A": "1"}

@@ -29,9 +29,11 @@ from skyflow.backends.masking import MASK
 from skyflow.backends.registry import BackendContext
 from skyflow.backends.remote_stage import code_package_for, result_key
 from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService, from_context
+from skyflow.backends.skypilot_task import service_section, task_resources
 from skyflow.config import SkyflowConfig, SkyPilotConfig
 from skyflow.errors import BackendError
 from skyflow.planner import Placement
+from skyflow.spec.models import Service, Stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sky_signatures import SKY_PYTHON, CallShapes, Recording, real_signatures
@@ -359,3 +361,131 @@ def test_the_signature_check_refuses_calls_the_real_sdk_would_refuse(
     assert len(wrong) == 4
     assert "jobs.launch" in wrong[0] and "tail_logs" in wrong[1] and "down(5 positional" in wrong[2]
     assert "does not know" in wrong[3]
+
+
+# -- failures SkyPilot reports, and what is left to stop ------------------------------------------------
+
+def test_without_skypilot_installed_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sky", None)
+    with pytest.raises(BackendError, match=r"^stages placed on a cloud run through SkyPilot: "
+                                           r"pip install 'skypilot>=0.10'"):
+        _ = SkyPilotBackend().sky
+
+
+def test_a_task_skypilot_rejects_names_the_stage_and_launches_nothing(backend: SkyPilotBackend, sky: FakeSky,
+                                                                       tmp_path: Path) -> None:
+    def reject(config: dict[str, Any]) -> Any:
+        raise ValueError("Invalid resources: disk_tier 'ultra' is not supported")
+
+    sky.Task.from_yaml_config = reject  # type: ignore[attr-defined]
+    with pytest.raises(BackendError, match=r"^SkyPilot rejected the task for stage 'train': Invalid resources: "
+                                           r"disk_tier 'ultra' is not supported$") as caught:
+        backend.launch(_launch(tmp_path))
+    assert caught.value.stage == "train" and "launch" not in sky.names()
+
+
+def test_a_stage_without_secrets_launches_without_any(backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    launch = replace(_launch(tmp_path), env={"SKYFLOW_STAGE": "train"}, secret_values=())
+    handle = backend.launch(launch)
+    assert handle.process_groups == []  # nothing runs on this machine
+    assert dict(sky.calls[1][1])["secrets"] == {} and "secrets" not in sky.calls[0][1]
+
+
+@pytest.mark.parametrize("managed", [False, True])
+def test_losing_the_log_stream_is_a_backend_error_and_a_plain_cluster_still_goes_down(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path, managed: bool) -> None:
+    def lose() -> None:
+        raise ConnectionError("API server closed the connection")
+
+    sky.on_tail = lose
+    handle = backend.launch(_launch(tmp_path, use_spot=managed))
+    assert isinstance(handle, SkyPilotStageHandle)
+    with pytest.raises(BackendError, match=rf"^SkyPilot: following {handle.cluster} failed: API server closed "
+                                           r"the connection$") as caught:
+        handle.wait()
+    assert caught.value.stage == "train"
+    assert (sky.names()[-1] == "down") is not managed  # a managed job is SkyPilot's to end
+
+
+def test_a_backend_error_while_following_is_passed_on_as_it_is(backend: SkyPilotBackend, sky: FakeSky,
+                                                                tmp_path: Path) -> None:
+    def fail() -> None:
+        raise BackendError("the run's store went away", stage="train", backend="skypilot")
+
+    sky.on_tail = fail
+    with pytest.raises(BackendError, match=r"^the run's store went away$"):
+        backend.launch(_launch(tmp_path)).wait()
+    assert sky.names()[-1] == "down"
+
+
+def test_a_failed_serve_up_names_the_stage(backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    def refuse(task: Any, service_name: str) -> Any:
+        raise RuntimeError("controller is not up")
+
+    sky.serve.up = refuse
+    with pytest.raises(BackendError, match=r"^sky serve up failed for stage 'train': controller is not up$"):
+        backend.serve(_launch(tmp_path, stage_spec=_service_stage()))
+
+
+def test_a_service_stops_through_sky_serve_down_and_runs_nothing_here(backend: SkyPilotBackend, sky: FakeSky,
+                                                                      tmp_path: Path) -> None:
+    service = backend.serve(_launch(tmp_path, stage_spec=_service_stage()))
+    assert service.process_groups == []
+    service.stop()
+    assert sky.calls[-1] == ("serve.down", service.name)
+
+
+def test_abandon_takes_down_a_service_that_never_became_ready_and_ignores_empty_handles(
+        backend: SkyPilotBackend, sky: FakeSky) -> None:
+    backend.abandon(Leftover(remote=None))
+    backend.stop_service(Leftover(remote=None))
+    backend.abandon(Leftover(remote={"backend": "skypilot", "service": "sf-serve-1a2b"}))
+    assert sky.calls == [("serve.down", "sf-serve-1a2b")]
+
+
+def test_a_failed_teardown_says_which_sky_command_failed(backend: SkyPilotBackend, sky: FakeSky) -> None:
+    def refuse(cluster: str) -> None:
+        raise RuntimeError(f"cluster {cluster} is locked by another operation")
+
+    sky.down = refuse  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match=r"^SkyPilot: sky down sf-train-2 failed: cluster sf-train-2 is locked "
+                                           r"by another operation$"):
+        backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-2", "job_id": 1,
+                                         "managed": False}))
+
+
+def test_clouds_offer_no_fixed_capacity() -> None:
+    cap = SkyPilotBackend(sky_module=types.SimpleNamespace()).capacity()
+    assert (cap.cpus, cap.memory_gb, dict(cap.gpus), cap.max_parallel) == (0.0, 0.0, {}, 64)
+
+
+# -- the task's resources ---------------------------------------------------------------------------
+
+def _placement(**fields: Any) -> Placement:
+    base: dict[str, Any] = {"infra": "aws/us-east-1", "cloud": "aws", "region": "us-east-1", "zone": None,
+                            "instance_type": "p4d.24xlarge", "accelerators": {}, "use_spot": False, "num_nodes": 1,
+                            "hourly_usd": 1.0, "hours": 1.0}
+    return Placement(**{**base, **fields})
+
+
+def test_a_zone_pins_the_task_to_it_and_disk_settings_and_ports_travel() -> None:
+    stage = Stage.model_validate({"run": "serve", "resources": {"disk_size": 512, "disk_tier": "high",
+                                                               "ports": 8000},
+                                  "service": {"readiness_probe": "/", "ports": 9000}})
+    resources = task_resources(_placement(zone="us-east-1a"), stage)
+    assert resources == {"infra": "aws/us-east-1/us-east-1a", "instance_type": "p4d.24xlarge", "use_spot": False,
+                         "disk_size": 512, "disk_tier": "high", "ports": ["8000", "9000"]}
+
+
+def test_a_placement_without_cloud_or_instance_type_leaves_them_to_skypilot() -> None:
+    resources = task_resources(_placement(infra="", cloud="", region=None, instance_type=""),
+                               Stage.model_validate({"run": "x"}))
+    assert resources == {"use_spot": False}
+
+
+def test_a_replica_policy_replaces_a_fixed_replica_count() -> None:
+    service = Service.model_validate({"readiness_probe": "/health",
+                                      "replica_policy": {"min_replicas": 1, "max_replicas": 4}})
+    section = service_section(service)
+    assert "replicas" not in section
+    assert section["replica_policy"] == {"min_replicas": 1, "max_replicas": 4}
