@@ -50,7 +50,8 @@ def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MA
     except Exception as exc:
         if not _is_store_error(exc):
             raise
-        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {getattr(exc, 'message', exc)}") from exc
+        detail = getattr(exc, "message", None) or getattr(exc, "orig", None) or exc
+        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {detail}") from exc
     if node is None:
         raise LineageError(
             f"no skyflow stage in {describe_tracking(tracking_uri)} wrote an artifact "
@@ -72,12 +73,12 @@ def _trace(reader: LineageReader, uri_or_digest: str, max_depth: int, where: str
 
 
 def _is_store_error(exc: Exception) -> bool:
-    """A failed query (sqlite, MLflow), as opposed to a bug."""
+    """A failed query (sqlite, MLflow, the database driver under MLflow's SQL store), as opposed to a bug."""
     import sqlite3
 
     if isinstance(exc, sqlite3.Error):
         return True
-    return any(cls.__name__ == "MlflowException" for cls in type(exc).__mro__)
+    return any(cls.__name__ in ("MlflowException", "DBAPIError") for cls in type(exc).__mro__)
 
 
 def is_digest(text: str) -> bool:

@@ -200,3 +200,50 @@ def test_crontab_allow_runs_without_a_lock() -> None:
 def test_on_change_only_schedule_cannot_be_exported() -> None:
     with pytest.raises(SchedulerError, match="has no cron"):
         export_schedule(replace(RECORD, cron=None, on_change=(("raw", "/d"),)), "crontab", "p.yaml", SETTINGS)
+
+
+def test_an_export_says_it_drops_data_change_triggers_and_a_python_target_runs_from_its_folder() -> None:
+    record = replace(RECORD, target="/srv/ml/pipelines/nightly.py:build", on_change=(("raw", "/d/raw"), ("b", "s3://b")),
+                     concurrency="allow", catchup="none", timezone="UTC")
+    text, warnings = to_crontab(record, SETTINGS)
+    assert warnings == ["on_change (raw, b) is not exported: cron fires on time only; run `skyflow scheduler` for "
+                        "data-change triggers"]
+    words = shlex.split(text.splitlines()[-1].split(" ", 5)[5].replace("\\%", "%"))
+    assert words[:2] == ["cd", "/srv/ml/pipelines"]
+    assert "/srv/ml/pipelines/nightly.py:build" in words
+    with pytest.raises(SchedulerError, match=r"unknown export format 'nomad'; choose one of crontab, k8s-cronjob, "
+                                             r"github-actions, airflow"):
+        export_schedule(record, "nomad", "p.yaml", SETTINGS)
+
+
+def test_crontab_exports_replace_as_a_skipping_lock() -> None:
+    text, warnings = to_crontab(replace(RECORD, concurrency="replace", catchup="none", timezone="UTC"), SETTINGS)
+    assert warnings == ["concurrency: replace has no cron form; exported as forbid (`flock -n`): a tick that falls "
+                        "while a run is active is skipped"]
+    assert "flock -n '/var/skyflow home/scheduler/Nightly_Retrain.cron.lock'" in text
+
+
+def test_k8s_cronjob_says_it_starts_only_the_newest_missed_tick_under_catchup_all() -> None:
+    text, warnings = export_schedule(replace(RECORD, catchup="all"), "k8s-cronjob", "p.yaml", SETTINGS)
+    assert "catchup: all has no CronJob form; the controller starts only the newest missed tick" in warnings
+    manifest = list(yaml.safe_load_all(text))[-1]
+    assert "startingDeadlineSeconds" not in manifest["spec"]
+
+
+def test_github_workflow_needs_a_checkout_and_says_what_catchup_it_cannot_keep() -> None:
+    for missing in ({"repo_root": None}, {"install": None}):
+        with pytest.raises(SchedulerError, match=r"github-actions needs the repository root and what to pip-install"):
+            export_schedule(RECORD, "github-actions", "p.yaml", replace(SETTINGS, **missing))  # type: ignore[arg-type]
+    utc = replace(RECORD, timezone="UTC")
+    _, all_warnings = export_schedule(replace(utc, catchup="all"), "github-actions", "p.yaml", SETTINGS)
+    assert all_warnings == ["catchup: all has no GitHub Actions form; missed ticks are not run"]
+    _, none_warnings = export_schedule(replace(utc, catchup="none"), "github-actions", "p.yaml", SETTINGS)
+    assert none_warnings == ["catchup: none has no GitHub Actions form; a scheduled run that GitHub starts late "
+                             "(it may, under load) still runs"]
+
+
+def test_github_workflow_under_allow_puts_no_concurrency_group() -> None:
+    text, _ = export_schedule(replace(RECORD, timezone="UTC", concurrency="allow"), "github-actions", "p.yaml",
+                              SETTINGS)
+    workflow = yaml.safe_load(text)
+    assert "concurrency" not in workflow and list(workflow) == ["name", "on", "permissions", "jobs"]
