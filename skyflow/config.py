@@ -19,7 +19,7 @@ def _accelerator_counts(value: Any) -> Any:
         return {a.name: int(a.count) for a in accs}
     if isinstance(value, str):
         return {a.name: int(a.count) for a in parse_accelerators(value)}
-    raise custom_error("bad_accelerators", "accelerators must be a mapping like {A100: 8}, got {value!r}",
+    raise custom_error("bad_accelerators", "accelerators must map each name to a count (A100: 8), got {value!r}",
                        value=value, hint="Write accelerators: {A100: 8}.")
 
 

@@ -75,6 +75,10 @@ class YamlDocument:
             self.data: Any = YAML(typ="safe").load(text)
         except YAMLError as exc:
             raise _syntax_error(exc, file, text) from exc
+        except TypeError as exc:  # a list holding a list or a mapping, used as a key (`? [a, [b]]`), cannot be hashed
+            raise catalog_error(_unhashable_key_position(text, file),
+                                "not valid YAML: a key must be a name, not a list holding lists or mappings.",
+                                hint="Write `key: value` with a plain name as the key.") from exc
 
     def position(self, path: KeyPath, *, key: bool = False) -> SourcePosition:
         """The value at ``path`` (or, with ``key``, the key naming it); the nearest parent if not found."""
@@ -107,6 +111,8 @@ class YamlDocument:
 
 
 def _same_key(written: object, key: object) -> bool:
+    if isinstance(written, list) and isinstance(key, tuple):  # a sequence used as a key (`? [a, b]`)
+        return len(written) == len(key) and all(_same_key(w.value, k) for w, k in zip(written, key, strict=True))
     if not isinstance(written, str):
         return False
     if isinstance(key, str):
@@ -119,6 +125,24 @@ def _same_key(written: object, key: object) -> bool:
         return float(written) == key
     except (TypeError, ValueError):
         return False
+
+
+def _unhashable_key_position(text: str, file: str) -> SourcePosition:
+    """Where the first key that is a list holding a list or a mapping starts (found on the node tree)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    pending = [YAML(typ="safe").compose(text)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if isinstance(key, SequenceNode) and not all(isinstance(item, ScalarNode) for item in key.value):
+                    return SourcePosition(file, key.start_mark.line + 1, key.start_mark.column + 1)
+                pending.append(value)
+        elif isinstance(node, SequenceNode):
+            pending.extend(node.value)
+    return SourcePosition(file, 1, 1)
 
 
 def _syntax_error(exc: Exception, file: str, text: str) -> CatalogError:

@@ -189,8 +189,11 @@ class StageDefinition:
         self.func = func
         self.name = options.pop("name", None) or func.__name__
         self.options = options
-        self.position = SourcePosition(inspect.getsourcefile(func) or "<python>",
-                                       inspect.getsourcelines(func)[1], 1)
+        try:
+            line = inspect.getsourcelines(func)[1]
+        except (OSError, TypeError):  # no source to read (exec, python -c): its code still knows the line
+            line = getattr(getattr(func, "__code__", None), "co_firstlineno", 1)
+        self.position = SourcePosition(inspect.getsourcefile(func) or "<python>", line, 1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> StageCall:
         if not _ACTIVE:

@@ -1,0 +1,113 @@
+"""Why a stage has no place to run, said in full: the architecture, the zone or region pin, the region
+filters, the size asked for, the instance type, and each configured pool that does not fit."""
+
+from __future__ import annotations
+
+import pytest
+from tables import catalog, offer, pipeline, rules
+
+from skyflow.errors import PlanningError
+from skyflow.planner import Policy, PoolLocation, plan_pipeline
+
+CLOUDS = Policy(all_clouds=True)
+CAT = catalog(offer("aws/us-east-1", "m6i.2xlarge", 0.4, zone="us-east-1a"),
+              offer("aws/us-east-1", "m6i.2xlarge", 0.41, zone="us-east-1b"),
+              offer("aws/us-east-1", "p4d", 32.0, acc="A100", count=8, cpus=96, zone="us-east-1a"),
+              offer("gcp/us-central1", "g2", 0.8, acc="L4", count=1, zone="us-central1-a"))
+LAB = PoolLocation(name="ssh/lab", kind="ssh", max_nodes=2, cpus=32, memory_gb=64, accelerators={"A100": 8},
+                   hourly_usd=3.0)
+P4D = "p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h"
+
+
+def _reason(resources: dict[str, object], policy: Policy = CLOUDS) -> str:
+    """The one ``asked for ...`` line of the no-place error of a stage ``s`` with these resources."""
+    with pytest.raises(PlanningError) as info:
+        plan_pipeline(pipeline({"s": {"resources": resources}}), CAT, rules(), policy)
+    assert info.value.stage == "s"
+    head, line = str(info.value).split("\n")
+    assert head == "stage 's': no place to run it."
+    return line
+
+
+def test_an_arm_request_on_x86_machines_names_the_architecture_and_the_nearest_offers() -> None:
+    assert _reason({"cpu_arch": "arm64"}) == (
+        "  asked for cpu_arch arm64: 3 offers match the hardware but the CPU architecture (cpu_arch arm64) removed "
+        "them all; nearest: m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in "
+        f"gcp/us-central1 at $0.80/h; {P4D}")
+
+
+def test_a_zone_pin_says_where_the_hardware_is_or_which_zones_exist() -> None:
+    assert _reason({"accelerators": "A100:8", "infra": "aws/us-east-1/us-east-1b"}) == (
+        "  asked for 8x A100, on aws/us-east-1/us-east-1b: 1 offers match the hardware but the "
+        "infra/cloud/region/zone pin removed them all (it is offered in zones us-east-1a, not us-east-1b); "
+        f"nearest: {P4D}")
+    assert _reason({"accelerators": "A100:8", "infra": "aws/us-east-1/us-east-1z"}) == (
+        "  asked for 8x A100, on aws/us-east-1/us-east-1z: 1 offers match the hardware but the "
+        "infra/cloud/region/zone pin removed them all (no zone 'us-east-1z' in aws/us-east-1; did you mean "
+        f"us-east-1b, us-east-1a?); nearest: {P4D}")
+
+
+def test_a_zone_pin_without_a_region_looks_across_the_clouds_regions() -> None:
+    assert _reason({"accelerators": "A100:8", "cloud": "aws", "zone": "us-east-1b"}) == (
+        "  asked for 8x A100, on aws/us-east-1b: 1 offers match the hardware but the infra/cloud/region/zone pin "
+        f"removed them all (it is offered in zones us-east-1a, not us-east-1b); nearest: {P4D}")
+
+
+def test_a_pinned_cloud_without_the_hardware_points_elsewhere() -> None:
+    assert _reason({"accelerators": "L4:1", "infra": "aws/us-east-1"}) == (
+        "  asked for 1x L4, on aws/us-east-1: 1 offers match the hardware but the infra/cloud/region/zone pin "
+        "removed them all; nearest: none in aws; elsewhere g2 (8 vCPU, 32 GiB) in gcp/us-central1 at $0.80/h")
+
+
+def test_a_region_pin_of_any_cloud_gets_a_did_you_mean_from_every_cloud() -> None:
+    assert _reason({"accelerators": "A100:8", "infra": "*/us-est-1"}) == (
+        "  asked for 8x A100, on us-est-1: 1 offers match the hardware but the infra/cloud/region/zone pin removed "
+        "them all (the catalog has no region 'us-est-1'; did you mean us-east-1, us-central1?); "
+        f"nearest: {P4D}")
+
+
+def test_region_filters_get_a_did_you_mean_per_misspelt_entry() -> None:
+    allowed = Policy(allowed_regions=("aws/us-est-1", "us-centrl1"))
+    assert _reason({"accelerators": "A100:8"}, allowed) == (
+        "  asked for 8x A100: 1 offers match the hardware but the region filters (--infra, allowed/blocked "
+        "regions) removed them all (aws has no region 'us-est-1'; did you mean us-east-1?; the catalog has no "
+        f"region 'us-centrl1'; did you mean us-central1, us-east-1?); nearest: {P4D}")
+    infra = Policy(infra=("aws/us-est-1", "ssh/lab"))
+    assert _reason({"accelerators": "A100:8"}, infra).endswith(
+        "region filters (--infra, allowed/blocked regions) removed them all (aws has no region 'us-est-1'; did you "
+        f"mean us-east-1?); nearest: {P4D}")
+    elsewhere = Policy(allowed_regions=("gcp/us-central1",))
+    assert _reason({"accelerators": "A100:8"}, elsewhere).endswith(
+        f"region filters (--infra, allowed/blocked regions) removed them all; nearest: {P4D}")
+
+
+def test_a_size_no_offer_of_that_accelerator_has_names_the_nearest_of_that_accelerator() -> None:
+    assert _reason({"accelerators": "A100:8", "cpus": 200}) == (
+        f"  asked for 8x A100, cpus 200: no 8x A100 offer has cpus 200; nearest: {P4D}")
+
+
+def test_a_misspelt_instance_type_gets_a_did_you_mean() -> None:
+    assert _reason({"instance_type": "m6i.2xlarg"}) == (
+        "  asked for instance m6i.2xlarg: no instance type 'm6i.2xlarg'; did you mean m6i.2xlarge?")
+
+
+@pytest.mark.parametrize(("resources", "why"), [
+    ({"memory": 128}, "ssh/lab does not fit: it asks for memory 128; a node has 64 GiB"),
+    ({"instance_type": "p4d"}, "ssh/lab does not fit: it asks for instance type p4d"),
+    ({"use_spot": True}, "ssh/lab does not fit: it asks for spot capacity"),
+], ids=["memory", "instance-type", "spot"])
+def test_a_pinned_pool_that_does_not_fit_says_why(resources: dict[str, object], why: str) -> None:
+    line = _reason({**resources, "infra": "ssh/lab"}, Policy(pools=(LAB,)))
+    assert line.endswith(f": {why}")
+
+
+def test_a_pinned_pool_left_out_by_the_blocked_clouds_says_so() -> None:
+    assert _reason({"infra": "ssh/lab"}, Policy(pools=(LAB,), blocked_clouds=("ssh",))) == (
+        "  asked for on ssh/lab: ssh/lab is left out by --infra or the blocked clouds")
+
+
+def test_a_pool_named_by_infra_adds_its_reason_to_the_catalogs() -> None:
+    assert _reason({"cpus": 64}, Policy(pools=(LAB,), infra=("ssh", "aws"))) == (
+        "  asked for cpus 64: no offer has cpus 64; largest: p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h; "
+        "m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in gcp/us-central1 at "
+        "$0.80/h; ssh/lab does not fit: it asks for cpus 64; a node has 32")
