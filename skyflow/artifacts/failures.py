@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,8 @@ _UNREACHABLE = re.compile(r"[Cc]onnect|Timeout|timed out|Unreachable")
 def _without_paths(exc: BaseException, text: str) -> str:
     """``text`` less the file names an OSError carries (a blob's path holds its hex digest)."""
     for name in (getattr(exc, "filename", None), getattr(exc, "filename2", None)):
+        if isinstance(name, bytes):  # os functions given bytes paths report them as bytes
+            name = os.fsdecode(name)
         if isinstance(name, str) and name:
             text = text.replace(name, "")
     return text
