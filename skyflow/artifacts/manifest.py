@@ -87,7 +87,8 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """An artifact's content: a single file or a directory tree, as sorted file entries."""
+    """An artifact's content: a single file or a directory tree, its file entries in a fixed order
+    (each directory's files, then its subdirectories)."""
 
     kind: ArtifactKind
     files: tuple[FileEntry, ...]
