@@ -133,6 +133,17 @@ def test_plan_json_round_trips_every_field() -> None:
     assert again.to_json() == data
 
 
+def test_plan_json_rounds_hours_as_documented() -> None:
+    """Hours to 4 decimals in the plan's totals and bound, a placement's hours to 6 (so a stage of a
+    few seconds keeps its length); money to 1/100 cent."""
+    plan = Plan(pipeline="p", objective="cost", stages={"a": _placement(hours=0.123456789)}, egress=(),
+                total_usd=1.234567, total_hours=1.23456789, gap=0.25, lower_bound_hours=0.98765432)
+    data = plan.to_json()
+    assert (data["total_hours"], data["lower_bound_hours"]) == (1.2346, 0.9877)
+    assert data["stages"]["a"]["hours"] == 0.123457
+    assert data["total_usd"] == 1.2346
+
+
 def test_plan_defaults_for_what_the_json_leaves_out() -> None:
     plan = Plan.from_json({})
     assert plan == Plan(pipeline="", objective="cost", stages={}, egress=(), total_usd=0.0, total_hours=0.0)
