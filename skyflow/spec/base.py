@@ -9,9 +9,11 @@ from pydantic_core import PydanticCustomError
 
 
 def custom_error(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
-    """A pydantic error whose text is final (formatted here) and whose ctx keeps hints/matches."""
-    text = message.format(**ctx).replace("{", "{{").replace("}", "}}")
-    return PydanticCustomError(kind, text, ctx)
+    """A pydantic error whose text is final (formatted here) and whose ctx keeps hints/matches.
+
+    pydantic fills ``{name}`` in the text from ctx by plain replacement (doubled braces are not an
+    escape there), so braces in a bad value (a mapping written where a list goes) stay as written."""
+    return PydanticCustomError(kind, message.format(**ctx), ctx)
 
 
 class SpecModel(BaseModel):

@@ -146,3 +146,10 @@ def test_export_writes_exact_sizes_as_numbers_and_scripts_as_blocks_and_round_tr
     assert resources == {"cpus": 8, "memory": "4x", "use_spot": True}
     again = load_pipeline(_write(tmp_path, text, "exported.yaml"))
     assert again.spec == original.spec
+
+
+def test_a_bad_value_with_braces_is_shown_as_written() -> None:
+    """A mapping given where a name goes shows once, with single braces, in the error."""
+    from skyflow.spec.base import custom_error
+
+    assert custom_error("bad", "got {value!r}", value={"a": 1}).message() == "got {'a': 1}"
