@@ -48,6 +48,17 @@ def schema_lock(db_path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def store_failure_detail(exc: BaseException) -> str | None:
+    """What a failed query to the store says (sqlite, MLflow, the database driver under MLflow's SQL
+    store); None for anything else, which is a bug and keeps its traceback."""
+    if isinstance(exc, sqlite3.Error):
+        return str(exc)
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if not names & {"MlflowException", "DBAPIError"}:
+        return None
+    return str(getattr(exc, "message", None) or getattr(exc, "orig", None) or exc)
+
+
 def open_client(tracking_uri: str) -> MlflowClient:
     """An MlflowClient whose store is ready: for sqlite, its tables made under the schema lock, WAL on."""
     from mlflow import MlflowClient

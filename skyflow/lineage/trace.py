@@ -48,9 +48,11 @@ def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MA
     except LineageError:
         raise
     except Exception as exc:
-        if not _is_store_error(exc):
+        from skyflow.lineage.mlflow_client import store_failure_detail
+
+        detail = store_failure_detail(exc)
+        if detail is None:
             raise
-        detail = getattr(exc, "message", None) or getattr(exc, "orig", None) or exc
         raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {detail}") from exc
     if node is None:
         raise LineageError(
@@ -70,15 +72,6 @@ def _trace(reader: LineageReader, uri_or_digest: str, max_depth: int, where: str
     if is_digest(uri_or_digest):
         return tracer.by_digest(uri_or_digest, context_run=None, depth=0, seen=frozenset())
     return tracer.by_uri(uri_or_digest)
-
-
-def _is_store_error(exc: Exception) -> bool:
-    """A failed query (sqlite, MLflow, the database driver under MLflow's SQL store), as opposed to a bug."""
-    import sqlite3
-
-    if isinstance(exc, sqlite3.Error):
-        return True
-    return any(cls.__name__ in ("MlflowException", "DBAPIError") for cls in type(exc).__mro__)
 
 
 def is_digest(text: str) -> bool:

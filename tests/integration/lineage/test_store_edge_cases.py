@@ -281,6 +281,16 @@ def test_a_tracking_file_that_is_no_database_is_one_lineage_error(tmp_path: Path
     assert str(info.value) == f"cannot query MLflow sqlite store {garbage}: file is not a database"
 
 
+def test_skyflow_ui_on_a_tracking_file_that_is_no_database_is_one_lineage_error(tmp_path: Path) -> None:
+    """What `skyflow ui` asks first (which experiment to open) fails as one error too, not a traceback."""
+    garbage = tmp_path / "mlflow.db"
+    garbage.write_bytes(b"these bytes were never a sqlite database, whatever the file is called" * 2)
+    for pipeline in ("rlhf", None):
+        with pytest.raises(LineageError) as info:
+            pipeline_experiment(f"sqlite:///{garbage}", pipeline)
+        assert str(info.value) == f"cannot query MLflow sqlite store {garbage}: file is not a database"
+
+
 def test_a_dataset_logged_by_other_tools_is_traced_from_its_plain_source_and_digest(uri: str) -> None:
     """A dataset whose source is not skyflow's JSON and whose profile is not JSON is still an artifact:
     its URI is the source as written, its digest MLflow's own."""
