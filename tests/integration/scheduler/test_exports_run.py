@@ -127,7 +127,8 @@ def test_github_workflow_installs_this_checkout_and_its_run_step_runs_from_the_r
 
 
 def test_github_workflow_export_refuses_what_cannot_run(tmp_path: Path) -> None:
-    pypi = export("github-actions", tmp_path, "--install", "skyflow[s3]")
+    bare_index_name = "skyflow[s3]"  # what an index resolves to the unrelated project: must be refused
+    pypi = export("github-actions", tmp_path, "--install", bare_index_name)
     assert pypi.returncode == 2 and "unrelated `skyflow` project" in pypi.stderr
     outside = tmp_path / "outside.yaml"
     shutil.copy(FIXTURE, outside)
