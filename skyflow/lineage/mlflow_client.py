@@ -48,15 +48,22 @@ def schema_lock(db_path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def store_failure_detail(exc: BaseException) -> str | None:
-    """What a failed query to the store says (sqlite, MLflow, the database driver under MLflow's SQL
-    store); None for anything else, which is a bug and keeps its traceback."""
-    if isinstance(exc, sqlite3.Error):
-        return str(exc)
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if not names & {"MlflowException", "DBAPIError"}:
-        return None
-    return str(getattr(exc, "message", None) or getattr(exc, "orig", None) or exc)
+@contextlib.contextmanager
+def store_failures_as_lineage_errors(where: str) -> Iterator[None]:
+    """A failed query to the store inside the block (sqlite, MLflow, the database driver under MLflow's
+    SQL store) becomes one LineageError naming ``where``; anything else is a bug and keeps its traceback."""
+    from skyflow.errors import LineageError
+
+    try:
+        yield
+    except LineageError:
+        raise
+    except Exception as exc:
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if not isinstance(exc, sqlite3.Error) and not names & {"MlflowException", "DBAPIError"}:
+            raise
+        detail = getattr(exc, "message", None) or getattr(exc, "orig", None) or exc
+        raise LineageError(f"cannot query {where}: {detail}") from exc
 
 
 def open_client(tracking_uri: str) -> MlflowClient:

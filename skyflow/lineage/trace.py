@@ -42,18 +42,11 @@ def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MA
         from skyflow.lineage.recorder import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
-    try:
-        with reading(open_reader(tracking_uri)) as reader:
-            node = _trace(reader, uri_or_digest, max_depth, describe_tracking(tracking_uri))
-    except LineageError:
-        raise
-    except Exception as exc:
-        from skyflow.lineage.mlflow_client import store_failure_detail
+    from skyflow.lineage.mlflow_client import store_failures_as_lineage_errors
 
-        detail = store_failure_detail(exc)
-        if detail is None:
-            raise
-        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {detail}") from exc
+    where = describe_tracking(tracking_uri)
+    with store_failures_as_lineage_errors(where), reading(open_reader(tracking_uri)) as reader:
+        node = _trace(reader, uri_or_digest, max_depth, where)
     if node is None:
         raise LineageError(
             f"no skyflow stage in {describe_tracking(tracking_uri)} wrote an artifact "

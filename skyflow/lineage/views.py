@@ -11,10 +11,10 @@ def pipeline_experiment(tracking_uri: str, pipeline: str | None = None) -> tuple
     """(experiment id, pipeline name) of ``pipeline``, else of the pipeline that ran last; None when
     the store holds no skyflow run yet. Raises LineageError for a pipeline it has never seen."""
     check_tracking_uri(tracking_uri)
-    from skyflow.lineage.mlflow_client import open_client, store_failure_detail
+    from skyflow.lineage.mlflow_client import open_client, store_failures_as_lineage_errors
     from skyflow.lineage.mlflow_store import skyflow_experiment_ids
 
-    try:
+    with store_failures_as_lineage_errors(describe_tracking(tracking_uri)):
         client = open_client(tracking_uri)
         if pipeline is not None:
             experiment = client.get_experiment_by_name(pipeline)
@@ -35,13 +35,6 @@ def pipeline_experiment(tracking_uri: str, pipeline: str | None = None) -> tuple
         if not newest:
             return None
         return newest[0].info.experiment_id, newest[0].data.tags.get(TAG_PIPELINE, "")
-    except LineageError:
-        raise
-    except Exception as exc:
-        detail = store_failure_detail(exc)
-        if detail is None:
-            raise
-        raise LineageError(f"cannot query {describe_tracking(tracking_uri)}: {detail}") from exc
 
 
 def experiment_url(ui_url: str, experiment_id: str) -> str:
