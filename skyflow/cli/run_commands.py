@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from skyflow.spec.graph import ResolvedPipeline
 
 
+wait_for_lineage_option = click.option(
+    "--wait-for-lineage", is_flag=True,
+    help="Exit only once every lineage record is in MLflow (by default a short run on a local store leaves "
+         "them to a background process; use this where the machine goes away after the command).")
+
+
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     """--env KEY=VALUE, or --env KEY to pass this shell's value on (as `sky launch --env` does)."""
     from skyflow.errors import SpecError
@@ -60,6 +66,7 @@ def _warner() -> Callable[[str], None]:
 @click.option("--no-cache", is_flag=True, help="Run every stage even when a verified cached result exists.")
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("--no-lineage", is_flag=True, help="Do not record lineage in MLflow.")
+@wait_for_lineage_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON status object at the end, nothing else on stdout (schema: docs/cli.md).")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
@@ -69,8 +76,8 @@ def _warner() -> Callable[[str], None]:
 @click.option("--dry-run", is_flag=True, help="Plan and show what each backend would launch; run nothing.")
 @click.option("--output", metavar="DIR", help="With --dry-run: write DIR/<stage>.yaml instead of printing.")
 def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str | None, planning: PlanningOptions,
-        no_cache: bool, parallel: int | None, no_lineage: bool, as_json: bool, quiet: bool, detach: bool,
-        yes: bool, dry_run: bool, output: str | None) -> None:
+        no_cache: bool, parallel: int | None, no_lineage: bool, wait_for_lineage: bool, as_json: bool, quiet: bool,
+        detach: bool, yes: bool, dry_run: bool, output: str | None) -> None:
     """Plan PIPELINE, then run every stage, moving artifacts and recording lineage.
 
     Each stage's output is streamed, prefixed by its stage; exits 1 when a stage failed.
@@ -90,7 +97,7 @@ def run(target: str, set_: tuple[str, ...], envs: tuple[str, ...], run_id: str |
     from skyflow.session import RunOptions, Session
     from skyflow.spec.params import parse_overrides
 
-    session = Session(warn=_warner())
+    session = Session(warn=_warner(), lineage_in_background=not wait_for_lineage)
     overrides = parse_overrides(set_)
     pipeline = session.load(target, overrides)
     extra_env = _env_pairs(envs)
@@ -237,7 +244,8 @@ def _summary(session: Session, run: RunRow, where: str | None, orphaned: bool = 
               help="Print one JSON status object at the end, nothing else on stdout (schema: docs/cli.md).")
 @click.option("--parallel", type=click.IntRange(min=1), help="At most this many stages at once.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the progress, not the stages' output.")
-def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool) -> None:
+@wait_for_lineage_option
+def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool, wait_for_lineage: bool) -> None:
     """Rerun the failed and never-run stages of RUN_ID, reusing committed outputs.
 
     It runs the plan the run started with, without asking again; exits 1 when a stage failed.
@@ -248,7 +256,7 @@ def resume(run_id: str, as_json: bool, parallel: int | None, quiet: bool) -> Non
     """
     from skyflow.session import Session
 
-    session = Session(warn=_warner())
+    session = Session(warn=_warner(), lineage_in_background=not wait_for_lineage)
     run = session.get_run(run_id)
     planned = {str(n): str(p.get("infra", "local")) for n, p in ((run.plan or {}).get("stages") or {}).items()}
     placements = {n: planned.get(n, row.infra or "local") for n, row in run.stages.items()}

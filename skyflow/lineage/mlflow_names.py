@@ -13,6 +13,8 @@ TAG_RUN_KEY = "skyflow.run_key"  # one skyflow run (and its resumes), even where
 TAG_PIPELINE = "skyflow.pipeline"
 TAG_STAGE = "skyflow.stage"
 TAG_OUTPUT_URIS = "skyflow.output_uris"
+# A parent run a starting stage made before MLflow had loaded (SqliteRunOpener); start_run completes it.
+TAG_OPENED_EARLY = "skyflow.opened_early"
 TAG_SUPERSEDED_BY = "skyflow.superseded_by"  # an earlier stage run of a resumed run: the run that replaced it
 CONTEXT_TAG = "mlflow.data.context"
 PARENT_TAG = "mlflow.parentRunId"

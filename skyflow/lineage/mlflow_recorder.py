@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -28,10 +29,12 @@ from urllib.parse import urlparse
 
 from skyflow.errors import SkyflowError
 from skyflow.home import skyflow_home as default_home
-from skyflow.lineage.mlflow_store import MlflowStore, is_rejection
+from skyflow.lineage.mlflow_names import TAG_OPENED_EARLY
+from skyflow.lineage.mlflow_store import MlflowStore, is_rejection, pipeline_run_tags, stage_run_tags
 from skyflow.lineage.records import RunInfo, StageRecord, StageRun
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
+from skyflow.lineage.sqlite_runs import EarlyExperiment, SqliteRunOpener
 
 LOG_ARTIFACT_MAX_BYTES = 16 << 20
 HEALTH_TIMEOUT_S = 2.0
@@ -64,15 +67,22 @@ class MlflowRecorder:
         self._failures = 0
         self._keys: dict[str, str] = {}  # skyflow run id -> run key, for the events after start_run
         self._started: set[str] = set()  # run keys whose pipeline run is in the store
+        # Before MLflow has loaded, a stage's run is opened with plain SQL (a sqlite store only).
+        self._infos: dict[str, RunInfo] = {}  # run key -> the run as start_run sent it (scrubbed)
+        self._early_parents: dict[str, tuple[EarlyExperiment, str]] = {}  # run key -> (experiment, run id)
+        self._early_opener: SqliteRunOpener | None = None
+        self._early_looked = False  # whether the store was checked for an opener
         self.last_error: str | None = None
         self._worker = threading.Thread(target=self._run, name="skyflow-lineage", daemon=True)
         self._worker.start()
 
     # -- the LineageRecorder protocol --------------------------------------------------------------
     def start_run(self, info: RunInfo) -> None:
+        scrubbed = self._scrub.tree(info.to_json())
         with self._cond:
             self._keys[info.run_id] = info.run_key or info.run_id
-        self._enqueue({"kind": "start_run", "info": self._scrub.tree(info.to_json())})
+            self._infos[info.run_key or info.run_id] = RunInfo.from_json(scrubbed)
+        self._enqueue({"kind": "start_run", "info": scrubbed})
 
     def open_stage(self, run_id: str, stage: str, timeout_s: float = OPEN_STAGE_TIMEOUT_S) -> StageRun | None:
         """Open the stage's MLflow run now, nested under the pipeline run; None if the store is away.
@@ -82,6 +92,9 @@ class MlflowRecorder:
         """
         with self._cond:
             key = self._keys.get(run_id, run_id)
+            early = self._open_early(key, stage)
+            if early is not None:
+                return early
             store = self._wait_for_parent(key, timeout_s)
         if store is None:
             return None
@@ -175,6 +188,39 @@ class MlflowRecorder:
                     break
                 self._cond.wait(left)
             return not self._pending
+
+    def _open_early(self, key: str, stage: str) -> StageRun | None:
+        """The stage's run made with plain SQL while MLflow is still loading; None when the store is
+        open already, is not a sqlite store this knows, or has no experiment for the pipeline yet.
+
+        Called holding the condition: the worker cannot open the store meanwhile, so the pipeline
+        run made here is in the store before the worker's start_run looks for it (no second parent).
+        """
+        info = self._infos.get(key)
+        if self._store_open or info is None:
+            return None
+        if not self._early_looked:
+            self._early_looked = True
+            self._early_opener = SqliteRunOpener.for_uri(self.tracking_uri)
+        opener = self._early_opener
+        if opener is None:
+            return None
+        try:
+            if key not in self._early_parents:
+                experiment = opener.experiment(info.pipeline)
+                if experiment is None:
+                    return None
+                parent_id = opener.find_pipeline_run(experiment.experiment_id, key) or opener.create_run(
+                    experiment, info.run_id, {**pipeline_run_tags(info), TAG_OPENED_EARLY: "1"}, info.started_at)
+                self._early_parents[key] = (experiment, parent_id)
+            experiment, parent_id = self._early_parents[key]
+            tags = {**stage_run_tags(pipeline_run_tags(info), parent_id, stage), "skyflow.state": "running"}
+            run_id = opener.create_run(experiment, stage, tags)
+        except sqlite3.Error as exc:  # busy past its timeout, or changed under us: MLflow's way
+            self._early_opener = None
+            log.debug("lineage: cannot open a run for stage %s without MLflow: %s", stage, exc)
+            return None
+        return StageRun(self.tracking_uri, experiment.experiment_id, run_id)
 
     def _wait_for_parent(self, key: str, timeout_s: float) -> MlflowStore | None:
         """The open store once the pipeline run ``key`` is in it; None after a failed send or the timeout.

@@ -35,6 +35,7 @@ from skyflow.lineage.mlflow_names import (
     MAX_TAG_VALUE,
     PARENT_TAG,
     TAG_KIND,
+    TAG_OPENED_EARLY,
     TAG_OUTPUT_URIS,
     TAG_PIPELINE,
     TAG_RUN_ID,
@@ -126,18 +127,22 @@ class MlflowStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def start_run(self, info: RunInfo, *, retry: bool) -> ParentRun:
-        """The pipeline run's parent run: the one this run made before (a resume), else a new one."""
+        """The pipeline run's parent run: the one this run made before (a resume), the one a stage
+        opened early for it (`SqliteRunOpener`, tagged `skyflow.opened_early`), else a new one."""
         experiment_id = self._experiment(info.pipeline)
         key = info.run_key or info.run_id
         existing = self._find_parent([experiment_id], key, by_key=bool(info.run_key))
-        tags = self._run_tags(info)
-        if existing is None:
-            earlier = self._same_run_id(experiment_id, info.run_id)
+        early = existing is not None and existing.data.tags.get(TAG_OPENED_EARLY) == "1"
+        tags = pipeline_run_tags(info)
+        if existing is None or early:
+            mine = existing.info.run_id if existing is not None else None
+            earlier = [r for r in self._same_run_id(experiment_id, info.run_id) if r != mine]
             if earlier:
                 # Another machine (or SKYFLOW_HOME) used this run id: keep both, never merge.
                 tags["skyflow.run_id_used_before_by"] = ",".join(earlier)
                 log.warning("lineage: run id %r is already in MLflow (run %s); this run gets its own MLflow run",
                             info.run_id, ", ".join(earlier))
+        if existing is None:
             run = self.client.create_run(
                 experiment_id, start_time=int(info.started_at * 1000), tags=tags, run_name=info.run_id
             )
@@ -145,13 +150,16 @@ class MlflowStore:
         else:
             # A resumed run (or a retried event): the same parent; params cannot change in MLflow.
             run_id, logged_params = existing.info.run_id, existing.data.params
-            self._set_status(run_id, "RUNNING")
+            if not early:
+                self._set_status(run_id, "RUNNING")
         params = {clean_key(k): cut(v, MAX_PARAM_VALUE) for k, v in flatten("", info.params).items()}
         self._log(run_id, params={k: v for k, v in params.items() if k not in logged_params}, tags=tags)
-        if info.plan_json is not None and (existing is None or retry):
+        if info.plan_json is not None and (existing is None or early or retry):
             self._log_text(run_id, json.dumps(info.plan_json, indent=2, sort_keys=True), "plan.json")
+        if early:
+            self.client.delete_tag(run_id, TAG_OPENED_EARLY)
         stage_tags = {k: tags[k] for k in (*RUN_TAGS_ON_STAGES, TAG_RUN_ID) if k in tags}
-        parent = ParentRun(run_id, experiment_id, stage_tags, fresh=existing is None)
+        parent = ParentRun(run_id, experiment_id, stage_tags, fresh=existing is None or early)
         with self._lock:
             self._parents[key] = parent
         return parent
@@ -221,30 +229,9 @@ class MlflowStore:
         self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"), end_time_s=ended_at or time.time())
 
     # -- runs -------------------------------------------------------------------------------------
-    def _run_tags(self, info: RunInfo) -> dict[str, str]:
-        tags = {
-            TAG_KIND: "pipeline_run",
-            TAG_RUN_ID: info.run_id,
-            TAG_PIPELINE: info.pipeline,
-            "skyflow.pipeline_digest": info.pipeline_digest,
-            "skyflow.git_commit": info.git_commit or "",
-            "skyflow.git_dirty": str(info.git_dirty).lower(),
-            "skyflow.code_digest": info.code_digest or "",
-            "skyflow.version": info.skyflow_version,
-        }
-        standard = {
-            TAG_RUN_KEY: info.run_key,
-            "mlflow.source.git.commit": info.git_commit,
-            "mlflow.user": info.user,
-            "mlflow.source.name": info.source_name,
-            "mlflow.source.type": info.source_type,
-        }
-        tags.update({k: v for k, v in standard.items() if v})
-        return tags
-
     @staticmethod
     def _stage_tags(parent: ParentRun, stage: str) -> dict[str, str]:
-        return {**parent.stage_tags, TAG_KIND: "stage_run", TAG_STAGE: stage, PARENT_TAG: parent.run_id}
+        return stage_run_tags(parent.stage_tags, parent.run_id, stage)
 
     def _stage_run(self, parent: ParentRun, rec: StageRecord, tags: dict[str, str], *, retry: bool) -> Run:
         """The stage's run: the one opened when it started, the one a first send of this record made,
@@ -425,6 +412,35 @@ class MlflowStore:
         with self._lock:
             self._parents[key] = parent
         return parent
+
+
+def pipeline_run_tags(info: RunInfo) -> dict[str, str]:
+    """The tags of a pipeline run's parent run."""
+    tags = {
+        TAG_KIND: "pipeline_run",
+        TAG_RUN_ID: info.run_id,
+        TAG_PIPELINE: info.pipeline,
+        "skyflow.pipeline_digest": info.pipeline_digest,
+        "skyflow.git_commit": info.git_commit or "",
+        "skyflow.git_dirty": str(info.git_dirty).lower(),
+        "skyflow.code_digest": info.code_digest or "",
+        "skyflow.version": info.skyflow_version,
+    }
+    standard = {
+        TAG_RUN_KEY: info.run_key,
+        "mlflow.source.git.commit": info.git_commit,
+        "mlflow.user": info.user,
+        "mlflow.source.name": info.source_name,
+        "mlflow.source.type": info.source_type,
+    }
+    tags.update({k: v for k, v in standard.items() if v})
+    return tags
+
+
+def stage_run_tags(parent_tags: dict[str, str], parent_run_id: str, stage: str) -> dict[str, str]:
+    """The tags of a stage's run: the parent's tags every stage carries, its stage, its parent."""
+    return {**{k: parent_tags[k] for k in (*RUN_TAGS_ON_STAGES, TAG_RUN_ID) if k in parent_tags},
+            TAG_KIND: "stage_run", TAG_STAGE: stage, PARENT_TAG: parent_run_id}
 
 
 def skyflow_experiment_ids(client: MlflowClient) -> list[str]:

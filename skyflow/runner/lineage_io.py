@@ -89,7 +89,8 @@ class LineageWriter:
     recorder: LineageRecorder = field(default_factory=NullRecorder)
     warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)
     _failed: bool = False
-    background_ok: bool = True
+    # May leave unsent records to a background process at the end (`MlflowRecorder.hand_off`).
+    background_ok: bool = False
     _warned_open: bool = False
 
     @property

@@ -124,6 +124,9 @@ class Session:
     backends: dict[str, Backend] = field(default_factory=dict)
     # The egress prices of this session's last plan; a run prices the data it really moves with them.
     _egress: EgressModel | None = field(default=None, repr=False)
+    # A run that ends before MLflow has loaded (a sqlite or file store) may leave its lineage records,
+    # spooled on disk, to a background process instead of waiting for MLflow (the CLI's default).
+    lineage_in_background: bool = False
 
     @property
     def config(self) -> SkyflowConfig:
@@ -246,7 +249,7 @@ class Session:
             self.warn(f"lineage off: {exc}")
             return LineageWriter(warn=self.warn), None
         where = describe_tracking(resolve_tracking_uri(tracking_uri, self.home))
-        return LineageWriter(recorder=recorder, warn=self.warn), where
+        return LineageWriter(recorder=recorder, warn=self.warn, background_ok=self.lineage_in_background), where
 
     # -- dry runs -------------------------------------------------------------------------------
     def dry_run(self, pipeline: ResolvedPipeline, options: PlanningOptions | None = None) -> tuple[Plan, bool,

@@ -163,6 +163,7 @@ def test_a_resume_and_a_reused_run_id_delete_nothing(skyflow: Skyflow, tmp_path:
     (tmp_path / "go").touch()
     resumed = skyflow("resume", "ci-7")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert wait_for_drain(store_uri(skyflow.home), skyflow.home)  # a short resume leaves lineage to the drain
 
     client = MlflowClient(store_uri(skyflow.home))
     runs = runs_of(client, "tiny")
@@ -180,6 +181,7 @@ def test_a_resume_and_a_reused_run_id_delete_nothing(skyflow: Skyflow, tmp_path:
     other = Skyflow(tmp_path / "other-home", skyflow.workdir)
     code, _, err = other.run_json("tiny.yaml", "--run-id", "ci-7", env={"MLFLOW_TRACKING_URI": store_uri(skyflow.home)})
     assert code == 0, err
+    assert wait_for_drain(store_uri(skyflow.home), other.home)
     runs = runs_of(client, "tiny")
     assert {r.info.run_id: (r.info.status, r.info.end_time) for r in runs if r.info.run_id in before} == before
     parents = [r for r in runs if r.data.tags["skyflow.kind"] == "pipeline_run"]

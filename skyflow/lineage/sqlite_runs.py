@@ -1,0 +1,128 @@
+"""Opening runs in an MLflow sqlite store with plain SQL, before MLflow has loaded.
+
+Importing MLflow and opening its SQL store takes about two seconds; a stage that starts needs only
+its run's id (for `MLFLOW_RUN_ID`). On a sqlite store that already holds the pipeline's experiment,
+`SqliteRunOpener` writes the rows `MlflowClient.create_run` writes (a `runs` row, RUNNING, with its
+tags and `mlflow.runName`) through the standard library's sqlite3, in milliseconds; everything
+else (params, metrics, datasets, status) is still sent through MLflow by the recorder. It is used
+only when the schema holds the columns written here and every other column of `runs` and `tags`
+may be left empty; otherwise (another MLflow schema, a new store, a new pipeline) the recorder
+waits for MLflow as before. tests/integration/lineage/test_early_runs.py reads the runs written
+here back through MLflow's own client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skyflow.lineage.mlflow_client import sqlite_path
+from skyflow.lineage.mlflow_names import TAG_KIND, TAG_PIPELINE, TAG_RUN_KEY
+
+__all__ = ["EarlyExperiment", "SqliteRunOpener"]
+
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+# What MLflow's SQL store writes for a run made by create_run (mlflow/store/tracking/sqlalchemy_store.py).
+_RUN_COLUMNS = ("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+                "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri",
+                "experiment_id")
+_TAG_COLUMNS = ("key", "value", "run_uuid")
+_READ = {"experiments": {"experiment_id", "name", "artifact_location", "lifecycle_stage"},
+         "experiment_tags": {"key", "value", "experiment_id"}}
+
+
+@dataclass(frozen=True)
+class EarlyExperiment:
+    experiment_id: str
+    artifact_location: str
+
+
+class SqliteRunOpener:
+    """Creates RUNNING runs in MLflow's sqlite schema, as `MlflowClient.create_run` does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_uri(cls, tracking_uri: str) -> SqliteRunOpener | None:
+        """An opener for a sqlite store whose tables it knows; None for any other store."""
+        path = sqlite_path(tracking_uri)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=30.0)) as conn:
+                if not _writable(conn, "runs", _RUN_COLUMNS) or not _writable(conn, "tags", _TAG_COLUMNS):
+                    return None
+                for table, columns in _READ.items():
+                    if not columns <= {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                        return None
+        except sqlite3.Error:
+            return None
+        return cls(path)
+
+    def experiment(self, pipeline: str) -> EarlyExperiment | None:
+        """The pipeline's active experiment made by skyflow; None when there is none yet."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT e.experiment_id, e.artifact_location FROM experiments e JOIN experiment_tags t "
+                "ON t.experiment_id = e.experiment_id AND t.key = ? AND t.value = ? "
+                "WHERE e.name = ? AND e.lifecycle_stage = 'active'", (TAG_PIPELINE, pipeline, pipeline)).fetchone()
+        if row is None or not row[1]:
+            return None
+        return EarlyExperiment(str(row[0]), str(row[1]))
+
+    def find_pipeline_run(self, experiment_id: str, run_key: str) -> str | None:
+        """The pipeline run tagged with ``run_key`` (the first made, as MlflowStore finds it)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT r.run_uuid FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = ? "
+                "AND k.value = 'pipeline_run' JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ? "
+                "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' ORDER BY r.start_time ASC LIMIT 1",
+                (TAG_KIND, TAG_RUN_KEY, run_key, experiment_id)).fetchone()
+        return None if row is None else str(row[0])
+
+    def create_run(self, experiment: EarlyExperiment, name: str, tags: dict[str, str],
+                   start_time_s: float | None = None) -> str:
+        """A new RUNNING run named ``name`` with ``tags``; its id."""
+        run_id = uuid.uuid4().hex
+        start_ms = int((time.time() if start_time_s is None else start_time_s) * 1000)
+        artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_id}/artifacts"
+        all_tags = {**tags, RUN_NAME_TAG: tags.get(RUN_NAME_TAG, name)}
+        row: dict[str, Any] = {
+            "run_uuid": run_id, "name": name, "source_type": "UNKNOWN", "source_name": "", "entry_point_name": "",
+            "user_id": tags.get(USER_TAG, "unknown"), "status": "RUNNING", "start_time": start_ms, "end_time": None,
+            "deleted_time": None, "source_version": "", "lifecycle_stage": "active", "artifact_uri": artifact_uri,
+            "experiment_id": int(experiment.experiment_id),
+        }
+        with self._connect() as conn:
+            conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+                         [row[c] for c in _RUN_COLUMNS])
+            conn.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                             [(k, v, run_id) for k, v in all_tags.items()])
+        return run_id
+
+    @contextlib.contextmanager
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:  # one transaction, committed on success
+                yield conn
+        finally:
+            conn.close()
+
+
+def _writable(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> bool:
+    """True when ``table`` has ``columns`` and every other column may be left out (nullable or defaulted)."""
+    info = list(conn.execute(f"PRAGMA table_info({table})"))  # cid, name, type, notnull, default, pk
+    names = {row[1] for row in info}
+    if not set(columns) <= names:
+        return False
+    return all(row[1] in columns or not row[3] or row[4] is not None for row in info)
