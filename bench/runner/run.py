@@ -2,9 +2,11 @@
 
 Shapes: a 20-stage chain, a 5-stage chain and an 8-way fan-out of no-op stages (each stage writes a
 one-line artifact and reads its predecessor's, as each Metaflow step stores `self.x`). skyflow runs
-twice per shape: lineage on (the default MLflow sqlite store under a temporary SKYFLOW_HOME) and
-`--no-lineage`. Every figure is the wall time of the whole process (perf_counter around the
-subprocess), several repetitions interleaved across tools, min and median reported.
+three times per shape: lineage on (the default MLflow sqlite store under a temporary SKYFLOW_HOME; a
+run over before MLflow has loaded leaves its records to the background drain), lineage on with
+`--wait-for-lineage` (the command returns once every record is in MLflow), and `--no-lineage`.
+Every figure is the wall time of the whole process (perf_counter around the subprocess), several
+repetitions interleaved across tools, min and median reported.
 
 Per stage = (T20 - T5) / 15; fixed = T5 - 5 x per stage. The peers run in their own venvs under
 .bench/ (made on first use from the package registry) with the flows in ../shared/bench/peers/flows
@@ -115,9 +117,8 @@ def version_of(python: Path, module: str) -> str:
 Case = Callable[[Path], float]  # given a fresh scratch directory, run once and return the wall time
 
 
-def skyflow_cases(pipelines: dict[str, Path], home: Path, lineage: bool) -> dict[str, Case]:
+def skyflow_cases(pipelines: dict[str, Path], home: Path, *extra: str) -> dict[str, Case]:
     env = clean_env(SKYFLOW_HOME=str(home))
-    extra = [] if lineage else ["--no-lineage"]
 
     def case(shape: str) -> Case:
         cmd = [sys.executable, "-m", "skyflow", "run", str(pipelines[shape]), "--json", "--no-cache", *extra]
@@ -228,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         pipelines = write_pipelines(root)
         systems: dict[str, dict[str, Case]] = {
-            "skyflow (lineage on)": skyflow_cases(pipelines, root / "home-lineage", lineage=True),
-            "skyflow (--no-lineage)": skyflow_cases(pipelines, root / "home-plain", lineage=False),
+            "skyflow (lineage on)": skyflow_cases(pipelines, root / "home-lineage"),
+            "skyflow (--wait-for-lineage)": skyflow_cases(pipelines, root / "home-wait", "--wait-for-lineage"),
+            "skyflow (--no-lineage)": skyflow_cases(pipelines, root / "home-plain", "--no-lineage"),
         }
         if not FLOWS.is_dir():
             print(f"peers skipped: no peer flows at {FLOWS} (set SKYFLOW_SHARED_DIR)")

@@ -49,8 +49,14 @@ log = logging.getLogger(__name__)
 class MlflowRecorder:
     """A LineageRecorder that writes to an MLflow tracking store and never loses a record."""
 
-    def __init__(self, tracking_uri: str, secret_values: Sequence[str], *, skyflow_home: Path | None = None) -> None:
+    def __init__(self, tracking_uri: str, secret_values: Sequence[str], *, skyflow_home: Path | None = None,
+                 defer_open_s: float = 0.0) -> None:
+        """``defer_open_s``: how long the worker waits before loading MLflow unless something needs the
+        store sooner (a stage whose run cannot be opened without it, a flush); a run that hands off
+        within that time never loads MLflow in this process."""
         self.tracking_uri = tracking_uri
+        self._defer_open_s = defer_open_s
+        self._store_wanted = False
         self._scrub = Scrubber(secret_values)
         self._dir = spool_dir(skyflow_home or default_home(), tracking_uri)
         self._spool = SpoolFile.create(self._dir, tracking_uri)
@@ -140,8 +146,8 @@ class MlflowRecorder:
     def hand_off(self) -> bool:
         """Leave what is unsent to a background process, so that a short run need not wait.
 
-        Only while a local store (sqlite, file) is still being opened — the seconds of importing
-        MLflow — and nothing is being sent: the worker then stops before its first send, the spool
+        Only while a local store (sqlite, file) is not open yet — deferred, or in the seconds of
+        importing MLflow — and nothing is being sent: the worker then stops before its first send, the spool
         files are unlocked, and `python -m skyflow.lineage.drain` adopts and sends them. Records
         are already scrubbed and on disk, so none is lost; a reader waits for the drain
         (`wait_for_drain`). Returns False when the caller should `close()` as usual.
@@ -180,7 +186,7 @@ class MlflowRecorder:
             if not self._pending:
                 return True
             failures = self._failures
-            self._wake = True
+            self._wake = self._store_wanted = True
             self._cond.notify_all()
             while self._pending and self._failures == failures:
                 left = deadline - time.monotonic()
@@ -228,7 +234,7 @@ class MlflowRecorder:
         deadline = time.monotonic() + timeout_s
         failures = self._failures
         if key not in self._started:
-            self._wake = True  # a worker backing off tries again at once
+            self._wake = self._store_wanted = True  # a worker backing off (or deferring) tries at once
             self._cond.notify_all()
         while key not in self._started and self._failures == failures and not self._closing:
             left = deadline - time.monotonic()
@@ -283,7 +289,10 @@ class MlflowRecorder:
     # -- the worker thread -------------------------------------------------------------------------
     def _run(self) -> None:
         # Opening the store costs seconds (imports, schema check): begin now, while the run starts,
-        # rather than when the first event arrives. A store that is away is retried with the events.
+        # rather than when the first event arrives (after the deferral, if any, unless wanted sooner).
+        # A store that is away is retried with the events.
+        if not self._defer():
+            return
         store: MlflowStore | None = None
         try:
             store = self._open_store()
@@ -316,6 +325,17 @@ class MlflowRecorder:
             with self._cond:
                 self._failures += 0 if ok else 1
                 self._cond.notify_all()
+
+    def _defer(self) -> bool:
+        """Wait out the deferral; False when the records were handed off (or the recorder closed) meanwhile."""
+        deadline = time.monotonic() + self._defer_open_s
+        with self._cond:
+            while not (self._store_wanted or self._closing or self._handed_off):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return not (self._closing or self._handed_off)
 
     def _open_store(self) -> MlflowStore:
         self._check_reachable()

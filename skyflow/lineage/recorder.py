@@ -113,7 +113,8 @@ def describe_tracking(tracking_uri: str) -> str:
     return f"MLflow tracking URI {tracking_uri}"
 
 
-def open_recorder(tracking_uri: str | None, skyflow_home: Path, secret_values: Sequence[str]) -> LineageRecorder:
+def open_recorder(tracking_uri: str | None, skyflow_home: Path, secret_values: Sequence[str], *,
+                  defer_open_s: float = 0.0) -> LineageRecorder:
     """A MlflowRecorder on the resolved tracking URI, spooling under `skyflow_home`.
 
     Raises LineageError at once if the installed MLflow cannot log to that store; an unreachable
@@ -123,4 +124,4 @@ def open_recorder(tracking_uri: str | None, skyflow_home: Path, secret_values: S
 
     uri = resolve_tracking_uri(tracking_uri, skyflow_home)
     check_tracking_uri(uri)
-    return MlflowRecorder(uri, secret_values, skyflow_home=skyflow_home)
+    return MlflowRecorder(uri, secret_values, skyflow_home=skyflow_home, defer_open_s=defer_open_s)

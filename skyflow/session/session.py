@@ -43,6 +43,9 @@ from skyflow.states import RunState, StageState
 
 __all__ = ["DryRunStage", "RunResult", "Session", "fetch_output"]
 
+# How long a run that may leave lineage to the background drain waits before loading MLflow itself.
+LINEAGE_DEFER_OPEN_S = 5.0
+
 
 def _warn_to_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
@@ -244,7 +247,10 @@ class Session:
         from skyflow.lineage.recorder import describe_tracking, open_recorder, resolve_tracking_uri
 
         try:
-            recorder = open_recorder(tracking_uri, self.home, secrets)
+            # A run that may hand its records off loads MLflow only once it has lasted a while (or a
+            # stage needs the store): a short run then never loads it in this process.
+            defer = LINEAGE_DEFER_OPEN_S if self.lineage_in_background else 0.0
+            recorder = open_recorder(tracking_uri, self.home, secrets, defer_open_s=defer)
         except LineageError as exc:
             self.warn(f"lineage off: {exc}")
             return LineageWriter(warn=self.warn), None

@@ -189,3 +189,38 @@ def test_the_cli_leaves_lineage_to_the_drain_unless_told_to_wait(tmp_path: Path)
     assert spooled == []  # everything sent before the command returned
     third = client.search_runs([experiment.experiment_id], "tags.`skyflow.run_id` = 'third'")
     assert sorted((r.info.run_name, r.info.status) for r in third) == [("third", "FINISHED"), ("train", "FINISHED")]
+
+
+def test_a_deferred_recorder_loads_mlflow_only_when_something_needs_the_store(uri: str, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    original = MlflowRecorder._open_store
+
+    def counted(self: MlflowRecorder) -> MlflowStore:
+        opened.append(self.tracking_uri)
+        return original(self)
+
+    monkeypatch.setattr(MlflowRecorder, "_open_store", counted)
+    home = tmp_path / "home"
+    # a short run: its stage's run opened early, its records handed off; MLflow never loaded here
+    recorder = MlflowRecorder(uri, [], skyflow_home=home, defer_open_s=600)
+    run = info("r5")
+    recorder.start_run(run)
+    stage = recorder.open_stage(run.run_id, "train", timeout_s=1.0)
+    assert stage is not None
+    recorder.record_stage(record(run, "train", stage.run_id))
+    recorder.end_run(run.run_id, "succeeded", {})
+    assert recorder.hand_off()
+    assert opened == []
+    assert wait_for_drain(uri, home)  # the drain process sent them (or this one, if it came first)
+    train = MlflowClient(uri).get_run(stage.run_id)
+    assert train.info.status == "FINISHED" and train.data.tags["skyflow.state"] == "succeeded"
+
+    # a stage that needs the store (a pipeline with no experiment yet) ends the deferral at once
+    opened.clear()
+    recorder = MlflowRecorder(uri, [], skyflow_home=home, defer_open_s=600)
+    new = info("r6", pipeline="new-pipeline")
+    recorder.start_run(new)
+    assert recorder.open_stage(new.run_id, "train", timeout_s=30) is not None
+    assert opened == [uri]
+    recorder.close()
