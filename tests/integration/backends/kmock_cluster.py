@@ -13,11 +13,12 @@ package for its stage to run. Shared by the Kubernetes backend tests and the mix
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +91,11 @@ class JobController:
     image is a bare interpreter under a clean environment (``env -i`` with only PATH=/usr/bin:/bin,
     PIP_NO_INDEX=1, PYTHONNOUSERSITE=1, a HOME of the pod's own, ``node_env`` minus its PATH, and the
     container's env and Secrets). Each emptyDir volume is a directory of the pod's, and an env value
-    under a container's mount path points into it. Pods stay Pending while their processes run (kmock
-    cannot stream a log that is still being written), then turn Succeeded/Failed with the container's
-    exit code and its output as its log; the Job gets the Complete or Failed condition Kubernetes
-    would set. Deleting a Job kills its processes and deletes its pods, as the garbage collector would
+    under a container's mount path points into it. A pod is Pending while its init containers run and
+    Running while its stage container runs, whose log is served live: `follow=true` streams the output
+    as the process writes it and ends when the process does, as the kubelet does. Then the pod turns
+    Succeeded/Failed with the container's exit code; the Job gets the Complete or Failed condition
+    Kubernetes would set. Deleting a Job kills its processes and deletes its pods, as the garbage collector would
     with background propagation.
     """
 
@@ -103,6 +105,7 @@ class JobController:
     skyflow_images: frozenset[str] = frozenset()
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     stages_started: dict[str, int] = field(default_factory=dict)  # stage containers started, per Job
+    conditions: dict[str, dict[str, str]] = field(default_factory=dict)  # the condition each Job ended with
     seen: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -199,12 +202,13 @@ class JobController:
             env["JOB_COMPLETION_INDEX"] = str(index)
         return env
 
-    def _start(self, job: str, container: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes] | None:
+    def _start(self, job: str, container: Any, env: dict[str, str], cwd: Path,
+               stdout: Any = subprocess.PIPE) -> subprocess.Popen[bytes] | None:
         """Start one container's command, unless its Job was deleted meanwhile."""
         with self._lock:
             if job not in self.procs:
                 return None
-            proc = subprocess.Popen(list(container.command), env=env, cwd=cwd, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(list(container.command), env=env, cwd=cwd, stdout=stdout,
                                     stderr=subprocess.STDOUT)
             self.procs[job].append(proc)
             return proc
@@ -227,19 +231,50 @@ class JobController:
                 return proc.returncode, {"phase": "Failed", "initContainerStatuses": init_statuses,
                                          "containerStatuses": [waiting]}
         container = spec.containers[0]
-        proc = self._start(name, container, self._container_env(container, pod_dir, index), pod_dir)
+        log_path = pod_dir / f"{container.name}.log"
+        with log_path.open("wb") as out:
+            proc = self._start(name, container, self._container_env(container, pod_dir, index), pod_dir, stdout=out)
         if proc is None:
             return None
         with self._lock:
             self.stages_started[name] = self.stages_started.get(name, 0) + 1
-        output, _ = proc.communicate()
-        self._serve_log(pod, container.name, output)
+        self._serve_live_log(pod, container.name, log_path, proc)
+        running = {"name": container.name, "image": "skyflow", "imageID": "", "ready": True, "restartCount": 0,
+                   "state": {"running": {}}}
+        with contextlib.suppress(Exception):  # the Job may be deleted meanwhile
+            self.core.patch_namespaced_pod_status(pod, NAMESPACE, {"status": {
+                "phase": "Running", "initContainerStatuses": init_statuses, "containerStatuses": [running]}})
+        proc.wait()
         return proc.returncode, {"phase": "Succeeded" if proc.returncode == 0 else "Failed",
                                  "initContainerStatuses": init_statuses,
                                  "containerStatuses": [_status(container.name, proc.returncode)]}
 
     def _serve_log(self, pod: str, container: str, output: bytes) -> None:
         self.emulator[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log?container={container}"] << output
+
+    def _serve_live_log(self, pod: str, container: str, path: Path, proc: subprocess.Popen[bytes]) -> None:
+        """The container's log as the kubelet serves it: what it wrote so far, or with `follow=true`
+        everything as it is written until the process ends."""
+
+        async def follow() -> AsyncIterator[bytes]:
+            yield b""  # the response starts at once, also for a container that prints nothing
+            with path.open("rb") as log:
+                while True:
+                    ended = proc.poll() is not None  # read once more after the end: nothing is lost
+                    chunk = log.read()
+                    if chunk:
+                        yield chunk
+                    elif ended:
+                        return
+                    else:
+                        await asyncio.sleep(0.02)
+
+        def respond(request: Any) -> Any:
+            if str(request.params.get("follow", "")).lower() == "true":
+                return follow()
+            return path.read_bytes()
+
+        self.emulator[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log?container={container}"] << respond
 
     # -- one Job ----------------------------------------------------------------------------------
 
@@ -281,6 +316,8 @@ class JobController:
         condition = ({"type": "Complete", "status": "True"} if not failed else
                      {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                       "message": "Job has reached the specified backoff limit"})
+        with self._lock:
+            self.conditions[name] = condition
         self.batch.patch_namespaced_job_status(name, NAMESPACE, {"status": {
             "succeeded": nodes - failed, "failed": failed, "conditions": [condition]}})
 

@@ -239,12 +239,50 @@ def test_multi_node_stage_is_an_indexed_job_whose_head_commits(cluster: ClusterU
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
 
 
+def test_the_stage_log_streams_while_the_pod_runs(cluster: ClusterUnderTest, tmp_path: Path) -> None:
+    """A line reaches the runner while the stage is still running: the stage prints it, then waits
+    until the test, having seen the line, writes a release object to the store both can reach."""
+    store = open_store(cluster.store_uri)
+    release = f"release-{time.time_ns()}"
+    lines: list[str] = []
+    cluster.backend.on_line = lambda stage, line: lines.append(line)
+    launch = _launch(cluster, tmp_path, 'echo "halfway" && python3 -c "\n'
+                     'import sys, time, fsspec\n'
+                     f'fs, path = fsspec.core.url_to_fs(\'{cluster.store_uri}/{release}\')\n'
+                     'for _ in range(2400):\n'
+                     '    fs.invalidate_cache()\n'
+                     '    if fs.exists(path): break\n'
+                     '    time.sleep(0.05)\n'
+                     'else: sys.exit(\'never released: the log did not stream while the pod ran\')\n'
+                     'print(\'released\')" && echo done > "$SKYFLOW_OUTPUT_MODEL/done.txt"')
+    handle = cluster.backend.launch(launch)
+    result: list[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(handle.wait()))
+    waiter.start()
+    _wait_for(lambda: "halfway" in lines, timeout_s=120)
+    assert "released" not in lines  # the stage is still waiting: the line came while it ran
+    store.write_bytes(release, b"go")
+    waiter.join(timeout=180)
+    assert result and result[0].ok, result and result[0].reason
+    assert lines.index("halfway") < lines.index("released")
+    assert "released" in launch.log_path.read_text()
+    _wait_for(lambda: cluster.objects(launch.run_id) == [])
+
+
 def test_a_failed_job_is_a_failed_stage_with_the_container_exit_code(cluster: ClusterUnderTest,
                                                                        tmp_path: Path) -> None:
     launch = _launch(cluster, tmp_path, 'echo "about to fail"; exit 7')
-    exit_ = cluster.backend.launch(launch).wait()
+    handle = cluster.backend.launch(launch)
+    assert isinstance(handle, KubernetesStageHandle)
+    exit_ = handle.wait()
+    # the code is the stage process's own, read from the pod's terminated container status
     assert not exit_.ok and exit_.exit_code == 7
-    assert "BackoffLimitExceeded" in exit_.reason
+    # the reason is the Failed condition the Job ended with, whatever its controller wrote
+    if cluster.controller is not None:
+        written = cluster.controller.conditions[handle.job["metadata"]["name"]]
+        assert exit_.reason == f"{written['reason']}: {written['message']}"
+    else:
+        assert exit_.reason.startswith("BackoffLimitExceeded: ")
     assert "about to fail" in launch.log_path.read_text()
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
 
