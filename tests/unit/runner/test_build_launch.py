@@ -101,9 +101,13 @@ def test_the_launch_carries_everything_the_backend_needs(pipeline, tmp_path: Pat
 
 
 def test_a_dry_run_shows_placeholders_for_what_only_a_run_knows(pipeline) -> None:  # type: ignore[no-untyped-def]
-    launch = preview_launch(pipeline, "one", placement(0))
-    assert launch.run_id == "DRY-RUN" and launch.attempt == 1
+    where = placement(0)
+    launch = preview_launch(pipeline, "one", where)
+    assert launch.run_id == "DRY-RUN" and launch.attempt == 1 and launch.placement is where
+    assert launch.log_path == Path("stage.log")
     assert launch.inputs == {"rows": Path("/skyflow/inputs/rows")}
-    assert launch.input_refs["rows"].uri == "<prep.rows once committed>"
-    assert launch.input_refs["rows"].store_uri == "<store>"
+    assert launch.input_refs == {"rows": ArtifactRecord(name="rows", uri="<prep.rows once committed>",
+                                                        digest="<digest>", size_bytes=0, store_uri="<store>")}
     assert launch.env["SKYFLOW_INPUT_ROWS"] == "/skyflow/inputs/rows"
+    prep = preview_launch(pipeline, "prep", where)
+    assert prep.outputs == {"rows": Path("/skyflow/outputs/rows")} and prep.input_refs == {}

@@ -77,8 +77,10 @@ def test_an_env_declared_without_a_value_must_be_in_the_shell(pipeline) -> None:
                                   "'train'; set it in this shell or pass --env ASKED=VALUE")
     with pytest.raises(SpecError) as both:
         require_envs(pipeline, {})
-    assert str(both.value).count("declared without a value") == 2
-    assert "LATER is declared without a value (envs: {LATER: null}) for stage 'train';" in str(both.value)
+    assert str(both.value) == (
+        "ASKED is declared without a value (envs: {ASKED: null}) for stages 'prep', 'train'; set it in this "
+        "shell or pass --env ASKED=VALUE; LATER is declared without a value (envs: {LATER: null}) for stage "
+        "'train'; set it in this shell or pass --env LATER=VALUE")
 
 
 def test_secret_values_are_the_callers_non_empty_ones() -> None:
