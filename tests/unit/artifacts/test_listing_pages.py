@@ -51,7 +51,9 @@ class GcsPages:
         start = int(kwargs.get("pageToken", 0))
         matching = [(k, s) for k, s in self.keys if k.startswith(kwargs["prefix"])]
         page = matching[start:start + kwargs["maxResults"]]
-        out: dict[str, Any] = {"items": [{"name": k, "size": str(s)} for k, s in page]}
+        out: dict[str, Any] = {}
+        if page:  # GCS leaves out `items` when there are none; an object without a size counts 0 bytes
+            out["items"] = [{"name": k, "size": str(s)} if s else {"name": k} for k, s in page]
         if start + len(page) < len(matching):
             out["nextPageToken"] = str(start + len(page))
         return out
@@ -82,6 +84,13 @@ def test_a_listing_cut_at_its_budget_says_how_far_it_got(fake: type) -> None:
     pages = fake(many)
     sizes, through = list_sizes(pages, protocol, "bucket/blobs/", max_keys=5000)  # type: ignore[misc]
     assert len(sizes) == 2500 and through is None and len(pages.calls) == 3  # continued to the end
+
+
+@pytest.mark.parametrize("fake", [S3Pages, GcsPages])
+def test_an_empty_prefix_lists_nothing_to_its_end(fake: type) -> None:
+    fs = fake(KEYS)
+    assert list_sizes(fs, "s3" if fake is S3Pages else "gcs", "bucket/manifests/", max_keys=100) == ({}, None)
+    assert fs.calls[0].get("Bucket", fs.calls[0].get("bucket")) == "bucket"
 
 
 def test_pages_are_never_longer_than_a_store_allows() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from skyflow.errors import RunError
 from skyflow.runner.run_list import RunSummary, recent_runs
 from skyflow.runner.state import RunStore
 
@@ -32,6 +35,21 @@ def test_the_newest_runs_with_their_stages_done_and_costs(tmp_path: Path) -> Non
     assert [r.run_id for r in recent_runs(db, pipeline="alpha")] == ["a-2", "a-1"]
     assert [r.run_id for r in recent_runs(db, pipeline="alpha", limit=1)] == ["a-2"]
     assert recent_runs(db, pipeline="gamma") == []
+
+
+def test_twenty_runs_by_default(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = RunStore(db)
+    for i in range(21):
+        store.create_run(f"r-{i}", "p", "p.yaml", "d", {}, {}, None, [], None)
+    assert len(recent_runs(db)) == 20
+
+
+def test_a_damaged_state_db_is_a_run_error(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    db.write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(RunError):
+        recent_runs(db)
 
 
 def test_a_home_without_a_state_db_lists_nothing_and_gets_one(tmp_path: Path) -> None:
