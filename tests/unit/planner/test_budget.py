@@ -84,3 +84,12 @@ def test_explaining_an_infeasible_deadline_is_bounded_by_the_budget_and_still_na
     assert isinstance(error, InfeasibleError)
     assert "no plan finishes within the deadline of 5 h" in str(error)
     assert "7.00 h" in str(error)
+
+
+def test_a_budget_expires_only_when_nothing_is_left() -> None:
+    now = [0.0]
+    budget = Budget(10.0, clock=lambda: now[0], started=0.0)
+    now[0] = 9.5
+    assert budget.left() == 0.5 and not budget.expired()
+    now[0] = 10.0
+    assert budget.expired()
