@@ -28,6 +28,17 @@ def test_a_cpu_stage_on_a_gpu_machine_says_so_with_its_price() -> None:
         "instance_type to choose the machine.")
 
 
+def test_cpu_stages_on_one_gpu_machine_share_one_warning() -> None:
+    cat = catalog(offer("lambda/r", "gpu_2x", 0.69, acc="RTX6000", count=2, cpus=14),
+                  offer("lambda/r", "cpu_8x", 0.90, cpus=8))
+    p = pipeline({"prep": {"resources": {"cpus": "8+"}, "estimate": 1},
+                  "post": {"resources": {"cpus": "8+"}, "estimate": 1}})
+    assert plan_pipeline(p, cat, rules(), CLOUDS).warnings == (
+        "stages 'prep', 'post' ask for no accelerator but are planned on gpu_2x (RTX6000:2) at $0.69/h in "
+        "lambda/r, the cheapest machine there with cpus 8+; the cheapest without accelerators there is cpu_8x at "
+        "$0.90/h. Name an instance_type to choose the machine.",)
+
+
 def test_stages_on_the_one_hour_fallback_are_named() -> None:
     cat = catalog(offer("aws/r", "a100", 10.0, acc="A100", count=8), offer("aws/r", "l4", 1.0, acc="L4", count=1),
                   offer("aws/r", "m", 0.4))
