@@ -88,7 +88,7 @@ def test_resuming_a_changed_pipeline_warns_and_runs_the_current_version(tmp_path
 
 def test_lineage_that_cannot_start_is_turned_off_with_one_warning(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_mlflow(*args: object) -> None:
+    def no_mlflow(*args: object, **kwargs: object) -> None:
         raise LineageError("this MLflow cannot reach that store")
 
     monkeypatch.setattr("skyflow.lineage.recorder.open_recorder", no_mlflow)
