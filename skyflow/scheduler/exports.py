@@ -21,8 +21,11 @@ K8S_HOME = "/var/lib/skyflow"
 K8S_PVC_SIZE = "10Gi"
 GITHUB_HOME = "~/.skyflow"  # skyflow's default SKYFLOW_HOME on the runner
 GITHUB_RUN_ID = "gh-${{ github.run_id }}-${{ github.run_attempt }}"  # unique per fire and per re-run
-# `skyflow` on PyPI is an unrelated project with the same import name: only a path or a direct reference will do.
-_PYPI_NAME = re.compile(r"\s*skyflow\s*(\[[^\]]*\])?\s*([<>=!~;].*)?", re.IGNORECASE)
+# A requirement that is only a project name (with extras, a version, a marker) is looked up on a package
+# index, which holds other code than this checkout (the import name's project there is an unrelated one):
+# only a path or a direct reference (`name @ URL`) will do.
+_INDEX_NAME = re.compile(r"\s*[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\s*(\[[^\]]*\])?\s*([<>=!~;].*)?")
+_ARCHIVES = (".whl", ".tar.gz", ".zip")  # a file name pip installs from this directory
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,9 @@ def to_k8s_cronjob(record: ScheduleRecord, pipeline_arg: str, settings: ExportSe
     import yaml
 
     if not settings.image:
-        raise SchedulerError("k8s-cronjob needs --image IMAGE: an image with skyflow installed (`python -m skyflow`) "
-                             "and the pipeline's repository at its working directory")
+        raise SchedulerError("k8s-cronjob needs --image IMAGE: an image with this checkout's skyflow-llmops "
+                             "installed from its source tree (`python -m skyflow`) and the pipeline's repository at "
+                             "its working directory")
     warnings = _common_warnings(record, "a CronJob")
     if record.concurrency == "forbid":
         warnings.append("concurrency: forbid is exported as concurrencyPolicy: Forbid: the controller skips a tick "
@@ -223,10 +227,11 @@ def utc_crons(cron: str, timezone: str) -> list[tuple[str, str]]:
 
 
 def check_install(install: str) -> str:
-    """A pip requirement for skyflow that cannot fetch PyPI's unrelated `skyflow`."""
-    if _PYPI_NAME.fullmatch(install):
-        raise SchedulerError(f"--install {install!r} would fetch the unrelated `skyflow` project from PyPI; give a "
-                             "path in the checkout (e.g. '.[s3]') or a direct reference ('skyflow-llmops @ git+https://...')")
+    """A pip requirement for this checkout's skyflow: a path or a direct reference, never a name an index resolves."""
+    if _INDEX_NAME.fullmatch(install) and not install.strip().endswith(_ARCHIVES):
+        raise SchedulerError(f"--install {install!r} is a project name pip would look up on a package index, which "
+                             "holds other code than this checkout; give a path in the checkout (e.g. '.[s3]') or a "
+                             "direct reference ('skyflow-llmops @ git+https://...')")
     return install
 
 

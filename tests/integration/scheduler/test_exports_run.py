@@ -113,7 +113,7 @@ def test_github_workflow_installs_this_checkout_and_its_run_step_runs_from_the_r
     steps = yaml.safe_load(exported.stdout)["jobs"]["run"]["steps"]
     assert steps[0]["uses"].startswith("actions/checkout@")
     (install,) = [s["run"] for s in steps if "pip install" in s.get("run", "")]
-    assert install == "python -m pip install '.[s3,gcs,azure]'"  # the checkout's own pyproject, never PyPI's skyflow
+    assert install == "python -m pip install '.[s3,gcs,azure]'"  # the checkout's own pyproject, never a name
     assert (REPO_ROOT / "pyproject.toml").is_file()
 
     # The run step as the runner executes it after the install: `python` is the interpreter skyflow went into.
@@ -127,9 +127,9 @@ def test_github_workflow_installs_this_checkout_and_its_run_step_runs_from_the_r
 
 
 def test_github_workflow_export_refuses_what_cannot_run(tmp_path: Path) -> None:
-    bare_index_name = "skyflow[s3]"  # what an index resolves to the unrelated project: must be refused
-    pypi = export("github-actions", tmp_path, "--install", bare_index_name)
-    assert pypi.returncode == 2 and "unrelated `skyflow` project" in pypi.stderr
+    bare_name = "skyflow-llmops[s3]"  # a name an index resolves, to other code than this checkout: refused
+    pypi = export("github-actions", tmp_path, "--install", bare_name)
+    assert pypi.returncode == 2 and "is a project name pip would look up on a package index" in pypi.stderr
     outside = tmp_path / "outside.yaml"
     shutil.copy(FIXTURE, outside)
     lost = skyflow(tmp_path / "home", tmp_path, "schedule", "export", "outside.yaml", "--format", "github-actions")
@@ -141,8 +141,9 @@ def test_github_workflow_export_refuses_what_cannot_run(tmp_path: Path) -> None:
 def test_k8s_cronjob_validates_and_wires_image_volume_and_home(tmp_path: Path) -> None:
     missing = export("k8s-cronjob", tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip() == ("error: k8s-cronjob needs --image IMAGE: an image with skyflow installed "
-                                      "(`python -m skyflow`) and the pipeline's repository at its working directory")
+    assert missing.stderr.strip() == ("error: k8s-cronjob needs --image IMAGE: an image with this checkout's "
+                                      "skyflow-llmops installed from its source tree (`python -m skyflow`) and the "
+                                      "pipeline's repository at its working directory")
 
     exported = export("k8s-cronjob", tmp_path, "--image", "ghcr.io/acme/skyflow:0.1.0")
     assert exported.returncode == 0, exported.stderr

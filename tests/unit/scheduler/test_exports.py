@@ -117,11 +117,14 @@ def test_github_workflow_installs_from_the_checkout_runs_in_utc_and_gates_on_the
     assert cache["with"]["path"] == "~/.skyflow" and cache["with"]["key"].startswith(cache["with"]["restore-keys"])
 
 
-def test_github_workflow_never_installs_skyflow_from_pypi() -> None:
-    for name in ("skyflow", "SkyFlow[s3]", "skyflow==0.1.0", " skyflow >=0.1"):
-        with pytest.raises(SchedulerError, match="unrelated `skyflow` project"):
+def test_github_workflow_never_installs_by_name_from_an_index() -> None:
+    for name in ("skyflow-llmops", "SkyFlow-LLMOps[s3]", "skyflow-llmops==0.1.0", " skyflow_llmops >=0.1",
+                 "skyflow-llmops; python_version >= '3.11'"):
+        with pytest.raises(SchedulerError, match="is a project name pip would look up on a package index"):
             export_schedule(RECORD, "github-actions", "p.yaml", replace(SETTINGS, install=name))
-    assert check_install("skyflow @ git+https://example.org/acme/skyflow") == "skyflow @ git+https://example.org/acme/skyflow"
+    for kept in ("skyflow-llmops @ git+https://example.org/acme/skyflow-llmops", ".[s3]", "./sub[gcs]",
+                 "/abs/checkout", "dist/skyflow_llmops-0.1.0-py3-none-any.whl", "skyflow_llmops-0.1.0.tar.gz"):
+        assert check_install(kept) == kept
     with pytest.raises(SchedulerError, match="not inside the repository /elsewhere"):
         export_schedule(RECORD, "github-actions", "p.yaml", replace(SETTINGS, repo_root="/elsewhere"))
 
