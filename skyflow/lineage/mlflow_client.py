@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -28,6 +28,19 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if parsed.scheme != "sqlite" or parsed.path in ("", "/", "/:memory:"):
         return None
     return Path(parsed.path[1:])
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI that exists; None otherwise."""
+    path = sqlite_path(tracking_uri)
+    return path if path is not None and path.is_file() else None
+
+
+def has_columns(conn: sqlite3.Connection, columns: Mapping[str, Iterable[str]]) -> bool:
+    """Whether each table has (at least) the columns given for it: MLflow's schema as a reader or
+    writer of its tables without MLflow expects it."""
+    return all(set(names) <= {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+               for table, names in columns.items())
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:

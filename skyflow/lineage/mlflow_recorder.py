@@ -75,7 +75,8 @@ class MlflowRecorder:
         self._started: set[str] = set()  # run keys whose pipeline run is in the store
         # Before MLflow has loaded, a stage's run is opened with plain SQL (a sqlite store only).
         self._infos: dict[str, RunInfo] = {}  # run key -> the run as start_run sent it (scrubbed)
-        self._early_parents: dict[str, tuple[EarlyExperiment, str]] = {}  # run key -> (experiment, run id)
+        # run key -> (experiment, the pipeline run's id, its tags)
+        self._early_parents: dict[str, tuple[EarlyExperiment, str, dict[str, str]]] = {}
         self._early_opener: SqliteRunOpener | None = None
         self._early_looked = False  # whether the store was checked for an opener
         self.last_error: str | None = None
@@ -216,11 +217,12 @@ class MlflowRecorder:
                 experiment = opener.experiment(info.pipeline)
                 if experiment is None:
                     return None
+                run_tags = pipeline_run_tags(info)
                 parent_id = opener.find_pipeline_run(experiment.experiment_id, key) or opener.create_run(
-                    experiment, info.run_id, {**pipeline_run_tags(info), TAG_OPENED_EARLY: "1"}, info.started_at)
-                self._early_parents[key] = (experiment, parent_id)
-            experiment, parent_id = self._early_parents[key]
-            tags = {**stage_run_tags(pipeline_run_tags(info), parent_id, stage), "skyflow.state": "running"}
+                    experiment, info.run_id, {**run_tags, TAG_OPENED_EARLY: "1"}, info.started_at)
+                self._early_parents[key] = (experiment, parent_id, run_tags)
+            experiment, parent_id, run_tags = self._early_parents[key]
+            tags = {**stage_run_tags(run_tags, parent_id, stage), "skyflow.state": "running"}
             run_id = opener.create_run(experiment, stage, tags)
         except sqlite3.Error as exc:  # busy past its timeout, or changed under us: MLflow's way
             self._early_opener = None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skyflow.lineage.mlflow_client import sqlite_path
+from skyflow.lineage.mlflow_client import has_columns, sqlite_file
 from skyflow.lineage.mlflow_names import TAG_KIND, TAG_PIPELINE, TAG_RUN_KEY
 
 __all__ = ["EarlyExperiment", "SqliteRunOpener"]
@@ -52,16 +52,14 @@ class SqliteRunOpener:
     @classmethod
     def for_uri(cls, tracking_uri: str) -> SqliteRunOpener | None:
         """An opener for a sqlite store whose tables it knows; None for any other store."""
-        path = sqlite_path(tracking_uri)
-        if path is None or not path.is_file():
+        path = sqlite_file(tracking_uri)
+        if path is None:
             return None
         try:
             with contextlib.closing(sqlite3.connect(path, timeout=30.0)) as conn:
-                if not _writable(conn, "runs", _RUN_COLUMNS) or not _writable(conn, "tags", _TAG_COLUMNS):
+                if not (_writable(conn, "runs", _RUN_COLUMNS) and _writable(conn, "tags", _TAG_COLUMNS)
+                        and has_columns(conn, _READ)):
                     return None
-                for table, columns in _READ.items():
-                    if not columns <= {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                        return None
         except sqlite3.Error:
             return None
         return cls(path)
@@ -109,9 +107,8 @@ class SqliteRunOpener:
 
     @contextlib.contextmanager
     def _connect(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30.0)
+        conn = sqlite3.connect(self.path, timeout=30.0)  # waits out a writer's lock for 30 s
         try:
-            conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")
             with conn:  # one transaction, committed on success
                 yield conn
@@ -122,7 +119,5 @@ class SqliteRunOpener:
 def _writable(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> bool:
     """True when ``table`` has ``columns`` and every other column may be left out (nullable or defaulted)."""
     info = list(conn.execute(f"PRAGMA table_info({table})"))  # cid, name, type, notnull, default, pk
-    names = {row[1] for row in info}
-    if not set(columns) <= names:
-        return False
-    return all(row[1] in columns or not row[3] or row[4] is not None for row in info)
+    return has_columns(conn, {table: columns}) and all(
+        row[1] in columns or not row[3] or row[4] is not None for row in info)

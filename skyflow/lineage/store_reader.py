@@ -17,12 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
+from skyflow.lineage.mlflow_client import has_columns, sqlite_file
 from skyflow.lineage.mlflow_names import CONTEXT_TAG, TAG_KIND, TAG_OUTPUT_URIS, TAG_PIPELINE, quote_filter_value
 
 __all__ = ["MAX_RUNS", "DatasetEntry", "LineageReader", "MlflowLineageReader", "SqliteLineageReader", "StageRunView",
-           "open_reader", "sqlite_file"]
+           "open_reader"]
 
 MAX_RUNS = 200
 # The columns the sqlite reader reads; a store without them (another MLflow schema) is read by the client.
@@ -70,15 +70,6 @@ class LineageReader(Protocol):
     def runs_with_output_uri(self, experiments: Sequence[str], uri: str) -> list[StageRunView]: ...
 
 
-def sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI that exists; None otherwise."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme != "sqlite" or parsed.path in ("", "/", "/:memory:"):
-        return None
-    path = Path(parsed.path[1:])
-    return path if path.is_file() else None
-
-
 def open_reader(tracking_uri: str) -> LineageReader:
     """The sqlite reader for a sqlite store with the schema it knows, else the MLflow client's."""
     path = sqlite_file(tracking_uri)
@@ -100,11 +91,9 @@ class SqliteLineageReader:
         """A reader on ``path``; None when its tables are not the ones this reader knows."""
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            for table, columns in _COLUMNS.items():
-                found = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                if not columns <= found:
-                    conn.close()
-                    return None
+            if not has_columns(conn, _COLUMNS):
+                conn.close()
+                return None
         except sqlite3.Error:
             return None
         return cls(conn)

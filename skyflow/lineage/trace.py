@@ -16,6 +16,7 @@ from typing import Any
 
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.errors import LineageError
+from skyflow.lineage.mlflow_client import sqlite_file
 from skyflow.lineage.mlflow_names import (
     MAX_DATASET_DIGEST,
     PARENT_TAG,
@@ -26,7 +27,7 @@ from skyflow.lineage.mlflow_names import (
     dataset_digest,
 )
 from skyflow.lineage.records import LineageNode, Producer
-from skyflow.lineage.store_reader import DatasetEntry, LineageReader, StageRunView, open_reader, reading, sqlite_file
+from skyflow.lineage.store_reader import DatasetEntry, LineageReader, StageRunView, open_reader, reading
 
 MIN_DIGEST_PREFIX = 6
 MAX_DEPTH = 64
@@ -49,7 +50,7 @@ def trace_artifact(tracking_uri: str, uri_or_digest: str, *, max_depth: int = MA
         node = _trace(reader, uri_or_digest, max_depth, where)
     if node is None:
         raise LineageError(
-            f"no skyflow stage in {describe_tracking(tracking_uri)} wrote an artifact "
+            f"no skyflow stage in {where} wrote an artifact "
             f"{'with digest' if is_digest(uri_or_digest) else 'at'} {uri_or_digest!r}. "
             "Pass the URI or digest shown by `skyflow status RUN --json` (a digest prefix of "
             f"{MIN_DIGEST_PREFIX}+ characters works)."

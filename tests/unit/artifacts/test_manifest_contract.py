@@ -31,6 +31,13 @@ D = f"sha256:{HEX}"
 URI = "s3://bucket/manifests/abc"
 
 
+def refusal(root: Path, **options: bool) -> ArtifactError:
+    """The ArtifactError listing ``root`` raises."""
+    with pytest.raises(ArtifactError) as info:
+        list_local_files(root, **options)
+    return info.value
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -236,10 +243,9 @@ def test_skip_dirs_leaves_those_directories_out(tmp_path: Path) -> None:
 
 def test_a_missing_output_path_is_named(tmp_path: Path) -> None:
     root = tmp_path / "nothing"
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root)
-    assert info.value.uri == str(root)
-    assert str(info.value) == f"{root}: output path does not exist; the stage wrote nothing there"
+    error = refusal(root)
+    assert error.uri == str(root)
+    assert str(error) == f"{root}: output path does not exist; the stage wrote nothing there"
 
 
 def test_a_symlinked_root_is_listed_when_not_confined(tmp_path: Path) -> None:
@@ -254,22 +260,20 @@ def test_a_confined_root_replaced_by_a_symlink_is_refused(tmp_path: Path) -> Non
     real = make_tree(tmp_path / "real", {"f": b"x"})
     root = tmp_path / "out"
     root.symlink_to(real)
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root, confined=True)
-    assert info.value.uri == str(root)
-    assert str(info.value) == (f"{root}: the output directory was replaced by a symlink to {real}; a stage "
-                               "writes its files into the directory it is given (copy them in)")
+    error = refusal(root, confined=True)
+    assert error.uri == str(root)
+    assert str(error) == (f"{root}: the output directory was replaced by a symlink to {real}; a stage "
+                          "writes its files into the directory it is given (copy them in)")
 
 
 def test_a_symlinked_directory_leaving_the_root_is_refused_where_it_is(tmp_path: Path) -> None:
     outside = make_tree(tmp_path / "elsewhere", {"secret": b"s"})
     root = make_tree(tmp_path / "out", {"sub/ok": b""})
     (root / "link").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root)
-    assert info.value.uri == str(root / "link")
-    assert str(info.value) == (f"{root / 'link'}: a symlink points outside the output directory; "
-                               "copy the file in instead")
+    error = refusal(root)
+    assert error.uri == str(root / "link")
+    assert str(error) == (f"{root / 'link'}: a symlink points outside the output directory; "
+                          "copy the file in instead")
 
 
 def test_a_symlinked_file_leaving_the_root_is_refused_where_it_is(tmp_path: Path) -> None:
@@ -277,10 +281,9 @@ def test_a_symlinked_file_leaving_the_root_is_refused_where_it_is(tmp_path: Path
     outside.write_bytes(b"s")
     root = make_tree(tmp_path / "out", {"a": b""})
     (root / "b").symlink_to(outside)
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root)
-    assert info.value.uri == str(root / "b")
-    assert str(info.value) == f"{root / 'b'}: a symlink points outside the output directory; copy the file in instead"
+    error = refusal(root)
+    assert error.uri == str(root / "b")
+    assert str(error) == f"{root / 'b'}: a symlink points outside the output directory; copy the file in instead"
 
 
 def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
@@ -313,11 +316,10 @@ def test_a_hard_link_to_a_file_outside_a_confined_output_is_refused(tmp_path: Pa
     root = make_tree(tmp_path / "out", {"a1": b"1"})
     os.link(root / "a1", root / "a2")   # two names, both inside
     os.link(outside, root / "b")        # two names, one of them outside
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root, confined=True)
-    assert info.value.uri == str(root / "b")
-    assert str(info.value) == (f"{root / 'b'}: is a hard link to a file outside the output directory (2 links, 1 "
-                               "of them here); copy the file in (cp) instead of linking it (ln)")
+    error = refusal(root, confined=True)
+    assert error.uri == str(root / "b")
+    assert str(error) == (f"{root / 'b'}: is a hard link to a file outside the output directory (2 links, 1 "
+                          "of them here); copy the file in (cp) instead of linking it (ln)")
 
 
 def test_the_hard_link_count_includes_every_outside_name(tmp_path: Path) -> None:
@@ -327,9 +329,8 @@ def test_the_hard_link_count_includes_every_outside_name(tmp_path: Path) -> None
     root = make_tree(tmp_path / "out", {})
     os.link(outside, root / "b")
     os.link(outside, root / "c")
-    with pytest.raises(ArtifactError) as info:
-        list_local_files(root, confined=True)
-    assert str(info.value).endswith(": is a hard link to a file outside the output directory (4 links, 2 of them "
+    error = refusal(root, confined=True)
+    assert str(error).endswith(": is a hard link to a file outside the output directory (4 links, 2 of them "
                                     "here); copy the file in (cp) instead of linking it (ln)")
 
 
