@@ -240,20 +240,30 @@ class LocalBackend:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         script = launch.log_path.parent / "stage.sh"
         script.write_text(_wrapper(launch))
-        replicas = []
-        for rank, port in enumerate(ports):
-            masker = subprocess.Popen([sys.executable, "-m", "skyflow.backends.masking", str(launch.log_path)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True,
-                                      env={**os.environ, "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values)),
-                                           "SKYFLOW_LOG_MAX_BYTES": str(self._max_log_bytes or "")})
-            env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": "0", "SKYFLOW_SERVICE_PORT": str(port),
-                   "SKYFLOW_REPLICA_ID": str(rank), STAGE_TOKEN_VARIABLE: token}
-            proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=masker.stdin, stderr=subprocess.STDOUT, start_new_session=True)
-            assert masker.stdin is not None
-            masker.stdin.close()
-            replicas += [proc, masker]
+        replicas: list[subprocess.Popen[bytes]] = []  # replica, masker, replica, masker, ...
+        try:
+            for rank, port in enumerate(ports):
+                masker = subprocess.Popen([sys.executable, "-m", "skyflow.backends.masking", str(launch.log_path)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True,
+                                          env={**os.environ,
+                                               "SKYFLOW_MASK_VALUES": json.dumps(list(launch.secret_values)),
+                                               "SKYFLOW_LOG_MAX_BYTES": str(self._max_log_bytes or "")})
+                assert masker.stdin is not None
+                try:
+                    env = {**with_own_python(launch.env), "SKYPILOT_NODE_RANK": "0",
+                           "SKYFLOW_SERVICE_PORT": str(port), "SKYFLOW_REPLICA_ID": str(rank),
+                           STAGE_TOKEN_VARIABLE: token}
+                    proc = subprocess.Popen([self._bash, str(script)], cwd=launch.workdir, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=masker.stdin, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                finally:
+                    masker.stdin.close()  # the replica holds the pipe now; without one, the masker ends
+                replicas += [proc, masker]
+        except BaseException:
+            # a replica that cannot start fails the service: the ones already started are not left serving
+            kill_process_groups([p.pid for p in replicas], own=replicas)
+            raise
         return replicas
 
 

@@ -54,6 +54,26 @@ def test_a_service_whose_workdir_is_missing_is_named_as_the_workdir(tmp_path: Pa
         _backend().serve(launch)
 
 
+def test_a_replica_that_cannot_start_stops_the_replicas_already_serving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        if len(started) == 3:  # replica 0 and its masker, replica 1's masker: replica 1's fork is refused
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(local, "subprocess", types.SimpleNamespace(
+        Popen=popen, DEVNULL=subprocess.DEVNULL, PIPE=subprocess.PIPE, STDOUT=subprocess.STDOUT))
+    launch = launch_for(tmp_path, "exec sleep 60", spec={"service": {"readiness_probe": "/", "replicas": 2}})
+    with pytest.raises(BackendError, match=r"^cannot start stage 'train': Resource temporarily unavailable$"):
+        _backend().serve(launch)
+    masker, replica, last_masker = started
+    assert replica.wait(timeout=10) < 0  # the serving replica was killed, not left running
+    assert masker.wait(timeout=10) is not None and last_masker.wait(timeout=10) is not None
+
+
 def test_serving_a_stage_without_a_service_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match=r"^stage 'train' has no service: section$"):
         _backend().serve(launch_for(tmp_path, "true"))
