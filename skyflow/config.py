@@ -3,6 +3,8 @@ SkyPilot."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +13,38 @@ from pydantic import Field, ValidationError, field_validator
 from skyflow.errors import SpecError
 from skyflow.spec.base import SpecModel, custom_error
 from skyflow.spec.resources import parse_accelerators
+
+_OUR_NAMES = frozenset({"skyflow", "skyflow-llmops"})
+_ARCHIVES = (".whl", ".tar.gz", ".zip")
+_OPTIONS_WITH_VALUES = frozenset({"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
+                                  "--extra-index-url", "-f", "--find-links", "-t", "--target", "--prefix", "--root",
+                                  "--python", "-p"})
+_REQUIREMENT_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([<>=!~].*)?")
+
+
+def skyflow_by_name(setup: str) -> str | None:
+    """The requirement in a shell ``setup`` that has pip (or uv pip) fetch skyflow by its project name, if any.
+
+    A path, an archive or a direct reference (``name @ URL``) is exactly the code given; a bare name
+    (``skyflow``, ``skyflow-llmops>=0.1``) is whatever an index serves under it."""
+    try:
+        words = shlex.split(setup, comments=True)
+    except ValueError:
+        words = setup.split()
+    installing = False
+    for index, word in enumerate(words):
+        ends_command = word in ("&&", "||", ";", "|") or word.endswith(";")
+        word = word.rstrip(";")
+        if word == "install" and index and words[index - 1].rsplit("/", 1)[-1] in ("pip", "pip3"):
+            installing = True
+        elif (installing and not word.startswith("-") and words[index - 1] not in _OPTIONS_WITH_VALUES
+              and (match := _REQUIREMENT_NAME.fullmatch(word))):
+            direct = index + 1 < len(words) and words[index + 1].startswith("@")
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            if name in _OUR_NAMES and not direct and not word.endswith(_ARCHIVES):
+                return word
+        installing = installing and not ends_command
+    return None
 
 
 def _accelerator_counts(value: Any) -> Any:
@@ -126,6 +160,20 @@ class SkyPilotConfig(SpecModel):
     # A setup of your own instead of the code package (e.g. "" on an image that has skyflow); the
     # task then runs `<python> -m skyflow.backends.remote_stage`.
     install: str | None = None
+
+    @field_validator("install")
+    @classmethod
+    def _install(cls, value: str | None) -> str | None:
+        named = skyflow_by_name(value or "")
+        if named is not None:
+            raise custom_error(
+                "skyflow_from_an_index",
+                "skypilot.install pip-installs {named!r} by name: a package index holds other code under that "
+                "name than the skyflow that plans the run", named=named,
+                hint="Leave install out (nodes get this checkout's code package), install a wheel or path of "
+                     "this checkout (pip install /wheels/skyflow_llmops-0.1.0-py3-none-any.whl), or use \"\" on an "
+                     "image that has it.")
+        return value
 
 
 class LogsConfig(SpecModel):

@@ -30,8 +30,8 @@ from skyflow.backends.registry import BackendContext
 from skyflow.backends.remote_stage import code_package_for, result_key
 from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService, from_context
 from skyflow.backends.skypilot_task import service_section, task_resources
-from skyflow.config import SkyflowConfig, SkyPilotConfig
-from skyflow.errors import BackendError
+from skyflow.config import SkyflowConfig, SkyPilotConfig, load_config
+from skyflow.errors import BackendError, SpecError
 from skyflow.planner import Placement
 from skyflow.spec.models import Service, Stage
 
@@ -309,6 +309,28 @@ def test_an_install_of_your_own_replaces_the_code_package(sky: FakeSky, tmp_path
     config = own.task_config(_launch(tmp_path), str(tmp_path))
     assert config["setup"] == "uv pip install --system /wheels/*.whl"
     assert config["run"] == "python3 -m skyflow.backends.remote_stage"
+
+
+@pytest.mark.parametrize("setup", ["pip install skyflow", "uv pip install --system 'skyflow-llmops[s3]>=0.1'",
+                                   "pip install torch && python3 -m pip install -q Skyflow_LLMops",
+                                   "/opt/venv/bin/pip install skyflow==0.1; echo done"])
+def test_an_install_of_your_own_may_not_fetch_skyflow_by_name(tmp_path: Path, setup: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"skypilot:\n  install: {json.dumps(setup)}\n")
+    with pytest.raises(SpecError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}:2:12: skypilot.install: skypilot.install pip-installs ")
+    assert "by name: a package index holds other code under that name" in message
+    assert "Leave install out" in message
+
+
+@pytest.mark.parametrize("setup", ["", "uv pip install --system /wheels/*.whl", "pip install -e /src/skyflow",
+                                   "pip install 'skyflow-llmops @ git+https://example.com/skyflow@abc123'",
+                                   "pip install /wheels/skyflow_llmops-0.1.0-py3-none-any.whl",
+                                   "pip install torch && echo skyflow", "pip install -r skyflow"])
+def test_an_install_of_your_own_may_give_skyflow_as_code(setup: str) -> None:
+    assert SkyPilotConfig(install=setup).install == setup
 
 
 def test_the_config_file_reaches_the_backend(tmp_path: Path) -> None:
