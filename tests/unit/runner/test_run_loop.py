@@ -201,13 +201,16 @@ def test_ctrl_c_during_the_loop_cancels_the_run_and_gives_the_caller_its_ctrl_c_
         return FakeResult(block=True)
 
     loop = _loop(tmp_path, FakeBackend(handler), _plan(), events)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    assert before[0] is signal.default_int_handler
-    assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"  # no KeyboardInterrupt
-    assert RunStore(tmp_path / "home" / "state.db").stage_states("r1") == {
-        "prep": StageState.CANCELLED, "train": StageState.CANCELLED}
-    # a Python program that ran a pipeline keeps its own Ctrl-C and SIGTERM afterwards
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"  # no KeyboardInterrupt
+        assert RunStore(tmp_path / "home" / "state.db").stage_states("r1") == {
+            "prep": StageState.CANCELLED, "train": StageState.CANCELLED}
+        # a Python program that ran a pipeline keeps its own Ctrl-C and SIGTERM afterwards
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_sigterm_during_the_loop_cancels_the_run_as_skyflow_cancel_does(tmp_path: Path) -> None:
