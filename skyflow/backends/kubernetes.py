@@ -301,7 +301,7 @@ class KubernetesStageHandle:
                 return StageExit(disrupted[0], f"{disrupted[1]} ({reason})")
             return StageExit(-9 if timed_out else _exit_code(pods), reason, timed_out=timed_out)
         with _translated("reading the stage result", self.launch.stage):
-            outputs = read_result(self.store_uri, self.result_key)
+            outputs = read_result(self.store_uri, self.result_key, stage=self.launch.stage, backend="kubernetes")
         if outputs is None:
             return StageExit(1, f"the Job succeeded but wrote no result to {self.store_uri}/{self.result_key}")
         return StageExit(0, outputs=outputs)

@@ -221,7 +221,7 @@ class RayStageHandle:
             message = getattr(info, "message", "") or ""
             return StageExit(int(code) if code else 1, f"Ray job {self.submission_id} failed: {message}".strip())
         with _translated("reading the stage result", self.address, self.launch.stage):
-            outputs = read_result(self.store_uri, self.result_key)
+            outputs = read_result(self.store_uri, self.result_key, stage=self.launch.stage, backend="ray")
         if outputs is None:
             return StageExit(1, f"the Ray job succeeded but wrote no result to {self.store_uri}/{self.result_key}")
         return StageExit(0, outputs=outputs)

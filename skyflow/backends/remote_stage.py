@@ -214,8 +214,11 @@ def commit_workdir(launch: StageLaunch, store_uri: str) -> ArtifactRecord | None
     return commit_output(open_store(store_uri), launch.workdir, name="workdir").record
 
 
-def read_result(store_uri: str, key: str) -> dict[str, ArtifactRecord] | None:
-    """The outputs node 0 committed, or None when it wrote no result (it failed before)."""
+def read_result(store_uri: str, key: str, *, stage: str | None = None, backend: str | None = None
+                ) -> dict[str, ArtifactRecord] | None:
+    """The outputs node 0 committed, or None when it wrote no result (it failed before).
+
+    ``stage`` and ``backend`` name what a malformed result belongs to."""
     from skyflow.artifacts import open_store
 
     data = open_store(store_uri).read_optional(key)
@@ -226,7 +229,8 @@ def read_result(store_uri: str, key: str) -> dict[str, ArtifactRecord] | None:
         return {str(k): ArtifactRecord.from_json({"store_uri": store_uri, **v, "name": str(k)})
                 for k, v in outputs.items()}
     except (ValueError, KeyError, TypeError, AttributeError, ArtifactError) as exc:
-        raise BackendError(f"the stage result at {store_uri}/{key} is malformed: {exc}") from exc
+        owner = f"stage {stage!r}'s result" if stage else "the stage result"
+        raise BackendError(f"{owner} at {store_uri}/{key} is malformed: {exc}", stage=stage, backend=backend) from exc
 
 
 # -- on the node --------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ class SkyPilotStageHandle:
             return StageExit(-15, "cancelled", cancelled=True)
         if code != 0:
             return StageExit(int(code), f"exit code {code}")
-        outputs = read_result(self.store_uri, self.result_key)
+        outputs = read_result(self.store_uri, self.result_key, stage=self.launch.stage, backend="skypilot")
         if outputs is None:
             return StageExit(1, f"the task succeeded but wrote no result to {self.store_uri}/{self.result_key}")
         return StageExit(0, outputs=outputs)

@@ -335,7 +335,8 @@ def test_a_malformed_result_is_a_backend_error_naming_where_it_is(tmp_path: Path
     store = open_store(str(tmp_path / "store"), create=True)
     store.write_bytes(result_key("r1", "train", 1), b'{"outputs": []}')
     cluster = FakeCluster([_job_status(("Complete", "True", None, None))], [])
-    with pytest.raises(BackendError, match=r"^the stage result at .*/runs/r1/train/attempt-1/result\.json is "
-                                           r"malformed: "):
+    with pytest.raises(BackendError, match=r"^stage 'train'\'s result at .*/runs/r1/train/attempt-1/result\.json is "
+                                           r"malformed: ") as raised:
         _handle(tmp_path, cluster).wait()
+    assert (raised.value.stage, raised.value.backend) == ("train", "kubernetes")
     assert cluster.deleted == [["sf-secret", "sf-job"]]

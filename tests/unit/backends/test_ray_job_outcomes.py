@@ -85,9 +85,10 @@ def test_a_job_that_succeeded_without_a_result_is_a_failure_naming_where_it_look
 def test_a_malformed_result_is_a_backend_error(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "store"), create=True)
     store.write_bytes(result_key("r1", "train", 1), json.dumps({"outputs": {"model": "not a record"}}).encode())
-    with pytest.raises(BackendError, match=r"^the stage result at .*/runs/r1/train/attempt-1/result\.json is "
-                                           r"malformed: 'str' object is not a mapping$"):
+    with pytest.raises(BackendError, match=r"^stage 'train'\'s result at .*/runs/r1/train/attempt-1/result\.json is "
+                                           r"malformed: 'str' object is not a mapping$") as raised:
         _handle(tmp_path, FakeJobClient(["SUCCEEDED"])).wait()
+    assert (raised.value.stage, raised.value.backend) == ("train", "ray")
 
 
 def _clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:

@@ -188,6 +188,16 @@ def test_on_demand_stage_is_launched_tailed_with_secrets_masked_and_taken_down(
     assert ("train", f"using token {MASK}") in lines
 
 
+def test_a_malformed_result_names_its_stage_and_the_cluster_is_still_taken_down(
+        backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
+    open_store(str(tmp_path / "store")).write_bytes(result_key("r1", "train", 1), b'{"outputs": ["model"]}')
+    with pytest.raises(BackendError, match=r"^stage 'train'\'s result at .*/runs/r1/train/attempt-1/result\.json is "
+                                           r"malformed: ") as raised:
+        backend.launch(_launch(tmp_path)).wait()
+    assert (raised.value.stage, raised.value.backend) == ("train", "skypilot")
+    assert sky.names()[-1] == "down"
+
+
 def test_spot_stage_is_a_managed_job_and_is_never_taken_down_by_skyflow(
         backend: SkyPilotBackend, sky: FakeSky, tmp_path: Path) -> None:
     _write_result(tmp_path)
