@@ -233,9 +233,6 @@ class MilpModel:
         c[self.makespan_row()[0][0]] = 1.0
         return c
 
-    def makespan_value(self, x: np.ndarray) -> float:
-        return float(x[self.makespan_row()[0][0]])
-
     def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None,
               time_limit_s: float | None = None, budget: Budget | None = None, floor_s: float = 0.0) -> np.ndarray:
         """The best variable values found; ``start`` (option index per stage) is a feasible plan to begin
