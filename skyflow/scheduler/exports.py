@@ -54,11 +54,14 @@ def _split_target(target: str) -> tuple[str, str]:
     return target, ""
 
 
-def _run_args(record: ScheduleRecord, python: str, pipeline: str) -> list[str]:
+def _run_args(record: ScheduleRecord, python: str, pipeline: str, *, machine_goes_away: bool = False) -> list[str]:
+    """The `skyflow run` command line; on a pod or CI runner that ends with the job (``machine_goes_away``)
+    it returns only once lineage is in MLflow, instead of leaving that to a background process."""
     args = [python, "-m", "skyflow", "run", pipeline]
     for key, value in sorted(record.params.items()):
         args += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    return args + list(record.run_args)
+    waits = machine_goes_away and not {"--no-lineage", "--wait-for-lineage"} & set(record.run_args)
+    return args + list(record.run_args) + (["--wait-for-lineage"] if waits else [])
 
 
 def _file_stem(name: str) -> str:
@@ -169,7 +172,8 @@ def to_k8s_cronjob(record: ScheduleRecord, pipeline_arg: str, settings: ExportSe
     elif record.catchup == "all":
         warnings.append("catchup: all has no CronJob form; the controller starts only the newest missed tick")
     pipeline = _in_repo(record, settings.repo_root) if settings.repo_root else pipeline_arg
-    container = {"name": "skyflow", "image": settings.image, "command": _run_args(record, "python", pipeline),
+    command = _run_args(record, "python", pipeline, machine_goes_away=True)
+    container = {"name": "skyflow", "image": settings.image, "command": command,
                  "env": [{"name": "SKYFLOW_HOME", "value": K8S_HOME}],
                  "volumeMounts": [{"name": "skyflow-home", "mountPath": K8S_HOME}]}
     spec["jobTemplate"] = {"spec": {"backoffLimit": 0, "template": {
@@ -260,7 +264,7 @@ def to_github_actions(record: ScheduleRecord, settings: ExportSettings) -> tuple
          "with": {"path": GITHUB_HOME, "key": cache_key + "${{ github.run_id }}-${{ github.run_attempt }}",
                   "restore-keys": cache_key}},
     ]
-    command = shlex.join(_run_args(record, "python", pipeline)) + f" --run-id {GITHUB_RUN_ID}"
+    command = shlex.join(_run_args(record, "python", pipeline, machine_goes_away=True)) + f" --run-id {GITHUB_RUN_ID}"
     run_step: dict[str, object] = {"name": "skyflow run", "run": command}
     if len(crons) > 1:
         # Each UTC cron is right in one half of the year; the step runs only when the zone is at its offset.
@@ -300,7 +304,7 @@ def to_airflow(record: ScheduleRecord, settings: ExportSettings) -> tuple[str, l
     path, _ = _split_target(record.target)
     # BashOperator runs in a temporary directory: every path is absolute, and the pipeline's folder is the cwd.
     fixed = (f"cd {shlex.quote(str(Path(path).parent))} && SKYFLOW_HOME={shlex.quote(settings.home)} "
-             + shlex.join(_run_args(record, settings.python, record.target)))
+             + shlex.join(_run_args(record, settings.python, record.target, machine_goes_away=True)))
     if any(mark in fixed for mark in ("{{", "{%", "{#")):
         fixed = "{% raw %}" + fixed + "{% endraw %}"  # params are text, not Jinja
     # Airflow's run id (manual__2025-...+00:00) made a skyflow run id; a retry is a new skyflow run.

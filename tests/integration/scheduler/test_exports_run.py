@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_github_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path: P
 
 def test_github_workflow_installs_this_checkout_and_its_run_step_runs_from_the_repository_root(
         tmp_path: Path) -> None:
-    exported = export("github-actions", tmp_path, "--no-lineage")
+    exported = export("github-actions", tmp_path)
     assert exported.returncode == 0, exported.stderr
     steps = yaml.safe_load(exported.stdout)["jobs"]["run"]["steps"]
     assert steps[0]["uses"].startswith("actions/checkout@")
@@ -118,12 +119,20 @@ def test_github_workflow_installs_this_checkout_and_its_run_step_runs_from_the_r
 
     # The run step as the runner executes it after the install: `python` is the interpreter skyflow went into.
     home = tmp_path / "runner-home"
-    script = steps[-1]["run"].replace("${{ github.run_id }}", "4242").replace("${{ github.run_attempt }}", "1")
     env = {**os.environ, "SKYFLOW_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{CRON_PATH}"}
-    ran = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
-                         timeout=300)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert [(r["run_id"], r["state"]) for r in runs(home)] == [("gh-4242-1", "succeeded")]
+    for attempt in ("1", "2"):  # the second finds the pipeline's experiment: a short run would leave it spooled
+        script = steps[-1]["run"].replace("${{ github.run_id }}", "4242").replace("${{ github.run_attempt }}",
+                                                                                   attempt)
+        ran = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
+                             timeout=300)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        # the runner machine goes away with the job: the lineage is in MLflow when the step ends, none spooled
+        assert not list((home / "lineage-spool").rglob("*.jsonl"))
+        with sqlite3.connect(home / "mlflow.db") as db:
+            tagged = db.execute("SELECT value FROM tags WHERE key = 'skyflow.run_id'").fetchall()
+        assert f"gh-4242-{attempt}" in {value for (value,) in tagged}
+    assert sorted((r["run_id"], r["state"]) for r in runs(home)) == [("gh-4242-1", "succeeded"),
+                                                                    ("gh-4242-2", "succeeded")]
 
 
 def test_github_workflow_export_refuses_what_cannot_run(tmp_path: Path) -> None:

@@ -195,6 +195,20 @@ def test_crontab_uses_absolute_interpreter_and_home_locks_for_forbid_and_sets_th
     assert all(f"# note: {w}" in text for w in warnings)
 
 
+def test_a_job_whose_machine_goes_away_waits_for_its_lineage_and_crontab_leaves_it_to_the_drain() -> None:
+    record = replace(RECORD, run_args=())
+    cronjob = list(yaml.safe_load_all(export_schedule(record, "k8s-cronjob", "p.yaml", SETTINGS)[0]))[1]
+    assert _container(cronjob)["command"][-1] == "--wait-for-lineage"
+    workflow = yaml.safe_load(export_schedule(record, "github-actions", "p.yaml", SETTINGS)[0])
+    assert " --wait-for-lineage --run-id gh-" in workflow["jobs"]["run"]["steps"][-1]["run"]
+    assert " --wait-for-lineage --run-id " in _bash_command(export_schedule(record, "airflow", "p.yaml", SETTINGS)[0])
+    assert "--wait-for-lineage" not in to_crontab(record, SETTINGS)[0]  # a machine that stays: the drain finishes
+    for run_args in (("--no-lineage",), ("--wait-for-lineage",)):
+        command = _container(list(yaml.safe_load_all(export_schedule(replace(record, run_args=run_args), "k8s-cronjob",
+                                                                      "p.yaml", SETTINGS)[0]))[1])["command"]
+        assert command.count("--wait-for-lineage") == (run_args == ("--wait-for-lineage",))
+
+
 def test_crontab_allow_runs_without_a_lock() -> None:
     text, warnings = to_crontab(replace(RECORD, concurrency="allow", catchup="none", timezone="UTC"), SETTINGS)
     assert "flock" not in text and not warnings
