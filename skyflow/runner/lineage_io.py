@@ -46,9 +46,11 @@ class StageRunOpener(Protocol):
 def git_state(directory: str) -> tuple[str | None, bool]:
     """The commit and dirty flag of the git checkout holding ``directory`` (None outside git)."""
     try:
-        commit = subprocess.run(["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        if commit is None:
+        head = subprocess.run(["git", "-C", directory, "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        # a repository with no commit yet has no HEAD to record (rev-parse echoes "HEAD" and fails)
+        commit = head.stdout.strip() if head.returncode == 0 else None
+        if not commit:
             return None, False
         dirty = subprocess.run(["git", "-C", directory, "status", "--porcelain"], capture_output=True, text=True,
                                timeout=10).stdout.strip() != ""
@@ -78,7 +80,10 @@ def _user() -> str | None:
 
 def _source_name(pipeline: ResolvedPipeline) -> str:
     """The pipeline file as an absolute path (`file.py:name` for a decorated pipeline)."""
-    file, colon, name = pipeline.path.partition(":") if pipeline.path.count(":") == 1 else (pipeline.path, "", "")
+    file, colon, name = pipeline.path.rpartition(":")
+    if not (colon and file.endswith(".py") and name.isidentifier()):
+        # a colon elsewhere is part of a directory or file name (`/data/runs:2024/p.yaml`)
+        file, colon, name = pipeline.path, "", ""
     return str(Path(pipeline.base_dir) / Path(file).name) + colon + name
 
 

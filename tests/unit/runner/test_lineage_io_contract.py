@@ -253,6 +253,13 @@ def test_a_folder_outside_any_checkout_has_no_commit_and_is_not_dirty(tmp_path: 
     assert git_state(str(tmp_path / "plain")) == (None, False)
 
 
+def test_a_repository_with_no_commit_yet_has_no_commit_to_record(tmp_path: Path) -> None:
+    write_project(tmp_path / "fresh")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "fresh")], check=True)
+    # `git rev-parse HEAD` prints "HEAD" here and fails; that is not a commit
+    assert git_state(str(tmp_path / "fresh")) == (None, False)
+
+
 # -- pipeline_code_digest and the source name ----------------------------------------------------------
 
 def test_the_code_digest_is_the_digest_of_each_stages_workdir_digest_by_name(pipeline: ResolvedPipeline) -> None:
@@ -288,6 +295,14 @@ def test_the_source_name_is_the_pipeline_file_in_its_folder(pipeline: ResolvedPi
     assert lineage_io._source_name(pipeline) == str(Path(pipeline.base_dir) / "p.yaml")
     typed_relative = dataclasses.replace(pipeline, path="pipelines/p.yaml", base_dir="/src/flows/pipelines")
     assert lineage_io._source_name(typed_relative) == "/src/flows/pipelines/p.yaml"
+
+
+def test_a_colon_in_a_folder_name_is_not_taken_for_a_decorated_pipelines_function(
+        pipeline: ResolvedPipeline) -> None:
+    in_a_colon_folder = dataclasses.replace(pipeline, path="/data/runs:2024/p.yaml", base_dir="/data/runs:2024")
+    assert lineage_io._source_name(in_a_colon_folder) == "/data/runs:2024/p.yaml"
+    colon_in_the_file = dataclasses.replace(pipeline, path="nightly:v2.yaml", base_dir="/src")
+    assert lineage_io._source_name(colon_in_the_file) == "/src/nightly:v2.yaml"
 
 
 def test_the_source_name_of_a_decorated_pipeline_keeps_its_function(pipeline: ResolvedPipeline) -> None:
