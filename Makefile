@@ -36,7 +36,7 @@ coverage: $(DEV)
 	$(BIN)/python tests/services/coverage_summary.py
 
 # Mutants of the pure core ([tool.mutmut] in pyproject) against the unit tests; survivors listed by
-# `mutmut results` (and with why in docs/testing.md). About 10 minutes on two cores.
+# `mutmut results` (and with why in docs/testing.md). About 45 minutes on two cores.
 mutation: $(DEV)
 	$(BIN)/python -m pip install --quiet "mutmut==3.8.1"
 	$(BIN)/mutmut run --max-children 2
