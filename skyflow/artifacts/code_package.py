@@ -225,8 +225,9 @@ def _source_files(src: Path) -> list[tuple[str, bytes]]:
                             "directory as source_dir")
     found = []
     for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src).as_posix()
-        if "__pycache__" in path.parts or any(p.startswith(".") for p in path.parts) or not (
+        inside = path.relative_to(src)  # the folders above src (a .venv, ~/.local) do not count
+        rel = inside.as_posix()
+        if "__pycache__" in inside.parts or any(p.startswith(".") for p in inside.parts) or not (
                 path.suffix == ".py" or rel == "py.typed" or rel.startswith("catalog/data/")):
             continue
         try:
