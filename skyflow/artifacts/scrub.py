@@ -8,8 +8,9 @@ from skyflow.artifacts.cache import CacheIndex, entry_digests, parse_entry
 from skyflow.artifacts.commit import read_manifest
 from skyflow.artifacts.integrity import DamagedArtifact, check_blobs, quarantine
 from skyflow.artifacts.manifest import Manifest
-from skyflow.artifacts.refs import CACHE, MANIFESTS, digest_of_manifest_key
+from skyflow.artifacts.refs import CACHE, MANIFESTS, digest_of_manifest_key, manifest_key
 from skyflow.artifacts.store import ArtifactStore
+from skyflow.errors import ArtifactError
 
 __all__ = ["Damage", "ScrubReport", "scrub_store"]
 
@@ -47,6 +48,10 @@ def scrub_store(store: ArtifactStore, *, deep: bool = False) -> ScrubReport:
     keys = sorted(store.list_keys(MANIFESTS))
 
     def manifest_of(key: str) -> Manifest | DamagedArtifact:
+        if not _is_manifest_key(key):  # a file put there by hand or by a tool: no digest to check it against
+            moved = quarantine(store, key)
+            return DamagedArtifact("not a manifest: manifests are named <sha256 hex>.json", uri=store.url(key),
+                                   quarantined=[moved] if moved else [])
         try:
             return read_manifest(store, digest_of_manifest_key(key))
         except DamagedArtifact as exc:
@@ -73,6 +78,13 @@ def scrub_store(store: ArtifactStore, *, deep: bool = False) -> ScrubReport:
         damage += _scrub_entry(store, key, whole)
     return ScrubReport(store=store.uri, deep=deep, manifests=len(keys), blobs=blobs.blobs,
                        total_bytes=blobs.total_bytes, cache_entries=len(entries), damage=tuple(damage))
+
+
+def _is_manifest_key(key: str) -> bool:
+    try:
+        return manifest_key(digest_of_manifest_key(key)) == key
+    except ArtifactError:
+        return False
 
 
 def _scrub_entry(store: ArtifactStore, key: str, whole: set[str]) -> list[Damage]:
