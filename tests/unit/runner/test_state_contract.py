@@ -551,3 +551,12 @@ def test_gc_keeps_the_newest_runs_of_each_pipeline_and_all_a_running_run_uses(st
     assert store.referenced_digests(keep_last=1) == {B, C, E, F, G}
     assert store.referenced_digests(keep_last=2) == {A, B, C, D, E, F, G}
     assert store.referenced_digests(keep_last=0) == {F, G}
+
+
+def test_gc_keeps_an_input_imported_from_a_uri_with_an_equals_sign_in_it(store: RunStore) -> None:
+    """Transfers are recorded as "import <ref>=<digest>"; a URI input's ref may hold '=' itself."""
+    new_run(store, "live", ["prep"])
+    store.set_run("live", state="running")
+    store.record_transfer("live", "prep", f"import https://data.example/set?v=1&part=2={A}", 1, 1.0)
+    store.record_transfer("live", "prep", "import https://data.example/set?v=1=not-a-digest", 1, 1.0)
+    assert store.referenced_digests(keep_last=0) == {A}
