@@ -18,6 +18,8 @@ from skyflow.artifacts.progress import expect_bytes, moved_bytes
 from skyflow.artifacts.refs import ArtifactRef, blob_key
 from skyflow.errors import ArtifactError
 
+# How much of a file's name its temp file keeps: 200 bytes, a dot, 8 hex, ".part" fit in 255.
+_NAME_START_BYTES = 200
 
 @dataclass(frozen=True)
 class SyncStats:
@@ -99,10 +101,17 @@ def _place(ref: ArtifactRef, entry: FileEntry, target: Path, incremental: bool) 
                               uri=ref.store.url(key), digest=ref.digest, quarantined=[moved] if moved else [])
 
 
+def _temp_name(name: str) -> str:
+    """A hidden name for the temp file beside ``name``: its start (so a leftover says whose it was), a
+    random part, and a suffix, within the 255 bytes a file name may have even when ``name`` uses all."""
+    start = name.encode()[:_NAME_START_BYTES].decode(errors="ignore")
+    return f".{start}.{uuid.uuid4().hex[:8]}.part"
+
+
 def _copy_verified(ref: ArtifactRef, entry: FileEntry, target: Path) -> tuple[str | None, int] | None:
     """Write the blob to a temp file beside ``target`` while hashing it, and rename it into place if it
     is the manifest's bytes: None then; else (digest read, size read), or (None, 0) if there is no blob."""
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+    tmp = target.parent / _temp_name(target.name)
     try:
         reader = DigestingReader(ref.store.read_chunks(blob_key(entry.digest)))
         try:

@@ -215,3 +215,13 @@ def test_a_corrupted_blob_removed_before_it_can_be_quarantined_is_reported_witho
     assert caught.value.quarantined == ()
     assert store.list_keys(QUARANTINE) == {}
     assert read_manifest(store, ref.digest).files[0].path == "b.txt"
+
+
+@pytest.mark.parametrize("length", [240, 255])
+def test_a_file_whose_name_is_as_long_as_the_filesystem_allows_is_placed(tmp_path: Path, length: int) -> None:
+    """The temp file written beside it must not need a longer name than the file itself."""
+    files = {"d/" + "n" * (length - 4) + ".txt": b"long name"}
+    ref = committed(tmp_path, files)
+    dest = tmp_path / "dest"
+    assert sync_artifact(ref, dest) == SyncStats(files_copied=1, files_unchanged=0, bytes_copied=9)
+    assert files_under(dest) == files
