@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import sysconfig
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -370,3 +371,22 @@ def test_the_same_distribution_installed_elsewhere_is_repacked_from_there(tmp_pa
     second = build_code_package("file", source_dir=src, work_dir=tmp_path / "work")
     assert packed_fsspec(first)[1] == b"FROM = 'one'\n"
     assert packed_fsspec(second)[1] == b"FROM = 'two'\n"
+
+
+def test_without_a_work_directory_builds_share_one_temp_folder_removed_at_exit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import atexit
+
+    from skyflow.artifacts import code_package as code_package_module
+
+    registered: list[tuple[object, tuple[object, ...]]] = []
+    monkeypatch.setattr(atexit, "register", lambda func, *args: registered.append((func, args)))
+    monkeypatch.setattr(code_package_module, "_work_dir", None)
+    first = code_package_module._default_work_dir()
+    try:
+        assert first.is_dir() and first.name.startswith("skyflow-code-")
+        assert first.parent == Path(tempfile.gettempdir())
+        assert code_package_module._default_work_dir() == first
+        assert registered == [(shutil.rmtree, (first, True))]  # removed at exit, quietly if gone already
+    finally:
+        shutil.rmtree(first, ignore_errors=True)

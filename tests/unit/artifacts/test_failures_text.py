@@ -20,3 +20,9 @@ def test_the_librarys_own_words_still_classify() -> None:
     assert describe_failure(OSError("AccessDenied: no")).startswith("permission denied")
     assert describe_failure(OSError("Could not connect to the endpoint URL")).startswith("the store cannot be reached")
     assert describe_failure(PermissionError(errno.EACCES, "Permission denied", "/x")).startswith("permission denied")
+
+
+def test_a_failure_on_a_file_descriptor_keeps_the_whole_text() -> None:
+    """OSError.filename is an int for a failure on a file descriptor (os.stat(12345))."""
+    assert describe_failure(OSError(errno.EBADF, "Bad file descriptor", 12345)) == (
+        "OSError: [Errno 9] Bad file descriptor: 12345")

@@ -127,7 +127,7 @@ def test_a_drive_letter_path_is_refused_even_when_short(path: str) -> None:
     assert info.value.uri is None
 
 
-@pytest.mark.parametrize("path", ["a", "ab:", "abc:d", "a/b:c", "..a", "a.", "a/.b"])
+@pytest.mark.parametrize("path", ["a", "ab:", "abc:d", "a/b:c", "..a", "a.", "a/.b", "XX/XX/f"])
 def test_a_colon_after_the_second_character_and_dotted_names_are_fine(path: str) -> None:
     assert check_relative_path(path) == path
 

@@ -4,8 +4,10 @@ deletes, and the error each operation raises when the storage under it fails."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from skyflow.artifacts.manifest import CHUNK_BYTES
-from skyflow.artifacts.store import DEFAULT_WORKERS, FsspecStore, _common_prefix, open_store
+from skyflow.artifacts.store import DEFAULT_WORKERS, FsspecStore, _common_prefix, _modified_s, _protocol_of, open_store
 from skyflow.errors import ArtifactError
 
 
@@ -266,3 +268,36 @@ def test_a_failing_local_operation_names_the_object_and_what_was_being_done(
     uri = store.url(key) if key else store.uri
     assert str(caught.value) == f"{uri}: {message.format(root=store.root)}"
     assert caught.value.uri == uri
+
+
+def test_streamed_writes_and_uploads_replace_an_existing_local_object(tmp_path: Path) -> None:
+    store = local_store(tmp_path)
+    store.write_bytes("k/one", b"old")
+    store.write_chunks("k/one", iter([b"new ", b"bytes"]))
+    assert store.read_bytes("k/one") == b"new bytes"
+    store.write_bytes("k/two", b"old")
+    (tmp_path / "two.txt").write_bytes(b"uploaded")
+    store.upload_files([(tmp_path / "two.txt", "k/two")])
+    assert store.read_bytes("k/two") == b"uploaded"
+
+
+@pytest.mark.parametrize(("info", "seconds"), [
+    ({"mtime": 5}, 5.0),
+    ({"LastModified": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}, 1704067200.0),
+    ({"last_modified": 7.5}, 7.5),  # adlfs
+    ({"updated": "2024-01-01T00:00:00Z"}, 1704067200.0),  # gcsfs
+    ({"created": "2024-01-01Z"}, 1704067200.0),
+    ({"updated": "2024-01-01T00:00:00z"}, None),
+    ({"updated": "yesterday"}, None),
+    ({"size": 3}, None),
+])
+def test_a_modification_time_is_read_from_whichever_key_the_backend_uses(info: dict[str, Any],
+                                                                          seconds: float | None) -> None:
+    assert _modified_s(info) == seconds
+
+
+@pytest.mark.parametrize(("protocol", "name"), [
+    ("file", "file"), (("gs", "gcs"), "gcs"), (("abfs", "az"), "abfs"), ("s3a", "s3"), ("http", "http"),
+    (("dir", "x"), "dir")])
+def test_a_filesystems_protocol_is_named_in_open_stores_terms(protocol: str | tuple[str, ...], name: str) -> None:
+    assert _protocol_of(types.SimpleNamespace(protocol=protocol)) == name

@@ -647,3 +647,23 @@ def test_a_stage_input_damaged_in_the_store_sends_its_producer_back_and_drops_it
     assert (prep.state, prep.message, prep.heals) == ("pending", event.message, 1)
     assert artifact_io.cache_lookup(open_store(str(tmp_path / "near")), key) is None
     assert run.backend.launches[1:] == []
+
+
+class _NoRemoteHandle(FakeHandle):
+    @property
+    def remote(self) -> None:  # type: ignore[override]
+        return None  # what the local backend's handles report: nothing to find the attempt by elsewhere
+
+
+class _LocalLikeBackend(FakeBackend):
+    def launch(self, launch: StageLaunch) -> FakeHandle:
+        handle = super().launch(launch)
+        return _NoRemoteHandle(handle.launch, handle.result)
+
+
+def test_a_stage_whose_handle_reports_no_remote_records_none(tmp_path: Path) -> None:
+    run = Run(tmp_path, _LocalLikeBackend(writes_outputs))  # type: ignore[arg-type]
+    run.start()
+    work = run.stage("prep")
+    assert (work.outcome.state, work.outcome.message) == (StageState.SUCCEEDED, "")  # type: ignore[attr-defined]
+    assert run.state.get_stage("r1", "prep").remote_handle is None
