@@ -48,7 +48,7 @@ def git_state(directory: str) -> tuple[str | None, bool]:
     try:
         head = subprocess.run(["git", "-C", directory, "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
                               text=True, timeout=5)
-        # a repository with no commit yet has no HEAD to record (rev-parse echoes "HEAD" and fails)
+        # a repository with no commit yet has no HEAD to record (without --verify, rev-parse printed "HEAD")
         commit = head.stdout.strip() if head.returncode == 0 else None
         if not commit:
             return None, False
