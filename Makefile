@@ -35,8 +35,9 @@ coverage: $(DEV)
 	$(BIN)/coverage html -q
 	$(BIN)/python tests/services/coverage_summary.py
 
-# Mutants of the pure core ([tool.mutmut] in pyproject) against the unit tests; survivors listed by
-# `mutmut results` (and with why in docs/testing.md). About 45 minutes on two cores.
+# Mutants of skyflow/artifacts, skyflow/runner and five planner modules ([tool.mutmut] in pyproject)
+# against the unit tests; survivors listed by `mutmut results` (and with why in docs/testing.md).
+# About two hours on two cores.
 mutation: $(DEV)
 	$(BIN)/python -m pip install --quiet "mutmut==3.8.1"
 	$(BIN)/mutmut run --max-children 2
