@@ -11,24 +11,17 @@ import uuid
 import pytest
 
 from skyflow.artifacts.cache import CacheIndex
-from skyflow.artifacts.manifest import FileEntry, Manifest, digest_bytes
-from skyflow.artifacts.refs import ArtifactRef, blob_key, manifest_key
+from skyflow.artifacts.manifest import digest_bytes
+from skyflow.artifacts.refs import blob_key, manifest_key
 from skyflow.artifacts.scrub import Damage, ScrubReport, scrub_store
 from skyflow.artifacts.store import FsspecStore, open_store
+from tests.unit.artifacts.test_cache_contract import put_artifact
 
 STAMP = r"\d{8}T\d{6}Z-[0-9a-f]{6}"
 
 
 def memory_store() -> FsspecStore:
     return open_store(f"memory://scrub-contract-{uuid.uuid4().hex}")
-
-
-def put_artifact(store: FsspecStore, files: dict[str, bytes], name: str = "out") -> ArtifactRef:
-    manifest = Manifest("dir", tuple(FileEntry(p, digest_bytes(b), len(b)) for p, b in sorted(files.items())))
-    for data in files.values():
-        store.write_bytes(blob_key(digest_bytes(data)), data)
-    store.write_bytes(manifest_key(manifest.digest), manifest.to_bytes())
-    return ArtifactRef.in_store(store, manifest, name=name)
 
 
 def test_a_whole_store_reports_its_counts_and_no_damage() -> None:
