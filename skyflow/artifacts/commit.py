@@ -57,7 +57,7 @@ def commit_output(store: ArtifactStore, local_path: str | Path, *, name: str, co
         with ThreadPoolExecutor(max_workers=max(1, min(store.workers, len(files)))) as pool:
             if len(files) >= MIN_KEYS_TO_LIST and not store.is_local:
                 uploader.listing = pool.submit(store.list_prefix, f"{BLOBS}/", wanted_keys=len(files))
-            entries = tuple(pool.map(lambda item: uploader.put(*item), files))
+            entries = tuple(pool.map(lambda item: uploader.put_unless_failed(*item), files))
         kind: ArtifactKind = "file" if root.is_file() else "dir"
         manifest = Manifest(kind=kind, files=entries)
         write_manifest(store, manifest)
@@ -84,6 +84,10 @@ class _FileChanged(Exception):
     """A file's bytes differed between hashing it and uploading it."""
 
 
+class _GivenUp(Exception):
+    """A file not tried because another file of the commit failed first (that failure is raised)."""
+
+
 class _BlobUploader:
     """Stores one local file's blob unless the store (or this commit) already has it."""
 
@@ -94,6 +98,19 @@ class _BlobUploader:
         # Blobs the store already had: blob key -> (a local file with those bytes, digest, size).
         self._reused: dict[str, tuple[Path, str, int]] = {}
         self._lock = threading.Lock()
+        self._failed = threading.Event()
+
+    def put_unless_failed(self, relative: str, path: Path) -> FileEntry:
+        """`put`, unless a file of this commit has failed already: files are started in order, so the
+        first failure in order is a real one, and against a store that is down no further file waits
+        out its own retries. Files already in flight finish."""
+        if self._failed.is_set():
+            raise _GivenUp(relative)
+        try:
+            return self.put(relative, path)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def put(self, relative: str, path: Path) -> FileEntry:
         with translated(str(path), "reading"):
