@@ -348,3 +348,37 @@ def test_verify_counts_the_rest_beyond_five_and_says_where_damaged_blobs_went(tm
     assert (caught.value.artifact, caught.value.uri, caught.value.digest) == ("data", ref.uri, ref.digest)
     assert sorted(caught.value.quarantined) == sorted(store.list_keys(QUARANTINE))
     assert len(caught.value.quarantined) == 6
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_files_with_the_same_bytes_are_uploaded_once(tmp_path: Path, large: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if large:
+        monkeypatch.setattr(commit_module, "INLINE_BYTES", 0)
+    store = memory_store(workers=1)
+    files = {"a": b"same bytes", "b/copy": b"same bytes", "c": b"other bytes", "d": b"same bytes"}
+    ref = commit_output(store, output_dir(tmp_path, files), name="twins")
+    blobs = sorted([blob_key(digest_bytes(b"same bytes")), blob_key(digest_bytes(b"other bytes"))])
+    assert sorted(store.written) == sorted([*blobs, manifest_key(ref.digest)])
+    assert sorted(store.looked_up) == blobs  # the copies are not even looked up: this commit has their bytes
+    assert sorted(f.path for f in read_manifest(store, ref.digest).files) == ["a", "b/copy", "c", "d"]
+
+
+def test_files_not_started_when_one_fails_are_not_tried(tmp_path: Path) -> None:
+    """With one worker the files go in order: the first fails, and no later file reaches the store."""
+    store = memory_store(workers=1)
+    out = output_dir(tmp_path, {f"f{i}": f"file {i}".encode() for i in range(6)})
+    failing = blob_key(digest_bytes(b"file 0"))
+    tried: list[str] = []
+    original = store.write_bytes
+
+    def write_bytes(key: str, data: bytes, *, exclusive: bool = False) -> bool:
+        tried.append(key)
+        if key == failing:
+            raise ArtifactError("the store refused it", uri=key)
+        return original(key, data, exclusive=exclusive)
+
+    store.write_bytes = write_bytes  # type: ignore[method-assign]
+    with pytest.raises(ArtifactError, match="the store refused it"):
+        commit_output(store, out, name="stopped")
+    assert tried == [failing] and store.written == []

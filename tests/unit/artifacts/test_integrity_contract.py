@@ -4,8 +4,12 @@ check reports and says."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from skyflow.artifacts import Manifest, commit_output, open_store
 from skyflow.artifacts.integrity import BlobCheck, DamagedArtifact, check_blobs, quarantine
@@ -68,3 +72,20 @@ def test_the_summary_counts_blobs_and_megabytes() -> None:
     assert one.describe() == "1 blob (2.5 MB) re-hashed"
     many = BlobCheck((), frozenset(), (), blobs=3, total_bytes=1_050_000, rehashed=True)
     assert many.describe() == "3 blobs (1.1 MB) re-hashed"
+
+
+def test_the_quarantine_stamp_is_utc_whatever_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")  # UTC+05:45: no whole-hour offset can match UTC
+    time.tzset()
+    try:
+        s = store()
+        s.write_bytes("blobs/x", b"bad")
+        before = datetime.now(UTC).replace(microsecond=0)
+        moved = quarantine(s, "blobs/x")
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert moved is not None
+    stamped = datetime.strptime(moved.rsplit(".", 1)[1].split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert before <= stamped <= after
