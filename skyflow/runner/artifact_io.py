@@ -137,10 +137,14 @@ def _still_there(rows: Mapping[str, ArtifactRecord]) -> bool:
 
 
 def local_store_uri(pipeline: ResolvedPipeline, home: Path) -> str:
+    """The `local` store's URI: a relative path is taken from the pipeline's folder, as inputs' are."""
     spec = pipeline.spec.stores.get("local")
     if spec is None:
         return str(home / "artifacts")
-    return spec.uri if "://" in spec.uri else str(Path(spec.uri).expanduser())
+    if "://" in spec.uri:
+        return spec.uri
+    path = Path(spec.uri).expanduser()
+    return str(path if path.is_absolute() else Path(pipeline.base_dir) / path)
 
 
 def external_location(pipeline: ResolvedPipeline, ref: str) -> str:

@@ -86,11 +86,15 @@ def test_without_a_local_store_the_home_folder_holds_artifacts_and_is_created(tm
     ("~/skyflow-store", "{home}/skyflow-store"),
     ("s3://team-bucket/skyflow", "s3://team-bucket/skyflow"),
     ("memory://scratch", "memory://scratch"),
+    ("store", "{pipeline_dir}/store"),
+    ("../shared/store", "{pipeline_dir}/../shared/store"),
 ])
 def test_the_local_store_is_a_path_with_home_expanded_or_a_uri_kept_as_written(
-        tmp_path: Path, home: Path, local: str, expected: str) -> None:
+        tmp_path: Path, home: Path, local: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline = _pipeline(tmp_path, f"name: l\nstores:\n  local: {local}\nstages:\n  a: {{run: a}}\n")
-    assert artifact_io.local_store_uri(pipeline, tmp_path / "h") == expected.format(home=home)
+    monkeypatch.chdir(home)  # a relative path is the pipeline folder's, wherever the command runs
+    assert artifact_io.local_store_uri(pipeline, tmp_path / "h") == \
+        expected.format(home=home, pipeline_dir=pipeline.base_dir)
 
 
 def test_a_pipeline_input_or_a_uri_is_located_as_a_local_path_or_kept_remote(tmp_path: Path, home: Path) -> None:
@@ -256,19 +260,24 @@ def _writes(launch: StageLaunch) -> FakeResult:
     return FakeResult()
 
 
-def _write_pipeline(tmp_path: Path, extra: str = "") -> None:
+def _write_pipeline(tmp_path: Path, extra: str = "", near: str | Path | None = None) -> None:
     (tmp_path / "pipeline.yaml").write_text(CACHED.format(far=f"memory://far-{tmp_path.name}-{uuid.uuid4().hex}",
-                                                          aws=tmp_path / "aws", near=tmp_path / "near", extra=extra))
+                                                          aws=tmp_path / "aws", near=near or tmp_path / "near",
+                                                          extra=extra))
 
 
 @pytest.fixture
 def ran(tmp_path: Path) -> RunContext:
     """One finished run: prep in gcp/us-central1, train in aws/us-east-1, the rest on this machine."""
+    return _run_once(tmp_path)
+
+
+def _run_once(tmp_path: Path, near: str | None = None) -> RunContext:
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "part-0.csv").write_text("a,b\n1,2\n")
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "train.py").write_text("print('train')\n")
-    _write_pipeline(tmp_path)
+    _write_pipeline(tmp_path, near=near)
     pipeline = load_pipeline(tmp_path / "pipeline.yaml")
     placements = {"scratch": "local", "prep": "gcp/us-central1", "train": "aws/us-east-1", "report": "local",
                   "side": "local"}
@@ -292,6 +301,18 @@ def test_every_cached_stage_is_predicted_where_its_outputs_are_with_their_size(r
     found = artifact_io.predict_cached_copies(ran.pipeline, ran.state, ran.home, {"TOKEN": "t0ken"})
     assert found == {"prep": [("gcp/us-central1", _gb("rows", "marker"))], "train": [("aws/*", _gb("model"))],
                      "report": [("local", _gb("summary"))], "side": [("local", _gb("notes"))]}
+
+
+def test_a_relative_local_store_is_the_pipeline_folders_and_its_outputs_are_predicted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (tmp_path / "project").mkdir()
+    ran = _run_once(tmp_path / "project", near="near")
+    assert (tmp_path / "project" / "near" / "manifests").is_dir() and not (elsewhere / "near").exists()
+    found = artifact_io.predict_cached_copies(ran.pipeline, ran.state, ran.home, {"TOKEN": "t0ken"})
+    assert found["report"] == [("local", _gb("summary"))] and found["side"] == [("local", _gb("notes"))]
 
 
 def test_nothing_is_predicted_when_a_secret_the_run_had_is_unset(ran: RunContext) -> None:
