@@ -134,10 +134,7 @@ class CacheIndex:
                 return None
             total = sum(f.size_bytes for f in {f.digest: f for m in found.values() for f in m.files}.values())
             blobs = check_blobs(self.store, found.values(), rehash=total <= rehash_bytes)
-        except DamagedArtifact:
-            self.forget(key)
-            return None
-        except ArtifactError:
+        except ArtifactError:  # the store cannot be reached (damage is reported, not raised, above)
             return None
         if blobs.bad_paths:
             self.forget(key)
