@@ -61,7 +61,6 @@ class MilpModel:
             self._add_transfer(t)
         self.makespan: int | None = None
         self.bound = -np.inf  # the proven lower bound of the last solve's objective
-        self.run_s = 0.0  # seconds HiGHS has run, over every solve of this model
         if with_time:
             self._add_time()
 
@@ -257,7 +256,6 @@ class MilpModel:
         if budget is not None:
             _watch(h, budget, time_limit_s)
         h.run()
-        self.run_s += h.getRunTime()
         status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
             raise InfeasibleError(f"no plan meets the constraints (deadline, budget) while finding {what}")
@@ -301,7 +299,6 @@ class MilpModel:
                               f"(within {100 * max(best - bound, 0.0) / best:.2f}%)")
 
         outcome = run_in_child(h, budget.clock() + time_limit_s, budget.clock, progress)
-        self.run_s += outcome.run_s
         if outcome.status == "kInfeasible":
             raise InfeasibleError(f"no plan meets the constraints (deadline, budget) while finding {what}")
         if outcome.x is None or len(outcome.x) != len(self.lb):
@@ -329,7 +326,6 @@ class MilpModel:
         lp.integrality_ = []
         h.passModel(lp)
         h.run()
-        self.run_s += h.getRunTime()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
         return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)
