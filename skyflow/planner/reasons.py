@@ -144,7 +144,7 @@ def _filters_hint(policy: Policy, cat: PriceCatalog) -> str:
     regions = _regions_by_cloud(cat)
     hints = []
     for entry in policy.infra or ():
-        cloud, _, region = entry.partition("/")
+        cloud, region, *_ = [*entry.split("/"), ""]  # a zone entry (cloud/region/zone) pins by its region
         if region and region != "*" and cloud not in ("local", "ssh", "kubernetes", "ray"):
             hints.append(_region_hint(cloud, region, regions))
     for entry in policy.allowed_regions or ():

@@ -111,3 +111,74 @@ def test_a_pool_named_by_infra_adds_its_reason_to_the_catalogs() -> None:
         "  asked for cpus 64: no offer has cpus 64; largest: p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h; "
         "m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in gcp/us-central1 at "
         "$0.80/h; ssh/lab does not fit: it asks for cpus 64; a node has 32")
+
+
+# A100s in two regions of aws (the cheaper one farther from us-east-1) and in gcp; a region name two
+# other clouds share; on-demand and spot prices apart.
+A100 = {"acc": "A100", "count": 8, "cpus": 96}
+SPREAD = catalog(offer("aws/us-east-1", "p4d", 32.0, 12.0, zone="us-east-1a", **A100),
+                 offer("aws/us-east-1", "m6i", 0.4, 0.1, zone="us-east-1b"),
+                 offer("aws/us-east-1", "p4d", 32.0, 12.0, zone="us-east-1c", **A100),
+                 offer("lambda/us-south-1", "cpu", 0.5, zone="us-south-1a"),
+                 offer("aws/us-west-2", "p4d", 30.0, 9.0, zone="us-west-2a", **A100),
+                 offer("aws/us-west-2", "p4d", 30.0, 9.0, zone="us-west-2b", **A100),
+                 offer("gcp/us-central1", "a2", 28.0, 8.0, zone="us-central1-a", **A100),
+                 offer("gcp/eastus", "n2", 1.0, 0.3, zone="eastus-a"),
+                 offer("azure/eastus", "d8", 1.0, 0.2, zone="eastus-1"))
+A2, WEST, EAST = ("a2 (96 vCPU, 32 GiB) in gcp/us-central1", "p4d (96 vCPU, 32 GiB) in aws/us-west-2",
+                  "p4d (96 vCPU, 32 GiB) in aws/us-east-1")
+PIN_REMOVED = "3 offers match the hardware but the infra/cloud/region/zone pin removed them all"
+
+
+def _spread_reason(resources: dict[str, object], policy: Policy = CLOUDS) -> str:
+    with pytest.raises(PlanningError) as info:
+        plan_pipeline(pipeline({"s": {"resources": {"accelerators": "A100:8", **resources}}}), SPREAD, rules(),
+                      policy)
+    return str(info.value).split("\n")[1].split(": ", 1)[1]
+
+
+@pytest.mark.parametrize(("resources", "reason"), [
+    ({"infra": "oci"}, f"{PIN_REMOVED} (the catalog has no oci offers (clouds: aws, azure, gcp, lambda)); "
+                       f"nearest: none in oci; elsewhere {A2} at $28.00/h; {WEST} at $30.00/h; {EAST} at $32.00/h"),
+    ({"infra": "aws/eastus"}, f"{PIN_REMOVED} ('eastus' is a region of azure, gcp, not aws); nearest: {WEST} at "
+                              f"$30.00/h; {EAST} at $32.00/h"),
+    # the region has the zone, not the hardware there: the nearest stay in the region, at spot prices
+    ({"infra": "aws/us-east-1/us-east-1b", "use_spot": True},
+     f"{PIN_REMOVED} (it is offered in zones us-east-1a, us-east-1c, not us-east-1b); nearest: {EAST} at $12.00/h"),
+    ({"infra": "aws/us-east-1/zz"}, f"{PIN_REMOVED} (no zone 'zz' in aws/us-east-1); nearest: {EAST} at $32.00/h"),
+    ({"zone": "zz", "use_spot": True}, f"{PIN_REMOVED} (no zone 'zz' in the catalog); nearest: {A2} at $8.00/h; "
+                                       f"{WEST} at $9.00/h; {EAST} at $12.00/h"),
+    ({"infra": "azure", "use_spot": True}, f"{PIN_REMOVED}; nearest: none in azure; elsewhere {A2} at $8.00/h; "
+                                           f"{WEST} at $9.00/h; {EAST} at $12.00/h"),
+], ids=["cloud-not-in-catalog", "region-of-other-clouds", "zone-without-the-hardware", "no-such-zone",
+        "zone-only-spot", "cloud-without-the-hardware-spot"])
+def test_a_pin_no_offer_meets_says_what_is_wrong_with_it_and_the_nearest_at_the_price_asked(
+        resources: dict[str, object], reason: str) -> None:
+    assert _spread_reason(resources) == reason
+
+
+def test_clouds_left_out_are_named_with_where_the_choice_came_from() -> None:
+    assert _spread_reason({}, Policy(allowed_clouds=("azure", "lambda"))) == (
+        "3 offers match the hardware but the clouds considered (azure, lambda; from enabled clouds, --infra, "
+        "allowed/blocked "
+        f"clouds) removed them all; nearest: {A2} at $28.00/h; {WEST} at $30.00/h; {EAST} at $32.00/h")
+
+
+def test_an_infra_zone_entry_is_checked_by_its_region_and_an_other_clouds_entry_by_its_cloud() -> None:
+    assert _spread_reason({}, Policy(infra=("aws/us-west-9/us-west-9a", "oci/somewhere", "azure/*"))) == (
+        "2 offers match the hardware but the region filters (--infra, allowed/blocked regions) removed them all (aws "
+        "has no region 'us-west-9'; did you mean us-west-2, us-east-1?; oci has no region 'somewhere'); nearest: "
+        f"{WEST} at $30.00/h; {EAST} at $32.00/h")
+
+
+def test_an_allowed_region_written_with_a_zone_is_not_a_region() -> None:
+    assert _spread_reason({}, Policy(allowed_regions=("aws/us-east-1/us-east-1a",))).startswith(
+        "3 offers match the hardware but the region filters (--infra, allowed/blocked regions) removed them all (aws "
+        "has no region 'us-east-1/us-east-1a'; did you mean us-east-1?)")
+
+
+def test_infra_entries_of_pools_and_clusters_get_no_region_hint() -> None:
+    assert _spread_reason({}, Policy(infra=("kubernetes/ctx", "ray/head", "ssh/lab", "aws/us-est-1"))) == (
+        "2 offers match the hardware but the region filters (--infra, allowed/blocked regions) removed them all (aws "
+        f"has no region 'us-est-1'; did you mean us-east-1, us-west-2?); nearest: {WEST} at $30.00/h; {EAST} at "
+        "$32.00/h")
