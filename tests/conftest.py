@@ -12,6 +12,18 @@ import pytest
 STRICT_DIRS = ("tests/integration/", "tests/reliability/", "tests/examples/")
 
 
+def _register_hypothesis_profiles() -> None:
+    """`--hypothesis-profile=mutation` (the mutation pass): a property test that fails stops there, not
+    shrinking its example for minutes (every failure is a killed mutant; the example is not wanted), and
+    writes nothing to the example database that the suite keeps."""
+    from hypothesis import Phase, settings
+
+    settings.register_profile("mutation", phases=(Phase.explicit, Phase.reuse, Phase.generate), database=None)
+
+
+_register_hypothesis_profiles()
+
+
 def _strict(item: pytest.Item) -> bool:
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
         return False
