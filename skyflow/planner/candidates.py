@@ -45,7 +45,7 @@ class Request:
         if self.cpus:
             parts.append(f"cpus {self.cpus}")
         if self.memory:
-            parts.append(f"memory {self.memory} GiB")
+            parts.append(f"memory {self.memory} GiB" + (" per vCPU" if self.memory.per_cpu else ""))
         if self.instance_type:
             parts.append(f"instance {self.instance_type}")
         if self.cpu_arch:

@@ -46,7 +46,8 @@ def why_not_fits(req: Request, pool: PoolLocation, num_nodes: int) -> str | None
     if req.cpus and pool.cpus is not None and pool.cpus < req.cpus.amount - 1e-9:
         return f"it asks for cpus {req.cpus}; a node has {pool.cpus:g}"
     if req.memory and pool.memory_gb is not None and pool.memory_gb < requested_memory_gb(req) - 1e-9:
-        return f"it asks for memory {req.memory}; a node has {pool.memory_gb:g} GiB"
+        asked = f" ({requested_memory_gb(req):g} GiB)" if req.memory.per_cpu else ""
+        return f"it asks for memory {req.memory}{asked}; a node has {pool.memory_gb:g} GiB"
     if req.accelerator:
         name, count = req.accelerator
         have = {k.lower(): v for k, v in pool.accelerators.items()}.get(name.lower(), 0)
@@ -90,7 +91,7 @@ def pools_reason(req: Request, num_nodes: int, policy: Policy) -> str | None:
         named = [p for p in policy.pools if pool_pinned(req, p)]
         if not named:
             known = ", ".join(p.name for p in policy.pools if p.kind == req.cloud) or "none"
-            return (f"no {req.cloud} pool {req.region or ''} is configured (configured: {known}; "
+            return (f"no {req.cloud} pool{f' {req.region}' if req.region else ''} is configured (configured: {known}; "
                     "see ssh_pools / kubernetes.contexts / ray_clusters in the skyflow config)")
     elif req.cloud is None and policy.infra is not None:
         named = [p for p in policy.pools if any(e in (p.name, p.kind) for e in policy.infra)]

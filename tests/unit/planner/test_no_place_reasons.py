@@ -182,3 +182,40 @@ def test_infra_entries_of_pools_and_clusters_get_no_region_hint() -> None:
         "2 offers match the hardware but the region filters (--infra, allowed/blocked regions) removed them all (aws "
         f"has no region 'us-est-1'; did you mean us-east-1, us-west-2?); nearest: {WEST} at $30.00/h; {EAST} at "
         "$32.00/h")
+
+
+BIG = PoolLocation(name="ssh/big", kind="ssh", max_nodes=1, cpus=64, memory_gb=256, hourly_usd=5.0)
+K8S = PoolLocation(name="kubernetes/ctx", kind="kubernetes", max_nodes=4, cpus=16, memory_gb=64,
+                   accelerators={"T4": 1, "L4": 2}, cpu_hourly_usd=0.05, memory_gb_hourly_usd=0.01,
+                   accelerators_hourly_usd={"l4": 0.7})
+SEE_CONFIG = "see ssh_pools / kubernetes.contexts / ray_clusters in the skyflow config"
+
+
+@pytest.mark.parametrize(("resources", "policy", "line"), [
+    ({"infra": "ssh/nolab"}, Policy(pools=(LAB, BIG, K8S)),
+     f"  asked for on ssh/nolab: no ssh pool nolab is configured (configured: ssh/lab, ssh/big; {SEE_CONFIG})"),
+    ({"infra": "ray"}, Policy(pools=(LAB,)), f"  asked for on ray: no ray pool is configured (configured: none; "
+                                             f"{SEE_CONFIG})"),
+    # pinned by the stage, the pool is judged on its size even when every cloud is considered
+    ({"infra": "ssh/lab", "memory": 128}, Policy(pools=(LAB,), all_clouds=True),
+     "  asked for memory 128 GiB, on ssh/lab: ssh/lab does not fit: it asks for memory 128; a node has 64 GiB"),
+    ({"infra": "ssh/lab", "memory": "3x", "cpus": 32}, Policy(pools=(LAB,)),
+     "  asked for cpus 32, memory 3x GiB per vCPU, on ssh/lab: ssh/lab does not fit: it asks for memory 3x (96 GiB); "
+     "a node has 64 GiB"),
+], ids=["unknown-pool", "no-pool-of-the-kind", "pinned-too-small", "memory-per-cpu"])
+def test_a_pool_that_is_not_there_or_too_small_is_named_with_what_is(resources: dict[str, object], policy: Policy,
+                                                                       line: str) -> None:
+    assert _reason(resources, policy) == line
+
+
+@pytest.mark.parametrize(("resources", "pool", "hourly"), [
+    ({"cpus": 32, "memory": 64, "accelerators": "A100:8"}, "ssh/lab", 3.0),  # exactly a node: it fits
+    ({"cpus": 32, "memory": "2x"}, "ssh/lab", 3.0),  # 64 GiB
+    ({"accelerators": "T4:1"}, "kubernetes/ctx", 1 * 0.05 + 4 * 0.01),  # a pod of 1 vCPU, 4 GiB; T4 has no rate
+    ({"accelerators": "L4:2", "cpus": 4, "memory": "2x"}, "kubernetes/ctx", 4 * 0.05 + 8 * 0.01 + 2 * 0.7),
+], ids=["whole-node", "memory-per-cpu", "default-pod", "pod-with-gpus"])
+def test_a_pool_takes_a_request_up_to_a_node_and_bills_nodes_or_pods(resources: dict[str, object], pool: str,
+                                                                     hourly: float) -> None:
+    plan = plan_pipeline(pipeline({"s": {"resources": {**resources, "infra": pool}}}), CAT, rules(),
+                         Policy(pools=(LAB, K8S)))
+    assert (plan.stages["s"].infra, plan.stages["s"].hourly_usd) == (pool, pytest.approx(hourly))
