@@ -202,7 +202,19 @@ SEE_CONFIG = "see ssh_pools / kubernetes.contexts / ray_clusters in the skyflow 
     ({"infra": "ssh/lab", "memory": "3x", "cpus": 32}, Policy(pools=(LAB,)),
      "  asked for cpus 32, memory 3x GiB per vCPU, on ssh/lab: ssh/lab does not fit: it asks for memory 3x (96 GiB); "
      "a node has 64 GiB"),
-], ids=["unknown-pool", "no-pool-of-the-kind", "pinned-too-small", "memory-per-cpu"])
+    ({"infra": "ssh/lab", "cpus": 32.5}, Policy(pools=(LAB,)),
+     "  asked for cpus 32.5, on ssh/lab: ssh/lab does not fit: it asks for cpus 32.5; a node has 32"),
+    ({"infra": "ssh/lab", "memory": 64.5}, Policy(pools=(LAB,)),
+     "  asked for memory 64.5 GiB, on ssh/lab: ssh/lab does not fit: it asks for memory 64.5; a node has 64 GiB"),
+    ({"infra": "ssh/lab", "accelerators": "T4:1"}, Policy(pools=(LAB,)),
+     "  asked for 1x T4, on ssh/lab: ssh/lab does not fit: it asks for 1x T4; a node has 0"),
+    ({"cpus": 128}, Policy(pools=(LAB, BIG), infra=("ssh/lab", "ssh/big")),
+     "  asked for cpus 128: no offer has cpus 128; largest: p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h; "
+     "m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in gcp/us-central1 at $0.80/h; "
+     "ssh/lab does not fit: it asks for cpus 128; a node has 32; ssh/big does not fit: it asks for cpus 128; a node "
+     "has 64"),
+], ids=["unknown-pool", "no-pool-of-the-kind", "pinned-too-small", "memory-per-cpu", "half-a-cpu-more",
+        "half-a-gib-more", "a-gpu-it-lacks", "every-named-pool"])
 def test_a_pool_that_is_not_there_or_too_small_is_named_with_what_is(resources: dict[str, object], policy: Policy,
                                                                        line: str) -> None:
     assert _reason(resources, policy) == line
