@@ -94,6 +94,15 @@ def test_a_child_that_dies_is_an_error_not_a_plan() -> None:
     assert outcome.error is not None and "status" in outcome.error
 
 
+def test_a_search_that_raises_is_an_error_naming_the_exception() -> None:
+    class Raising(_StuckSolver):
+        def run(self) -> None:
+            raise ValueError("bad model")
+
+    outcome = run_in_child(Raising(), time.monotonic() + 60, time.monotonic)
+    assert (outcome.finished, outcome.x, outcome.error) == (False, None, "ValueError: bad model")
+
+
 @pytest.mark.parametrize("objective", ["cost", "time"])
 def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
     p, cat = _large_case(40, seed=11)
