@@ -83,3 +83,14 @@ def test_a_faster_dearer_machine_where_a_cheaper_one_is_shown_is_not_an_alternat
     alternatives = explain_stage(p, cat, rules(), CLOUDS, plan, "s", limit=50)
     assert [(a.placement.infra, a.placement.instance_type, a.delta_usd) for a in alternatives] == [
         ("gcp/a", "a100", pytest.approx(10.0))]
+
+
+def test_a_pipeline_input_moved_to_its_stage_is_charged_by_name_and_size_and_an_unsized_one_at_nothing() -> None:
+    cat = catalog(offer("gcp/r", "n", 1.0))
+    inputs = {"raw": {"uri": "s3://b/raw", "infra": "aws/r", "size_gb": 300}, "notes": {"uri": "s3://b/notes"}}
+    p = pipeline({"s": {"inputs": {"data": "raw", "extra": "notes"}, "estimate": 1}}, inputs)
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09)), CLOUDS, baseline=False)
+    # the unsized input is listed, from its URI's cloud, at no charge: its size is unknown
+    assert sorted((e.artifact, e.source, e.target, e.usd) for e in plan.egress) == [
+        ("notes", "aws/*", "gcp/r", 0.0), ("raw", "aws/r", "gcp/r", pytest.approx(27.0))]
+    assert plan.total_usd == pytest.approx(1.0 + 27.0)
