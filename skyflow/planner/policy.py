@@ -193,6 +193,12 @@ def egress_aliases(pools: tuple[PoolLocation, ...]) -> dict[str, str]:
     return {pool.name: pool.egress_as for pool in pools}
 
 
-def _infra_covers(entry: str, cloud: str, region: str) -> bool:
+def infra_cloud_region(entry: str) -> tuple[str, str | None]:
+    """An ``--infra`` entry's cloud and region (None when it names none; a zone entry pins by its region)."""
     parts = entry.split("/")
-    return parts[0] == cloud and (len(parts) == 1 or parts[1] in ("*", region))
+    return parts[0], parts[1] if len(parts) > 1 else None
+
+
+def _infra_covers(entry: str, cloud: str, region: str) -> bool:
+    entry_cloud, entry_region = infra_cloud_region(entry)
+    return entry_cloud == cloud and (entry_region is None or entry_region in ("*", region))

@@ -14,7 +14,7 @@ from skyflow.errors import PlanningError
 from skyflow.matching import close_matches
 from skyflow.planner.budget import Budget
 from skyflow.planner.milp import InfeasibleError
-from skyflow.planner.policy import Policy
+from skyflow.planner.policy import Policy, infra_cloud_region
 from skyflow.planner.pools import pools_reason
 from skyflow.planner.problem import Evaluation, Problem, evaluate
 
@@ -144,7 +144,7 @@ def _filters_hint(policy: Policy, cat: PriceCatalog) -> str:
     regions = _regions_by_cloud(cat)
     hints = []
     for entry in policy.infra or ():
-        cloud, region, *_ = [*entry.split("/"), ""]  # a zone entry (cloud/region/zone) pins by its region
+        cloud, region = infra_cloud_region(entry)
         if region and region != "*" and cloud not in ("local", "ssh", "kubernetes", "ray"):
             hints.append(_region_hint(cloud, region, regions))
     for entry in policy.allowed_regions or ():

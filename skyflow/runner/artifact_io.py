@@ -52,8 +52,7 @@ def stage_code_dir(pipeline: ResolvedPipeline, name: str) -> Path | None:
     workdir = pipeline.stages[name].workdir
     if not isinstance(workdir, str):
         return None
-    path = Path(workdir).expanduser()
-    return path if path.is_absolute() else Path(pipeline.base_dir) / path
+    return _in_pipeline_dir(pipeline, workdir)
 
 
 def predict_cached_copies(pipeline: ResolvedPipeline, state: RunStore, home: Path,
@@ -143,8 +142,7 @@ def local_store_uri(pipeline: ResolvedPipeline, home: Path) -> str:
         return str(home / "artifacts")
     if "://" in spec.uri:
         return spec.uri
-    path = Path(spec.uri).expanduser()
-    return str(path if path.is_absolute() else Path(pipeline.base_dir) / path)
+    return str(_in_pipeline_dir(pipeline, spec.uri))
 
 
 def external_location(pipeline: ResolvedPipeline, ref: str) -> str:
@@ -152,8 +150,13 @@ def external_location(pipeline: ResolvedPipeline, ref: str) -> str:
     uri = pipeline.spec.inputs[ref].uri if ref in pipeline.spec.inputs else ref
     if "://" in uri and not uri.startswith("file://"):
         return uri
-    path = Path(uri.removeprefix("file://")).expanduser()
-    return str(path if path.is_absolute() else Path(pipeline.base_dir) / path)
+    return str(_in_pipeline_dir(pipeline, uri.removeprefix("file://")))
+
+
+def _in_pipeline_dir(pipeline: ResolvedPipeline, path_text: str) -> Path:
+    """A path as the pipeline file means it: ``~`` expanded, a relative one taken from the file's folder."""
+    path = Path(path_text).expanduser()
+    return path if path.is_absolute() else Path(pipeline.base_dir) / path
 
 
 def import_external(store: ArtifactStore, name: str, location: str) -> ArtifactRef:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from tables import catalog, offer, pipeline, rules
 
+from skyflow.catalog import PriceCatalog
 from skyflow.errors import PlanningError
 from skyflow.planner import Policy, PoolLocation, plan_pipeline
 
@@ -19,10 +20,10 @@ LAB = PoolLocation(name="ssh/lab", kind="ssh", max_nodes=2, cpus=32, memory_gb=6
 P4D = "p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h"
 
 
-def _reason(resources: dict[str, object], policy: Policy = CLOUDS) -> str:
+def _reason(resources: dict[str, object], policy: Policy = CLOUDS, cat: PriceCatalog = CAT) -> str:
     """The one ``asked for ...`` line of the no-place error of a stage ``s`` with these resources."""
     with pytest.raises(PlanningError) as info:
-        plan_pipeline(pipeline({"s": {"resources": resources}}), CAT, rules(), policy)
+        plan_pipeline(pipeline({"s": {"resources": resources}}), cat, rules(), policy)
     assert info.value.stage == "s"
     head, line = str(info.value).split("\n")
     assert head == "stage 's': no place to run it."
@@ -131,10 +132,8 @@ PIN_REMOVED = "3 offers match the hardware but the infra/cloud/region/zone pin r
 
 
 def _spread_reason(resources: dict[str, object], policy: Policy = CLOUDS) -> str:
-    with pytest.raises(PlanningError) as info:
-        plan_pipeline(pipeline({"s": {"resources": {"accelerators": "A100:8", **resources}}}), SPREAD, rules(),
-                      policy)
-    return str(info.value).split("\n")[1].split(": ", 1)[1]
+    """Why 8x A100 with ``resources`` has no place in SPREAD (the line less its ``asked for ...:``)."""
+    return _reason({"accelerators": "A100:8", **resources}, policy, SPREAD).split(": ", 1)[1]
 
 
 @pytest.mark.parametrize(("resources", "reason"), [
