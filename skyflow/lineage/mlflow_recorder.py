@@ -6,7 +6,9 @@ the store is open and the pipeline run is in it. Every event is first appended t
 a worker thread sends events in order and marks them done. While the store is unreachable the
 worker backs off (1 s doubling to 30 s); each new call and `flush()` make it try again at once;
 `close()` tries once more and leaves what is still unsent in the spool, where the next recorder on
-the same tracking URI finds and sends it. An event the store rejects outright (bad value) is set
+the same tracking URI finds and sends it. A caller waiting on the worker gives up as soon as an
+HTTP server stops answering its health check, even while the worker is still inside one of MLflow's
+own calls (which retries a lost server for minutes). An event the store rejects outright (bad value) is set
 aside in `rejected.jsonl` beside the spool rather than blocking the ones after it.
 """
 
@@ -39,6 +41,9 @@ from skyflow.lineage.sqlite_runs import EarlyExperiment, SqliteRunOpener
 LOG_ARTIFACT_MAX_BYTES = 16 << 20
 HEALTH_TIMEOUT_S = 2.0
 BACKOFF_MAX_S = 30.0
+# A caller waiting on the worker checks this often that an HTTP server still answers: a worker caught
+# in MLflow's own retries (minutes against a server that went away) must not hold a stage or the end.
+REACH_POLL_S = 1.0
 # How long a starting stage waits for the store to open (importing MLflow, making a new sqlite
 # store's tables) and the pipeline run to be in it, before it runs without a run of its own.
 OPEN_STAGE_TIMEOUT_S = 60.0
@@ -191,9 +196,8 @@ class MlflowRecorder:
             self._cond.notify_all()
             while self._pending and self._failures == failures:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._worker.is_alive():
+                if left <= 0 or not self._worker.is_alive() or not self._wait_while_answering(left):
                     break
-                self._cond.wait(left)
             return not self._pending
 
     def _open_early(self, key: str, stage: str) -> StageRun | None:
@@ -240,10 +244,22 @@ class MlflowRecorder:
             self._cond.notify_all()
         while key not in self._started and self._failures == failures and not self._closing:
             left = deadline - time.monotonic()
-            if left <= 0 or not self._worker.is_alive() or self._handed_off:
+            if left <= 0 or not self._worker.is_alive() or self._handed_off or not self._wait_while_answering(left):
                 break
-            self._cond.wait(left)
         return self._store if key in self._started else None
+
+    def _wait_while_answering(self, left: float) -> bool:
+        """Wait on the condition (held) for at most ``left`` seconds; False when a whole poll went by
+        without news and an HTTP server no longer answers its health check (kept in ``last_error``).
+        The check holds the condition for at most HEALTH_TIMEOUT_S; the worker only waits to report."""
+        if self._cond.wait(min(left, REACH_POLL_S)):
+            return True
+        try:
+            self._check_reachable()
+        except OSError as exc:  # URLError, a refused or timed-out connection, an HTTP error status
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
 
     def _enqueue(self, payload: dict[str, Any]) -> None:
         with self._cond:

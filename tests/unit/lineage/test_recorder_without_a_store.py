@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from skyflow.lineage.drain import _has_records, _locked, wait_for_drain
 from skyflow.lineage.mlflow_recorder import MlflowRecorder
-from skyflow.lineage.records import StageRecord
+from skyflow.lineage.records import RunInfo, StageRecord
 from skyflow.lineage.spool import SpoolFile, spool_dir
 
 UNOPENABLE = "bogus://nowhere"
@@ -106,3 +107,30 @@ def test_a_missing_log_and_a_node_store_that_cannot_be_read_leave_the_record_wit
     record = stage["record"]
     assert isinstance(record, dict) and record["stage"] == "sft" and record["record_id"]
     assert [p.name for p in spool_dir(tmp_path, UNOPENABLE).iterdir() if p.name.startswith(("node-", "log-"))] == []
+
+
+def test_a_server_gone_while_the_worker_is_inside_mlflow_holds_neither_a_stage_nor_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client retries a lost server for minutes. The worker caught in such a call sends nothing
+    and counts no failure, so a starting stage and `close()` must see for themselves that the server is
+    gone (here at once: a closed port), and say why, rather than wait out their timeouts."""
+    released = threading.Event()
+
+    def stuck_in_mlflow(self: MlflowRecorder) -> object:
+        released.wait()
+        raise ConnectionError("the call's retries ran out")
+
+    monkeypatch.setattr(MlflowRecorder, "_open_store", stuck_in_mlflow)
+    uri = _closed_port_uri()
+    recorder = MlflowRecorder(uri, [], skyflow_home=tmp_path)
+    try:
+        recorder.start_run(RunInfo("run-1", "p", "digest", {}, None, None, False, None, "0", 0.0))
+        assert recorder.open_stage("run-1", "sft", timeout_s=30) is None
+        assert recorder.last_error is not None and "Connection refused" in recorder.last_error
+        recorder.last_error = None
+        assert recorder.flush(timeout_s=30) is False
+        assert recorder.last_error is not None and "Connection refused" in recorder.last_error
+        assert [e["kind"] for e in _spooled_events(recorder.spool_path)] == ["start_run"]
+    finally:
+        released.set()
+        recorder.close(timeout_s=0.0)
