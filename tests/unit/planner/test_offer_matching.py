@@ -40,3 +40,34 @@ def test_a_refusal_names_spot_and_an_empty_request_as_such() -> None:
         {"use_spot": True})
     assert "asked for any machine: 2 offers match the hardware but the clouds considered (none;" in _refusal(
         {}, Policy(infra=("gcp",)))
+
+
+def test_memory_per_vcpu_is_the_vcpus_times_the_amount() -> None:
+    assert _instance({"cpus": 8, "memory": "4x"}) == "m"  # 32 GiB
+    assert _instance({"cpus": 8, "memory": "8x"}) == "big"  # 64 GiB
+
+
+def test_a_zone_pinned_where_zone_names_repeat_across_regions_stays_in_its_region() -> None:
+    """Azure names its zones 1, 2 and 3 in every region: the zone alone does not say where."""
+    cat = catalog(offer("azure/eastus", "d8", 0.5, zone="1"), offer("azure/westus", "d8", 0.3, zone="1"))
+    plan = plan_pipeline(pipeline({"t": {"resources": {"infra": "azure/eastus/1"}}}), cat, rules(), CLOUDS)
+    assert (plan.stages["t"].infra, plan.stages["t"].zone) == ("azure/eastus", "1")
+
+
+def test_the_offers_of_a_request_are_the_cheapest_one_per_location() -> None:
+    from skyflow.planner.candidates import CandidateFinder, Request
+
+    cat = catalog(offer("aws/a", "m", 0.4), offer("aws/a", "n", 0.3), offer("aws/b", "m", 0.5),
+                  offer("aws/b", "n", 0.6), offer("aws/c", "m", 0.2))
+    found = CandidateFinder(cat, CLOUDS).offers(Request(None, None, None, None, None, None, None, False))
+    assert sorted((cat.offer(i).location, cat.offer(i).instance_type, usd) for i, usd in found) == [
+        ("aws/a", "n", 0.3), ("aws/b", "m", 0.5), ("aws/c", "m", 0.2)]
+
+
+def test_a_cpu_stage_on_a_gpu_machine_is_told_the_cheapest_cpu_machine_that_also_fits() -> None:
+    cat = catalog(offer("aws/r", "small", 0.1, cpus=8), offer("aws/r", "large", 2.0, cpus=32, mem=128),
+                  offer("aws/r", "gpu", 1.0, acc="T4", count=1, cpus=32, mem=128))
+    plan = plan_pipeline(pipeline({"t": {"resources": {"cpus": "32+"}}}), cat, rules(), CLOUDS)
+    assert plan.stages["t"].instance_type == "gpu"
+    (warning,) = [w for w in plan.warnings if "without accelerators" in w]
+    assert "the cheapest without accelerators there is large at $2.00/h" in warning
