@@ -39,3 +39,17 @@ def test_a_stage_runs_locally_only_when_it_fits(resources: dict[str, Any], local
 @pytest.mark.parametrize("resources", [{"instance_type": "m"}, {"use_spot": True}, {"infra": "aws"}])
 def test_a_stage_that_names_an_instance_spot_or_a_cloud_is_not_run_locally(resources: dict[str, Any]) -> None:
     assert _where(resources, LocalCapacity(64, 256)) == "aws/r"
+
+
+def test_on_the_local_machine_a_stage_takes_the_hours_estimated_for_its_accelerator() -> None:
+    p = pipeline({"t": {"resources": {"accelerators": "A100:1"}, "estimate": {"hours": {"A100": 2, "default": 5}}}})
+    placed = plan_pipeline(p, CAT, rules(), Policy(local=LocalCapacity(32, 128, {"A100": 1}))).stages["t"]
+    assert (placed.infra, placed.hours, placed.hours_source) == ("local", 2, "estimate")
+
+
+def test_a_stage_forced_onto_a_machine_too_small_is_warned_of_in_full() -> None:
+    p = pipeline({"t": {"resources": {"cpus": 16}}})
+    plan = plan_pipeline(p, CAT, rules(), Policy(infra=("local",), local=LocalCapacity(8, 64)))
+    assert plan.stages["t"].infra == "local"
+    assert ("stage 't' asks for cpus 16, more than the local machine has; placed on local because --infra local "
+            "forces it") in plan.warnings

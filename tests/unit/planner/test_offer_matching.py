@@ -71,3 +71,20 @@ def test_a_cpu_stage_on_a_gpu_machine_is_told_the_cheapest_cpu_machine_that_also
     assert plan.stages["t"].instance_type == "gpu"
     (warning,) = [w for w in plan.warnings if "without accelerators" in w]
     assert "the cheapest without accelerators there is large at $2.00/h" in warning
+
+
+def test_an_at_least_amount_is_not_met_by_a_fraction_less() -> None:
+    cat = catalog(offer("aws/r", "short", 0.2, cpus=8, mem=63.5), offer("aws/r", "big", 0.9, cpus=8, mem=64))
+    plan = plan_pipeline(pipeline({"t": {"resources": {"memory": "64+"}}}), cat, rules(), CLOUDS)
+    assert plan.stages["t"].instance_type == "big"
+
+
+def test_the_disk_a_stage_asks_for_is_on_its_placement() -> None:
+    plan = plan_pipeline(pipeline({"t": {"resources": {"disk_size": 500}}}), CAT, rules(), CLOUDS)
+    assert plan.stages["t"].disk_size_gb == 500
+
+
+def test_of_alternatives_that_cost_the_same_in_a_place_the_first_listed_is_kept() -> None:
+    p = pipeline({"t": {"resources": {"any_of": [{"cpus": 8}, {"memory": 32}]}}})
+    placed = plan_pipeline(p, CAT, rules(), CLOUDS).stages["t"]
+    assert (placed.instance_type, placed.alternative) == ("m", 0)
