@@ -53,3 +53,12 @@ def test_a_stage_forced_onto_a_machine_too_small_is_warned_of_in_full() -> None:
     assert plan.stages["t"].infra == "local"
     assert ("stage 't' asks for cpus 16, more than the local machine has; placed on local because --infra local "
             "forces it") in plan.warnings
+
+
+def test_a_local_placement_is_this_machine_its_gpus_on_demand_and_free() -> None:
+    p = pipeline({"t": {"resources": {"accelerators": "A100:1"}}})
+    placed = plan_pipeline(p, CAT, rules(), Policy(local=LocalCapacity(32, 128, {"A100": 1}))).stages["t"]
+    assert (placed.infra, placed.cloud, placed.instance_type, placed.accelerators, placed.use_spot,
+            placed.hourly_usd) == ("local", "local", "local", {"A100": 1}, False, 0.0)
+    cpu_only = plan_pipeline(pipeline({"t": {}}), CAT, rules(), Policy(local=LocalCapacity(8, 32))).stages["t"]
+    assert cpu_only.accelerators == {}

@@ -88,3 +88,22 @@ def test_of_alternatives_that_cost_the_same_in_a_place_the_first_listed_is_kept(
     p = pipeline({"t": {"resources": {"any_of": [{"cpus": 8}, {"memory": 32}]}}})
     placed = plan_pipeline(p, CAT, rules(), CLOUDS).stages["t"]
     assert (placed.instance_type, placed.alternative) == ("m", 0)
+
+
+def test_a_stage_taken_from_a_cached_copy_is_placed_at_the_copy_free_and_instant() -> None:
+    from skyflow.planner import CachedCopy
+
+    policy = Policy(all_clouds=True, cached={"t": (CachedCopy("aws/r", 1.0),)})
+    placed = plan_pipeline(pipeline({"t": {"resources": {"accelerators": "B200:8"}}}), CAT, rules(),
+                           policy).stages["t"]
+    assert (placed.infra, placed.cloud, placed.region, placed.instance_type, placed.use_spot, placed.hourly_usd,
+            placed.hours, placed.cached) == ("aws/r", "aws", "r", "cached", False, 0.0, 0.0, True)
+
+
+def test_a_refusal_counts_the_nodes_the_stage_asks_for() -> None:
+    from skyflow.planner import PoolLocation
+
+    lab = PoolLocation(name="ssh/lab", kind="ssh", max_nodes=2, cpus=32, memory_gb=256)
+    with pytest.raises(PlanningError, match="ssh/lab does not fit: it needs 4 nodes; the pool has 2"):
+        plan_pipeline(pipeline({"t": {"num_nodes": 4, "resources": {"cpus": 32}}}), CAT, rules(),
+                      Policy(pools=(lab,), infra=("ssh/lab",)))
