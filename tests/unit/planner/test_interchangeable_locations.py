@@ -1,0 +1,39 @@
+"""Locations no plan can tell apart are merged before the search; two that a plan can tell apart (by
+the data kept in one, or by what leaving one costs) never are. Each case is built so that the location
+the plan needs is the one a merge would drop (the later of the two in the catalog's order)."""
+
+from __future__ import annotations
+
+import numpy as np
+from tables import catalog, offer, pipeline, rules
+
+from skyflow.planner import Policy, plan_pipeline
+from skyflow.planner.core import _problem
+from skyflow.planner.solve import merge_interchangeable
+
+CLOUDS = Policy(all_clouds=True)
+
+
+def test_twin_locations_are_merged_into_one() -> None:
+    cat = catalog(offer("aws/a", "m", 1.0), offer("aws/b", "m", 1.0), offer("aws/c", "m", 2.0))
+    # moving between the twins is priced, moving within one is free: they still cannot be told apart
+    problem, _ = _problem(pipeline({"t": {}}), cat, rules(("aws", "aws", 0.02)), CLOUDS)
+    keep = [np.arange(len(options)) for options in problem.options]
+    merged = merge_interchangeable(problem, keep)
+    assert sorted(problem.options[0][k].infra for k in merged[0]) == ["aws/a", "aws/c"]
+
+
+def test_the_location_that_holds_an_input_is_not_merged_away() -> None:
+    cat = catalog(offer("aws/a", "m", 1.0), offer("aws/b", "m", 1.0))
+    p = pipeline({"t": {"estimate": 1, "inputs": {"x": "raw"}}},
+                 inputs={"raw": {"uri": "s3://bucket/raw", "infra": "aws/b", "size_gb": 100}})
+    plan = plan_pipeline(p, cat, rules(("aws", "aws", 0.02)), CLOUDS)
+    assert (plan.stages["t"].infra, plan.total_usd) == ("aws/b", 1.0)
+
+
+def test_two_locations_whose_egress_out_differs_are_not_merged() -> None:
+    cat = catalog(offer("aws/a", "m", 1.0), offer("aws/b", "m", 1.0), offer("gcp/c", "g", 10.0, acc="T4", count=1))
+    p = pipeline({"prep": {"estimate": 1, "outputs": {"o": 100}},
+                  "train": {"estimate": 1, "resources": {"accelerators": "T4:1"}, "inputs": {"x": "prep.o"}}})
+    plan = plan_pipeline(p, cat, rules(("aws/a", "gcp", 0.09), ("aws/b", "gcp", 0.01)), CLOUDS)
+    assert (plan.stages["prep"].infra, plan.total_usd) == ("aws/b", 12.0)
