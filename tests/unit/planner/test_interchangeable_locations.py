@@ -37,3 +37,11 @@ def test_two_locations_whose_egress_out_differs_are_not_merged() -> None:
                   "train": {"estimate": 1, "resources": {"accelerators": "T4:1"}, "inputs": {"x": "prep.o"}}})
     plan = plan_pipeline(p, cat, rules(("aws/a", "gcp", 0.09), ("aws/b", "gcp", 0.01)), CLOUDS)
     assert (plan.stages["prep"].infra, plan.total_usd) == ("aws/b", 12.0)
+
+
+def test_two_locations_whose_egress_in_differs_are_not_merged() -> None:
+    cat = catalog(offer("aws/a", "m", 1.0), offer("aws/b", "m", 1.0), offer("gcp/c", "g", 10.0, acc="T4", count=1))
+    p = pipeline({"prep": {"estimate": 1, "resources": {"accelerators": "T4:1"}, "outputs": {"o": 100}},
+                  "train": {"estimate": 1, "inputs": {"x": "prep.o"}, "resources": {"infra": "aws"}}})
+    plan = plan_pipeline(p, cat, rules(("gcp", "aws/a", 0.09), ("gcp", "aws/b", 0.01)), CLOUDS)
+    assert (plan.stages["train"].infra, plan.total_usd) == ("aws/b", 12.0)
