@@ -5,6 +5,7 @@ the plan needs is the one a merge would drop (the later of the two in the catalo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.planner import Policy, plan_pipeline
@@ -45,3 +46,15 @@ def test_two_locations_whose_egress_in_differs_are_not_merged() -> None:
                   "train": {"estimate": 1, "inputs": {"x": "prep.o"}, "resources": {"infra": "aws"}}})
     plan = plan_pipeline(p, cat, rules(("gcp", "aws/a", 0.09), ("gcp", "aws/b", 0.01)), CLOUDS)
     assert (plan.stages["train"].infra, plan.total_usd) == ("aws/b", 12.0)
+
+
+def test_a_dearer_option_beside_a_stage_input_is_not_pruned_for_its_price_alone() -> None:
+    """aws/x is $1 dearer for s, but its 100 GB input is there: moving to aws/y pays $2 of egress. The
+    pruning bound must count that input as well as the (tiny) output s sends on."""
+    cat = catalog(offer("aws/x", "m", 2.0), offer("aws/y", "m", 1.0))
+    p = pipeline({"s": {"estimate": 1, "inputs": {"x": "raw"}, "outputs": {"o": 0.001}},
+                  "c": {"estimate": 1, "inputs": {"i": "s.o"}}},
+                 inputs={"raw": {"uri": "s3://bucket/raw", "infra": "aws/x", "size_gb": 100}})
+    plan = plan_pipeline(p, cat, rules(("aws", "aws", 0.02)), CLOUDS)
+    assert plan.stages["s"].infra == "aws/x"
+    assert plan.total_usd == pytest.approx(3.00002)
