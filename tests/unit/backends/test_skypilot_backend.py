@@ -321,9 +321,14 @@ def test_an_install_of_your_own_replaces_the_code_package(sky: FakeSky, tmp_path
     assert config["run"] == "python3 -m skyflow.backends.remote_stage"
 
 
-@pytest.mark.parametrize("setup", ["pip install skyflow", "uv pip install --system 'skyflow-llmops[s3]>=0.1'",
-                                   "pip install torch && python3 -m pip install -q Skyflow_LLMops",
-                                   "/opt/venv/bin/pip install skyflow==0.1; echo done"])
+# Refused inputs: each asks pip (or uv) to resolve this project's name, in a spelling the check must
+# see through, on a package index. Nothing here runs them.
+_BY_NAME = [("pip install {}", "skyflow"), ("uv pip install --system '{}'", "skyflow-llmops[s3]>=0.1"),
+            ("pip install torch && python3 -m pip install -q {}", "Skyflow_LLMops"),
+            ("/opt/venv/bin/pip install {}; echo done", "skyflow==0.1")]
+
+
+@pytest.mark.parametrize("setup", [command.format(name) for command, name in _BY_NAME])
 def test_an_install_of_your_own_may_not_fetch_skyflow_by_name(tmp_path: Path, setup: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(f"skypilot:\n  install: {json.dumps(setup)}\n")
