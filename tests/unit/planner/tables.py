@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from skyflow.catalog import EgressModel, EgressRule, Offer, PriceCatalog
+from skyflow.planner import Policy
+from skyflow.planner.core import _problem
+from skyflow.planner.problem import Problem
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import resolve_data
 from skyflow.spec.source import parse_yaml
@@ -36,3 +41,15 @@ def pipeline(stages: dict[str, Any], inputs: dict[str, Any] | None = None, name:
 
 def rules(*items: tuple[str, str, float]) -> EgressModel:
     return EgressModel(rules=tuple(EgressRule(a, b, r) for a, b, r in items))
+
+
+def problem_with_every_option(p: ResolvedPipeline, cat: PriceCatalog, egress: EgressModel,
+                              policy: Policy) -> tuple[Problem, list[np.ndarray]]:
+    """The planner's problem for ``p`` and, per stage, every one of its options kept."""
+    problem, _ = _problem(p, cat, egress, policy)
+    return problem, [np.arange(len(options)) for options in problem.options]
+
+
+def infras(problem: Problem, choice: list[int]) -> list[str]:
+    """Where each stage runs in ``choice`` (an option index per stage)."""
+    return [problem.options[s][k].infra for s, k in enumerate(choice)]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, offer, pipeline, problem_with_every_option, rules
 
 from skyflow.errors import PlanningError
 from skyflow.planner import Policy, explain_stage, plan_pipeline
-from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import uri_location
 
@@ -62,8 +61,7 @@ def test_a_uri_is_placed_in_its_schemes_cloud_and_anything_else_nowhere(uri: str
 def test_the_rounding_of_a_relaxation_takes_each_stages_largest_share() -> None:
     cat = catalog(*(offer(loc, "m", 1.0 + i) for i, loc in enumerate(("aws/a", "gcp/a", "azure/a"))))
     p = pipeline({"s": {}, "t": {}})
-    problem, _ = _problem(p, cat, rules(), CLOUDS)
-    keep = [np.arange(len(options)) for options in problem.options]
+    problem, keep = problem_with_every_option(p, cat, rules(), CLOUDS)
     model = MilpModel(problem, keep, with_time=False)
     x = np.zeros(len(model.lb))
     x[model.x[0]] = [0.2, 0.3, 0.5]

@@ -4,12 +4,10 @@ the plan needs is the one a merge would drop (the later of the two in the catalo
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, offer, pipeline, problem_with_every_option, rules
 
 from skyflow.planner import Policy, plan_pipeline
-from skyflow.planner.core import _problem
 from skyflow.planner.solve import merge_interchangeable
 
 CLOUDS = Policy(all_clouds=True)
@@ -18,8 +16,7 @@ CLOUDS = Policy(all_clouds=True)
 def test_twin_locations_are_merged_into_one() -> None:
     cat = catalog(offer("aws/a", "m", 1.0), offer("aws/b", "m", 1.0), offer("aws/c", "m", 2.0))
     # moving between the twins is priced, moving within one is free: they still cannot be told apart
-    problem, _ = _problem(pipeline({"t": {}}), cat, rules(("aws", "aws", 0.02)), CLOUDS)
-    keep = [np.arange(len(options)) for options in problem.options]
+    problem, keep = problem_with_every_option(pipeline({"t": {}}), cat, rules(("aws", "aws", 0.02)), CLOUDS)
     merged = merge_interchangeable(problem, keep)
     assert sorted(problem.options[0][k].infra for k in merged[0]) == ["aws/a", "aws/c"]
 

@@ -3,11 +3,9 @@ moving a stage to another cloud with its neighbours following gets out of what s
 
 from __future__ import annotations
 
-import numpy as np
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, infras, offer, pipeline, problem_with_every_option, rules
 
 from skyflow.planner import Policy
-from skyflow.planner.core import _problem
 from skyflow.planner.problem import evaluate
 from skyflow.planner.search import good_start
 
@@ -17,17 +15,11 @@ CLOUDS = Policy(all_clouds=True)
 def _case(offers: list[tuple[str, float]], egress: list[tuple[str, str, float]]) -> tuple:
     cat = catalog(*(offer(loc, f"m-{loc}", price) for loc, price in offers))
     p = pipeline({"a": {"estimate": 10, "outputs": {"out": 1000}}, "b": {"estimate": 10, "inputs": {"x": "a.out"}}})
-    problem, _ = _problem(p, cat, rules(*egress), CLOUDS)
-    keep = [np.arange(len(options)) for options in problem.options]
-    return problem, keep
+    return problem_with_every_option(p, cat, rules(*egress), CLOUDS)
 
 
 def _position(problem, s: int, infra: str) -> int:  # type: ignore[no-untyped-def]
     return next(k for k, o in enumerate(problem.options[s]) if o.infra == infra)
-
-
-def _infras(problem, choice: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
-    return [problem.options[s][k].infra for s, k in enumerate(choice)]
 
 
 def test_single_moves_take_every_stage_of_a_dear_start_to_the_cheaper_region() -> None:
@@ -36,7 +28,7 @@ def test_single_moves_take_every_stage_of_a_dear_start_to_the_cheaper_region() -
     assert evaluate(problem, start).total_usd > evaluate(problem, [_position(problem, s, "aws/cheap")
                                                                    for s in range(2)]).total_usd
     choice = good_start(problem, keep, start)
-    assert _infras(problem, choice) == ["aws/cheap", "aws/cheap"]
+    assert infras(problem, choice) == ["aws/cheap", "aws/cheap"]
 
 
 def test_a_stage_moves_to_another_cloud_with_its_neighbour_where_neither_move_alone_pays() -> None:
@@ -48,5 +40,5 @@ def test_a_stage_moves_to_another_cloud_with_its_neighbour_where_neither_move_al
     for s, alone in ((0, [_position(problem, 0, "gcp/r"), start[1]]), (1, [start[0], _position(problem, 1, "gcp/r")])):
         assert evaluate(problem, alone).total_usd > evaluate(problem, start).total_usd, s
     choice = good_start(problem, keep, start)
-    assert _infras(problem, choice) == ["gcp/r", "gcp/r"]
+    assert infras(problem, choice) == ["gcp/r", "gcp/r"]
     assert evaluate(problem, choice).total_usd == evaluate(problem, start).total_usd - 20.0

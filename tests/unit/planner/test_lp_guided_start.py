@@ -3,12 +3,10 @@ when it is cheaper than the start it is given, and the relaxation's bound raisin
 
 from __future__ import annotations
 
-import numpy as np
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, infras, offer, pipeline, problem_with_every_option, rules
 
 from skyflow.planner import Policy
 from skyflow.planner.budget import Budget
-from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import evaluate
 from skyflow.planner.search import good_start
@@ -24,25 +22,19 @@ def _stuck_case():  # type: ignore[no-untyped-def]
     p = pipeline({"a": {"estimate": 10, "outputs": {"out": 1000}, "inputs": {"x": "raw"}},
                   "b": {"estimate": 10, "inputs": {"x": "a.out", "y": "raw"}}},
                  inputs={"raw": {"uri": "s3://b/raw", "infra": "aws/far", "size_gb": 1000}})
-    problem, _ = _problem(p, cat, rules(("aws/far", "aws/near", 0.02), ("aws/near", "aws/far", 0.03)),
-                          Policy(all_clouds=True))
-    keep = [np.arange(len(options)) for options in problem.options]
-    return problem, keep
-
-
-def _infras(problem, choice: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
-    return [problem.options[s][k].infra for s, k in enumerate(choice)]
+    return problem_with_every_option(p, cat, rules(("aws/far", "aws/near", 0.02), ("aws/near", "aws/far", 0.03)),
+                                     Policy(all_clouds=True))
 
 
 def test_the_rounded_relaxation_leads_out_of_a_start_single_moves_cannot_leave() -> None:
     problem, keep = _stuck_case()
     stuck = good_start(problem, keep)
-    assert _infras(problem, stuck) == ["aws/near", "aws/near"]
+    assert infras(problem, stuck) == ["aws/near", "aws/near"]
     model = MilpModel(problem, keep, with_time=False)
 
     start, floor = _lp_guided_start(problem, keep, model, stuck, Budget(60.0), 0.0)
 
-    assert _infras(problem, start) == ["aws/far", "aws/far"]
+    assert infras(problem, start) == ["aws/far", "aws/far"]
     assert evaluate(problem, start).total_usd == evaluate(problem, stuck).total_usd - 18.0
     assert floor == evaluate(problem, start).total_usd  # the relaxation is tight here: its bound is the plan
 
@@ -59,8 +51,7 @@ def test_a_given_start_cheaper_than_the_rounding_is_kept_and_a_higher_floor_stay
 
 def test_on_a_tie_the_given_start_is_kept() -> None:
     cat = catalog(offer("aws/east", "m-east", 1.0), offer("aws/west", "m-west", 1.0))
-    problem, _ = _problem(pipeline({"a": {"estimate": 10}}), cat, rules(), Policy(all_clouds=True))
-    keep = [np.arange(len(options)) for options in problem.options]
+    problem, keep = problem_with_every_option(pipeline({"a": {"estimate": 10}}), cat, rules(), Policy(all_clouds=True))
     assert len(keep[0]) == 2
     for given in ([0], [1]):
         start, _ = _lp_guided_start(problem, keep, MilpModel(problem, keep, with_time=False), given, Budget(60.0), 0.0)

@@ -8,7 +8,8 @@ import pytest
 from tables import catalog, offer, pipeline, rules
 
 from skyflow.errors import PlanningError
-from skyflow.planner import Policy, plan_pipeline
+from skyflow.planner import CachedCopy, Policy, PoolLocation, plan_pipeline
+from skyflow.planner.candidates import CandidateFinder, Request
 
 CAT = catalog(offer("aws/r", "m", 0.4, cpus=8, mem=32), offer("aws/r", "big", 0.9, cpus=8, mem=64))
 CLOUDS = Policy(all_clouds=True)
@@ -55,8 +56,6 @@ def test_a_zone_pinned_where_zone_names_repeat_across_regions_stays_in_its_regio
 
 
 def test_the_offers_of_a_request_are_the_cheapest_one_per_location() -> None:
-    from skyflow.planner.candidates import CandidateFinder, Request
-
     cat = catalog(offer("aws/a", "m", 0.4), offer("aws/a", "n", 0.3), offer("aws/b", "m", 0.5),
                   offer("aws/b", "n", 0.6), offer("aws/c", "m", 0.2))
     found = CandidateFinder(cat, CLOUDS).offers(Request(None, None, None, None, None, None, None, False))
@@ -91,8 +90,6 @@ def test_of_alternatives_that_cost_the_same_in_a_place_the_first_listed_is_kept(
 
 
 def test_a_stage_taken_from_a_cached_copy_is_placed_at_the_copy_free_and_instant() -> None:
-    from skyflow.planner import CachedCopy
-
     policy = Policy(all_clouds=True, cached={"t": (CachedCopy("aws/r", 1.0),)})
     placed = plan_pipeline(pipeline({"t": {"resources": {"accelerators": "B200:8"}}}), CAT, rules(),
                            policy).stages["t"]
@@ -101,8 +98,6 @@ def test_a_stage_taken_from_a_cached_copy_is_placed_at_the_copy_free_and_instant
 
 
 def test_a_refusal_counts_the_nodes_the_stage_asks_for() -> None:
-    from skyflow.planner import PoolLocation
-
     lab = PoolLocation(name="ssh/lab", kind="ssh", max_nodes=2, cpus=32, memory_gb=256)
     with pytest.raises(PlanningError, match="ssh/lab does not fit: it needs 4 nodes; the pool has 2"):
         plan_pipeline(pipeline({"t": {"num_nodes": 4, "resources": {"cpus": 32}}}), CAT, rules(),
