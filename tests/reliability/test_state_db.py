@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from skyflow.statedb import BUSY_TIMEOUT_MS
 from tests.integration.runner.conftest import Skyflow, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("state-db")]
@@ -43,7 +44,9 @@ def test_a_run_waits_out_a_lock_held_longer_than_sqlites_own_timeout(skyflow: Sk
         wait_for(lambda: running(skyflow.home), 60, "stage a to run")
         holder = lock(skyflow.home)
         gate.touch()  # stage a finishes while the lock is held: its outcome waits to be written
-        time.sleep(35)  # longer than the 30 s SQLite busy timeout the runner used to give up after
+        # Two of SQLite's own busy timeouts and a second: a runner that gave up when SQLite did (it once
+        # gave up after one 30 s timeout) fails here; skyflow's patience (300 s) is far longer.
+        time.sleep(2 * BUSY_TIMEOUT_MS / 1000 + 1)
         holder.execute("ROLLBACK")
         holder.close()
         out, err = runner.communicate(timeout=120)
