@@ -33,10 +33,14 @@ def requested_memory_gb(req: Request) -> float:
     return req.memory.amount * requested_cpus(req) if req.memory.per_cpu else req.memory.amount
 
 
+def _pinned_elsewhere(req: Request, pool: PoolLocation) -> bool:
+    """The request names another cloud or kind of pool, or another pool of this kind."""
+    return req.cloud not in (None, pool.kind) or (req.cloud == pool.kind and not pool_pinned(req, pool))
+
+
 def why_not_fits(req: Request, pool: PoolLocation, num_nodes: int) -> str | None:
-    """None when one node of ``pool`` holds the request and the pool has enough nodes; else why not."""
-    if req.cloud not in (None, pool.kind) or (req.cloud == pool.kind and not pool_pinned(req, pool)):
-        return "the stage is pinned elsewhere"
+    """None when one node of ``pool`` holds the request and the pool has enough nodes; else why not (the
+    request's pin is checked apart, by ``_pinned_elsewhere``: no refusal names a pool it does not pin)."""
     if req.instance_type:
         return f"it asks for instance type {req.instance_type}"
     if req.use_spot:
@@ -74,7 +78,7 @@ def pool_placements(req: Request, num_nodes: int, hours: float, policy: Policy) 
     for pool in policy.pools:
         if not policy.pool_considered(pool, pinned=pool_pinned(req, pool)):
             continue
-        if why_not_fits(req, pool, num_nodes) is not None:
+        if _pinned_elsewhere(req, pool) or why_not_fits(req, pool, num_nodes) is not None:
             continue
         acc = {req.accelerator[0]: req.accelerator[1]} if req.accelerator else {}
         found.append(Placement(

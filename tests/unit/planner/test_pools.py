@@ -93,3 +93,22 @@ def test_object_store_inputs_pay_their_clouds_egress() -> None:
 def test_pool_names_are_checked() -> None:
     with pytest.raises(ValueError, match="pool name must look like ssh/NAME"):
         PoolLocation(name="lab", kind="ssh", max_nodes=1)
+
+
+def test_a_pool_placement_is_on_demand_and_runs_where_its_egress_is_priced() -> None:
+    """``located_at`` tells the runner which store is near a pool's machines; a pool is never spot."""
+    ray = PoolLocation(name="ray/big", kind="ray", max_nodes=4, cpus=64, memory_gb=512, hourly_usd=2.0,
+                       egress_location="aws/*")
+    where = {}
+    for pool in (LAB, GKE, ray):
+        p = pipeline({"t": {"resources": {"infra": pool.name, "cpus": 2}}})
+        placed = plan_pipeline(p, CAT, rules(), Policy(pools=(pool,))).stages["t"]
+        assert placed.use_spot is False, pool.name
+        where[pool.name] = placed.located_at
+    assert where == {"ssh/lab": None, "kubernetes/gke": "gcp/us-central1", "ray/big": "aws"}
+
+
+def test_a_pool_left_out_does_not_hide_the_pools_after_it() -> None:
+    p = pipeline({"t": {"resources": {"cpus": 2}}})
+    plan = plan_pipeline(p, CAT, rules(), Policy(pools=(LAB, GKE), infra=("kubernetes",)))
+    assert plan.stages["t"].infra == "kubernetes/gke"  # ssh/lab, first, is not among --infra's
