@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from skyflow.planner.candidates import CandidateFinder, Request
 
 
-def no_candidates_error(name: str, requests: list[Request], finder: CandidateFinder,
-                        num_nodes: int = 1) -> PlanningError:
+def no_candidates_error(name: str, requests: list[Request], finder: CandidateFinder, num_nodes: int) -> PlanningError:
     """Say what the stage asked for, the nearest offers, and which constraint removed them."""
     lines = [f"stage {name!r}: no place to run it."]
     for req in requests:

@@ -207,13 +207,16 @@ SEE_CONFIG = "see ssh_pools / kubernetes.contexts / ray_clusters in the skyflow 
      "  asked for memory 64.5 GiB, on ssh/lab: ssh/lab does not fit: it asks for memory 64.5; a node has 64 GiB"),
     ({"infra": "ssh/lab", "accelerators": "T4:1"}, Policy(pools=(LAB,)),
      "  asked for 1x T4, on ssh/lab: ssh/lab does not fit: it asks for 1x T4; a node has 0"),
+    # a pod too big for the context: the context's reason alone, as for an SSH pool (no catalog offers)
+    ({"infra": "kubernetes/ctx", "cpus": 32}, Policy(pools=(K8S,)),
+     "  asked for cpus 32, on kubernetes/ctx: kubernetes/ctx does not fit: it asks for cpus 32; a node has 16"),
     ({"cpus": 128}, Policy(pools=(LAB, BIG), infra=("ssh/lab", "ssh/big")),
      "  asked for cpus 128: no offer has cpus 128; largest: p4d (96 vCPU, 32 GiB) in aws/us-east-1 at $32.00/h; "
      "m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in gcp/us-central1 at $0.80/h; "
      "ssh/lab does not fit: it asks for cpus 128; a node has 32; ssh/big does not fit: it asks for cpus 128; a node "
      "has 64"),
 ], ids=["unknown-pool", "no-pool-of-the-kind", "pinned-too-small", "memory-per-cpu", "half-a-cpu-more",
-        "half-a-gib-more", "a-gpu-it-lacks", "every-named-pool"])
+        "half-a-gib-more", "a-gpu-it-lacks", "pod-too-big", "every-named-pool"])
 def test_a_pool_that_is_not_there_or_too_small_is_named_with_what_is(resources: dict[str, object], policy: Policy,
                                                                        line: str) -> None:
     assert _reason(resources, policy) == line
