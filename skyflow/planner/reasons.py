@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skyflow.catalog import PriceCatalog
+from skyflow.catalog import Offer, PriceCatalog
 from skyflow.catalog.families import X86_64
 from skyflow.errors import PlanningError
 from skyflow.matching import close_matches
@@ -56,7 +56,9 @@ def _why_none(req: Request, finder: CandidateFinder) -> str:
                 hint, nearest = _pin_hint(req, cat, mask), _nearest_to_pin(req, cat, mask)
             elif kind == "filters":
                 hint = _filters_hint(policy, cat)
-            return (f"{_count_offers(cat, mask)} offers match the hardware but {reason} removed them all"
+            count = _count_offers(cat, mask)
+            offers = "1 offer matches" if count == 1 else f"{count} offers match"
+            return (f"{offers} the hardware but {reason} removed {'it' if count == 1 else 'them all'}"
                     f"{f' ({hint})' if hint else ''}; nearest: {nearest}")
         mask = kept
     return "no offer is left"
@@ -166,7 +168,7 @@ def _nearest_hardware(req: Request, finder: CandidateFinder) -> str:
         if acc_id is None:
             close = difflib.get_close_matches(name.lower(), [a.lower() for a in cat.accelerator_names if a], n=3)
             names = [a for a in cat.accelerator_names if a and a.lower() in close]
-            return (f"no {name} in the catalog" + (f"; did you mean {', '.join(names)}?" if names else "")
+            return (f"no {name} in the catalog" + (f"; did you mean {', '.join(names)}?" if names else ".")
                     + " Run `skyflow catalog gpus` to list them.")
         counts = sorted({float(x) for x in c.acc_count[c.acc_name == acc_id]})
         if not np.any(np.isclose(counts, count)):
@@ -200,12 +202,20 @@ def _describe_offers(cat: PriceCatalog, indices: np.ndarray, use_spot: bool, by_
         if (o.instance_type, o.location) in seen:
             continue
         seen.add((o.instance_type, o.location))
-        price = o.hourly_usd(use_spot)
         shown.append(f"{o.instance_type} ({o.vcpus:g} vCPU, {o.memory_gb:g} GiB) in {o.location} at "
-                     + (f"${price:.2f}/h" if price is not None else "no price"))
+                     + _price_text(o, use_spot))
         if len(shown) == 3:
             break
     return "; ".join(shown) or "none"
+
+
+def _price_text(offer: Offer, use_spot: bool) -> str:
+    """The price asked for, or the other one and that it is the only one (an offer with no spot price)."""
+    price = offer.hourly_usd(use_spot)
+    if price is not None:
+        return f"${price:.2f}/h"
+    other = offer.hourly_usd(not use_spot)
+    return f"${other:.2f}/h {'on demand' if use_spot else 'spot'} only" if other is not None else "no price"
 
 
 def infeasible_error(problem: Problem, keep: list[np.ndarray], policy: Policy,

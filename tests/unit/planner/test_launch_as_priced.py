@@ -87,7 +87,7 @@ def test_hardware_that_exists_only_on_arm_takes_arm() -> None:
 
 def test_only_burstable_machines_name_the_reason() -> None:
     with pytest.raises(PlanningError, match=r"leaving out burstable CPUs \(name the instance_type to use one\) "
-                                            r"removed them all; nearest: t3.2xlarge"):
+                                            r"removed it; nearest: t3.2xlarge"):
         _placed({"s": {"resources": {"cpus": 8}}}, offer("aws/r", "t3.2xlarge", 0.333))
 
 

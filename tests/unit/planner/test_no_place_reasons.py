@@ -39,47 +39,47 @@ def test_an_arm_request_on_x86_machines_names_the_architecture_and_the_nearest_o
 
 def test_a_zone_pin_says_where_the_hardware_is_or_which_zones_exist() -> None:
     assert _reason({"accelerators": "A100:8", "infra": "aws/us-east-1/us-east-1b"}) == (
-        "  asked for 8x A100, on aws/us-east-1/us-east-1b: 1 offers match the hardware but the "
-        "infra/cloud/region/zone pin removed them all (it is offered in zones us-east-1a, not us-east-1b); "
+        "  asked for 8x A100, on aws/us-east-1/us-east-1b: 1 offer matches the hardware but the "
+        "infra/cloud/region/zone pin removed it (it is offered in zones us-east-1a, not us-east-1b); "
         f"nearest: {P4D}")
     assert _reason({"accelerators": "A100:8", "infra": "aws/us-east-1/us-east-1z"}) == (
-        "  asked for 8x A100, on aws/us-east-1/us-east-1z: 1 offers match the hardware but the "
-        "infra/cloud/region/zone pin removed them all (no zone 'us-east-1z' in aws/us-east-1; did you mean "
+        "  asked for 8x A100, on aws/us-east-1/us-east-1z: 1 offer matches the hardware but the "
+        "infra/cloud/region/zone pin removed it (no zone 'us-east-1z' in aws/us-east-1; did you mean "
         f"us-east-1b, us-east-1a?); nearest: {P4D}")
 
 
 def test_a_zone_pin_without_a_region_looks_across_the_clouds_regions() -> None:
     assert _reason({"accelerators": "A100:8", "cloud": "aws", "zone": "us-east-1b"}) == (
-        "  asked for 8x A100, on aws/us-east-1b: 1 offers match the hardware but the infra/cloud/region/zone pin "
-        f"removed them all (it is offered in zones us-east-1a, not us-east-1b); nearest: {P4D}")
+        "  asked for 8x A100, on aws/us-east-1b: 1 offer matches the hardware but the infra/cloud/region/zone pin "
+        f"removed it (it is offered in zones us-east-1a, not us-east-1b); nearest: {P4D}")
 
 
 def test_a_pinned_cloud_without_the_hardware_points_elsewhere() -> None:
     assert _reason({"accelerators": "L4:1", "infra": "aws/us-east-1"}) == (
-        "  asked for 1x L4, on aws/us-east-1: 1 offers match the hardware but the infra/cloud/region/zone pin "
-        "removed them all; nearest: none in aws; elsewhere g2 (8 vCPU, 32 GiB) in gcp/us-central1 at $0.80/h")
+        "  asked for 1x L4, on aws/us-east-1: 1 offer matches the hardware but the infra/cloud/region/zone pin "
+        "removed it; nearest: none in aws; elsewhere g2 (8 vCPU, 32 GiB) in gcp/us-central1 at $0.80/h")
 
 
 def test_a_region_pin_of_any_cloud_gets_a_did_you_mean_from_every_cloud() -> None:
     assert _reason({"accelerators": "A100:8", "infra": "*/us-est-1"}) == (
-        "  asked for 8x A100, on us-est-1: 1 offers match the hardware but the infra/cloud/region/zone pin removed "
-        "them all (the catalog has no region 'us-est-1'; did you mean us-east-1, us-central1?); "
+        "  asked for 8x A100, on us-est-1: 1 offer matches the hardware but the infra/cloud/region/zone pin removed "
+        "it (the catalog has no region 'us-est-1'; did you mean us-east-1, us-central1?); "
         f"nearest: {P4D}")
 
 
 def test_region_filters_get_a_did_you_mean_per_misspelt_entry() -> None:
     allowed = Policy(allowed_regions=("aws/us-est-1", "us-centrl1"))
     assert _reason({"accelerators": "A100:8"}, allowed) == (
-        "  asked for 8x A100: 1 offers match the hardware but the region filters (--infra, allowed/blocked "
-        "regions) removed them all (aws has no region 'us-est-1'; did you mean us-east-1?; the catalog has no "
+        "  asked for 8x A100: 1 offer matches the hardware but the region filters (--infra, allowed/blocked "
+        "regions) removed it (aws has no region 'us-est-1'; did you mean us-east-1?; the catalog has no "
         f"region 'us-centrl1'; did you mean us-central1, us-east-1?); nearest: {P4D}")
     infra = Policy(infra=("aws/us-est-1", "ssh/lab"))
     assert _reason({"accelerators": "A100:8"}, infra).endswith(
-        "region filters (--infra, allowed/blocked regions) removed them all (aws has no region 'us-est-1'; did you "
+        "region filters (--infra, allowed/blocked regions) removed it (aws has no region 'us-est-1'; did you "
         f"mean us-east-1?); nearest: {P4D}")
     elsewhere = Policy(allowed_regions=("gcp/us-central1",))
     assert _reason({"accelerators": "A100:8"}, elsewhere).endswith(
-        f"region filters (--infra, allowed/blocked regions) removed them all; nearest: {P4D}")
+        f"region filters (--infra, allowed/blocked regions) removed it; nearest: {P4D}")
 
 
 def test_a_size_no_offer_of_that_accelerator_has_names_the_nearest_of_that_accelerator() -> None:
@@ -233,3 +233,30 @@ def test_a_pool_takes_a_request_up_to_a_node_and_bills_nodes_or_pods(resources: 
     plan = plan_pipeline(pipeline({"s": {"resources": {**resources, "infra": pool}}}), CAT, rules(),
                          Policy(pools=(LAB, K8S)))
     assert (plan.stages["s"].infra, plan.stages["s"].hourly_usd) == (pool, pytest.approx(hourly))
+
+
+@pytest.mark.parametrize(("accelerator", "line"), [
+    ("H100:8", "  asked for 8x H100: no H100 in the catalog; did you mean A100? Run `skyflow catalog gpus` to list "
+               "them."),
+    ("TPU-V4:8", "  asked for 8x tpu-v4: no tpu-v4 in the catalog. Run `skyflow catalog gpus` to list them."),
+], ids=["close-name", "nothing-close"])
+def test_an_accelerator_the_catalog_lacks_gets_the_close_names_it_has(accelerator: str, line: str) -> None:
+    assert _reason({"accelerators": accelerator}) == line
+
+
+def test_offers_with_only_the_other_price_say_which_price_they_have() -> None:
+    spot_only = catalog(offer("aws/us-east-1", "m6i", None, 0.1), offer("gcp/us-central1", "n2", 0.35, 0.2, cpus=4))
+    assert _reason({"cpus": 8}, CLOUDS, spot_only) == (
+        "  asked for cpus 8: 1 offer matches the hardware but no on-demand price removed it; nearest: m6i (8 vCPU, "
+        "32 GiB) in aws/us-east-1 at $0.10/h spot only")
+    demand_only = catalog(offer("aws/us-east-1", "m6i", 0.4), offer("aws/us-east-1", "m7i", 0.5))
+    assert _reason({"cpus": 8, "use_spot": True}, CLOUDS, demand_only) == (
+        "  asked for cpus 8, spot: 2 offers match the hardware but no spot price removed them all; nearest: m6i "
+        "(8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h on demand only; m7i (8 vCPU, 32 GiB) in aws/us-east-1 at "
+        "$0.50/h on demand only")
+
+
+def test_a_spot_request_cut_by_the_architecture_is_shown_the_nearest_at_spot_prices() -> None:
+    assert _spread_reason({"cpu_arch": "arm64", "use_spot": True}) == (
+        f"3 offers match the hardware but the CPU architecture (cpu_arch arm64) removed them all; nearest: {A2} at "
+        f"$8.00/h; {WEST} at $9.00/h; {EAST} at $12.00/h")

@@ -75,7 +75,7 @@ def test_region_typos_and_regions_of_another_cloud_get_did_you_mean_and_a_neares
     with pytest.raises(PlanningError, match=r"'us-central1' is a region of gcp, not aws.*\); nearest: g4dn .* in "
                                             r"aws/us-east-1 at \$0.53/h; g4dn .* aws/us-west-2 at \$0.60/h$"):
         plan_pipeline(pipeline({"s": {"resources": {**t4, "infra": "aws/us-central1"}}}), cat, rules(), CLOUDS)
-    with pytest.raises(PlanningError, match=r"region filters .* removed them all \(gcp has no region 'us-centrl1'; "
+    with pytest.raises(PlanningError, match=r"region filters .* removed it \(gcp has no region 'us-centrl1'; "
                                             r"did you mean us-central1\?\)"):
         plan_pipeline(pipeline({"s": {"resources": t4}}), cat, rules(), Policy(infra=("gcp/us-centrl1",)))
 
