@@ -260,3 +260,22 @@ def test_a_spot_request_cut_by_the_architecture_is_shown_the_nearest_at_spot_pri
     assert _spread_reason({"cpu_arch": "arm64", "use_spot": True}) == (
         f"3 offers match the hardware but the CPU architecture (cpu_arch arm64) removed them all; nearest: {A2} at "
         f"$8.00/h; {WEST} at $9.00/h; {EAST} at $12.00/h")
+
+
+def test_an_accelerator_name_is_matched_to_the_catalogs_whatever_its_case_and_at_most_three_are_offered() -> None:
+    assert _reason({"accelerators": "A10G:1"}) == (  # a10g is close to a100 only in lower case
+        "  asked for 1x A10G: no A10G in the catalog; did you mean A100? Run `skyflow catalog gpus` to list them.")
+    many = catalog(*(offer("aws/us-east-1", f"i{n}", 1.0, acc=n, count=1) for n in ("A100", "B100", "P100", "V100")))
+    assert _reason({"accelerators": "H100:1"}, CLOUDS, many) == (  # four as close: three named
+        "  asked for 1x H100: no H100 in the catalog; did you mean B100, P100, V100? Run `skyflow catalog gpus` to "
+        "list them.")
+
+
+def test_the_nearest_offers_of_a_size_are_of_the_accelerator_asked_for_at_the_price_asked_for() -> None:
+    h100 = offer("aws/us-east-1", "p5", 20.0, 6.0, acc="H100", count=8, cpus=96)
+    cat = catalog(offer("aws/us-east-1", "p4d", 32.0, 12.0, acc="A100", count=8, cpus=96), h100)
+    assert _reason({"accelerators": "A100:8", "cpus": 200}, CLOUDS, cat) == (
+        f"  asked for 8x A100, cpus 200: no 8x A100 offer has cpus 200; nearest: {P4D}")
+    assert _reason({"accelerators": "A100:8", "cpus": 200, "use_spot": True}, CLOUDS, cat) == (
+        "  asked for 8x A100, cpus 200, spot: no 8x A100 offer has cpus 200; nearest: p4d (96 vCPU, 32 GiB) in "
+        "aws/us-east-1 at $12.00/h")
