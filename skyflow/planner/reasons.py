@@ -179,13 +179,16 @@ def _nearest_hardware(req: Request, finder: CandidateFinder) -> str:
     if req.instance_type and req.instance_type not in cat.instance_names:
         close = difflib.get_close_matches(req.instance_type, list(cat.instance_names), n=3)
         return f"no instance type {req.instance_type!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+    if not len(c.vcpus):
+        return "the catalog has no offers"
     largest = np.argsort(-c.vcpus, kind="stable")
     return f"no offer has {_sizes(req)}; largest: " + _describe_offers(cat, largest, False, by_size=True)
 
 
 def _sizes(req: Request) -> str:
+    """The cpus and memory asked for (what is left to refuse an offer once its accelerator and type match)."""
     return " and ".join(p for p in (f"cpus {req.cpus}" if req.cpus else "",
-                                    f"memory {req.memory}" if req.memory else "") if p) or "that"
+                                    f"memory {req.memory}" if req.memory else "") if p)
 
 
 def _describe_offers(cat: PriceCatalog, indices: np.ndarray, use_spot: bool, by_size: bool = False) -> str:

@@ -279,3 +279,26 @@ def test_the_nearest_offers_of_a_size_are_of_the_accelerator_asked_for_at_the_pr
     assert _reason({"accelerators": "A100:8", "cpus": 200, "use_spot": True}, CLOUDS, cat) == (
         "  asked for 8x A100, cpus 200, spot: no 8x A100 offer has cpus 200; nearest: p4d (96 vCPU, 32 GiB) in "
         "aws/us-east-1 at $12.00/h")
+
+
+@pytest.mark.parametrize(("resources", "why"), [
+    ({"memory": 1000}, "no offer has memory 1000; largest: "),
+    ({"cpus": 200, "memory": 1000}, "no offer has cpus 200 and memory 1000; largest: "),
+], ids=["memory", "cpus-and-memory"])
+def test_a_size_no_offer_has_is_named_with_the_largest_offers(resources: dict[str, object], why: str) -> None:
+    assert _reason(resources).split(": ", 1)[1] == (
+        f"{why}{P4D}; m6i.2xlarge (8 vCPU, 32 GiB) in aws/us-east-1 at $0.40/h; g2 (8 vCPU, 32 GiB) in gcp/us-central1 "
+        "at $0.80/h")
+
+
+def test_an_instance_type_with_no_close_name_or_many_gets_none_or_three() -> None:
+    assert _reason({"instance_type": "zzz"}) == "  asked for instance zzz: no instance type 'zzz'"
+    names = ("m6i.large", "m6i.xlarge", "m6i.2xlarge", "m6i.4xlarge")
+    sizes = catalog(*(offer("aws/us-east-1", n, 1.0) for n in names))
+    assert _reason({"instance_type": "m6i.8xlarge"}, CLOUDS, sizes) == (
+        "  asked for instance m6i.8xlarge: no instance type 'm6i.8xlarge'; did you mean m6i.xlarge, m6i.4xlarge, "
+        "m6i.2xlarge?")
+
+
+def test_an_empty_catalog_says_so() -> None:
+    assert _reason({}, CLOUDS, catalog()) == "  asked for any machine: the catalog has no offers"
