@@ -302,3 +302,20 @@ def test_an_instance_type_with_no_close_name_or_many_gets_none_or_three() -> Non
 
 def test_an_empty_catalog_says_so() -> None:
     assert _reason({}, CLOUDS, catalog()) == "  asked for any machine: the catalog has no offers"
+
+
+def test_the_nearest_are_the_three_cheapest_at_the_price_asked_for_that_have_it() -> None:
+    a100 = {"acc": "A100", "count": 8, "cpus": 96}
+    cat = catalog(offer("aws/us-east-1", "p4d", 30.0, 12.0, **a100), offer("aws/us-west-2", "p4d", 32.0, 9.0, **a100),
+                  offer("gcp/us-central1", "a2", 28.0, None, **a100), offer("azure/eastus", "nd", 29.0, 10.0, **a100),
+                  offer("lambda/us-south-1", "gpu", 27.0, 11.0, **a100))
+    box = "(96 vCPU, 32 GiB) in"
+    # spot: the cheapest by spot price, the offer with no spot price left out
+    assert _reason({"accelerators": "A100:8", "cpus": 200, "use_spot": True}, CLOUDS, cat).split("nearest: ")[1] == (
+        f"p4d {box} aws/us-west-2 at $9.00/h; nd {box} azure/eastus at $10.00/h; gpu {box} lambda/us-south-1 at "
+        "$11.00/h")
+    assert _reason({"accelerators": "A100:8", "cpus": 200}, CLOUDS, cat).split("nearest: ")[1] == (
+        f"gpu {box} lambda/us-south-1 at $27.00/h; a2 {box} gcp/us-central1 at $28.00/h; nd {box} azure/eastus at "
+        "$29.00/h")
+    unpriced = catalog(offer("aws/us-east-1", "m6i", None, None))
+    assert _reason({"cpus": 8}, CLOUDS, unpriced).endswith("nearest: m6i (8 vCPU, 32 GiB) in aws/us-east-1 at no price")
