@@ -221,15 +221,13 @@ def _price_text(offer: Offer, use_spot: bool) -> str:
     return f"${other:.2f}/h {'on demand' if use_spot else 'spot'} only" if other is not None else "no price"
 
 
-def infeasible_error(problem: Problem, keep: list[np.ndarray], policy: Policy,
-                     budget: Budget | None = None) -> InfeasibleError:
+def infeasible_error(problem: Problem, keep: list[np.ndarray], policy: Policy, budget: Budget) -> InfeasibleError:
     """Name the constraint no plan meets, with the fastest and cheapest plans there are.
 
-    Explaining never runs unbounded: each search gets a part of ``budget`` (default: the policy's time
-    limit) and starts from a plan it can always fall back on; a figure it could not prove is given as
+    Explaining never runs unbounded: each search gets a part of ``budget`` (what is left of the plan's
+    time limit) and starts from a plan it can always fall back on; a figure it could not prove is given as
     "at most" (the best plan found) or "at least" (the proven bound), never as a wrong claim.
     """
-    budget = budget or Budget(policy.solver_time_limit_s)
     deadline, budget_usd = policy.deadline_h, policy.max_cost_usd
     fastest = _best(problem, keep, "time", budget.part(1 / 4))
     cheapest = _best(problem, keep, "cost", budget.part(1 / 3))

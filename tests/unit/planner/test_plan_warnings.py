@@ -105,3 +105,10 @@ def test_an_infeasible_deadline_or_budget_names_it_and_the_best_there_is() -> No
                                             r"and the budget of \$110.00: within the deadline the cheapest plan "
                                             r"costs \$120.00; within the budget the fastest plan takes 10.00 h\."):
         plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=5, max_cost_usd=110))
+    # missed by half an hour; met exactly by the fastest plan, so only the budget is named
+    with pytest.raises(PlanningError, match=r"^no plan meets the constraints: no plan finishes within the deadline of "
+                                            r"3.5 h: the fastest plan takes 4.00 h"):
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=3.5))
+    with pytest.raises(PlanningError, match=r"^no plan meets the constraints: no plan costs at most the budget of "
+                                            r"\$50.00: the cheapest plan costs \$100.00 and takes 10.00 h\. Raise"):
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=4, max_cost_usd=50))
