@@ -112,3 +112,25 @@ def test_an_infeasible_deadline_or_budget_names_it_and_the_best_there_is() -> No
     with pytest.raises(PlanningError, match=r"^no plan meets the constraints: no plan costs at most the budget of "
                                             r"\$50.00: the cheapest plan costs \$100.00 and takes 10.00 h\. Raise"):
         plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=4, max_cost_usd=50))
+
+
+def test_each_missed_constraint_is_named_alone_and_within_the_budget_the_fastest_is_the_fastest() -> None:
+    cat = catalog(offer("aws/r", "a100", 10.0, acc="A100", count=8), offer("aws/r", "h100", 30.0, acc="H100", count=8),
+                  offer("aws/r", "l40", 15.0, acc="L40", count=8), offer("aws/r", "t4", 8.0, acc="T4", count=8))
+    p = pipeline({"t": {"resources": {"accelerators": ["A100:8", "H100:8", "L40:8", "T4:8"]},
+                        "estimate": {"hours": {"A100": 10, "H100": 4, "L40": 7, "T4": 12}}}})
+    fastest, cheapest = "takes 4.00 h and costs $120.00", "costs $96.00 and takes 12.00 h"
+    with pytest.raises(PlanningError) as both:  # both missed: each named once, nothing about meeting both
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=3, max_cost_usd=50))
+    assert str(both.value) == (
+        f"no plan meets the constraints: no plan finishes within the deadline of 3 h: the fastest plan {fastest}; no "
+        f"plan costs at most the budget of $50.00: the cheapest plan {cheapest}. Raise the deadline or budget, or "
+        "allow more clouds and regions.")
+    with pytest.raises(PlanningError) as exact:  # the cheapest plan costs the budget exactly: only the deadline
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=3, max_cost_usd=96))
+    assert "budget" not in str(exact.value).split(". Raise")[0]
+    with pytest.raises(PlanningError) as apart:  # each alone is met; within $110 the fastest is the L40's 7 h
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=5, max_cost_usd=110))
+    assert str(apart.value).startswith(
+        "no plan meets the constraints: no plan meets both the deadline of 5 h and the budget of $110.00: within the "
+        "deadline the cheapest plan costs $120.00; within the budget the fastest plan takes 7.00 h.")
