@@ -212,3 +212,16 @@ def test_a_gap_without_bounds_is_written_alone() -> None:
     assert data["gap"] == 0.25
     assert "lower_bound_usd" not in data and "lower_bound_hours" not in data
     assert Plan.from_json(data).gap == 0.25
+
+
+def test_an_output_without_size_gb_is_moved_at_the_size_it_had_before_or_at_0_gb_with_a_warning() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 1.0), offer("gcp/us-central1", "n", 1.0))
+    p = pipeline({"a": {"resources": {"infra": "aws/us-east-1"}, "outputs": ["o"], "estimate": 1},
+                  "b": {"resources": {"infra": "gcp/us-central1"}, "inputs": {"x": "a.o"}, "estimate": 1}})
+    egress = rules(("aws", "gcp", 0.1))
+    seen = plan_pipeline(p, cat, egress, Policy(all_clouds=True, observed_size_gb={"a.o": 50.0}))
+    assert [(e.artifact, e.size_gb, e.usd) for e in seen.egress] == [("a.o", 50.0, pytest.approx(5.0))]
+    assert seen.warnings == ()
+    unseen = plan_pipeline(p, cat, egress, CLOUDS)
+    assert [(e.artifact, e.size_gb, e.usd) for e in unseen.egress] == [("a.o", 0.0, 0.0)]
+    assert unseen.warnings == ("a.o has no size_gb and no history; its transfers are counted as 0 GB",)
