@@ -84,10 +84,15 @@ def test_object_store_inputs_pay_their_clouds_egress() -> None:
     # Bucket region unknown: even aws/us-east-1 pays the inter-region rate, so gcp's 0.35 + 9.00
     # loses to aws's 0.40 + 2.00.
     assert plan.stages["t"].infra == "aws/us-east-1"
-    assert [(e.source, e.target, e.usd) for e in plan.egress] == [("aws/*", "aws/us-east-1", pytest.approx(2.0))]
+    assert [(e.artifact, e.source, e.target, e.usd) for e in plan.egress] == [
+        ("raw", "aws/*", "aws/us-east-1", pytest.approx(2.0))]
     pinned = pipeline({"t": {"inputs": {"d": "raw"}}},
                       inputs={"raw": {"uri": "s3://bucket/raw", "size_gb": 100, "infra": "aws/us-east-1"}})
     assert plan_pipeline(pinned, CAT, egress, Policy(all_clouds=True)).egress_usd == 0.0
+    unsized = pipeline({"t": {"inputs": {"d": "raw"}, "resources": {"infra": "gcp/us-central1"}}},
+                       inputs={"raw": {"uri": "s3://bucket/raw"}})
+    moved = plan_pipeline(unsized, CAT, egress, Policy(all_clouds=True)).egress
+    assert [(e.artifact, e.size_gb, e.usd) for e in moved] == [("raw", 0.0, 0.0)]  # no size_gb: counted as 0 GB
 
 
 def test_pool_names_are_checked() -> None:
