@@ -225,3 +225,12 @@ def test_an_output_without_size_gb_is_moved_at_the_size_it_had_before_or_at_0_gb
     unseen = plan_pipeline(p, cat, egress, CLOUDS)
     assert [(e.artifact, e.size_gb, e.usd) for e in unseen.egress] == [("a.o", 0.0, 0.0)]
     assert unseen.warnings == ("a.o has no size_gb and no history; its transfers are counted as 0 GB",)
+
+
+def test_two_artifacts_between_the_same_stages_delay_the_consumer_by_the_larger_move() -> None:
+    cat = catalog(offer("aws/us-east-1", "m", 1.0), offer("gcp/us-central1", "n", 1.0))
+    p = pipeline({"a": {"resources": {"infra": "aws/us-east-1"}, "outputs": {"big": 360, "small": 36}, "estimate": 1},
+                  "b": {"resources": {"infra": "gcp/us-central1"}, "inputs": {"x": "a.big", "y": "a.small"},
+                        "estimate": 1}})
+    plan = plan_pipeline(p, cat, rules(), Policy(all_clouds=True, transfer_gb_per_hour=360.0))
+    assert plan.total_hours == pytest.approx(1 + 1 + 1)  # 360 GB at 360 GB/h: the 36 GB move runs beside it
