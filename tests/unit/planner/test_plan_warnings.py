@@ -105,6 +105,9 @@ def test_an_infeasible_deadline_or_budget_names_it_and_the_best_there_is() -> No
                                             r"and the budget of \$110.00: within the deadline the cheapest plan "
                                             r"costs \$120.00; within the budget the fastest plan takes 10.00 h\."):
         plan_pipeline(p, cat, rules(), Policy(all_clouds=True, deadline_h=5, max_cost_usd=110))
+    with pytest.raises(PlanningError, match=r"^no plan meets the constraints: no plan costs at most the budget of "
+                                            r"\$99.50: the cheapest plan costs \$100.00"):  # missed by 50 cents
+        plan_pipeline(p, cat, rules(), Policy(all_clouds=True, max_cost_usd=99.5))
     # missed by half an hour; met exactly by the fastest plan, so only the budget is named
     with pytest.raises(PlanningError, match=r"^no plan meets the constraints: no plan finishes within the deadline of "
                                             r"3.5 h: the fastest plan takes 4.00 h"):
