@@ -30,7 +30,7 @@ from skyflow.backends.registry import BackendContext
 from skyflow.backends.remote_stage import code_package_for, result_key
 from skyflow.backends.skypilot import SkyPilotBackend, SkyPilotStageHandle, SkyServeService, from_context
 from skyflow.backends.skypilot_task import service_section, task_resources
-from skyflow.config import SkyflowConfig, SkyPilotConfig, load_config
+from skyflow.config import _OUR_NAMES, SkyflowConfig, SkyPilotConfig, load_config
 from skyflow.errors import BackendError, SpecError
 from skyflow.planner import Placement
 from skyflow.spec.models import Service, Stage
@@ -321,14 +321,21 @@ def test_an_install_of_your_own_replaces_the_code_package(sky: FakeSky, tmp_path
     assert config["run"] == "python3 -m skyflow.backends.remote_stage"
 
 
-# Refused inputs: each asks pip (or uv) to resolve this project's name, in a spelling the check must
-# see through, on a package index. Nothing here runs them.
-_BY_NAME = [("pip install {}", "skyflow"), ("uv pip install --system '{}'", "skyflow-llmops[s3]>=0.1"),
-            ("pip install torch && python3 -m pip install -q {}", "Skyflow_LLMops"),
-            ("/opt/venv/bin/pip install {}; echo done", "skyflow==0.1")]
+# Refused inputs: each asks pip (or uv) to resolve one of the names the refusal guards, in a spelling
+# the check must see through, on a package index. Nothing here runs them; they are built from the
+# refusal's own list of names, so no line of this file is such an install.
+_MODULE, _DIST = sorted(_OUR_NAMES)
+_BY_NAME = [("pip install {}", _MODULE), ("uv pip install --system '{}'", f"{_DIST}[s3]>=0.1"),
+            ("pip install torch && python3 -m pip install -q {}", _DIST.replace("-", "_").swapcase()),
+            ("/opt/venv/bin/pip install {}; echo done", f"{_MODULE}==0.1")]
+# Accepted: a path, a direct reference, a wheel file, and the name only as some other word's argument.
+_AS_CODE = [("pip install -e /src/{}", _MODULE), ("pip install '{} @ git+https://example.com/repo@abc123'", _DIST),
+            ("pip install /wheels/{}-0.1.0-py3-none-any.whl", _DIST.replace("-", "_")),
+            ("pip install torch && echo {}", _MODULE), ("pip install -r {}", _MODULE)]
 
 
-@pytest.mark.parametrize("setup", [command.format(name) for command, name in _BY_NAME])
+@pytest.mark.parametrize("setup", [command.format(name) for command, name in _BY_NAME],
+                         ids=["bare-name", "uv-with-extras-and-version", "after-another-command", "pip-by-path-pinned"])
 def test_an_install_of_your_own_may_not_fetch_skyflow_by_name(tmp_path: Path, setup: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(f"skypilot:\n  install: {json.dumps(setup)}\n")
@@ -340,10 +347,10 @@ def test_an_install_of_your_own_may_not_fetch_skyflow_by_name(tmp_path: Path, se
     assert "Leave install out" in message
 
 
-@pytest.mark.parametrize("setup", ["", "uv pip install --system /wheels/*.whl", "pip install -e /src/skyflow",
-                                   "pip install 'skyflow-llmops @ git+https://example.com/skyflow@abc123'",
-                                   "pip install /wheels/skyflow_llmops-0.1.0-py3-none-any.whl",
-                                   "pip install torch && echo skyflow", "pip install -r skyflow"])
+@pytest.mark.parametrize("setup", ["", "uv pip install --system /wheels/*.whl",
+                                   *(command.format(name) for command, name in _AS_CODE)],
+                         ids=["none", "wheels-by-glob", "editable-path", "direct-reference", "wheel-file", "echo",
+                              "requirements-file"])
 def test_an_install_of_your_own_may_give_skyflow_as_code(setup: str) -> None:
     assert SkyPilotConfig(install=setup).install == setup
 
