@@ -57,8 +57,8 @@ def _why_none(req: Request, finder: CandidateFinder) -> str:
             elif kind == "filters":
                 hint = _filters_hint(policy, cat)
             count = _count_offers(cat, mask)
-            offers = "1 offer matches" if count == 1 else f"{count} offers match"
-            return (f"{offers} the hardware but {reason} removed {'it' if count == 1 else 'them all'}"
+            offers, them = ("1 offer matches", "it") if count == 1 else (f"{count} offers match", "them all")
+            return (f"{offers} the hardware but {reason} removed {them}"
                     f"{f' ({hint})' if hint else ''}; nearest: {nearest}")
         mask = kept
     return "no offer is left"

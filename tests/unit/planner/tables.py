@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 
 from skyflow.catalog import EgressModel, EgressRule, Offer, PriceCatalog
-from skyflow.planner import Policy
+from skyflow.errors import PlanningError
+from skyflow.planner import Policy, plan_pipeline
 from skyflow.planner.core import _problem
 from skyflow.planner.problem import Problem
 from skyflow.spec.graph import ResolvedPipeline
@@ -53,3 +55,13 @@ def problem_with_every_option(p: ResolvedPipeline, cat: PriceCatalog, egress: Eg
 def infras(problem: Problem, choice: list[int]) -> list[str]:
     """Where each stage runs in ``choice`` (an option index per stage)."""
     return [problem.options[s][k].infra for s, k in enumerate(choice)]
+
+
+def refusal(resources: dict[str, Any], cat: PriceCatalog, policy: Policy) -> str:
+    """The one ``asked for ...`` line of the no-place error of a stage ``s`` with these resources."""
+    with pytest.raises(PlanningError) as info:
+        plan_pipeline(pipeline({"s": {"resources": resources}}), cat, rules(), policy)
+    assert info.value.stage == "s"
+    head, line = str(info.value).split("\n")
+    assert head == "stage 's': no place to run it."
+    return line

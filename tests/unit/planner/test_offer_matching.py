@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, offer, pipeline, refusal, rules
 
 from skyflow.errors import PlanningError
 from skyflow.planner import CachedCopy, Policy, PoolLocation, plan_pipeline
@@ -20,9 +20,7 @@ def _instance(resources: dict[str, Any], policy: Policy = CLOUDS) -> str:
 
 
 def _refusal(resources: dict[str, Any], policy: Policy = CLOUDS) -> str:
-    with pytest.raises(PlanningError) as info:
-        _instance(resources, policy)
-    return str(info.value)
+    return refusal(resources, CAT, policy)
 
 
 def test_memory_leaves_out_the_cheaper_machine_that_has_too_little() -> None:
