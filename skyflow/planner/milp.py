@@ -243,9 +243,9 @@ class MilpModel:
         if budget is not None and budget.limited:
             time_limit_s = max(budget.for_search() or 0.0, floor_s)
         h = _quiet_highs()
-        h.setOptionValue("mip_rel_gap", 0.0)
+        _set_option(h, "mip_rel_gap", 0.0)
         if time_limit_s is not None:
-            h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
+            _set_option(h, "time_limit", max(float(time_limit_s), 0.0))
         lp = self._highs_lp(objective)
         h.passModel(lp)
         if start is not None:
@@ -321,7 +321,7 @@ class MilpModel:
 
         h = _quiet_highs()
         if time_limit_s is not None:
-            h.setOptionValue("time_limit", max(float(time_limit_s), 0.0))
+            _set_option(h, "time_limit", max(float(time_limit_s), 0.0))
         lp = self._highs_lp(objective)
         lp.integrality_ = []
         h.passModel(lp)
@@ -414,6 +414,15 @@ def _stopped() -> tuple[Any, ...]:
     return (status.kTimeLimit, status.kInterrupt, status.kIterationLimit, status.kSolutionLimit)
 
 
+def _set_option(h: Any, name: str, value: float | bool) -> None:
+    """Set a HiGHS option or fail: HiGHS answers an unknown name or a bad value with a status, not an
+    exception, and a search left at its default relative gap (1e-4) would no longer be exact."""
+    import highspy
+
+    if h.setOptionValue(name, value) != highspy.HighsStatus.kOk:
+        raise PlanningError(f"HiGHS rejected its option {name} = {value!r}")
+
+
 def _quiet_highs() -> Any:
     """A HiGHS solver that prints nothing; HiGHS 1.16 writes a banner to fd 1 when constructed,
     which would corrupt `skyflow plan --json` and `skyflow run --json`."""
@@ -428,7 +437,7 @@ def _quiet_highs() -> Any:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
             solver = highspy.Highs()  # type: ignore[no-untyped-call]
-            solver.setOptionValue("output_flag", False)
+            _set_option(solver, "output_flag", False)
     finally:
         os.dup2(saved, 1)
         os.close(saved)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tables import catalog, offer, pipeline, rules
+from tables import catalog, infras, offer, pipeline, rules
 
 from skyflow.errors import PlanningError
 from skyflow.planner import CachedCopy, Policy
 from skyflow.planner.core import _problem
-from skyflow.planner.milp import MilpModel
+from skyflow.planner.milp import MilpModel, _quiet_highs, _set_option
 from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import LocalSearch, good_start
 from skyflow.planner.solve import cheapest_per_location, solve_milp, solve_milp_bounded
@@ -156,3 +156,84 @@ def test_a_start_that_presolve_makes_moot_still_gives_the_optimum() -> None:
     assert _brute_force(problem, None, None) == pytest.approx(1.25)
     for name, start in _starts(problem, keep).items():
         assert evaluate(problem, solve_milp(problem, keep, start=start)).total_usd == pytest.approx(1.25), name
+
+
+def test_egress_priced_per_pair_of_regions_counts_cents() -> None:
+    # aws/a -> gcp/a costs $0.02/GB but aws/b -> gcp/a $0.05/GB: the rate depends on the region, so the
+    # program prices each pair of locations. 10 GB from aws/a costs $0.20, more than the $0.05 the
+    # producer saves there, so it runs next to its consumer, which only gcp/a can hold.
+    offers = [offer("aws/a", "cpu-a", 1.00), offer("aws/b", "cpu-b", 1.10), offer("gcp/a", "cpu-g", 1.05),
+              offer("gcp/a", "l4-g", 2.0, acc="L4", count=1)]
+    stages = {"s0": {"outputs": {"o": 10}, "estimate": 1},
+              "s1": {"inputs": {"i": "s0.o"}, "outputs": {"o": 0}, "estimate": 1,
+                     "resources": {"accelerators": "L4:1"}}}
+    egress = rules(("aws/a", "gcp/a", 0.02), ("*", "*", 0.05))
+    problem, _ = _problem(pipeline(stages), catalog(*offers), egress, Policy(all_clouds=True))
+    keep = cheapest_per_location(problem)
+    assert MilpModel(problem, keep, with_time=False).shares == {}  # no per-cloud rows: the pairwise ones
+    choice = solve_milp(problem, keep)
+    assert infras(problem, choice) == ["gcp/a", "gcp/a"]
+    assert evaluate(problem, choice).total_usd == pytest.approx(3.05)
+    moved = list(choice)
+    moved[0] = next(k for k, o in enumerate(problem.options[0]) if o.infra == "aws/a")
+    assert evaluate(problem, moved).total_usd == pytest.approx(3.20)
+
+
+def test_every_reader_of_an_input_waits_for_its_copy() -> None:
+    # Both stages read the 400 GB corpus in aws/a. Copying it elsewhere takes hours, so the fastest plan
+    # keeps the second reader there too, although gcp/a is cheaper for it at the same run time.
+    offers = [offer("aws/a", "cpu-a", 2.0), offer("gcp/a", "cpu-g", 1.0)]
+    stages = {"s0": {"inputs": {"raw": "raw"}, "outputs": {"o": 0}, "estimate": 1},
+              "s1": {"inputs": {"raw": "raw"}, "outputs": {"o": 0}, "estimate": 1}}
+    inputs = {"raw": {"uri": "s3://b/raw", "infra": "aws/a", "size_gb": 400}}
+    problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), rules(("*", "*", 0.0)),
+                          Policy(all_clouds=True))
+    assert [t.consumers for t in problem.transfers] == [(0, 1)]
+    keep = cheapest_per_location(problem)
+    found = solve_milp_bounded(problem, keep, with_time=True, minimize="time")
+    assert infras(problem, found.choice) == ["aws/a", "aws/a"]
+    assert evaluate(problem, found.choice).hours == pytest.approx(1.0)
+
+
+def test_moving_an_output_takes_its_whole_transfer_time() -> None:
+    # s0 fits only aws/a's 16 vCPUs. s1 runs 3 h on the L4 next to its input, or 1 h on the A100 in gcp/a
+    # after copying 1,080 GB there (3 h at 360 GB/h): staying is the faster plan by an hour.
+    offers = [offer("aws/a", "cpu-a", 1.0, cpus=16), offer("aws/a", "l4-a", 1.0, acc="L4", count=1),
+              offer("gcp/a", "a100-g", 1.0, acc="A100", count=1)]
+    stages = {"s0": {"outputs": {"o": 1080}, "estimate": 1, "resources": {"cpus": 16}},
+              "s1": {"inputs": {"i": "s0.o"}, "outputs": {"o": 0}, "estimate": {"hours": {"L4": 3, "A100": 1}},
+                     "resources": {"accelerators": {"L4": 1, "A100": 1}}}}
+    problem, _ = _problem(pipeline(stages), catalog(*offers), rules(("*", "*", 0.0)), Policy(all_clouds=True))
+    keep = cheapest_per_location(problem)
+    found = solve_milp_bounded(problem, keep, with_time=True, minimize="time")
+    assert infras(problem, found.choice) == ["aws/a", "aws/a"]
+    assert evaluate(problem, found.choice).hours == pytest.approx(4.0)
+    moved = [found.choice[0], next(k for k, o in enumerate(problem.options[1]) if o.infra == "gcp/a")]
+    assert evaluate(problem, moved).hours == pytest.approx(5.0)
+
+
+def test_a_stage_ordered_after_another_starts_when_it_ends() -> None:
+    # s1 moves no data from s0 but is ordered after it (`depends_on`): the fastest plan runs it on the A100
+    # (3 h + 1 h), not on the cheaper L4, which would end the pipeline an hour later.
+    offers = [offer("aws/a", "cpu-a", 1.0, cpus=16), offer("aws/a", "l4-a", 0.5, acc="L4", count=1),
+              offer("aws/a", "a100-a", 2.0, acc="A100", count=1)]
+    stages = {"s0": {"outputs": {"o": 0}, "estimate": 3, "resources": {"cpus": 16}},
+              "s1": {"depends_on": ["s0"], "outputs": {"o": 0}, "estimate": {"hours": {"L4": 2, "A100": 1}},
+                     "resources": {"accelerators": {"L4": 1, "A100": 1}}}}
+    problem, _ = _problem(pipeline(stages), catalog(*offers), rules(), Policy(all_clouds=True))
+    assert problem.ordering == [(0, 1)] and not problem.transfers
+    keep = [np.arange(len(options)) for options in problem.options]
+    found = solve_milp_bounded(problem, keep, with_time=True, minimize="time")
+    assert [problem.options[s][k].accelerators for s, k in enumerate(found.choice)] == [{}, {"A100": 1}]
+    assert evaluate(problem, found.choice).hours == pytest.approx(4.0)
+
+
+def test_an_option_highs_rejects_is_an_error() -> None:
+    # HiGHS answers a misspelt option or a bad value with a status; left unchecked, a search meant to be
+    # exact would run at HiGHS's default 1e-4 relative gap.
+    h = _quiet_highs()
+    with pytest.raises(PlanningError, match=r"^HiGHS rejected its option mip_rel_gp = 0\.0$"):
+        _set_option(h, "mip_rel_gp", 0.0)
+    with pytest.raises(PlanningError, match=r"^HiGHS rejected its option time_limit = None$"):
+        _set_option(h, "time_limit", None)  # type: ignore[arg-type]
+    _set_option(h, "mip_rel_gap", 0.0)
