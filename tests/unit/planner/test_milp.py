@@ -18,7 +18,7 @@ from tables import catalog, infras, offer, pipeline, rules
 from skyflow.errors import PlanningError
 from skyflow.planner import CachedCopy, Policy
 from skyflow.planner.core import _problem
-from skyflow.planner.milp import MilpModel, _quiet_highs, _set_option
+from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import LocalSearch, good_start
 from skyflow.planner.solve import cheapest_per_location, solve_milp, solve_milp_bounded
@@ -156,6 +156,10 @@ def test_a_start_that_presolve_makes_moot_still_gives_the_optimum() -> None:
     assert _brute_force(problem, None, None) == pytest.approx(1.25)
     for name, start in _starts(problem, keep).items():
         assert evaluate(problem, solve_milp(problem, keep, start=start)).total_usd == pytest.approx(1.25), name
+        # and under a time limit, the second search gets what is left of it
+        found = solve_milp_bounded(problem, keep, start=start, time_limit_s=60.0)
+        assert evaluate(problem, found.choice).total_usd == pytest.approx(1.25), name
+        assert found.cost_bound is None, name
 
 
 def test_egress_priced_per_pair_of_regions_counts_cents() -> None:
@@ -228,12 +232,20 @@ def test_a_stage_ordered_after_another_starts_when_it_ends() -> None:
     assert evaluate(problem, found.choice).hours == pytest.approx(4.0)
 
 
-def test_an_option_highs_rejects_is_an_error() -> None:
-    # HiGHS answers a misspelt option or a bad value with a status; left unchecked, a search meant to be
-    # exact would run at HiGHS's default 1e-4 relative gap.
-    h = _quiet_highs()
-    with pytest.raises(PlanningError, match=r"^HiGHS rejected its option mip_rel_gp = 0\.0$"):
-        _set_option(h, "mip_rel_gp", 0.0)
-    with pytest.raises(PlanningError, match=r"^HiGHS rejected its option time_limit = None$"):
-        _set_option(h, "time_limit", None)  # type: ignore[arg-type]
-    _set_option(h, "mip_rel_gap", 0.0)
+
+def test_a_search_stopped_before_it_completes_its_start_returns_the_start() -> None:
+    # With time rows the start's continuous part (finish times) is itself an LP for HiGHS to solve; at a
+    # zero time limit HiGHS stops before it has, and the start is the plan, bounded by what HiGHS proved.
+    offers = [offer(loc, f"cpu-{loc}", price) for loc, price in
+              [("aws/a", 1.0), ("aws/b", 1.5), ("gcp/a", 0.75), ("gcp/b", 2.0), ("azure/a", 1.25)]]
+    stages = {f"s{i}": {"outputs": {"o": [10, 40, 200][i % 3]}, "estimate": 1 + i % 4,
+                        "inputs": {f"i{j}": f"s{j}.o" for j in range(max(i - 3, 0), i) if (i + j) % 2}}
+              for i in range(30)}
+    egress = rules(("aws/a", "gcp/b", 0.2), ("*", "*", 0.05))
+    problem, _ = _problem(pipeline(stages), catalog(*offers), egress, Policy(all_clouds=True))
+    keep = cheapest_per_location(problem)
+    start = good_start(problem, keep)
+    model = MilpModel(problem, keep, with_time=True)
+    x = model.solve(model.cost_objective(), "the cheapest plan", start=start, time_limit_s=0.0)
+    assert model.choice(x) == start
+    assert model.bound <= evaluate(problem, start).total_usd
