@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from skyflow.errors import PlanningError
@@ -17,3 +20,27 @@ def test_an_option_highs_rejects_is_an_error() -> None:
     with pytest.raises(PlanningError, match=r"^HiGHS rejected its option time_limit = None$"):
         _set_option(h, "time_limit", None)  # type: ignore[arg-type]
     _set_option(h, "mip_rel_gap", 0.0)
+
+
+
+def test_the_solver_writes_nothing_to_the_terminal() -> None:
+    # HiGHS writes a banner to file descriptor 1 the first time a process creates a solver, and a log as
+    # it solves; either would corrupt `skyflow plan --json`. A fresh process, so the banner is its first.
+    code = """
+from skyflow.catalog import EgressModel, Offer, PriceCatalog
+from skyflow.planner import Policy
+from skyflow.planner.core import _problem
+from skyflow.planner.solve import cheapest_per_location, solve_milp
+from skyflow.spec.loader import resolve_data
+from skyflow.spec.source import parse_yaml
+text = '{"name": "p", "stages": {"s0": {"run": "true", "outputs": {"o": 10}, "estimate": 1},'
+text += ' "s1": {"run": "true", "inputs": {"i": "s0.o"}, "estimate": 1}}}'
+data, smap = parse_yaml(text, "p.yaml")
+offers = [Offer("aws", "a", "a-a", "cpu-a", None, 0.0, 8, 32, 1.0, None),
+          Offer("gcp", "a", "a-a", "cpu-g", None, 0.0, 8, 32, 0.5, None)]
+problem, _ = _problem(resolve_data(data, smap, "p.yaml", "."), PriceCatalog.from_offers(offers), EgressModel(),
+                      Policy(all_clouds=True))
+solve_milp(problem, cheapest_per_location(problem), with_time=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
