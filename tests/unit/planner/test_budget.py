@@ -93,3 +93,12 @@ def test_a_budget_expires_only_when_nothing_is_left() -> None:
     assert budget.left() == 0.5 and not budget.expired()
     now[0] = 10.0
     assert budget.expired()
+
+
+def test_a_plan_is_timed_on_the_clock_it_is_given() -> None:
+    clock, heard = Clock(), []
+    p = pipeline({"a": {"outputs": {"o": 1}}, "b": {"inputs": {"i": "a.o"}}})
+    plan = plan_pipeline(p, catalog(offer("aws/us-east-1", "m5", 1.0)), EGRESS, Policy(), started=clock.now - 2.0,
+                         clock=clock, progress=heard.append)
+    assert heard and all(line.startswith("2.0 s: ") for line in heard)
+    assert plan.stats["planning_s"] == 2.0
