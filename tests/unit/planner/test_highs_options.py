@@ -25,7 +25,8 @@ def test_an_option_highs_rejects_is_an_error() -> None:
 
 def test_the_solver_writes_nothing_to_the_terminal() -> None:
     # HiGHS writes a banner to file descriptor 1 the first time a process creates a solver, and a log as
-    # it solves; either would corrupt `skyflow plan --json`. A fresh process, so the banner is its first.
+    # it solves; either would corrupt `skyflow plan --json`, and so would standard output not put back
+    # where it was. A fresh process, so the banner is its first.
     code = """
 from skyflow.catalog import EgressModel, Offer, PriceCatalog
 from skyflow.planner import Policy
@@ -41,6 +42,7 @@ offers = [Offer("aws", "a", "a-a", "cpu-a", None, 0.0, 8, 32, 1.0, None),
 problem, _ = _problem(resolve_data(data, smap, "p.yaml", "."), PriceCatalog.from_offers(offers), EgressModel(),
                       Policy(all_clouds=True))
 solve_milp(problem, cheapest_per_location(problem), with_time=True)
+print("planned")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "planned\n", "")

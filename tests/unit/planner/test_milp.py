@@ -231,21 +231,3 @@ def test_a_stage_ordered_after_another_starts_when_it_ends() -> None:
     assert [problem.options[s][k].accelerators for s, k in enumerate(found.choice)] == [{}, {"A100": 1}]
     assert evaluate(problem, found.choice).hours == pytest.approx(4.0)
 
-
-
-def test_a_search_stopped_before_it_completes_its_start_returns_the_start() -> None:
-    # With time rows the start's continuous part (finish times) is itself an LP for HiGHS to solve; at a
-    # zero time limit HiGHS stops before it has, and the start is the plan, bounded by what HiGHS proved.
-    offers = [offer(loc, f"cpu-{loc}", price) for loc, price in
-              [("aws/a", 1.0), ("aws/b", 1.5), ("gcp/a", 0.75), ("gcp/b", 2.0), ("azure/a", 1.25)]]
-    stages = {f"s{i}": {"outputs": {"o": [10, 40, 200][i % 3]}, "estimate": 1 + i % 4,
-                        "inputs": {f"i{j}": f"s{j}.o" for j in range(max(i - 3, 0), i) if (i + j) % 2}}
-              for i in range(30)}
-    egress = rules(("aws/a", "gcp/b", 0.2), ("*", "*", 0.05))
-    problem, _ = _problem(pipeline(stages), catalog(*offers), egress, Policy(all_clouds=True))
-    keep = cheapest_per_location(problem)
-    start = good_start(problem, keep)
-    model = MilpModel(problem, keep, with_time=True)
-    x = model.solve(model.cost_objective(), "the cheapest plan", start=start, time_limit_s=0.0)
-    assert model.choice(x) == start
-    assert model.bound <= evaluate(problem, start).total_usd
