@@ -48,11 +48,13 @@ def test_on_the_local_machine_a_stage_takes_the_hours_estimated_for_its_accelera
 
 
 def test_a_stage_forced_onto_a_machine_too_small_is_warned_of_in_full() -> None:
-    p = pipeline({"t": {"resources": {"cpus": 16}}})
+    p = pipeline({"t": {"resources": {"cpus": 16}}, "u": {"resources": {"memory": 128}}})
     plan = plan_pipeline(p, CAT, rules(), Policy(infra=("local",), local=LocalCapacity(8, 64)))
-    assert plan.stages["t"].infra == "local"
+    assert plan.stages["t"].infra == plan.stages["u"].infra == "local"
     assert ("stage 't' asks for cpus 16, more than the local machine has; placed on local because --infra local "
             "forces it") in plan.warnings
+    assert ("stage 'u' asks for memory 128 GiB, more than the local machine has; placed on local because --infra "
+            "local forces it") in plan.warnings  # every stage's warning, not the last one's only
 
 
 def test_a_local_placement_is_this_machine_its_gpus_on_demand_and_free() -> None:
