@@ -57,6 +57,11 @@ def infras(problem: Problem, choice: list[int]) -> list[str]:
     return [problem.options[s][k].infra for s, k in enumerate(choice)]
 
 
+def position(problem: Problem, s: int, infra: str) -> int:
+    """The index of stage ``s``'s option at ``infra``."""
+    return next(k for k, o in enumerate(problem.options[s]) if o.infra == infra)
+
+
 def refusal(resources: dict[str, Any], cat: PriceCatalog, policy: Policy) -> str:
     """The one ``asked for ...`` line of the no-place error of a stage ``s`` with these resources."""
     with pytest.raises(PlanningError) as info:

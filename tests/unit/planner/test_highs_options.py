@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,24 +23,19 @@ def test_an_option_highs_rejects_is_an_error() -> None:
     _set_option(h, "mip_rel_gap", 0.0)
 
 
-
 def test_the_solver_writes_nothing_to_the_terminal() -> None:
     # HiGHS writes a banner to file descriptor 1 the first time a process creates a solver, and a log as
     # it solves; either would corrupt `skyflow plan --json`, and so would standard output not put back
     # where it was. A fresh process, so the banner is its first.
-    code = """
-from skyflow.catalog import EgressModel, Offer, PriceCatalog
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tables import catalog, offer, pipeline, rules
 from skyflow.planner import Policy
 from skyflow.planner.core import _problem
 from skyflow.planner.solve import cheapest_per_location, solve_milp
-from skyflow.spec.loader import resolve_data
-from skyflow.spec.source import parse_yaml
-text = '{"name": "p", "stages": {"s0": {"run": "true", "outputs": {"o": 10}, "estimate": 1},'
-text += ' "s1": {"run": "true", "inputs": {"i": "s0.o"}, "estimate": 1}}}'
-data, smap = parse_yaml(text, "p.yaml")
-offers = [Offer("aws", "a", "a-a", "cpu-a", None, 0.0, 8, 32, 1.0, None),
-          Offer("gcp", "a", "a-a", "cpu-g", None, 0.0, 8, 32, 0.5, None)]
-problem, _ = _problem(resolve_data(data, smap, "p.yaml", "."), PriceCatalog.from_offers(offers), EgressModel(),
+p = pipeline({{"s0": {{"outputs": {{"o": 10}}, "estimate": 1}}, "s1": {{"inputs": {{"i": "s0.o"}}, "estimate": 1}}}})
+problem, _ = _problem(p, catalog(offer("aws/a", "cpu-a", 1.0), offer("gcp/a", "cpu-g", 0.5)), rules(),
                       Policy(all_clouds=True))
 solve_milp(problem, cheapest_per_location(problem), with_time=True)
 print("planned")

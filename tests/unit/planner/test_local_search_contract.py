@@ -3,7 +3,7 @@ moving a stage to another cloud with its neighbours following gets out of what s
 
 from __future__ import annotations
 
-from tables import catalog, infras, offer, pipeline, problem_with_every_option, rules
+from tables import catalog, infras, offer, pipeline, position, problem_with_every_option, rules
 
 from skyflow.planner import Policy
 from skyflow.planner.problem import evaluate
@@ -18,14 +18,10 @@ def _case(offers: list[tuple[str, float]], egress: list[tuple[str, str, float]])
     return problem_with_every_option(p, cat, rules(*egress), CLOUDS)
 
 
-def _position(problem, s: int, infra: str) -> int:  # type: ignore[no-untyped-def]
-    return next(k for k, o in enumerate(problem.options[s]) if o.infra == infra)
-
-
 def test_single_moves_take_every_stage_of_a_dear_start_to_the_cheaper_region() -> None:
     problem, keep = _case([("aws/dear", 2.0), ("aws/cheap", 1.0)], [("aws", "aws", 0.001)])
-    start = [_position(problem, s, "aws/dear") for s in range(2)]
-    assert evaluate(problem, start).total_usd > evaluate(problem, [_position(problem, s, "aws/cheap")
+    start = [position(problem, s, "aws/dear") for s in range(2)]
+    assert evaluate(problem, start).total_usd > evaluate(problem, [position(problem, s, "aws/cheap")
                                                                    for s in range(2)]).total_usd
     choice = good_start(problem, keep, start)
     assert infras(problem, choice) == ["aws/cheap", "aws/cheap"]
@@ -36,8 +32,8 @@ def test_a_stage_moves_to_another_cloud_with_its_neighbour_where_neither_move_al
     # moving alone loses, both moving together save $20
     problem, keep = _case([("aws/r", 2.0), ("gcp/r", 1.0)],
                           [("aws", "aws", 0.0), ("gcp", "gcp", 0.0), ("aws", "*", 0.09), ("gcp", "*", 0.12)])
-    start = [_position(problem, s, "aws/r") for s in range(2)]
-    for s, alone in ((0, [_position(problem, 0, "gcp/r"), start[1]]), (1, [start[0], _position(problem, 1, "gcp/r")])):
+    start = [position(problem, s, "aws/r") for s in range(2)]
+    for s, alone in ((0, [position(problem, 0, "gcp/r"), start[1]]), (1, [start[0], position(problem, 1, "gcp/r")])):
         assert evaluate(problem, alone).total_usd > evaluate(problem, start).total_usd, s
     choice = good_start(problem, keep, start)
     assert infras(problem, choice) == ["gcp/r", "gcp/r"]

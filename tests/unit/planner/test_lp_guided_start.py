@@ -3,7 +3,7 @@ when it is cheaper than the start it is given, and the relaxation's bound raisin
 
 from __future__ import annotations
 
-from tables import catalog, infras, offer, pipeline, problem_with_every_option, rules
+from tables import catalog, infras, offer, pipeline, position, problem_with_every_option, rules
 
 from skyflow.planner import Policy
 from skyflow.planner.budget import Budget
@@ -41,7 +41,7 @@ def test_the_rounded_relaxation_leads_out_of_a_start_single_moves_cannot_leave()
 
 def test_a_given_start_cheaper_than_the_rounding_is_kept_and_a_higher_floor_stays() -> None:
     problem, keep = _stuck_case()
-    best = [next(k for k, o in enumerate(options) if o.infra == "aws/far") for options in problem.options]
+    best = [position(problem, s, "aws/far") for s in range(len(problem.options))]
     model = MilpModel(problem, keep, with_time=False)
 
     start, floor = _lp_guided_start(problem, keep, model, best, Budget(60.0), 1e9)

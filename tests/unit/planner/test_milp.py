@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tables import catalog, infras, offer, pipeline, rules
+from tables import catalog, infras, offer, pipeline, position, rules
 
 from skyflow.errors import PlanningError
 from skyflow.planner import CachedCopy, Policy
@@ -179,7 +179,7 @@ def test_egress_priced_per_pair_of_regions_counts_cents() -> None:
     assert infras(problem, choice) == ["gcp/a", "gcp/a"]
     assert evaluate(problem, choice).total_usd == pytest.approx(3.05)
     moved = list(choice)
-    moved[0] = next(k for k, o in enumerate(problem.options[0]) if o.infra == "aws/a")
+    moved[0] = position(problem, 0, "aws/a")
     assert evaluate(problem, moved).total_usd == pytest.approx(3.20)
 
 
@@ -212,7 +212,7 @@ def test_moving_an_output_takes_its_whole_transfer_time() -> None:
     found = solve_milp_bounded(problem, keep, with_time=True, minimize="time")
     assert infras(problem, found.choice) == ["aws/a", "aws/a"]
     assert evaluate(problem, found.choice).hours == pytest.approx(4.0)
-    moved = [found.choice[0], next(k for k, o in enumerate(problem.options[1]) if o.infra == "gcp/a")]
+    moved = [found.choice[0], position(problem, 1, "gcp/a")]
     assert evaluate(problem, moved).hours == pytest.approx(5.0)
 
 
