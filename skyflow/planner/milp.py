@@ -254,7 +254,7 @@ class MilpModel:
         if budget is not None and time_limit_s is not None and len(lp.a_matrix_.index_) >= CHILD_FROM_NONZEROS:
             return self._solve_in_child(h, objective, what, start, time_limit_s, budget)
         if budget is not None:
-            _watch(h, budget, time_limit_s)
+            _watch(h, budget, time_limit_s, in_usd=np.array_equal(objective, self.cost_objective()))
         h.run()
         status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
@@ -294,9 +294,7 @@ class MilpModel:
         def progress(found: float | None, bound: float) -> None:
             best = found if found is not None else start_value
             if best is not None and best > 0:
-                shown = (f"${best:,.2f}", f"${bound:,.2f}") if in_usd else (f"{best:,.2f} h", f"{bound:,.2f} h")
-                budget.report(f"integer program: best {shown[0]}, bound {shown[1]} "
-                              f"(within {100 * max(best - bound, 0.0) / best:.2f}%)")
+                budget.report(_progress_line(best, bound, in_usd))
 
         outcome = run_in_child(h, budget.clock() + time_limit_s, budget.clock, progress)
         if outcome.status == "kInfeasible":
@@ -380,7 +378,13 @@ class MilpModel:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]
 
 
-def _watch(h: Any, budget: Budget, time_limit_s: float | None) -> None:
+def _progress_line(best: float, bound: float, in_usd: bool) -> str:
+    """The search's best plan and proven bound, in dollars or (the time objective) hours."""
+    shown = (f"${best:,.2f}", f"${bound:,.2f}") if in_usd else (f"{best:,.2f} h", f"{bound:,.2f} h")
+    return f"integer program: best {shown[0]}, bound {shown[1]} (within {100 * max(best - bound, 0.0) / best:.2f}%)"
+
+
+def _watch(h: Any, budget: Budget, time_limit_s: float | None, *, in_usd: bool) -> None:
     """Report the search's best plan and bound now and then, and stop it at its limit on the wall
     clock (HiGHS checks its own limit between steps, and a large program can overrun it)."""
     ends = None if time_limit_s is None else budget.clock() + time_limit_s
@@ -395,8 +399,7 @@ def _watch(h: Any, budget: Budget, time_limit_s: float | None) -> None:
             out = event.data_out
             best, bound = float(out.mip_primal_bound), float(out.mip_dual_bound)
             if np.isfinite(best) and np.isfinite(bound) and best > 0:
-                budget.report(f"integer program: best ${best:,.2f}, bound ${bound:,.2f} "
-                              f"(within {100 * max(best - bound, 0.0) / best:.2f}%)")
+                budget.report(_progress_line(best, bound, in_usd))
 
     def on_lp_interrupt(event: Any) -> None:  # presolve and the root LP call no MIP callback
         if ends is not None and budget.clock() >= ends:

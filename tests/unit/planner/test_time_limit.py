@@ -15,14 +15,16 @@ from skyflow.planner.core import _problem
 from skyflow.planner.problem import evaluate
 
 REGIONS = [f"{cloud}/r{i}" for cloud in ("aws", "gcp", "azure") for i in range(4)]
-EGRESS = rules(("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("azure", "azure", 0.02), ("aws", "*", 0.09),
-               ("gcp", "*", 0.12), ("azure", "*", 0.087))
+EGRESS_RATES = (("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("azure", "azure", 0.02), ("aws", "*", 0.09),
+                ("gcp", "*", 0.12), ("azure", "*", 0.087))
+EGRESS = rules(*EGRESS_RATES)
 
 
-def _large_case(n: int = 60, seed: int = 3) -> tuple[Any, Any]:
+def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0) -> tuple[Any, Any]:
     """A general DAG (shared artifacts, undirected cycles) over 12 regions of 3 clouds with varied prices."""
     rng = random.Random(seed)
-    cat = catalog(*[offer(loc, f"{kind}-{loc}", rng.uniform(0.5, 3.0) * base, acc=acc, count=1 if acc else 0)
+    cat = catalog(*[offer(loc, f"{kind}-{loc}", rng.uniform(0.5, 3.0) * base * price_scale, acc=acc,
+                          count=1 if acc else 0)
                     for loc in REGIONS for kind, base, acc in (("cpu", 1.0, None), ("gpu", 4.0, "L4"))])
     stages: dict[str, Any] = {}
     for i in range(n):

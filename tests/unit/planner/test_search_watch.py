@@ -1,0 +1,136 @@
+"""How the integer program's search is watched: its progress line, and the deadline that stops HiGHS
+wherever it is, in the branch and bound or in an LP.
+
+The clock is the budget's, stepped a fixed amount each time it is read, so that what the watch does
+depends on how often HiGHS calls back and never on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import highspy
+import numpy as np
+import pytest
+from tables import rules
+from test_time_limit import EGRESS, EGRESS_RATES, _large_case
+
+from skyflow.planner import Policy
+from skyflow.planner.budget import Budget
+from skyflow.planner.core import _problem
+from skyflow.planner.milp import MilpModel, _quiet_highs, _watch
+
+
+def _line(unit: str) -> re.Pattern[str]:
+    figure = r"\$([\d,]+\.\d\d)" if unit == "usd" else r"([\d,]+\.\d\d) h"
+    return re.compile(rf"(\d+\.\d) s: integer program: best {figure}, bound {figure} \(within (\d+\.\d\d)%\)")
+
+
+def _stepping_clock(step_s: float) -> Callable[[], float]:
+    ticks = itertools.count()
+    return lambda: next(ticks) * step_s
+
+
+def _model(stages: int, seed: int, *, deadline_h: float | None = None, max_cost_usd: float | None = None,
+           price_scale: float = 1.0, egress: Any = EGRESS) -> MilpModel:
+    p, cat = _large_case(stages, seed=seed, price_scale=price_scale)
+    problem, _ = _problem(p, cat, egress, Policy(all_clouds=True, time_limit_s=0))
+    model = MilpModel(problem, [np.arange(len(o)) for o in problem.options], with_time=True)
+    if deadline_h is not None:
+        model.add_row(model.makespan_row(), hi=deadline_h)
+    if max_cost_usd is not None:
+        model.add_row(model.cost_row(), hi=max_cost_usd)
+    return model
+
+
+def _search(model: MilpModel, objective: str, step_s: float) -> tuple[float, list[str]]:
+    """The optimum found with the search watched on a stepping clock, and the progress lines."""
+    lines: list[str] = []
+    budget = Budget(None, clock=_stepping_clock(step_s), progress=lines.append)
+    vector = model.cost_objective() if objective == "cost" else model.makespan_objective()
+    x = model.solve(vector, f"the {objective} optimum", budget=budget)
+    optimum = float(vector @ x)
+    assert model.bound == pytest.approx(optimum)
+    return optimum, lines
+
+
+# Each a program HiGHS calls back many times (its cut loop) before it proves the optimum: the
+# cheapest plans under a deadline (a knapsack-like row), the first with a gap under $1 while it is
+# still reported, the second with a gap of 70 % for a while; and the fastest plan under a budget.
+@pytest.mark.parametrize(("stages", "seed", "objective", "row"), [
+    (12, 1, "cost", {"deadline_h": 24.42}), (24, 3, "cost", {"deadline_h": 32.83}),
+    (12, 1, "time", {"max_cost_usd": 140.0})])
+def test_the_search_reports_its_best_plan_and_bound_once_a_second(stages: int, seed: int, objective: str,
+                                                                    row: dict[str, float]) -> None:
+    optimum, lines = _search(_model(stages, seed, **row), objective, step_s=0.25)
+    assert len(lines) >= 2
+    parsed = []
+    for line in lines:
+        match = _line("usd" if objective == "cost" else "hours").fullmatch(line)
+        assert match, line
+        at, best, bound, within = float(match[1]), _figure(match[2]), _figure(match[3]), float(match[4])
+        assert bound <= optimum + 0.005 and best >= optimum - 0.005  # a bound below, a plan found above
+        # recomputed from the figures shown, each rounded to within 0.005, as the share is
+        assert within == pytest.approx(100 * (best - bound) / best, abs=100 * 0.01 / best + 0.006)
+        parsed.append((at, best, bound))
+    times = [at for at, _, _ in parsed]
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(times))  # once a second
+    assert all(a[1] >= b[1] and a[2] <= b[2] for a, b in itertools.pairwise(parsed))  # it only closes
+
+
+def test_no_line_is_reported_before_the_search_has_a_plan() -> None:
+    # A clock step past the report interval: every call back may report, the first ones come before
+    # HiGHS has found any plan (its best is then infinite).
+    _, lines = _search(_model(24, 3, deadline_h=32.83), "cost", step_s=2.0)
+    assert len(lines) >= 2
+    assert all(_line("usd").fullmatch(line) for line in lines), lines
+
+
+def test_a_plan_under_a_dollar_is_reported() -> None:
+    thousandths = rules(*[(source, dest, rate / 1000) for source, dest, rate in EGRESS_RATES])
+    cheap = _model(12, 1, deadline_h=24.42, price_scale=0.001, egress=thousandths)
+    optimum, lines = _search(cheap, "cost", step_s=0.25)
+    assert 0 < optimum < 1 and lines and all(_line("usd").fullmatch(line) for line in lines), lines
+
+
+def _figure(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _lp(model: MilpModel, solver: str) -> highspy.Highs:
+    """The program's LP relaxation with presolve off, so that HiGHS's own LP solver does all the work."""
+    h = _quiet_highs()
+    lp = model._highs_lp(model.cost_objective())
+    lp.integrality_ = []
+    h.passModel(lp)
+    h.setOptionValue("solver", solver)
+    h.setOptionValue("presolve", "off")
+    return h
+
+
+@pytest.mark.parametrize("solver", ["simplex", "ipm"])
+def test_the_deadline_stops_highs_inside_an_lp_where_no_search_callback_runs(solver: str) -> None:
+    # A branch and bound begins with LPs (the root, an analytic centre) that call only the LP
+    # callbacks; a large one can outlast the whole budget there.
+    model = _model(12, 1)
+    free = _lp(model, solver)
+    free.run()
+    assert free.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    iterations = {"simplex": "simplex_iteration_count", "ipm": "ipm_iteration_count"}[solver]
+    needed = getattr(free.getInfo(), iterations)
+    assert needed > 5
+
+    watched = _lp(model, solver)
+    _watch(watched, Budget(None, clock=_stepping_clock(1.0)), time_limit_s=3.0, in_usd=True)
+    watched.run()
+    assert watched.getModelStatus() == highspy.HighsModelStatus.kInterrupt
+    assert getattr(watched.getInfo(), iterations) < needed
+
+    unlimited = _lp(model, solver)
+    _watch(unlimited, Budget(None, clock=_stepping_clock(1.0)), time_limit_s=None, in_usd=True)
+    unlimited.run()
+    assert unlimited.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    assert getattr(unlimited.getInfo(), iterations) == needed
