@@ -54,6 +54,11 @@ def _search(model: MilpModel, objective: str, step_s: float) -> tuple[float, lis
     x = model.solve(vector, f"the {objective} optimum", budget=budget)
     optimum = float(vector @ x)
     assert model.bound == pytest.approx(optimum)
+    plain = _quiet_highs()  # the same program, unwatched, with HiGHS's own settings for an exact search
+    plain.passModel(model._highs_lp(vector))
+    plain.setOptionValue("mip_rel_gap", 0.0)
+    plain.run()
+    assert optimum == pytest.approx(plain.getInfo().objective_function_value, rel=1e-9)
     return optimum, lines
 
 
