@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from tables import catalog, offer, pipeline, rules
@@ -236,3 +237,34 @@ def test_the_baseline_reuses_the_same_cached_copies_and_their_saving_is_told_apa
     assert data["recompute_usd"] == 5.0 and Plan.from_json(data).to_json() == data
     fresh = plan_pipeline(p, cat, rules(), dataclasses.replace(policy, cached={}))
     assert (fresh.total_usd, fresh.recompute_usd) == (5.0, None) and "recompute_usd" not in fresh.to_json()
+
+
+def test_the_baseline_keeps_each_cloud_to_the_infra_given() -> None:
+    cat = catalog(offer("aws/r1", "m", 3.0), offer("aws/r2", "m", 1.0), offer("gcp/r1", "n", 2.0))
+    plan = plan_pipeline(pipeline({"a": {"estimate": 2}}), cat, rules(), Policy(infra=("aws/r1", "gcp/r1")))
+    assert (plan.stages["a"].infra, plan.total_usd) == ("gcp/r1", 4.0)
+    # aws's region r2 is cheaper, but outside the infra given: all on aws is r1's $3 an hour
+    assert (plan.baseline_usd, plan.baseline_cloud) == (4.0, "gcp")
+
+
+def test_the_baseline_is_on_demand_in_every_alternative_of_a_stage() -> None:
+    cat = catalog(offer("aws/r", "p4d", 30.0, 10.0, acc="A100", count=8),
+                  offer("aws/r", "p5", 60.0, 20.0, acc="H100", count=8),
+                  offer("gcp/r", "a2", 29.0, acc="A100", count=8))
+    p = pipeline({"train": {"estimate": 1, "resources": {"any_of": [
+        {"accelerators": "A100:8", "use_spot": True}, {"accelerators": "H100:8", "use_spot": True}]}}})
+    plan = plan_pipeline(p, cat, rules(), CLOUDS)
+    assert (plan.stages["train"].infra, plan.stages["train"].use_spot, plan.total_usd) == ("aws/r", True, 10.0)
+    assert (plan.baseline_usd, plan.baseline_cloud) == (29.0, "gcp")  # by hand: on demand, so gcp
+
+
+@pytest.mark.parametrize(("stages", "solver"), [
+    ({"a": {"resources": {"infra": "aws/r"}}, "b": {"resources": {"infra": "gcp/r"}, "inputs": {"x": "a.o"}}},
+     "trivial"),
+    ({"a": {"inputs": {"raw": "raw"}}, "b": {"inputs": {"x": "a.o"}}}, "dp")])
+def test_the_plan_names_the_method_that_found_it(stages: dict[str, Any], solver: str) -> None:
+    stages["a"]["outputs"] = {"o": 10}
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.5))
+    raw = {"raw": {"uri": "gs://b/raw", "infra": "gcp/r", "size_gb": 100}}
+    plan = plan_pipeline(pipeline(stages, raw), cat, rules(("gcp", "*", 0.12), ("aws", "*", 0.09)), CLOUDS)
+    assert plan.solver == solver
