@@ -266,9 +266,10 @@ class MilpModel:
             self.bound = float(info.mip_dual_bound)
             return self._stage_values(start)
         if status != highspy.HighsModelStatus.kOptimal and not (status in _stopped() and found):
-            raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}"
-                                + (f" (time limit {time_limit_s:g} s; raise --time-limit, 0 for none)"
-                                   if status in _stopped() else ""))
+            # HiGHS's own words for a stop at the deadline ("Interrupted by user") would mislead
+            raise PlanningError(f"the solver stopped before finding {what} (time limit {time_limit_s:g} s; "
+                                "raise --time-limit, 0 for none)" if status in _stopped() else
+                                f"the solver stopped before finding {what}: {h.modelStatusToString(status)}")
         x = np.asarray(h.getSolution().col_value)
         reported = info.objective_function_value
         if status == highspy.HighsModelStatus.kOptimal:

@@ -268,3 +268,4 @@ def test_the_plan_names_the_method_that_found_it(stages: dict[str, Any], solver:
     raw = {"raw": {"uri": "gs://b/raw", "infra": "gcp/r", "size_gb": 100}}
     plan = plan_pipeline(pipeline(stages, raw), cat, rules(("gcp", "*", 0.12), ("aws", "*", 0.09)), CLOUDS)
     assert plan.solver == solver
+    assert plan.stats["options"] == (2 if solver == "trivial" else 4)  # placements weighed, for the bench

@@ -18,7 +18,8 @@ import pytest
 from tables import rules
 from test_time_limit import EGRESS, EGRESS_RATES, _large_case
 
-from skyflow.planner import Policy
+from skyflow.errors import PlanningError
+from skyflow.planner import Plan, Policy, plan_pipeline
 from skyflow.planner.budget import Budget
 from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel, _quiet_highs, _watch
@@ -71,7 +72,7 @@ def _search(model: MilpModel, objective: str, step_s: float) -> tuple[float, lis
 def test_the_search_reports_its_best_plan_and_bound_once_a_second(stages: int, seed: int, objective: str,
                                                                     row: dict[str, float]) -> None:
     optimum, lines = _search(_model(stages, seed, **row), objective, step_s=0.25)
-    assert len(lines) >= 2
+    assert len(lines) >= (10 if stages == 24 else 1)
     parsed = []
     for line in lines:
         match = _line("usd" if objective == "cost" else "hours").fullmatch(line)
@@ -139,3 +140,59 @@ def test_the_deadline_stops_highs_inside_an_lp_where_no_search_callback_runs(sol
     unlimited.run()
     assert unlimited.getModelStatus() == highspy.HighsModelStatus.kOptimal
     assert getattr(unlimited.getInfo(), iterations) == needed
+
+
+def _earliest_stop(p: Any, cat: Any, **policy: Any) -> tuple[list[str], Plan]:
+    """A time limit, counted in clock steps, at which planning returns a plan where one step less
+    returns none (found by bisection): the errors met on the way, and that plan. The steps are 10 s
+    each, so that HiGHS's own timer (real seconds) never stops it first: only the budget's clock does."""
+
+    def plan(steps: int) -> Plan | str:
+        try:
+            return plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=10.0 * steps, **policy),
+                                 baseline=False, clock=_stepping_clock(10.0))
+        except PlanningError as error:
+            return str(error)
+
+    low, high = 1, 64
+    first, found = plan(low), plan(high)
+    assert isinstance(first, str) and isinstance(found, Plan)
+    errors = [first]
+    while high - low > 1:
+        middle = (low + high) // 2
+        outcome = plan(middle)
+        if isinstance(outcome, Plan):
+            high, found = middle, outcome
+        else:
+            low = middle
+            errors.append(outcome)
+    return errors, found
+
+
+def test_a_search_stopped_by_the_clock_returns_its_plan_with_proven_bounds() -> None:
+    p, cat = _large_case(12, seed=1)
+    exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, deadline_h=24.42, time_limit_s=0), baseline=False)
+    errors, quick = _earliest_stop(p, cat, deadline_h=24.42)
+    assert all(re.fullmatch(r"the solver stopped before finding the cheapest plan \(time limit [\d.]+ s; "
+                            r"raise --time-limit, 0 for none\)", error) for error in errors), errors
+    assert quick.gap > 0 and quick.lower_bound_usd is not None and quick.lower_bound_hours is None
+    assert quick.lower_bound_usd <= exact.total_usd + 1e-9 <= quick.total_usd + 2e-9
+    assert quick.gap == pytest.approx((quick.total_usd - quick.lower_bound_usd) / quick.total_usd)
+    assert quick.total_hours <= 24.42
+
+
+def test_a_fastest_plan_stopped_by_the_clock_keeps_its_proven_time_bound() -> None:
+    # Under the time objective the search first finds the fastest plan, then the cheapest at that time:
+    # stopped early, the plan keeps both bounds and the larger gap.
+    p, cat = _large_case(12, seed=1)
+    exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective="time", max_cost_usd=140.0,
+                                                 time_limit_s=0), baseline=False)
+    errors, quick = _earliest_stop(p, cat, objective="time", max_cost_usd=140.0)
+    assert errors and all(error.startswith("the solver stopped before finding the fastest plan (time limit ")
+                          for error in errors), errors
+    assert quick.lower_bound_hours is not None and quick.lower_bound_usd is not None
+    assert quick.lower_bound_hours <= exact.total_hours + 1e-9 <= quick.total_hours + 2e-9
+    assert quick.lower_bound_hours < quick.total_hours and quick.total_usd <= 140.0
+    hours_gap = (quick.total_hours - quick.lower_bound_hours) / quick.total_hours
+    usd_gap = (quick.total_usd - quick.lower_bound_usd) / quick.total_usd
+    assert quick.gap == pytest.approx(max(hours_gap, usd_gap))

@@ -58,8 +58,8 @@ def _brute_force_usd(problem: Problem, keep: list[np.ndarray]) -> float:
 def test_a_search_stopped_at_once_without_a_start_names_the_time_limit() -> None:
     problem, keep = _large()
     model = MilpModel(problem, keep, with_time=False)
-    with pytest.raises(PlanningError, match=r"^the solver stopped before finding the cheapest plan: Time limit "
-                                            r"reached \(time limit 0 s; raise --time-limit, 0 for none\)$"):
+    with pytest.raises(PlanningError, match=r"^the solver stopped before finding the cheapest plan "
+                                            r"\(time limit 0 s; raise --time-limit, 0 for none\)$"):
         model.solve(model.cost_objective(), "the cheapest plan", time_limit_s=0.0)
 
 
@@ -78,8 +78,8 @@ def test_a_search_stopped_before_it_took_the_start_returns_the_start_unproven() 
 def test_the_budgets_clock_interrupts_the_search_and_says_so() -> None:
     problem, keep = _large()
     model = MilpModel(problem, keep, with_time=False)
-    with pytest.raises(PlanningError, match=r"stopped before finding the cheapest plan: Interrupted by user "
-                                            rf"\(time limit {MIN_STEP_S:g} s; raise --time-limit, 0 for none\)"):
+    with pytest.raises(PlanningError, match=r"^the solver stopped before finding the cheapest plan "
+                                            rf"\(time limit {MIN_STEP_S:g} s; raise --time-limit, 0 for none\)$"):
         model.solve(model.cost_objective(), "the cheapest plan", budget=Budget(10.0, clock=LeapingClock()))
     start = good_start(problem, keep)
     x = model.solve(model.cost_objective(), "the cheapest plan", start=start, budget=Budget(10.0, clock=LeapingClock()))
