@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from tables import catalog, offer, pipeline
+from tables import catalog, offer, pipeline, rules
 from test_time_limit import EGRESS, _large_case
 
 from skyflow.planner import Policy, plan_pipeline
@@ -54,6 +56,25 @@ def test_a_plan_that_needs_the_integer_program_reports_its_phases() -> None:
     assert plan.solver == "milp"
     text = "\n".join(heard)
     assert "finding candidates for 40 stages" in text and "building the integer program" in text
+
+
+def test_the_baseline_reports_each_clouds_search_to_the_same_progress() -> None:
+    # A diamond with egress: all on aws, all on gcp and the plan itself each need the integer program.
+    cat = catalog(offer("aws/r1", "m", 1.0), offer("aws/r2", "m", 1.2), offer("gcp/r1", "n", 1.1),
+                  offer("gcp/r2", "n", 0.9))
+    p = pipeline({"a": {"outputs": {"o": 50}, "inputs": {"raw": "raw"}},
+                  "b": {"inputs": {"x": "a.o"}, "outputs": {"o": 50}},
+                  "c": {"inputs": {"x": "a.o"}, "outputs": {"o": 50}}, "d": {"inputs": {"x": "b.o", "y": "c.o"}}},
+                 {"raw": {"uri": "s3://b/raw", "infra": "aws/r1", "size_gb": 100}})
+    heard: list[str] = []
+    egress = rules(("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("aws", "*", 0.09), ("gcp", "*", 0.12))
+    plan = plan_pipeline(p, cat, egress, Policy(all_clouds=True), progress=heard.append)
+    assert (plan.solver, plan.baseline_cloud) == ("milp", "aws")
+    assert [re.sub(r"^\d+\.\d s: ", "", line) for line in heard] == [
+        "finding candidates for 4 stages", "pricing the baseline: every stage on one of 2 clouds",
+        "searching 7 placements of 4 stages for a start", "building the integer program (7 placements)",  # aws
+        "searching 8 placements of 4 stages for a start", "building the integer program (8 placements)",  # gcp
+        "searching 14 placements of 4 stages for a start", "building the integer program (14 placements)"]
 
 
 def test_a_budget_spent_before_planning_starts_still_gives_a_valid_plan_and_an_honest_gap() -> None:
