@@ -269,3 +269,31 @@ def test_the_plan_names_the_method_that_found_it(stages: dict[str, Any], solver:
     plan = plan_pipeline(pipeline(stages, raw), cat, rules(("gcp", "*", 0.12), ("aws", "*", 0.09)), CLOUDS)
     assert plan.solver == solver
     assert plan.stats["options"] == (2 if solver == "trivial" else 4)  # placements weighed, for the bench
+
+
+@pytest.mark.parametrize(("first", "policy", "placed"), [
+    # the first choice exists only on a cloud the policy leaves out or that is not enabled...
+    ("H100:8", Policy(allowed_clouds=("aws", "gcp")), ("gcp/r", 29.0)),
+    ("H100:8", Policy(enabled_clouds=("aws", "gcp")), ("gcp/r", 29.0)),
+    # ...or only on the local machine, which --all-clouds leaves out, and which is no cloud
+    ("L4:1", Policy(all_clouds=True, local=LocalCapacity(8, 64, {"L4": 1})), ("gcp/r", 29.0)),
+    ("L4:1", Policy(local=LocalCapacity(8, 64, {"L4": 1})), ("local", 0.0))])
+def test_the_baseline_takes_an_ordered_stages_first_choice_only_where_the_plan_may(
+        first: str, policy: Policy, placed: tuple[str, float]) -> None:
+    cat = catalog(offer("aws/r", "p4d", 30.0, acc="A100", count=8), offer("gcp/r", "a2", 29.0, acc="A100", count=8),
+                  offer("azure/r", "nd", 50.0, acc="H100", count=8))
+    p = pipeline({"train": {"estimate": 1, "resources": {"ordered": [{"accelerators": first},
+                                                                     {"accelerators": "A100:8"}]}}})
+    plan = plan_pipeline(p, cat, rules(), policy)
+    assert (plan.stages["train"].infra, plan.total_usd) == placed
+    assert (plan.baseline_usd, plan.baseline_cloud) == (29.0, "gcp")
+
+
+def test_the_baseline_is_the_cheapest_plan_on_one_cloud_whatever_the_objective() -> None:
+    # aws/r2 is cheaper with the copy of the input, but slower by the copy's time: the fastest plan
+    # stays in aws/r1 by the data; the baseline is still the cheapest one-cloud plan.
+    cat = catalog(offer("aws/r1", "m", 2.0), offer("aws/r2", "m", 0.5), offer("gcp/r", "n", 10.0))
+    p = pipeline({"a": {"inputs": {"raw": "raw"}}}, {"raw": {"uri": "s3://b/raw", "infra": "aws/r1", "size_gb": 100}})
+    plan = plan_pipeline(p, cat, rules(("aws", "aws", 0.002), ("aws", "*", 0.09)), Policy(objective="time"))
+    assert (plan.stages["a"].infra, plan.total_usd) == ("aws/r1", 2.0)
+    assert (plan.baseline_usd, plan.baseline_cloud) == (pytest.approx(0.7), "aws")
