@@ -7,6 +7,7 @@ depends on how often HiGHS calls back and never on how fast this machine is.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from test_time_limit import EGRESS, EGRESS_RATES, _large_case
 from skyflow.errors import PlanningError
 from skyflow.planner import Plan, Policy, plan_pipeline
 from skyflow.planner.budget import Budget
+from skyflow.planner.components import independent_parts
 from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel, _quiet_highs, _watch
 
@@ -196,3 +198,26 @@ def test_a_fastest_plan_stopped_by_the_clock_keeps_its_proven_time_bound() -> No
     hours_gap = (quick.total_hours - quick.lower_bound_hours) / quick.total_hours
     usd_gap = (quick.total_usd - quick.lower_bound_usd) / quick.total_usd
     assert quick.gap == pytest.approx(max(hours_gap, usd_gap))
+
+
+def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds() -> None:
+    p, cat = _large_case(12, seed=1, parts=2)
+    policy = Policy(all_clouds=True)
+    problem, _ = _problem(p, cat, EGRESS, policy)
+    assert [len(part) for part in independent_parts(problem)] == [12, 12]
+    floor = sum(min(o.compute_usd for o in options) for options in problem.options)  # no egress, cheapest each
+    exact = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=0), baseline=False)
+    stopped = []
+    for steps in range(1, 64, 2):
+        plan = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=10.0 * steps), baseline=False,
+                             clock=_stepping_clock(10.0))
+        if plan.gap == 0:
+            assert plan.total_usd == pytest.approx(exact.total_usd)
+            break
+        stopped.append(plan)
+        assert plan.lower_bound_usd is not None
+        assert floor - 1e-9 <= plan.lower_bound_usd <= exact.total_usd + 1e-9 <= plan.total_usd + 2e-9
+        assert plan.gap == pytest.approx((plan.total_usd - plan.lower_bound_usd) / plan.total_usd)
+    else:
+        raise AssertionError("not proven within 64 clock steps")
+    assert len(stopped) >= 3

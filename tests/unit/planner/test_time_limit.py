@@ -20,8 +20,9 @@ EGRESS_RATES = (("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("azure", "azure", 0
 EGRESS = rules(*EGRESS_RATES)
 
 
-def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0) -> tuple[Any, Any]:
-    """A general DAG (shared artifacts, undirected cycles) over 12 regions of 3 clouds with varied prices."""
+def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0, parts: int = 1) -> tuple[Any, Any]:
+    """A general DAG (shared artifacts, undirected cycles) over 12 regions of 3 clouds with varied prices;
+    with ``parts``, that many copies of it side by side, each with its own input (independent parts)."""
     rng = random.Random(seed)
     cat = catalog(*[offer(loc, f"{kind}-{loc}", rng.uniform(0.5, 3.0) * base * price_scale, acc=acc,
                           count=1 if acc else 0)
@@ -33,7 +34,14 @@ def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0) -> tuple[A
                            "estimate": rng.randint(1, 5), "outputs": {"o": rng.choice([1, 20, 100, 400])},
                            "inputs": {f"i{j}": f"s{p}.o" for j, p in enumerate(parents)}}
     stages["s0"]["inputs"] = {"raw": "raw"}
-    return pipeline(stages, {"raw": {"uri": "s3://b/raw", "infra": "aws/r0", "size_gb": 300}}), cat
+    copies: dict[str, Any] = {}
+    for tag in [""] + [f"_{k}" for k in range(1, parts)]:
+        for name, stage in stages.items():
+            copies[name + tag] = {**stage, "inputs": {i: ref.replace(".", f"{tag}.") if "." in ref else ref + tag
+                                                      for i, ref in stage["inputs"].items()}}
+    inputs = {f"raw{tag}": {"uri": f"s3://b/raw{tag}", "infra": "aws/r0", "size_gb": 300}
+              for tag in [""] + [f"_{k}" for k in range(1, parts)]}
+    return pipeline(copies, inputs), cat
 
 
 # Cases HiGHS 1.16 stops on before proving the optimum on a quiet machine, each the smallest found for
