@@ -8,7 +8,7 @@ import pytest
 from tables import catalog, offer, pipeline, rules
 from test_time_limit import EGRESS, _large_case
 
-from skyflow.planner import Policy, plan_pipeline
+from skyflow.planner import CachedCopy, Policy, plan_pipeline
 from skyflow.planner.budget import MIN_STEP_S, RESERVE_FRACTION, Budget
 from skyflow.planner.core import _problem
 from skyflow.planner.milp import InfeasibleError
@@ -74,6 +74,25 @@ def test_the_baseline_reports_each_clouds_search_to_the_same_progress() -> None:
         "finding candidates for 4 stages", "pricing the baseline: every stage on one of 2 clouds",
         "searching 7 placements of 4 stages for a start", "building the integer program (7 placements)",  # aws
         "searching 8 placements of 4 stages for a start", "building the integer program (8 placements)",  # gcp
+        "searching 14 placements of 4 stages for a start", "building the integer program (14 placements)"]
+
+
+def test_the_recompute_without_the_cache_reports_its_search_to_the_same_progress() -> None:
+    # b's output is cached in gcp/r2, cheaper to fetch than to recompute: the plan reuses it and prices
+    # the plan it would be without it (14 placements, b's copy gone) on the same budget.
+    cat = catalog(offer("aws/r1", "m", 1.0), offer("aws/r2", "m", 1.2), offer("gcp/r1", "n", 1.1),
+                  offer("gcp/r2", "n", 0.9))
+    p = pipeline({"a": {"outputs": {"o": 50}, "inputs": {"raw": "raw"}},
+                  "b": {"inputs": {"x": "a.o"}, "outputs": {"o": 50}, "estimate": 10},
+                  "c": {"inputs": {"x": "a.o"}, "outputs": {"o": 50}}, "d": {"inputs": {"x": "b.o", "y": "c.o"}}},
+                 {"raw": {"uri": "s3://b/raw", "infra": "aws/r1", "size_gb": 100}})
+    heard: list[str] = []
+    egress = rules(("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("aws", "*", 0.09), ("gcp", "*", 0.12))
+    policy = Policy(all_clouds=True, cached={"b": (CachedCopy("gcp/r2", 50.0),)})
+    plan = plan_pipeline(p, cat, egress, policy, progress=heard.append)
+    assert (plan.stages["b"].cached, plan.recompute_usd) == (True, 13.0)
+    assert [re.sub(r"^\d+\.\d s: ", "", line) for line in heard][-4:] == [
+        "searching 12 placements of 4 stages for a start", "building the integer program (12 placements)",  # plan
         "searching 14 placements of 4 stages for a start", "building the integer program (14 placements)"]
 
 
