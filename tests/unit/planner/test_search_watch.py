@@ -221,3 +221,46 @@ def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds() ->
     else:
         raise AssertionError("not proven within 64 clock steps")
     assert len(stopped) >= 3
+
+
+def test_an_explanation_whose_searches_stop_early_brackets_each_figure() -> None:
+    # Each within its deadline or budget alone, never both: the error explains with four searches,
+    # each of which a short enough budget stops before its proof ("at most X (at least Y)").
+    p, cat = _large_case(12, seed=1)
+    exact = {
+        "fastest": plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective="time", time_limit_s=0),
+                                 baseline=False).total_hours,
+        "cheapest": plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=0), baseline=False).total_usd}
+    deadline_h, budget_usd = 24.42, exact["cheapest"] + 1
+    exact["in time"] = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, deadline_h=deadline_h, time_limit_s=0),
+                                     baseline=False).total_usd
+    exact["in budget"] = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective="time",
+                                                              max_cost_usd=budget_usd, time_limit_s=0),
+                                       baseline=False).total_hours
+    figure = r"\$?([\d,]+\.\d\d)(?: h)?"
+    forms = {"fastest": rf"[:;] the fastest plan takes at most {figure} \(at least {figure}\)",
+             "cheapest": rf"[:;] the cheapest plan costs at most {figure} \(at least {figure}\)",
+             "in time": rf"within the deadline the cheapest plan costs at most {figure} \(at least {figure}\)",
+             "in budget": rf"within the budget the fastest plan takes at most {figure} \(at least {figure}\)"}
+    policy = Policy(all_clouds=True, deadline_h=deadline_h, max_cost_usd=budget_usd)
+    with pytest.raises(PlanningError) as proven:
+        plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=0), baseline=False)
+    assert "(at least" not in str(proven.value)
+    seen: set[str] = set()
+    for steps in range(2, 90, 3):
+        with pytest.raises(PlanningError) as caught:
+            plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=10.0 * steps), baseline=False,
+                          clock=_stepping_clock(10.0))
+        message = str(caught.value)
+        if message == str(proven.value):
+            break
+        assert message.startswith(f"no plan meets the constraints: no plan meets both the deadline of {deadline_h:g} h "
+                                  f"and the budget of ${budget_usd:,.2f}: ")
+        for name, form in forms.items():
+            for most, least in re.findall(form, message):
+                assert _figure(least) <= round(exact[name], 2) <= _figure(most), (name, message)
+                assert _figure(least) < _figure(most), (name, message)  # a figure not proven has a gap
+                seen.add(name)
+    else:
+        raise AssertionError("the explanation was not proven within 90 clock steps")
+    assert seen == set(forms)
