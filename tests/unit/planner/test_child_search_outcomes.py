@@ -164,3 +164,21 @@ def test_a_search_the_child_finds_infeasible_is_an_infeasible_plan(monkeypatch: 
     with pytest.raises(PlanningError, match=r"no plan meets the constraints \(deadline, budget\) while finding "
                                             r"the cheapest plan"):
         searched(monkeypatch, change)
+
+
+def test_the_child_reports_its_best_plan_and_bound_while_it_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its reports are paced on the real clock; with no pause between them, which reports come depends
+    # only on how often HiGHS calls back (a cheapest plan under a deadline: many times).
+    monkeypatch.setattr(highs_child, "_BOUND_EVERY_S", 0.0)
+    p, cat = _large_case(24, seed=3)
+    lines: list[str] = []
+    plan = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, deadline_h=32.83, time_limit_s=600),
+                         baseline=False, progress=lines.append)
+    assert plan.gap == 0
+    searching = [line for line in lines if "integer program: best" in line]
+    assert len(searching) >= 2, lines
+    for line in searching:
+        found = re.fullmatch(r"[\d.]+ s: integer program: best \$([\d,]+\.\d\d), bound \$([\d,]+\.\d\d) "
+                             r"\(within [\d.]+%\)", line)
+        assert found, line
+        assert float(found[2].replace(",", "")) <= plan.total_usd + 0.005 <= float(found[1].replace(",", "")) + 0.01

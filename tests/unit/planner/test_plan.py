@@ -297,3 +297,13 @@ def test_the_baseline_is_the_cheapest_plan_on_one_cloud_whatever_the_objective()
     plan = plan_pipeline(p, cat, rules(("aws", "aws", 0.002), ("aws", "*", 0.09)), Policy(objective="time"))
     assert (plan.stages["a"].infra, plan.total_usd) == ("aws/r1", 2.0)
     assert (plan.baseline_usd, plan.baseline_cloud) == (pytest.approx(0.7), "aws")
+
+
+def test_a_chain_whose_stages_each_read_an_input_is_placed_by_the_dp_next_to_each() -> None:
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.0))
+    p = pipeline({"a": {"inputs": {"raw": "raw1"}, "outputs": {"o": 1}}, "b": {"inputs": {"raw": "raw2", "x": "a.o"}}},
+                 {"raw1": {"uri": "s3://b/raw1", "infra": "aws/r", "size_gb": 100},
+                  "raw2": {"uri": "gs://b/raw2", "infra": "gcp/r", "size_gb": 100}})
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
+    assert plan.solver == "dp"
+    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("aws/r", "gcp/r", pytest.approx(2.09))

@@ -212,7 +212,7 @@ def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds() ->
         plan = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=10.0 * steps), baseline=False,
                              clock=_stepping_clock(10.0))
         if plan.gap == 0:
-            assert plan.total_usd == pytest.approx(exact.total_usd)
+            assert plan.total_usd == pytest.approx(exact.total_usd) and plan.lower_bound_usd is None
             break
         stopped.append(plan)
         assert plan.lower_bound_usd is not None
