@@ -223,14 +223,15 @@ class Bounded:
 
 def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                deadline_h: float | None = None, max_cost_usd: float | None = None,
-               minimize: str = "cost", start: list[int] | None = None) -> list[int]:
-    """The integer program, solved to optimality (gap 0). With time: finish-time variables along the DAG.
+               start: list[int] | None = None) -> list[int]:
+    """The cheapest plan by the integer program, solved to optimality (gap 0). With time: finish-time
+    variables along the DAG.
 
     ``start`` (option index per stage, each in ``keep``) is a feasible plan to begin the search from;
     it only speeds the search up, the result is optimal with or without it.
     """
     return solve_milp_bounded(problem, keep, with_time=with_time, deadline_h=deadline_h,
-                              max_cost_usd=max_cost_usd, minimize=minimize, start=start).choice
+                              max_cost_usd=max_cost_usd, start=start).choice
 
 
 def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
