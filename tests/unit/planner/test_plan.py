@@ -307,3 +307,13 @@ def test_a_chain_whose_stages_each_read_an_input_is_placed_by_the_dp_next_to_eac
     plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
     assert plan.solver == "dp"
     assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("aws/r", "gcp/r", pytest.approx(2.09))
+
+
+def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.5))
+    p = pipeline({"a": {"outputs": {"o": 100}}, "b": {"inputs": {"x": "a.o"}, "resources": {"infra": "gcp/r"}},
+                  "c": {"inputs": {"x": "a.o"}}})
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
+    # all on gcp: $4.50; a and c on aws would save $1 of compute and pay $9 to copy a.o to b
+    assert {name: s.infra for name, s in plan.stages.items()} == {"a": "gcp/r", "b": "gcp/r", "c": "gcp/r"}
+    assert (plan.total_usd, plan.solver) == (4.5, "milp")
