@@ -237,13 +237,13 @@ def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = Fa
 def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                        deadline_h: float | None = None, max_cost_usd: float | None = None,
                        minimize: str = "cost", start: list[int] | None = None,
-                       time_limit_s: float | None = None, budget: Budget | None = None) -> Bounded:
-    """`solve_milp` within ``budget`` (else ``time_limit_s`` seconds from now; None: prove optimality):
+                       budget: Budget | None = None) -> Bounded:
+    """`solve_milp` within ``budget`` (None: no limit, prove optimality):
     the best plan found and its proven bounds. Under a time objective the fastest plan takes what it
     needs of the budget and the cheapest plan at that time the rest."""
     from skyflow.planner.milp import MilpModel
 
-    budget = budget or Budget(time_limit_s)
+    budget = budget or Budget(None)
     budget.report(f"building the integer program ({sum(len(k) for k in keep):,} placements)")
     model = MilpModel(problem, keep, with_time=with_time)
     hours_bound = None

@@ -15,8 +15,9 @@ from test_time_limit import EGRESS, _large_case
 
 from skyflow.planner import Policy, plan_pipeline
 from skyflow.planner import milp as milp_module
+from skyflow.planner.core import _problem
 from skyflow.planner.highs_child import run_in_child
-from skyflow.planner.milp import _quiet_highs
+from skyflow.planner.milp import MilpModel, _quiet_highs
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +125,17 @@ def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, mon
     assert in_child.gap == in_process.gap == 0
     assert in_child.total_usd == pytest.approx(in_process.total_usd)
     assert in_child.total_hours == pytest.approx(in_process.total_hours)
+
+
+def test_a_search_that_stops_before_any_plan_hands_back_none() -> None:
+    # HiGHS's own time limit of 0 ends the search at once: it finishes, without a solution, and what
+    # it holds for one (zeros) must not be taken for a plan.
+    p, cat = _large_case(12, seed=1)
+    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
+    model = MilpModel(problem, [np.arange(len(o)) for o in problem.options], with_time=True)
+    h = _quiet_highs()
+    h.passModel(model._highs_lp(model.cost_objective()))
+    h.setOptionValue("time_limit", 0.0)
+    outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
+    assert outcome.finished and outcome.status == "kTimeLimit" and outcome.error is None
+    assert outcome.x is None

@@ -17,6 +17,7 @@ from tables import catalog, infras, offer, pipeline, position, rules
 
 from skyflow.errors import PlanningError
 from skyflow.planner import CachedCopy, Policy
+from skyflow.planner.budget import Budget
 from skyflow.planner.core import _problem
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import Problem, evaluate
@@ -103,7 +104,7 @@ def test_a_search_stopped_early_brackets_the_optimum(problem: Problem, time_limi
     start = good_start(problem, keep)
     expected = _brute_force(problem, None, None)
     assert expected is not None
-    found = solve_milp_bounded(problem, keep, start=start, time_limit_s=time_limit_s)
+    found = solve_milp_bounded(problem, keep, start=start, budget=Budget(time_limit_s))
     cost = evaluate(problem, found.choice).total_usd
     assert all(found.choice[s] in set(opts.tolist()) for s, opts in enumerate(keep))
     assert expected - 1e-6 <= cost <= evaluate(problem, start).total_usd + 1e-6
@@ -157,7 +158,7 @@ def test_a_start_that_presolve_makes_moot_still_gives_the_optimum() -> None:
     for name, start in _starts(problem, keep).items():
         assert evaluate(problem, solve_milp(problem, keep, start=start)).total_usd == pytest.approx(1.25), name
         # and under a time limit, the second search gets what is left of it
-        found = solve_milp_bounded(problem, keep, start=start, time_limit_s=60.0)
+        found = solve_milp_bounded(problem, keep, start=start, budget=Budget(60.0))
         assert evaluate(problem, found.choice).total_usd == pytest.approx(1.25), name
         assert found.cost_bound is None, name
 

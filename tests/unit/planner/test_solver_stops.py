@@ -106,13 +106,13 @@ def test_a_child_search_that_proves_no_plan_fits_is_infeasible(monkeypatch: pyte
     floor = _compute_floor(problem, keep)
     with pytest.raises(InfeasibleError, match=r"^no plan meets the constraints \(deadline, budget\) while finding "
                                               r"the cheapest plan$"):
-        solve_milp_bounded(problem, keep, max_cost_usd=floor / 2, time_limit_s=30.0)
+        solve_milp_bounded(problem, keep, max_cost_usd=floor / 2, budget=Budget(30.0))
 
 
 def test_a_child_search_that_ends_in_time_is_optimal_with_no_gap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(milp_module, "CHILD_FROM_NONZEROS", 0)
     problem, keep = _small()
-    found = solve_milp_bounded(problem, keep, time_limit_s=30.0)
+    found = solve_milp_bounded(problem, keep, budget=Budget(30.0))
     assert evaluate(problem, found.choice).total_usd == pytest.approx(_brute_force_usd(problem, keep))
     assert found.cost_bound is None
 
