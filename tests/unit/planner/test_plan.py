@@ -247,11 +247,12 @@ def test_the_baseline_keeps_each_cloud_to_the_infra_given() -> None:
     assert (plan.baseline_usd, plan.baseline_cloud) == (4.0, "gcp")
 
 
-def test_the_baseline_is_on_demand_in_every_alternative_of_a_stage() -> None:
+@pytest.mark.parametrize("kind", ["any_of", "ordered"])
+def test_the_baseline_is_on_demand_in_every_alternative_of_a_stage(kind: str) -> None:
     cat = catalog(offer("aws/r", "p4d", 30.0, 10.0, acc="A100", count=8),
                   offer("aws/r", "p5", 60.0, 20.0, acc="H100", count=8),
                   offer("gcp/r", "a2", 29.0, acc="A100", count=8))
-    p = pipeline({"train": {"estimate": 1, "resources": {"any_of": [
+    p = pipeline({"train": {"estimate": 1, "resources": {kind: [
         {"accelerators": "A100:8", "use_spot": True}, {"accelerators": "H100:8", "use_spot": True}]}}})
     plan = plan_pipeline(p, cat, rules(), CLOUDS)
     assert (plan.stages["train"].infra, plan.stages["train"].use_spot, plan.total_usd) == ("aws/r", True, 10.0)
