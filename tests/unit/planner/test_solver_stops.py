@@ -165,9 +165,10 @@ def test_with_no_time_left_after_the_lp_the_guided_start_and_the_lp_bound_are_th
                for h in heard)
 
 
+@pytest.mark.parametrize("over_lp", [0.0, solve_module._MILP_OVER_LP])  # the LP took ms of a 60 s budget
 def test_with_time_left_after_the_lp_the_integer_program_still_proves_the_optimum(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    problem, keep, (found, heard), _ = _guided(monkeypatch, over_lp=0.0)
+        monkeypatch: pytest.MonkeyPatch, over_lp: float) -> None:
+    problem, keep, (found, heard), _ = _guided(monkeypatch, over_lp=over_lp)
     assert evaluate(problem, found.choice).total_usd == pytest.approx(_brute_force_usd(problem, keep))
     assert found.cost_bound is None
     assert any("LP bound $" in h for h in heard)
