@@ -40,7 +40,6 @@ class ChildOutcome:
     x: np.ndarray | None  # the best solution's values (original space), if any was found
     objective: float | None  # HiGHS's objective of ``x``
     bound: float  # HiGHS's last dual bound (-inf: none yet)
-    run_s: float  # how long the child ran
     error: str | None = None  # the child failed (an exception's text, or how it died)
     pid: int = 0  # the child's process id (reaped when this is returned)
 
@@ -57,13 +56,12 @@ def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
     if reset is not None:
         reset(True)
     read_fd, write_fd = os.pipe()
-    started = clock()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_fd)
         _child(h, write_fd)  # never returns
     os.close(write_fd)
-    outcome = ChildOutcome(False, None, None, None, -np.inf, 0.0, pid=pid)
+    outcome = ChildOutcome(False, None, None, None, -np.inf, pid=pid)
     reader = _Messages(read_fd)
     try:
         while True:
@@ -86,7 +84,6 @@ def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
         _, code = os.waitpid(pid, 0)
         if not outcome.finished and outcome.error is None and clock() < deadline:
             outcome.error = f"the solver's process ended with status {code}"
-    outcome.run_s = clock() - started
     return outcome
 
 

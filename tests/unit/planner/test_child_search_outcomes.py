@@ -131,7 +131,7 @@ def test_a_search_ended_before_its_first_plan_keeps_the_start_with_the_bound_it_
     optimum = exact().total_usd
 
     def change(outcome: ChildOutcome, _: Report) -> ChildOutcome:
-        return ChildOutcome(False, None, None, None, optimum - 0.5, outcome.run_s)
+        return ChildOutcome(False, None, None, None, optimum - 0.5)
 
     plan = searched(monkeypatch, change)
     assert plan.total_usd >= optimum - 1e-6
@@ -141,7 +141,7 @@ def test_a_search_ended_before_its_first_plan_keeps_the_start_with_the_bound_it_
 
 def test_a_search_that_failed_with_no_plan_to_fall_back_on_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     def change(outcome: ChildOutcome, _: Report) -> ChildOutcome:
-        return ChildOutcome(False, None, None, None, -np.inf, outcome.run_s,
+        return ChildOutcome(False, None, None, None, -np.inf,
                             error="the solver's process ended with status 9")
 
     original = milp_module.MilpModel.solve
@@ -159,7 +159,7 @@ def test_a_search_that_failed_with_no_plan_to_fall_back_on_says_why(monkeypatch:
 
 def test_a_search_the_child_finds_infeasible_is_an_infeasible_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     def change(outcome: ChildOutcome, _: Report) -> ChildOutcome:
-        return ChildOutcome(True, "kInfeasible", None, None, -np.inf, outcome.run_s)
+        return ChildOutcome(True, "kInfeasible", None, None, -np.inf)
 
     with pytest.raises(PlanningError, match=r"no plan meets the constraints \(deadline, budget\) while finding "
                                             r"the cheapest plan"):

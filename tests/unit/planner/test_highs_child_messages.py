@@ -66,7 +66,7 @@ def test_a_message_longer_than_one_read_arrives_whole(pipe: tuple[int, int]) -> 
 
 
 def outcome() -> ChildOutcome:
-    return ChildOutcome(False, None, None, None, -np.inf, 0.0)
+    return ChildOutcome(False, None, None, None, -np.inf)
 
 
 def test_only_a_better_solution_replaces_the_one_kept() -> None:

@@ -206,7 +206,10 @@ def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds() ->
     problem, _ = _problem(p, cat, EGRESS, policy)
     assert [len(part) for part in independent_parts(problem)] == [12, 12]
     floor = sum(min(o.compute_usd for o in options) for options in problem.options)  # no egress, cheapest each
-    exact = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=0), baseline=False)
+    heard: list[str] = []
+    exact = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=0), baseline=False,
+                          progress=heard.append)
+    assert any(line.endswith(" s: planning 2 independent parts") for line in heard), heard
     stopped = []
     for steps in range(1, 64, 2):
         plan = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=10.0 * steps), baseline=False,
@@ -264,3 +267,18 @@ def test_an_explanation_whose_searches_stop_early_brackets_each_figure() -> None
     else:
         raise AssertionError("the explanation was not proven within 90 clock steps")
     assert seen == set(forms)
+
+
+def test_a_fastest_plan_stopped_at_once_is_bounded_by_the_longest_chain_of_estimates() -> None:
+    # With no deadline or budget the search starts from a quick plan; stopped before HiGHS proves
+    # anything, the bound is the floor no plan beats: the DAG's longest path of stage hours.
+    p, cat = _large_case(12, seed=1)
+    finish: dict[str, float] = {}
+    for name in p.order:  # every stage's hours here are its estimate, on any machine
+        hours = p.stages[name].estimate.hours["default"]
+        finish[name] = hours + max((finish[up] for up in p.upstream(name)), default=0.0)
+    longest = max(finish.values())
+    quick = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective="time", time_limit_s=10.0), baseline=False,
+                          clock=_stepping_clock(10.0))
+    assert quick.gap > 0 and quick.lower_bound_hours == pytest.approx(longest)
+    assert quick.total_hours > longest
