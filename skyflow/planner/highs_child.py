@@ -81,10 +81,16 @@ def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
         if not outcome.finished:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _, code = os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
         if not outcome.finished and outcome.error is None and clock() < deadline:
-            outcome.error = f"the solver's process ended with status {code}"
+            outcome.error = f"the solver's process ended with {_ending(status)}"
     return outcome
+
+
+def _ending(status: int) -> str:
+    """How a process ended, from its wait status: its exit code, or the signal that ended it."""
+    code = os.waitstatus_to_exitcode(status)
+    return f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
 
 
 def _apply(outcome: ChildOutcome, message: tuple[Any, ...],

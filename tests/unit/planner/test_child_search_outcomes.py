@@ -142,7 +142,7 @@ def test_a_search_ended_before_its_first_plan_keeps_the_start_with_the_bound_it_
 def test_a_search_that_failed_with_no_plan_to_fall_back_on_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     def change(outcome: ChildOutcome, _: Report) -> ChildOutcome:
         return ChildOutcome(False, None, None, None, -np.inf,
-                            error="the solver's process ended with status 9")
+                            error="the solver's process ended with signal SIGKILL")
 
     original = milp_module.MilpModel.solve
 
@@ -153,7 +153,7 @@ def test_a_search_that_failed_with_no_plan_to_fall_back_on_says_why(monkeypatch:
     with pytest.raises(PlanningError) as caught:
         searched(monkeypatch, change)
     assert str(caught.value).startswith("the solver stopped before finding the cheapest plan: the solver's process "
-                                        "ended with status 9 (time limit ")
+                                        "ended with signal SIGKILL (time limit ")
     assert str(caught.value).endswith(" s; raise --time-limit, 0 for none)")
 
 

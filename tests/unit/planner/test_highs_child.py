@@ -16,7 +16,7 @@ from test_time_limit import EGRESS, _large_case
 from skyflow.planner import Policy, plan_pipeline
 from skyflow.planner import milp as milp_module
 from skyflow.planner.core import _problem
-from skyflow.planner.highs_child import run_in_child
+from skyflow.planner.highs_child import _child, _Messages, run_in_child
 from skyflow.planner.milp import MilpModel, _quiet_highs
 
 
@@ -85,14 +85,44 @@ def test_a_search_stuck_in_a_step_is_ended_at_the_deadline_and_leaves_no_process
         os.waitpid(outcome.pid, os.WNOHANG)
 
 
-def test_a_child_that_dies_is_an_error_not_a_plan() -> None:
+@pytest.mark.parametrize(("death", "told"), [(lambda: os._exit(3), "exit code 3"),
+                                             (lambda: os.kill(os.getpid(), signal.SIGTERM), "signal SIGTERM")])
+def test_a_child_that_dies_is_an_error_not_a_plan(death: Any, told: str) -> None:
     class Dying(_StuckSolver):
         def run(self) -> None:
-            os._exit(3)
+            death()
 
     outcome = run_in_child(Dying(), time.monotonic() + 60, time.monotonic)
     assert not outcome.finished and outcome.x is None
-    assert outcome.error is not None and "status" in outcome.error
+    assert outcome.error == f"the solver's process ended with {told}"
+
+
+def test_the_plans_a_child_finds_before_it_dies_come_back_with_the_error() -> None:
+    # HiGHS hands each better solution to a callback as it finds it; what the child had sent before it
+    # died (or was killed at the deadline) is the plan to return.
+    plans = [(30.0, [1.0, 0.0, 1.0]), (20.0, [0.0, 1.0, 1.0]), (25.0, [1.0, 1.0, 0.0])]
+
+    class Improving(_StuckSolver):
+        class _Subscriber:
+            def __init__(self) -> None:
+                self.callbacks: list[Any] = []
+
+            def subscribe(self, callback: Any) -> None:
+                self.callbacks.append(callback)
+
+        def __init__(self) -> None:
+            self.cbMipImprovingSolution = self._Subscriber()
+
+        def run(self) -> None:
+            for objective, values in plans:
+                out = type("DataOut", (), {"objective_function_value": objective, "mip_solution": values})
+                for callback in self.cbMipImprovingSolution.callbacks:
+                    callback(type("Event", (), {"data_out": out}))
+            os._exit(9)
+
+    outcome = run_in_child(Improving(), time.monotonic() + 60, time.monotonic)
+    assert not outcome.finished and outcome.error == "the solver's process ended with exit code 9"
+    assert outcome.objective == 20.0 and outcome.x is not None and list(outcome.x) == [0.0, 1.0, 1.0]
 
 
 def test_a_search_that_raises_is_an_error_naming_the_exception() -> None:
@@ -102,6 +132,26 @@ def test_a_search_that_raises_is_an_error_naming_the_exception() -> None:
 
     outcome = run_in_child(Raising(), time.monotonic() + 60, time.monotonic)
     assert (outcome.finished, outcome.x, outcome.error) == (False, None, "ValueError: bad model")
+
+
+def test_a_search_that_raises_ends_its_process_with_code_1_after_saying_why() -> None:
+    class Raising(_StuckSolver):
+        def run(self) -> None:
+            raise ValueError("bad model")
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # stands in for run_in_child's child; whatever escapes _child must not run on
+        try:
+            _child(Raising(), write_fd)
+        finally:
+            os._exit(99)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    messages = _Messages(read_fd).read()
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert messages == [("error", "ValueError: bad model")]
 
 
 @pytest.mark.parametrize("objective", ["cost", "time"])

@@ -251,7 +251,7 @@ def test_the_baseline_keeps_each_cloud_to_the_infra_given() -> None:
 def test_the_baseline_is_on_demand_in_every_alternative_of_a_stage(kind: str) -> None:
     cat = catalog(offer("aws/r", "p4d", 30.0, 10.0, acc="A100", count=8),
                   offer("aws/r", "p5", 60.0, 20.0, acc="H100", count=8),
-                  offer("gcp/r", "a2", 29.0, acc="A100", count=8))
+                  offer("gcp/r", "a2", 29.0, acc="A100", count=8), offer("gcp/r", "n2", 0.4))  # fits no alternative
     p = pipeline({"train": {"estimate": 1, "resources": {kind: [
         {"accelerators": "A100:8", "use_spot": True}, {"accelerators": "H100:8", "use_spot": True}]}}})
     plan = plan_pipeline(p, cat, rules(), CLOUDS)
