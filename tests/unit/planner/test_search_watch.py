@@ -144,14 +144,14 @@ def test_the_deadline_stops_highs_inside_an_lp_where_no_search_callback_runs(sol
     assert getattr(unlimited.getInfo(), iterations) == needed
 
 
-def _earliest_stop(p: Any, cat: Any, **policy: Any) -> tuple[list[str], Plan]:
+def _earliest_stop(p: Any, cat: Any, egress: Any = EGRESS, **policy: Any) -> tuple[list[str], Plan]:
     """A time limit, counted in clock steps, at which planning returns a plan where one step less
     returns none (found by bisection): the errors met on the way, and that plan. The steps are 10 s
     each, so that HiGHS's own timer (real seconds) never stops it first: only the budget's clock does."""
 
     def plan(steps: int) -> Plan | str:
         try:
-            return plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=10.0 * steps, **policy),
+            return plan_pipeline(p, cat, egress, Policy(all_clouds=True, time_limit_s=10.0 * steps, **policy),
                                  baseline=False, clock=_stepping_clock(10.0))
         except PlanningError as error:
             return str(error)
@@ -171,10 +171,12 @@ def _earliest_stop(p: Any, cat: Any, **policy: Any) -> tuple[list[str], Plan]:
     return errors, found
 
 
-def test_a_search_stopped_by_the_clock_returns_its_plan_with_proven_bounds() -> None:
-    p, cat = _large_case(12, seed=1)
-    exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, deadline_h=24.42, time_limit_s=0), baseline=False)
-    errors, quick = _earliest_stop(p, cat, deadline_h=24.42)
+@pytest.mark.parametrize("price_scale", [1.0, 0.001])  # the second plan costs under a dollar
+def test_a_search_stopped_by_the_clock_returns_its_plan_with_proven_bounds(price_scale: float) -> None:
+    p, cat = _large_case(12, seed=1, price_scale=price_scale)
+    egress = rules(*[(source, dest, rate * price_scale) for source, dest, rate in EGRESS_RATES])
+    exact = plan_pipeline(p, cat, egress, Policy(all_clouds=True, deadline_h=24.42, time_limit_s=0), baseline=False)
+    errors, quick = _earliest_stop(p, cat, egress=egress, deadline_h=24.42)
     assert all(re.fullmatch(r"the solver stopped before finding the cheapest plan \(time limit [\d.]+ s; "
                             r"raise --time-limit, 0 for none\)", error) for error in errors), errors
     assert quick.gap > 0 and quick.lower_bound_usd is not None and quick.lower_bound_hours is None
