@@ -134,24 +134,30 @@ def test_a_search_that_raises_is_an_error_naming_the_exception() -> None:
     assert (outcome.finished, outcome.x, outcome.error) == (False, None, "ValueError: bad model")
 
 
-def test_a_search_that_raises_ends_its_process_with_code_1_after_saying_why() -> None:
-    class Raising(_StuckSolver):
-        def run(self) -> None:
-            raise ValueError("bad model")
+class _Raising(_StuckSolver):
+    def run(self) -> None:
+        raise ValueError("bad model")
 
+
+@pytest.mark.parametrize(("solver", "code", "last"), [
+    (lambda: knapsack([10, 13, 7, 8, 2], [5, 6, 4, 3, 1], capacity=10), 0, "done"),
+    (_Raising, 1, "error")])
+def test_the_search_child_ends_its_process_with_its_own_code(solver: Any, code: int, last: str) -> None:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # stands in for run_in_child's child; whatever escapes _child must not run on
         try:
-            _child(Raising(), write_fd)
+            _child(solver(), write_fd)
         finally:
             os._exit(99)
     os.close(write_fd)
     _, status = os.waitpid(pid, 0)
     messages = _Messages(read_fd).read()
     os.close(read_fd)
-    assert os.waitstatus_to_exitcode(status) == 1
-    assert messages == [("error", "ValueError: bad model")]
+    assert os.waitstatus_to_exitcode(status) == code
+    assert messages and messages[-1][0] == last
+    if last == "error":
+        assert messages == [("error", "ValueError: bad model")]
 
 
 @pytest.mark.parametrize("objective", ["cost", "time"])
