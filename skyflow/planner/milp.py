@@ -254,7 +254,7 @@ class MilpModel:
         if budget is not None and time_limit_s is not None and len(lp.a_matrix_.index_) >= CHILD_FROM_NONZEROS:
             return self._solve_in_child(h, objective, what, start, time_limit_s, budget)
         if budget is not None:
-            _watch(h, budget, time_limit_s, in_usd=np.array_equal(objective, self.cost_objective()))
+            _watch(h, budget, time_limit_s, in_usd=self._in_usd(objective))
         h.run()
         status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:
@@ -288,7 +288,7 @@ class MilpModel:
         """`solve` of a large program in a child process ended at the time limit (see highs_child)."""
         from skyflow.planner.highs_child import run_in_child
 
-        in_usd = np.array_equal(objective, self.cost_objective())
+        in_usd = self._in_usd(objective)
         started = None if start is None else evaluate(self.problem, self.choice(self._stage_values(start)))
         start_value = None if started is None else (started.total_usd if in_usd else started.hours)
 
@@ -312,6 +312,10 @@ class MilpModel:
         self.bound = value if outcome.status == "kOptimal" and outcome.bound >= value - 1e-7 * max(1.0, abs(value)) \
             else min(outcome.bound, value)
         return x
+
+    def _in_usd(self, objective: np.ndarray) -> bool:
+        """Whether ``objective`` is the plan's cost (else its finish time): the unit progress is told in."""
+        return bool(np.array_equal(objective, self.cost_objective()))
 
     def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> tuple[np.ndarray, float] | None:
         """The LP relaxation's optimal values and objective (a lower bound of the program's), or None
