@@ -181,7 +181,8 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
 
     It reuses the same cached outputs the plan may reuse, wherever they are, so that the saving
     compares where stages run, not what the cache spared (that is `Plan.recompute_usd`). Candidates
-    are found once over every cloud and kept per cloud. Under a time limit it gets a share of the
+    are found once over every cloud, within the same `--infra` as the plan's (so an ordered stage's
+    first choice is one the plan could take), and kept per cloud. Under a time limit it gets a share of the
     budget; a cloud's plan not proven cheapest by then is still a plan on that cloud.
     """
     best: tuple[float | None, str | None] = (None, None)
@@ -189,7 +190,7 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
     clouds = policy.clouds_considered(catalog.clouds)
     budget.report(f"pricing the baseline: every stage on one of {len(clouds)} clouds")
     anywhere = dataclasses.replace(policy, objective="cost", deadline_h=None, max_cost_usd=None,
-                                   allowed_clouds=clouds, all_clouds=True, infra=None)
+                                   allowed_clouds=clouds, all_clouds=True)
     finder = CandidateFinder(catalog, anywhere)
     try:
         options = {name: stage_placements(name, on_demand.stages[name], finder)[0] for name in on_demand.order}

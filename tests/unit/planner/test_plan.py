@@ -322,3 +322,19 @@ def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:
     # all on gcp: $4.50; a and c on aws would save $1 of compute and pay $9 to copy a.o to b
     assert {name: s.infra for name, s in plan.stages.items()} == {"a": "gcp/r", "b": "gcp/r", "c": "gcp/r"}
     assert (plan.total_usd, plan.solver) == (4.5, "milp")
+
+
+@pytest.mark.parametrize(("policy", "placed", "baseline"), [
+    # the first choice is on aws: the plan and the baseline both take it
+    (CLOUDS, ("aws/r2", 50.0), (50.0, "aws")),
+    # it exists only outside --infra: the second choice, as in the plan (once there was no baseline)
+    (Policy(infra=("aws/r", "gcp/r")), ("gcp/r", 29.0), (29.0, "gcp"))])
+def test_the_baseline_of_an_ordered_stage_takes_the_first_choice_the_plan_could(
+        policy: Policy, placed: tuple[str, float], baseline: tuple[float, str]) -> None:
+    cat = catalog(offer("aws/r2", "p5", 50.0, acc="H100", count=8), offer("aws/r", "p4d", 31.0, acc="A100", count=8),
+                  offer("gcp/r", "a2", 29.0, acc="A100", count=8))
+    p = pipeline({"train": {"estimate": 1, "resources": {"ordered": [{"accelerators": "H100:8"},
+                                                                     {"accelerators": "A100:8"}]}}})
+    plan = plan_pipeline(p, cat, rules(), policy)
+    assert (plan.stages["train"].infra, plan.total_usd) == placed
+    assert (plan.baseline_usd, plan.baseline_cloud) == baseline
