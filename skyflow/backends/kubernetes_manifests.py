@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MANAGED_BY = "skyflow"
 GPU_RESOURCE = "nvidia.com/gpu"
 STAGE_CONTAINER = "stage"
-INSTALL_CONTAINER = "install-skyflow"
+INSTALL_CONTAINER = "code-package"
 # The pod's emptyDir: the wrapper's inputs, outputs and workdir, and the installed code package.
 NODE_ROOT = "/skyflow"
 NODE_ROOT_ENV = "SKYFLOW_NODE_ROOT"

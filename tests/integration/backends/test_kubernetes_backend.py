@@ -214,9 +214,9 @@ def test_a_failed_install_fails_the_stage_with_the_init_containers_output(
     exit_ = cluster.backend.launch(launch).wait()
     assert not exit_.ok and exit_.exit_code == 3
     assert "installing skyflow's code package failed with exit code 3" in exit_.reason
-    assert "-c install-skyflow" in exit_.reason
+    assert "-c code-package" in exit_.reason
     log = launch.log_path.read_text()
-    assert f"(install-skyflow) skyflow: {own.name} does not have the bytes the code package lists" in log
+    assert f"(code-package) skyflow: {own.name} does not have the bytes the code package lists" in log
     assert "never runs" not in log
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
 
