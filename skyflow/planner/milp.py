@@ -267,9 +267,9 @@ class MilpModel:
             return self._stage_values(start)
         if status != highspy.HighsModelStatus.kOptimal and not (status in _stopped() and found):
             # HiGHS's own words for a stop at the deadline ("Interrupted by user") would mislead
-            raise PlanningError(f"the solver stopped before finding {what} (time limit {time_limit_s:g} s; "
-                                "raise --time-limit, 0 for none)" if status in _stopped() else
-                                f"the solver stopped before finding {what}: {h.modelStatusToString(status)}")
+            if status in _stopped():
+                raise _out_of_time(what, "", float(time_limit_s or 0.0))
+            raise PlanningError(f"the solver stopped before finding {what}: {h.modelStatusToString(status)}")
         x = np.asarray(h.getSolution().col_value)
         reported = info.objective_function_value
         if status == highspy.HighsModelStatus.kOptimal:
@@ -303,8 +303,7 @@ class MilpModel:
         if outcome.x is None or len(outcome.x) != len(self.lb):
             if start is None:
                 why = f": {outcome.error}" if outcome.error else ""
-                raise PlanningError(f"the solver stopped before finding {what}{why} (time limit {time_limit_s:g} s; "
-                                    "raise --time-limit, 0 for none)")
+                raise _out_of_time(what, why, time_limit_s)
             self.bound = outcome.bound  # the start is the plan, its bound the search's
             return self._stage_values(start)
         x = outcome.x
@@ -413,6 +412,12 @@ def _watch(h: Any, budget: Budget, time_limit_s: float | None, *, in_usd: bool) 
     h.cbMipInterrupt.subscribe(on_interrupt)
     h.cbSimplexInterrupt.subscribe(on_lp_interrupt)
     h.cbIpmInterrupt.subscribe(on_lp_interrupt)
+
+
+def _out_of_time(what: str, why: str, time_limit_s: float) -> PlanningError:
+    """A search the time limit stopped before it found any plan (``why``: how, if it is known)."""
+    return PlanningError(f"the solver stopped before finding {what}{why} (time limit {time_limit_s:g} s; "
+                         "raise --time-limit, 0 for none)")
 
 
 def _stopped() -> tuple[Any, ...]:
