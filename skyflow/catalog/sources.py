@@ -19,6 +19,7 @@ from skyflow.catalog.gcp import is_host_only, join_accelerators
 from skyflow.catalog.offers import Offer, PriceCatalog
 from skyflow.catalog.positions import catalog_error, csv_position, show
 from skyflow.errors import CatalogError, SourcePosition
+from skyflow.home import cache_dir
 from skyflow.matching import close_matches
 
 DEFAULT = "default"
@@ -245,8 +246,7 @@ def _cache_key(files: list[Path]) -> str:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-    return Path(base) / "skyflow" / "catalogs"
+    return cache_dir("catalogs")
 
 
 def _read_cache(key: str) -> PriceCatalog | None:

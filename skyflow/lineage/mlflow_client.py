@@ -3,7 +3,8 @@
 Two processes that open a fresh sqlite store at once (a run and the background drain, or `skyflow
 lineage`) would both run MLflow's schema migrations and can leave `_alembic_tmp_*` tables behind.
 Every skyflow process opens a sqlite store through `open_client`, which holds an exclusive `flock`
-on `<db>.lock` while the store is made, so one process creates the tables and the others wait.
+on `<db>.lock` while the store is made, so one process creates the tables and the others wait. A
+new store starts as a copy of an empty one MLflow made once (skyflow/lineage/store_template.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+from skyflow.lineage.store_template import seed_new_store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -88,6 +91,8 @@ def open_client(tracking_uri: str) -> MlflowClient:
     if db_path is None:
         return MlflowClient(tracking_uri=tracking_uri)
     with schema_lock(db_path):
+        if not db_path.exists():
+            seed_new_store(db_path)
         use_write_ahead_log(db_path)
         client = MlflowClient(tracking_uri=tracking_uri)
         _ = client._tracking_client.store  # makes the store, and the tables of a new one

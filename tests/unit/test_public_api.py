@@ -26,7 +26,7 @@ PUBLIC = {
     "skyflow.spec": ["Accelerator", "PipelineSpec", "ResolvedPipeline", "Resources", "Service", "Stage",
                      "load_pipeline", "resolve_decorated"],
     "skyflow.states": ["DONE", "FINAL", "RunState", "StageState"],
-    "skyflow.home": ["skyflow_home"],
+    "skyflow.home": ["cache_dir", "skyflow_home"],
     "skyflow.matching": ["close_matches"],
     "skyflow.processes": ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "end_processes_with_token", "group_alive",
                           "kill_process_groups", "new_stage_token", "process_alive", "processes_with_token"],
