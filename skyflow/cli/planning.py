@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from skyflow.session.discovery import PlanningOptions
+from skyflow.session.planning_options import PlanningOptions
 
 __all__ = ["PlanningOptions", "planning_options"]
 

@@ -184,7 +184,7 @@ def _execute(session: Session, as_json: bool, start: Callable[[ProgressView], Ru
     if as_json:
         click.echo(json.dumps(run_status_json(result.run)))
     else:
-        _summary(session, result.run, result.lineage)
+        _summary(session.home, result.run, result.lineage)
     if not result.ok:
         raise RunFailed(f"run {result.run_id} {result.state}; see `skyflow status {result.run_id}` and "
                         f"`skyflow resume {result.run_id}`", run_id=result.run_id)
@@ -204,7 +204,7 @@ def _failure_tail(console: Console, stage: str, log: Path, lines: int = 8) -> No
             console.print(Text(f"  {line}"), soft_wrap=True)
 
 
-def _summary(session: Session, run: RunRow, where: str | None, orphaned: bool = False) -> None:
+def _summary(home: Path, run: RunRow, where: str | None, orphaned: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -235,7 +235,7 @@ def _summary(session: Session, run: RunRow, where: str | None, orphaned: bool = 
                       f"`skyflow resume {run.run_id}` continues it, `skyflow cancel {run.run_id}` ends it",
                       soft_wrap=True)
     console.print(f"lineage: {where}" if where else "lineage: not recorded")
-    console.print(f"state: {session.home / 'state.db'}; outputs: `skyflow status {run.run_id} --json`")
+    console.print(f"state: {home / 'state.db'}; outputs: `skyflow status {run.run_id} --json`")
 
 
 @click.command()
@@ -276,30 +276,32 @@ def status(run_id: str | None, as_json: bool) -> None:
     skyflow status                       # the newest run
     skyflow status rlhf-20261130-0612-ab12 --json | jq .stages.ppo.outputs
     """
+    from skyflow.home import skyflow_home
     from skyflow.runner.report import run_status_json
-    from skyflow.session import Session
+    from skyflow.runner.run_reads import find_run, runner_alive
+    from skyflow.runner.state import RunStore
 
-    session = Session()
-    run = session.get_run(run_id)
-    orphaned = run.state == "running" and not session.runner_alive(run.run_id)
+    home = skyflow_home()  # the state DB only: no planner, no backends (scripts poll this command)
+    run = find_run(RunStore(home / "state.db"), run_id)
+    orphaned = run.state == "running" and not runner_alive(run)
     if as_json:
         shown = run_status_json(run)
         if run.state == "running":  # whether anything still drives it (the same object as `run --json` otherwise)
             shown["runner_alive"] = not orphaned
         click.echo(json.dumps(shown))
     else:
-        _summary(session, run, _lineage_where(session, run), orphaned=orphaned)
+        _summary(home, run, _lineage_where(home, run), orphaned=orphaned)
     if run.state in ("failed", "cancelled") or orphaned:
         sys.exit(1)
 
 
-def _lineage_where(session: Session, run: RunRow) -> str:
+def _lineage_where(home: Path, run: RunRow) -> str:
     """Where a run's lineage is read from (the store `skyflow lineage` and `skyflow ui` open)."""
     if not run.options.get("lineage", True):
         return "not recorded (the run had --no-lineage)"
     from skyflow.lineage.recorder import describe_tracking, resolve_tracking_uri
 
-    return describe_tracking(resolve_tracking_uri(None, session.home))
+    return describe_tracking(resolve_tracking_uri(None, home))
 
 
 @click.command()
@@ -315,10 +317,13 @@ def logs(run_id: str, stage: str, follow: bool, tail: int | None, attempt: int |
     skyflow logs RUN ppo -f              # follow, waiting for the stage to start
     skyflow logs RUN ppo --tail 20 --attempt 1
     """
-    from skyflow.session import Session
+    from skyflow.home import skyflow_home
+    from skyflow.runner.run_reads import stage_log_path
+    from skyflow.runner.state import RunStore
 
-    session = Session()
-    path = session.log_path(run_id, stage, attempt=attempt, wait=follow)
+    home = skyflow_home()
+    store = RunStore(home / "state.db")
+    path = stage_log_path(store, home, run_id, stage, attempt=attempt, wait=follow)
     f = open(path, "rb")  # noqa: SIM115 - reopened when the log is rotated
     try:
         if tail is not None:
@@ -334,12 +339,12 @@ def logs(run_id: str, stage: str, follow: bool, tail: int | None, attempt: int |
                 f.close()
                 f = open(path, "rb")  # noqa: SIM115
                 continue
-            if not follow or session.get_run(run_id).stages[stage].state not in ("running", "pending"):
+            if not follow or store.get_run(run_id).stages[stage].state not in ("running", "pending"):
                 break
             time.sleep(0.2)
     finally:
         f.close()
-    if session.get_run(run_id).stages[stage].state == "failed":
+    if store.get_run(run_id).stages[stage].state == "failed":
         sys.exit(1)
 
 

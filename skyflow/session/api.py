@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from skyflow.planner import Plan
 from skyflow.runner.context import RunOptions
 from skyflow.runner.events import RunEvent
-from skyflow.session.discovery import PlanningOptions
+from skyflow.session.planning_options import PlanningOptions
 from skyflow.session.session import RunResult, Session
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline, resolve_decorated

@@ -8,16 +8,15 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from skyflow.backends.local import detect_capacity
 from skyflow.catalog import EgressModel, PriceCatalog, load_catalog, load_egress
 from skyflow.config import SkyflowConfig
 from skyflow.planner import CachedCopy, LocalCapacity, Policy, PoolLocation
-from skyflow.planner.policy import DEFAULT_TIME_LIMIT_S
 from skyflow.runner.artifact_io import predict_cached_copies
 from skyflow.runner.state import RunStore
+from skyflow.session.planning_options import PlanningOptions
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.work import work_key
 
@@ -26,24 +25,6 @@ __all__ = ["KUBERNETES_MAX_NODES", "PlanningOptions", "build_policy", "cached_co
 
 # A Kubernetes context has no node count the planner could know; multi-node stages always fit.
 KUBERNETES_MAX_NODES = 10_000
-
-
-@dataclass(frozen=True)
-class PlanningOptions:
-    """How to plan, as a user says it (the flags of `skyflow plan` and `skyflow run`; lists are comma-separated)."""
-
-    catalog_dir: str | None = None
-    egress_file: str | None = None
-    minimize: str = "cost"
-    deadline: float | None = None
-    max_cost: float | None = None
-    infra: str | None = None
-    all_clouds: bool = False
-    allow_clouds: str | None = None
-    block_clouds: str | None = None
-    allow_regions: str | None = None
-    block_regions: str | None = None
-    time_limit: float = DEFAULT_TIME_LIMIT_S
 
 
 def detect_enabled_clouds(environ: Mapping[str, str] | None = None, home: Path | None = None) -> tuple[str, ...]:

@@ -28,15 +28,17 @@ from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
 from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
-from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups, same_process
+from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
 from skyflow.runner.context import RunContext, RunOptions, store_of_placement
 from skyflow.runner.environment import require_envs, secret_values
 from skyflow.runner.events import LOG, EventBus, RunEvent
 from skyflow.runner.launches import preview_launch
 from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
 from skyflow.runner.loop import RunLoop, check_run_id, new_run_id
+from skyflow.runner.run_reads import find_run, runner_alive, stage_log_path
 from skyflow.runner.state import RunRow, RunStore, StageRow
-from skyflow.session.discovery import PlanningOptions, build_policy, load_prices
+from skyflow.session.discovery import build_policy, load_prices
+from skyflow.session.planning_options import PlanningOptions
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline
 from skyflow.states import RunState, StageState
@@ -282,21 +284,14 @@ class Session:
     # -- looking at and stopping runs -----------------------------------------------------------
     def get_run(self, run_id: str | None = None) -> RunRow:
         """A run by id, else the newest."""
-        if run_id is not None:
-            return self.state.get_run(run_id)
-        runs = self.state.list_runs(limit=1) if (self.home / "state.db").is_file() else []
-        if not runs:
-            raise RunError("no runs yet; start one with `skyflow run PIPELINE`")
-        return runs[0]
+        return find_run(self.state, run_id)
 
     def runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
         return self.state.list_runs(limit=limit, pipeline=pipeline)
 
     def runner_alive(self, run_id: str) -> bool:
-        """Whether the run's runner is alive: its pid names a live process that started when the
-        runner did (a pid reused by an unrelated process after the runner died does not count)."""
-        run = self.state.get_run(run_id)
-        return same_process(run.runner_pid, run.runner_start)
+        """Whether the run's runner is alive (not a pid an unrelated process reused since)."""
+        return runner_alive(self.state.get_run(run_id))
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
         """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
@@ -349,26 +344,7 @@ class Session:
 
     def log_path(self, run_id: str, stage: str, *, attempt: int | None = None, wait: bool = False) -> Path:
         """The stage's log (its latest attempt, or ``attempt``); with ``wait``, wait for a pending stage to start."""
-        run = self.state.get_run(run_id)
-        if stage not in run.stages:
-            matches = close_matches(stage, list(run.stages))
-            raise RunError(f"run {run_id!r} has no stage {stage!r}" + (f"; did you mean {', '.join(matches)}?"
-                                                                        if matches else ""))
-        row = run.stages[stage]
-        while wait and not row.log_path and row.state == StageState.PENDING and run.state == RunState.RUNNING:
-            time.sleep(0.2)
-            run = self.state.get_run(run_id)
-            row = run.stages[stage]
-        if attempt is not None:
-            path = self.home / "runs" / run_id / stage / f"attempt-{attempt}" / "stage.log"
-            if not path.is_file():
-                raise RunError(f"stage {stage!r} of run {run_id!r} has no attempt {attempt} "
-                               f"(it made {row.attempts})")
-            return path
-        if not row.log_path:
-            raise RunError(f"stage {stage!r} of run {run_id!r} has no log yet (it is {row.state})")
-        return Path(row.log_path)
-
+        return stage_log_path(self.state, self.home, run_id, stage, attempt=attempt, wait=wait)
 
 def _abandon_remote(pool: BackendPool, row: StageRow, handle: dict[str, Any]) -> str:
     """Stop what a stage whose runner is gone left on its backend (a pool host's processes, a Job, a

@@ -107,10 +107,11 @@ def test_ctrl_c_in_a_command_ends_the_cli_with_130(tmp_path: Path, monkeypatch: 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("skyflow.session.Session.get_run", interrupted)
+    monkeypatch.setattr("skyflow.runner.run_reads.find_run", interrupted)
     assert run(["status"], capsys) == (130, "", "\nAborted.\n")
 
 
 def test_an_unknown_command_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["stauts"], capsys)
     assert code == 2 and err.startswith("Error: no such command 'stauts'. Did you mean status? Commands: artifacts, ")
+
