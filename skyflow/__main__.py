@@ -1,5 +1,5 @@
 """`python -m skyflow` is the `skyflow` command."""
 
-from skyflow.cli.main import main
+from skyflow.cli.main import entry
 
-main()
+entry()

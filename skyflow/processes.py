@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import secrets
 import signal
@@ -22,6 +23,15 @@ KILL_GRACE_S = 5.0
 STAGE_TOKEN_VARIABLE = "SKYFLOW_STAGE_TOKEN"
 # Scans after the SIGKILLs, for children forked between a scan and the signal.
 _KILL_SCANS = 20
+
+
+def skip_final_collections() -> None:
+    """For the end of skyflow's own short processes (the CLI, the lineage drain), never of a process
+    that runs a user's code: the interpreter's last collections at exit walk every object still
+    alive, about a third of a short command's CPU (0.35 s of 0.9 s with the run modules loaded; a
+    fifth of the drain's, with MLflow). Objects left at exit are not collected either way; what must
+    be written is flushed before (atexit, logging, the standard streams)."""
+    gc.freeze()
 
 
 def kill_process_groups(groups: list[int], own: Sequence[subprocess.Popen[bytes]] = (),

@@ -123,6 +123,16 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("skyflow").setLevel(level)
 
 
+def entry() -> Any:
+    """The process's entry point (the `skyflow` script, `python -m skyflow`): `main`, then a quick exit."""
+    from skyflow.processes import skip_final_collections
+
+    try:
+        return main()
+    finally:
+        skip_final_collections()
+
+
 def main(argv: list[str] | None = None) -> Any:
     from skyflow.errors import SkyflowError
 

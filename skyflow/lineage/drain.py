@@ -71,4 +71,9 @@ def _locked(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from skyflow.processes import skip_final_collections
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    finally:
+        skip_final_collections()

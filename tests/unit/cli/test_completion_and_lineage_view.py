@@ -115,3 +115,24 @@ def test_an_unknown_command_is_refused(capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(["stauts"], capsys)
     assert code == 2 and err.startswith("Error: no such command 'stauts'. Did you mean status? Commands: artifacts, ")
 
+
+def test_the_process_entry_point_runs_main_then_skips_the_final_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import tomllib
+
+    cli_main = importlib.import_module("skyflow.cli.main")
+
+    scripts = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["skyflow"] == "skyflow.cli.main:entry"
+    assert "entry()" in (Path(cli_main.__file__).parent.parent / "__main__.py").read_text()
+    calls: list[str] = []
+
+    def exits() -> None:
+        calls.append("main")
+        raise SystemExit(3)
+
+    monkeypatch.setattr(cli_main, "main", exits)
+    monkeypatch.setattr("skyflow.processes.skip_final_collections", lambda: calls.append("freeze"))
+    with pytest.raises(SystemExit) as ended:
+        cli_main.entry()
+    assert ended.value.code == 3 and calls == ["main", "freeze"]
