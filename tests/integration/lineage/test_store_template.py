@@ -11,13 +11,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-pytest.importorskip("mlflow")
-
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
-
-from skyflow.lineage.mlflow_client import open_client  # noqa: E402
-from skyflow.lineage.store_template import template_path  # noqa: E402
+from skyflow.lineage.mlflow_client import open_client
+from skyflow.lineage.store_template import template_path
 
 
 @pytest.fixture(scope="module")
