@@ -56,16 +56,26 @@ def kill_process_groups(groups: list[int], own: Sequence[subprocess.Popen[bytes]
             live.append(pgid)
         except (ProcessLookupError, PermissionError):
             continue
-    deadline = time.monotonic() + KILL_GRACE_S
-    while live and time.monotonic() < deadline:
-        for proc in own:
-            proc.poll()
-        live = [g for g in live if group_alive(g)]
-        time.sleep(0.05)
+    live = _wait_until_gone(live, own)
     for pgid in live:
         if ours(pgid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+    # A process killed on a loaded machine takes a moment to die: the caller (`skyflow ui` freeing its
+    # port, a cancelled stage) goes on once the groups are gone.
+    _wait_until_gone(live, own)
+
+
+def _wait_until_gone(groups: list[int], own: Sequence[subprocess.Popen[bytes]]) -> list[int]:
+    """Wait up to KILL_GRACE_S for ``groups`` to have no live member; those that still have one."""
+    deadline = time.monotonic() + KILL_GRACE_S
+    while groups and time.monotonic() < deadline:
+        for proc in own:
+            proc.poll()
+        groups = [g for g in groups if group_alive(g)]
+        if groups:
+            time.sleep(0.05)
+    return groups
 
 
 def process_start(pid: int | None) -> str | None:

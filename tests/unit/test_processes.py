@@ -85,3 +85,13 @@ def test_without_proc_liveness_alone_decides(stubborn: subprocess.Popen[bytes], 
         assert processes_with_token(token) == {}  # no environments to read: nothing is found
     finally:
         processes._boot_id.cache_clear()
+
+
+def test_killing_returns_once_a_group_that_ignored_sigterm_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processes, "KILL_GRACE_S", 0.1)
+    for _ in range(5):  # the caller (`skyflow ui` freeing its port) goes on as soon as this returns
+        child = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, start_new_session=True)
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        kill_process_groups([child.pid])  # not our Popen to reap: only SIGKILL's effect is awaited
+        assert not group_alive(child.pid)
+        assert child.wait() == -signal.SIGKILL

@@ -39,11 +39,17 @@ def _children(pid: int) -> list[int]:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the group is still running: a zombie (dead, its exit not yet collected by
+    its parent, here init once skyflow ui is gone) holds no port and runs nothing."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def test_sigterm_stops_the_mlflow_server_and_frees_the_port(skyflow: Skyflow) -> None:
