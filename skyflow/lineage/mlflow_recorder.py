@@ -31,8 +31,15 @@ from urllib.parse import urlparse
 
 from skyflow.errors import SkyflowError
 from skyflow.home import skyflow_home as default_home
+from skyflow.lineage.mlflow_client import artifact_root_for
 from skyflow.lineage.mlflow_names import TAG_OPENED_EARLY
-from skyflow.lineage.mlflow_store import MlflowStore, is_rejection, pipeline_run_tags, stage_run_tags
+from skyflow.lineage.mlflow_store import (
+    MlflowStore,
+    is_rejection,
+    pipeline_experiment_tags,
+    pipeline_run_tags,
+    stage_run_tags,
+)
 from skyflow.lineage.records import RunInfo, StageRecord, StageRun
 from skyflow.lineage.scrub import Scrubber
 from skyflow.lineage.spool import SpooledEvent, SpoolFile, orphan_paths, spool_dir
@@ -201,8 +208,9 @@ class MlflowRecorder:
             return not self._pending
 
     def _open_early(self, key: str, stage: str) -> StageRun | None:
-        """The stage's run made with plain SQL while MLflow is still loading; None when the store is
-        open already, is not a sqlite store this knows, or has no experiment for the pipeline yet.
+        """The stage's run made with plain SQL while MLflow is still loading (the pipeline's experiment
+        too, in a new store or for a new pipeline); None when the store is open already, or is not a
+        sqlite store this knows (nor a new one made from the template).
 
         Called holding the condition: the worker cannot open the store meanwhile, so the pipeline
         run made here is in the store before the worker's start_run looks for it (no second parent).
@@ -219,6 +227,9 @@ class MlflowRecorder:
         try:
             if key not in self._early_parents:
                 experiment = opener.experiment(info.pipeline)
+                root = artifact_root_for(self.tracking_uri)
+                if experiment is None and root is not None:
+                    experiment = opener.create_experiment(info.pipeline, root, pipeline_experiment_tags(info.pipeline))
                 if experiment is None:
                     return None
                 run_tags = pipeline_run_tags(info)

@@ -357,10 +357,7 @@ class MlflowStore:
 
             try:
                 experiment_id = self.client.create_experiment(
-                    pipeline,
-                    artifact_location=self._artifact_root,
-                    tags={TAG_PIPELINE: pipeline, EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
-                )
+                    pipeline, artifact_location=self._artifact_root, tags=pipeline_experiment_tags(pipeline))
             except MlflowException:
                 # Another runner made it in the meantime.
                 found = self.client.get_experiment_by_name(pipeline)
@@ -412,6 +409,11 @@ class MlflowStore:
         with self._lock:
             self._parents[key] = parent
         return parent
+
+
+def pipeline_experiment_tags(pipeline: str) -> dict[str, str]:
+    """The tags of a pipeline's experiment: whose it is, and the UI's model-training view."""
+    return {TAG_PIPELINE: pipeline, EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
 
 
 def pipeline_run_tags(info: RunInfo) -> dict[str, str]:

@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT_ID = 0
 
 
-def seed_new_store(db_path: Path) -> bool:
+def seed_new_store(db_path: Path, *, make_template: bool = True) -> bool:
     """Make ``db_path`` (which must not exist yet; the caller holds its schema lock) a copy of the
-    template. False when there is no template to copy: MLflow then makes the tables itself."""
-    template = _template()
+    template, made first (by MLflow) unless ``make_template`` is False. False when there is no
+    template to copy: MLflow then makes the tables itself."""
+    template = _template() if make_template else _existing_template()
     if template is None:
         return False
     partial = db_path.with_name(f".{db_path.name}.{os.getpid()}.partial")
@@ -44,12 +45,21 @@ def seed_new_store(db_path: Path) -> bool:
     return True
 
 
-def template_path() -> Path:
-    """Where the template for the installed MLflow and SQLAlchemy is kept."""
-    import mlflow
-    import sqlalchemy
+def template_path() -> Path | None:
+    """Where the template for the installed MLflow and SQLAlchemy is kept (their versions read from
+    the installed distributions, without importing either); None when one is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return cache_dir("mlflow-stores") / f"mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    try:
+        made_by = f"mlflow-{version('mlflow-skinny')}-sqlalchemy-{version('sqlalchemy')}"
+    except PackageNotFoundError:
+        return None
+    return cache_dir("mlflow-stores") / f"{made_by}.db"
+
+
+def _existing_template() -> Path | None:
+    path = template_path()
+    return path if path is not None and _complete(path) else None
 
 
 def _template() -> Path | None:
@@ -57,6 +67,8 @@ def _template() -> Path | None:
     from skyflow.lineage.mlflow_client import schema_lock
 
     path = template_path()
+    if path is None:
+        return None
     if _complete(path):
         return path
     try:

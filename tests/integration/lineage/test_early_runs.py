@@ -1,6 +1,7 @@
 """A stage's MLflow run opened with plain SQL while MLflow is still loading (`SqliteRunOpener`): the
-rows are the ones MLflow's own `create_run` writes, MLflow reads and logs to them, the pipeline run
-made early is completed (not doubled) when MLflow has loaded, and a stage starts without waiting."""
+rows are the ones MLflow's own `create_run` (and `create_experiment`, for a new pipeline or a new store
+made from the template) writes, MLflow reads and logs to them, the pipeline run made early is
+completed (not doubled) when MLflow has loaded, and a stage starts without waiting."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mlflow import MlflowClient
 from skyflow.lineage.drain import wait_for_drain
 from skyflow.lineage.mlflow_names import TAG_OPENED_EARLY
 from skyflow.lineage.mlflow_recorder import MlflowRecorder
-from skyflow.lineage.mlflow_store import MlflowStore, pipeline_run_tags, stage_run_tags
+from skyflow.lineage.mlflow_store import MlflowStore, pipeline_experiment_tags, pipeline_run_tags, stage_run_tags
 from skyflow.lineage.records import RunInfo, StageRecord
 from skyflow.lineage.sqlite_runs import SqliteRunOpener
 from tests.integration.runner.conftest import Skyflow
@@ -94,9 +95,49 @@ def test_the_pipeline_run_made_early_is_completed_once_mlflow_has_loaded(uri: st
     assert [p.info.run_id for p in parents] == [parent]
 
 
-def test_only_a_known_sqlite_store_with_the_pipelines_experiment_gets_an_opener(uri: str, tmp_path: Path) -> None:
+def test_the_experiment_written_is_the_one_mlflow_writes(uri: str, tmp_path: Path) -> None:
+    opener = SqliteRunOpener.for_uri(uri)
+    assert opener is not None
+    root = (tmp_path / "artifacts").as_uri()
+    early = opener.create_experiment("early", root, pipeline_experiment_tags("early"))
+    client = MlflowClient(uri)
+    made = client.create_experiment("made", artifact_location=root, tags=pipeline_experiment_tags("early"))
+
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        db.row_factory = sqlite3.Row
+        query = "SELECT * FROM experiments WHERE name IN ('early', 'made')"
+        rows = {r["name"]: dict(r) for r in db.execute(query)}
+        tags = {e: sorted(tuple(t) for t in db.execute("SELECT key, value FROM experiment_tags WHERE experiment_id = ?",
+                                                        (int(e),))) for e in (early.experiment_id, made)}
+    different = {"experiment_id", "name", "creation_time", "last_update_time"}
+    assert {k: v for k, v in rows["early"].items() if k not in different} == \
+        {k: v for k, v in rows["made"].items() if k not in different}
+    assert rows["early"]["creation_time"] == rows["early"]["last_update_time"] > 0
+    assert tags[early.experiment_id] == tags[made]
+    got = client.get_experiment(early.experiment_id)
+    assert got.name == "early" and got.lifecycle_stage == "active" and got.artifact_location == root
+    assert opener.experiment("early") == early
+    with pytest.raises(sqlite3.IntegrityError):  # one of that name exists: another runner made it
+        opener.create_experiment("early", root, {})
+
+
+def test_a_new_store_is_made_from_the_template_when_there_is_one(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    fresh = tmp_path / "fresh" / "mlflow.db"
+    assert SqliteRunOpener.for_uri(f"sqlite:///{fresh}") is None and not fresh.exists()  # making one needs MLflow
+    MlflowStore(f"sqlite:///{tmp_path / 'first.db'}")  # MLflow opens a new store: the template is made
+    opener = SqliteRunOpener.for_uri(f"sqlite:///{fresh}")
+    assert opener is not None and fresh.is_file()
+    experiment = opener.create_experiment("pipe", (tmp_path / "a").as_uri(), pipeline_experiment_tags("pipe"))
+    run_id = opener.create_run(experiment, "train", {"k": "v"})
+    client = MlflowClient(f"sqlite:///{fresh}")  # MLflow opens the copy and adds its Default experiment
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "pipe"]
+    assert client.get_run(run_id).data.tags["k"] == "v"
+
+
+def test_only_a_known_sqlite_store_gets_an_opener(uri: str, tmp_path: Path) -> None:
     assert SqliteRunOpener.for_uri("http://127.0.0.1:5000") is None
-    assert SqliteRunOpener.for_uri(f"sqlite:///{tmp_path / 'none.db'}") is None
     opener = SqliteRunOpener.for_uri(uri)
     assert opener is not None and opener.experiment("another-pipeline") is None
     MlflowClient(uri).delete_experiment(MlflowClient(uri).get_experiment_by_name("pipe").experiment_id)  # type: ignore[union-attr]
@@ -108,7 +149,8 @@ def test_only_a_known_sqlite_store_with_the_pipelines_experiment_gets_an_opener(
                    "start_time, end_time, deleted_time, source_version, lifecycle_stage, artifact_uri, "
                    "experiment_id, workspace TEXT NOT NULL)")
         db.execute("CREATE TABLE tags (key, value, run_uuid)")
-        db.execute("CREATE TABLE experiments (experiment_id, name, artifact_location, lifecycle_stage)")
+        db.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY NOT NULL, name, artifact_location, "
+                   "lifecycle_stage, creation_time, last_update_time)")
         db.execute("CREATE TABLE experiment_tags (key, value, experiment_id)")
     assert SqliteRunOpener.for_uri(f"sqlite:///{other}") is None
     with sqlite3.connect(other) as db:
@@ -133,17 +175,25 @@ def test_a_stage_gets_its_run_while_mlflow_is_still_loading(uri: str, tmp_path: 
     stage = recorder.open_stage(run.run_id, "train", timeout_s=1.0)
     assert stage is not None and stage.tracking_uri == uri
 
-    # a pipeline MLflow has no experiment for yet waits for MLflow, as before
+    # a pipeline MLflow has no experiment for yet: the experiment is made early too
     new = info("r4", pipeline="new-pipeline")
     recorder.start_run(new)
-    assert recorder.open_stage(new.run_id, "train", timeout_s=0.5) is None
+    new_stage = recorder.open_stage(new.run_id, "train", timeout_s=0.5)
+    assert new_stage is not None and new_stage.experiment_id != stage.experiment_id
 
     loaded.set()
     recorder.record_stage(record(run, "train", stage.run_id))
     recorder.end_run(run.run_id, "succeeded", {"actual_usd": 0.0})
+    recorder.record_stage(record(new, "train", new_stage.run_id))
+    recorder.end_run(new.run_id, "succeeded", {"actual_usd": 0.0})
     recorder.close(timeout_s=60)
     assert recorder.pending == 0
     client = MlflowClient(uri)
+    made = client.get_experiment_by_name("new-pipeline")
+    assert made is not None and made.experiment_id == new_stage.experiment_id
+    assert made.tags == pipeline_experiment_tags("new-pipeline")
+    new_runs = client.search_runs([made.experiment_id], "tags.`skyflow.run_id` = 'r4'")
+    assert sorted((r.info.run_name, r.info.status) for r in new_runs) == [("r4", "FINISHED"), ("train", "FINISHED")]
     runs = client.search_runs([stage.experiment_id], "tags.`skyflow.run_id` = 'r3'")
     by_name = {r.info.run_name: r for r in runs}
     assert set(by_name) == {"r3", "train"}  # one pipeline run, one stage run: the early ones
@@ -169,17 +219,19 @@ def test_the_cli_leaves_lineage_to_the_drain_unless_told_to_wait(tmp_path: Path)
     skyflow = Skyflow(tmp_path / "home", work)
     skyflow.write("logs.yaml", STAGE_LOGS)
     store = f"sqlite:///{(skyflow.home / 'mlflow.db').resolve()}"
-    for run_id in ("first", "second"):  # the first makes the experiment; the second opens its runs early
+    for run_id in ("first", "second"):  # both open their runs early: the first in a new store, from the template
         code, _, err = skyflow.run_json("logs.yaml", "--run-id", run_id, "--no-cache")
         assert code == 0, err
     assert wait_for_drain(store, skyflow.home)
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("logs")
     assert experiment is not None
-    second = client.search_runs([experiment.experiment_id], "tags.`skyflow.run_id` = 'second'")
-    assert sorted(r.info.run_name for r in second) == ["second", "train"]
-    train = next(r for r in second if r.info.run_name == "train")
-    assert train.data.metrics["loss"] == 0.25 and train.info.status == "FINISHED"
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "logs"]
+    for run_id in ("first", "second"):
+        runs = client.search_runs([experiment.experiment_id], f"tags.`skyflow.run_id` = '{run_id}'")
+        assert sorted(r.info.run_name for r in runs) == [run_id, "train"]
+        train = next(r for r in runs if r.info.run_name == "train")
+        assert train.data.metrics["loss"] == 0.25 and train.info.status == "FINISHED"
 
     # a stage that is over before MLflow has loaded: without the flag the run would hand its records off
     skyflow.write("quick.yaml", "name: logs\nstages:\n  train: {run: 'echo 1 > $SKYFLOW_OUTPUT_O/x', outputs: [o]}\n")
@@ -216,11 +268,14 @@ def test_a_deferred_recorder_loads_mlflow_only_when_something_needs_the_store(ur
     train = MlflowClient(uri).get_run(stage.run_id)
     assert train.info.status == "FINISHED" and train.data.tags["skyflow.state"] == "succeeded"
 
-    # a stage that needs the store (a pipeline with no experiment yet) ends the deferral at once
+    # a stage that needs the store ends the deferral at once: a new store on a machine that has no
+    # template yet (only MLflow can make one)
     opened.clear()
-    recorder = MlflowRecorder(uri, [], skyflow_home=home, defer_open_s=600)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    new_uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    recorder = MlflowRecorder(new_uri, [], skyflow_home=home, defer_open_s=600)
     new = info("r6", pipeline="new-pipeline")
     recorder.start_run(new)
     assert recorder.open_stage(new.run_id, "train", timeout_s=30) is not None
-    assert opened == [uri]
+    assert opened == [new_uri]
     recorder.close()
