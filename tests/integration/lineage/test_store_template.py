@@ -53,6 +53,12 @@ def schema(db: Path) -> tuple[set[tuple[str, tuple[str, frozenset[str]]]], list[
         return objects, conn.execute("SELECT version_num FROM alembic_version").fetchall()
 
 
+def template() -> Path:
+    path = template_path()
+    assert path is not None, "MLflow and SQLAlchemy are installed here"
+    return path
+
+
 def rows(db: Path, table: str) -> list[tuple[object, ...]]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return conn.execute(f"SELECT * FROM {table}").fetchall()
@@ -71,7 +77,7 @@ def test_a_copied_store_has_mlflows_own_schema_and_default_experiment(
     copied = tmp_path / "home" / "mlflow.db"
     open_client(f"sqlite:///{copied}")
 
-    assert template_path().is_file() and template_path().is_relative_to(cache)
+    assert template().is_file() and template().is_relative_to(cache)
     assert schema(copied) == schema(made)
     assert schema(copied)[1], "no schema version recorded"
     # MLflow itself added the Default experiment to the copy, as it does to a new store.
@@ -101,21 +107,21 @@ def test_a_copied_store_takes_runs_metrics_and_models_through_mlflow(cache: Path
 
 def test_the_template_is_made_once_and_every_new_store_is_a_copy(cache: Path, tmp_path: Path) -> None:
     open_client(f"sqlite:///{tmp_path / 'one.db'}")
-    template = template_path()
-    made = template.stat()
+    made_once = template()
+    made = made_once.stat()
     open_client(f"sqlite:///{tmp_path / 'two.db'}")
-    assert (template.stat().st_ino, template.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
-    assert rows(template, "experiments") == []  # copies never write back into it
+    assert (made_once.stat().st_ino, made_once.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert rows(made_once, "experiments") == []  # copies never write back into it
     assert schema(tmp_path / "two.db") == schema(tmp_path / "one.db")
 
 
 def test_a_damaged_template_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     open_client(f"sqlite:///{tmp_path / 'one.db'}")
-    template_path().write_bytes(b"not a database")
+    template().write_bytes(b"not a database")
     open_client(f"sqlite:///{tmp_path / 'two.db'}")
     assert schema(tmp_path / "two.db") == schema(tmp_path / "one.db")
-    assert rows(template_path(), "experiments") == []
+    assert rows(template(), "experiments") == []
 
 
 def test_without_a_usable_cache_folder_mlflow_makes_the_tables_itself(
@@ -127,6 +133,6 @@ def test_without_a_usable_cache_folder_mlflow_makes_the_tables_itself(
     migrated_by_mlflow(made, tmp_path / "mlruns")
     client = open_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    assert not template_path().exists()
+    assert not template().exists()
     assert schema(tmp_path / "mlflow.db") == schema(made)
     assert client.get_experiment("0").name == "Default"
