@@ -150,8 +150,9 @@ class MlflowStore:
         else:
             # A resumed run (or a retried event): the same parent; params cannot change in MLflow.
             run_id, logged_params = existing.info.run_id, existing.data.params
-            if not early:
-                self._set_status(run_id, "RUNNING")
+            ended = existing.info.end_time
+            if not early and (ended is None or int(info.started_at * 1000) >= ended):
+                self._set_status(run_id, "RUNNING")  # not for a start older than a recorded end
         params = {clean_key(k): cut(v, MAX_PARAM_VALUE) for k, v in flatten("", info.params).items()}
         self._log(run_id, params={k: v for k, v in params.items() if k not in logged_params}, tags=tags)
         if info.plan_json is not None and (existing is None or early or retry):
@@ -213,7 +214,14 @@ class MlflowStore:
         return run_id
 
     def end_run(self, run_key: str, state: str, totals: dict[str, Any], *, ended_at: float | None = None) -> None:
+        """The pipeline run's end: its state, totals and end time. An end older than the one recorded
+        is dropped: records of a run and of its resume may be sent by two processes (each run's
+        background drain), and the later end must win whichever arrives last."""
         parent_id = self._parent(run_key).run_id
+        end_time_s = ended_at or time.time()
+        recorded = self.client.get_run(parent_id).info.end_time
+        if recorded is not None and recorded > int(end_time_s * 1000):
+            return
         metrics = {
             clean_key(f"total_{k}"): float(v)
             for k, v in totals.items()
@@ -226,7 +234,7 @@ class MlflowStore:
         }
         tags["skyflow.state"] = state
         self._log(parent_id, metrics=metrics, tags=tags)
-        self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"), end_time_s=ended_at or time.time())
+        self._set_status(parent_id, STATUS_BY_STATE.get(state, "FINISHED"), end_time_s=end_time_s)
 
     # -- runs -------------------------------------------------------------------------------------
     @staticmethod

@@ -99,6 +99,7 @@ def test_stage_code_logs_into_its_own_run_and_a_declared_model_is_registered(sky
     skyflow.write("tiny.yaml", PIPELINE.replace("GO_FILE", str(tmp_path / "go")))
     code, status, err = skyflow.run_json("tiny.yaml", "--run-id", "tiny-1")
     assert code == 0, err
+    assert wait_for_drain(store_uri(skyflow.home), skyflow.home)  # a first run need not wait for MLflow either
     client = MlflowClient(store_uri(skyflow.home))
     runs = runs_of(client, "tiny")
     parent = next(r for r in runs if r.data.tags["skyflow.kind"] == "pipeline_run")

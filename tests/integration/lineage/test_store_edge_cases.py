@@ -327,3 +327,26 @@ def test_the_ui_link_finds_a_pipeline_by_name_and_says_which_ones_exist(
     monkeypatch.setattr(MlflowClient, "search_runs", store_failing)
     with pytest.raises(LineageError, match=r"^cannot query MLflow sqlite store .*: database is locked$"):
         pipeline_experiment(uri)
+
+
+def test_a_run_and_its_resume_sent_out_of_order_end_as_the_resume_ended(uri: str) -> None:
+    """Each short run leaves its records to a drain of its own: the failed first run's end (and even its
+    start) may reach MLflow after its resume's end. The later end wins whatever order they come in."""
+    store = MlflowStore(uri)
+    first = replace(run_info("ci-7"), started_at=1_700_000_000.0)
+    resumed = replace(first, started_at=1_700_000_100.0)
+    store.start_run(resumed, retry=False)
+    store.end_run("ci-7", "succeeded", {"actual_usd": 0.5}, ended_at=1_700_000_200.0)
+    store.start_run(first, retry=True)  # the first run's start, late: the run stays ended
+    store.end_run("ci-7", "failed", {"actual_usd": 0.25}, ended_at=1_700_000_050.0)  # its end, late
+
+    client = MlflowClient(uri)
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])  # type: ignore[union-attr]
+                 if r.data.tags.get(TAG_KIND) == "pipeline_run"]
+    assert (parent.info.status, parent.info.end_time) == ("FINISHED", 1_700_000_200_000)
+    assert parent.data.tags["skyflow.state"] == "succeeded" and parent.data.metrics["total_actual_usd"] == 0.5
+
+    store.start_run(replace(first, started_at=1_700_000_300.0), retry=False)  # a second resume, later
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+    store.end_run("ci-7", "failed", {}, ended_at=1_700_000_400.0)
+    assert client.get_run(parent.info.run_id).info.status == "FAILED"
