@@ -143,11 +143,17 @@ class _Raising(_StuckSolver):
     (lambda: knapsack([10, 13, 7, 8, 2], [5, 6, 4, 3, 1], capacity=10), 0, "done"),
     (_Raising, 1, "error")])
 def test_the_search_child_ends_its_process_with_its_own_code(solver: Any, code: int, last: str) -> None:
+    prepared = solver()
+    # As run_in_child does: an earlier test's solve left HiGHS's worker threads in this process, which
+    # a forked child would wait on (its search hung until the test's alarm when one had run before).
+    reset = getattr(type(prepared), "resetGlobalScheduler", None)
+    if reset is not None:
+        reset(True)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # stands in for run_in_child's child; whatever escapes _child must not run on
         try:
-            _child(solver(), write_fd)
+            _child(prepared, write_fd)
         finally:
             os._exit(99)
     os.close(write_fd)
