@@ -236,6 +236,9 @@ def _install_failures(pods: list[Any]) -> list[tuple[str, int]]:
     return failed
 
 
+_CANCELLED = StageExit(-15, "cancelled", cancelled=True)
+
+
 @dataclass
 class KubernetesStageHandle:
     """One Job: watched until it finishes, its pods' logs copied to the stage log, then deleted."""
@@ -278,10 +281,15 @@ class KubernetesStageHandle:
         deadline = time.monotonic() + self.launch.timeout_s if self.launch.timeout_s else None
         while True:
             if self._cancelled.is_set():
-                return StageExit(-15, "cancelled", cancelled=True)
-            with _translated(f"watching Job {name}", self.launch.stage):
-                status = self.cluster.job_status(name, namespace)
-                pods = self.cluster.pods_of(name, namespace)
+                return _CANCELLED
+            try:
+                with _translated(f"watching Job {name}", self.launch.stage):
+                    status = self.cluster.job_status(name, namespace)
+                    pods = self.cluster.pods_of(name, namespace)
+            except BackendError:
+                if self._cancelled.is_set():  # cancel() deleted the Job while this read it
+                    return _CANCELLED
+                raise
             self._follow_logs(pods, namespace, log)
             done, ok, reason = _finished(status, int(self.launch.num_nodes))
             if done:

@@ -200,6 +200,20 @@ def test_a_watch_that_the_api_server_refuses_is_a_backend_error_naming_the_job(t
     assert cluster.deleted == [["sf-secret", "sf-job"]]
 
 
+def test_a_cancel_that_deletes_the_job_while_the_watch_reads_it_is_a_cancel(tmp_path: Path) -> None:
+    """cancel() runs on another thread: the Job it deletes can be gone by the watch's next read."""
+    class DeletedUnderTheWatch(FakeCluster):
+        def job_status(self, name: str, namespace: str) -> Any:
+            handle.cancel()  # between the watch's check of the cancel and its read
+            raise _api_exception(404, "Not Found", '{"reason": "NotFound"}')
+
+    cluster = DeletedUnderTheWatch([], [])
+    handle = _handle(tmp_path, cluster)
+    exit_ = handle.wait()
+    assert exit_.cancelled and not exit_.ok and exit_.exit_code == -15
+    assert cluster.deleted == [["sf-secret", "sf-job"]] * 2  # by cancel(), and again when the wait ends
+
+
 def _api_exception(status: int, reason: str, body: str) -> Exception:
     from kubernetes.client.exceptions import ApiException
 
