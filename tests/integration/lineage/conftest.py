@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from skyflow.lineage.store_template import seed_new_store
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -33,6 +35,9 @@ class MlflowServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_s: float = 90.0) -> None:
+        store = self.root / "mlflow.db"
+        if not store.exists():  # a copy of the tables MLflow's migrations make, as skyflow's own stores start
+            seed_new_store(store)
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
