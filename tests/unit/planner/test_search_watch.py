@@ -202,16 +202,17 @@ def test_a_fastest_plan_stopped_by_the_clock_keeps_its_proven_time_bound() -> No
     assert quick.gap == pytest.approx(max(hours_gap, usd_gap))
 
 
-def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds() -> None:
-    p, cat = _large_case(12, seed=1, parts=2)
+@pytest.mark.parametrize("lone", [False, True])  # with a last part proven at once, after one stopped early
+def test_a_plan_of_independent_parts_stopped_by_the_clock_sums_their_bounds(lone: bool) -> None:
+    p, cat = _large_case(12, seed=1, parts=2, lone=lone)
     policy = Policy(all_clouds=True)
     problem, _ = _problem(p, cat, EGRESS, policy)
-    assert [len(part) for part in independent_parts(problem)] == [12, 12]
+    assert [len(part) for part in independent_parts(problem)] == [12, 12] + [1] * lone
     floor = sum(min(o.compute_usd for o in options) for options in problem.options)  # no egress, cheapest each
     heard: list[str] = []
     exact = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=0), baseline=False,
                           progress=heard.append)
-    assert any(line.endswith(" s: planning 2 independent parts") for line in heard), heard
+    assert any(line.endswith(f" s: planning {2 + lone} independent parts") for line in heard), heard
     stopped = []
     for steps in range(1, 64, 2):
         plan = plan_pipeline(p, cat, EGRESS, dataclasses.replace(policy, time_limit_s=10.0 * steps), baseline=False,

@@ -20,9 +20,11 @@ EGRESS_RATES = (("aws", "aws", 0.02), ("gcp", "gcp", 0.01), ("azure", "azure", 0
 EGRESS = rules(*EGRESS_RATES)
 
 
-def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0, parts: int = 1) -> tuple[Any, Any]:
+def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0, parts: int = 1,
+                lone: bool = False) -> tuple[Any, Any]:
     """A general DAG (shared artifacts, undirected cycles) over 12 regions of 3 clouds with varied prices;
-    with ``parts``, that many copies of it side by side, each with its own input (independent parts)."""
+    with ``parts``, that many copies of it side by side, each with its own input (independent parts);
+    with ``lone``, one more stage after them that reads and writes nothing (a part of its own)."""
     rng = random.Random(seed)
     cat = catalog(*[offer(loc, f"{kind}-{loc}", rng.uniform(0.5, 3.0) * base * price_scale, acc=acc,
                           count=1 if acc else 0)
@@ -39,6 +41,8 @@ def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0, parts: int
         for name, stage in stages.items():
             copies[name + tag] = {**stage, "inputs": {i: ref.replace(".", f"{tag}.") if "." in ref else ref + tag
                                                       for i, ref in stage["inputs"].items()}}
+    if lone:
+        copies["lone"] = {"estimate": 3}
     inputs = {f"raw{tag}": {"uri": f"s3://b/raw{tag}", "infra": "aws/r0", "size_gb": 300}
               for tag in [""] + [f"_{k}" for k in range(1, parts)]}
     return pipeline(copies, inputs), cat
