@@ -314,6 +314,19 @@ def test_a_chain_whose_stages_each_read_an_input_is_placed_by_the_dp_next_to_eac
     assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("aws/r", "gcp/r", pytest.approx(2.09))
 
 
+@pytest.mark.parametrize("names", [("big", "small"), ("small", "big")])
+def test_the_dp_charges_every_artifact_one_stage_reads_from_another(names: tuple[str, str]) -> None:
+    # a's two outputs both go to b, pinned to gcp: a next to b ($2 + $2) beats a on aws ($1 + $2) with
+    # the copy of both outputs ($9.09); the copy of the small one alone would not pay for the move
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 2.0))
+    sizes = {"big": 100, "small": 1}
+    p = pipeline({"a": {"outputs": {name: sizes[name] for name in names}},
+                  "b": {"inputs": {name: f"a.{name}" for name in names}, "resources": {"infra": "gcp/r"}}})
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
+    assert plan.solver == "dp"
+    assert (plan.stages["a"].infra, plan.total_usd) == ("gcp/r", 4.0)
+
+
 def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:
     cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.5))
     p = pipeline({"a": {"outputs": {"o": 100}}, "b": {"inputs": {"x": "a.o"}, "resources": {"infra": "gcp/r"}},
