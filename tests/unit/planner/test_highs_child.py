@@ -201,3 +201,18 @@ def test_a_search_that_stops_before_any_plan_hands_back_none() -> None:
     outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
     assert outcome.finished and outcome.status == "kTimeLimit" and outcome.error is None
     assert outcome.x is None
+
+
+def test_a_search_highs_ends_before_its_proof_keeps_the_bound_below_its_plan() -> None:
+    # HiGHS stops itself (here at its first plan) with a plan it has not proven: the bound handed back is
+    # its dual bound, not the plan's own figure, which would claim the plan proven.
+    p, cat = _large_case(12, seed=1)
+    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
+    model = MilpModel(problem, [np.arange(len(o)) for o in problem.options], with_time=True)
+    h = _quiet_highs()
+    h.passModel(model._highs_lp(model.cost_objective()))
+    h.setOptionValue("mip_max_improving_sols", 1)
+    outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
+    assert outcome.finished and outcome.status == "kSolutionLimit" and outcome.x is not None
+    assert outcome.objective is not None and np.isfinite(outcome.bound)
+    assert outcome.bound < outcome.objective - 1e-6

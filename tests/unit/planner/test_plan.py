@@ -327,6 +327,19 @@ def test_the_dp_charges_every_artifact_one_stage_reads_from_another(names: tuple
     assert (plan.stages["a"].infra, plan.total_usd) == ("gcp/r", 4.0)
 
 
+@pytest.mark.parametrize("big", ["b", "c"])
+def test_the_dp_places_a_stage_for_all_its_readers_not_the_first_alone(big: str) -> None:
+    # a's readers are pinned apart; a belongs next to the one it sends 200 GB, not the one it sends 1 GB
+    cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.0))
+    pinned = {"b": "aws/r", "c": "gcp/r"}
+    p = pipeline({"a": {"outputs": {"to_b": 200 if big == "b" else 1, "to_c": 200 if big == "c" else 1}},
+                  "b": {"inputs": {"x": "a.to_b"}, "resources": {"infra": pinned["b"]}},
+                  "c": {"inputs": {"x": "a.to_c"}, "resources": {"infra": pinned["c"]}}})
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
+    assert plan.solver == "dp"
+    assert plan.stages["a"].infra == pinned[big]
+
+
 def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:
     cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.5))
     p = pipeline({"a": {"outputs": {"o": 100}}, "b": {"inputs": {"x": "a.o"}, "resources": {"infra": "gcp/r"}},
