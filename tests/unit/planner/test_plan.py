@@ -340,6 +340,19 @@ def test_the_dp_places_a_stage_for_all_its_readers_not_the_first_alone(big: str)
     assert plan.stages["a"].infra == pinned[big]
 
 
+def test_the_dp_weighs_a_stages_compute_beside_the_copy_of_its_input() -> None:
+    # a reads 100 GB from aws: copying it to gcp ($9) and running there ($1) beats aws's $10.50 an hour;
+    # b (on L4s, priced alike) follows a
+    cat = catalog(offer("aws/r", "m", 10.5), offer("gcp/r", "n", 1.0),
+                  offer("aws/r", "g", 20.0, acc="L4", count=1), offer("gcp/r", "h", 20.0, acc="L4", count=1))
+    p = pipeline({"a": {"inputs": {"raw": "raw"}, "outputs": {"o": 10}},
+                  "b": {"inputs": {"x": "a.o"}, "resources": {"accelerators": "L4:1"}}},
+                 {"raw": {"uri": "s3://b/raw", "infra": "aws/r", "size_gb": 100}})
+    plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
+    assert plan.solver == "dp"
+    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("gcp/r", "gcp/r", pytest.approx(30.0))
+
+
 def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:
     cat = catalog(offer("aws/r", "m", 1.0), offer("gcp/r", "n", 1.5))
     p = pipeline({"a": {"outputs": {"o": 100}}, "b": {"inputs": {"x": "a.o"}, "resources": {"infra": "gcp/r"}},
