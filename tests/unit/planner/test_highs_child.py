@@ -81,6 +81,7 @@ def test_a_search_stuck_in_a_step_is_ended_at_the_deadline_and_leaves_no_process
     outcome = run_in_child(_StuckSolver(), time.monotonic() + 0.5, time.monotonic)
     assert not outcome.finished and outcome.x is None and outcome.bound == -np.inf
     assert outcome.error is None  # ended at the deadline, not failed
+    assert outcome.pid > 0  # (waitpid of 0 would ask about any child of this process group)
     with pytest.raises(ChildProcessError):  # the child was killed and reaped: it is no child of ours now
         os.waitpid(outcome.pid, os.WNOHANG)
 

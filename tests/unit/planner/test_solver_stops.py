@@ -147,7 +147,9 @@ def _guided(monkeypatch: pytest.MonkeyPatch, over_lp: float) -> tuple[Problem, l
     problem, keep = _small()
     dearest = [int(k[np.argmax(problem.opt_compute[s][k])]) for s, k in enumerate(keep)]
     heard: list[str] = []
-    budget = Budget(60.0, clock=LeapingClock(1e-3), progress=heard.append)
+    clock = LeapingClock(1e-3)
+    clock.now = 1e6  # a clock far from 0, as time.monotonic() is: only differences of its readings mean anything
+    budget = Budget(60.0, clock=clock, progress=heard.append)
     found = solve_milp_bounded(problem, keep, start=dearest, budget=budget)
     return problem, keep, (found, heard), dearest
 
