@@ -190,16 +190,21 @@ def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, mon
     assert in_child.total_hours == pytest.approx(in_process.total_hours)
 
 
-def test_a_search_that_stops_before_any_plan_hands_back_none() -> None:
-    # HiGHS's own time limit of 0 ends the search at once: it finishes, without a solution, and what
-    # it holds for one (zeros) must not be taken for a plan.
+def _search_in_child_with(option: str, value: Any) -> Any:
+    """The 12-stage case's cost program searched in a child, with one HiGHS option set."""
     p, cat = _large_case(12, seed=1)
     problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
     model = MilpModel(problem, [np.arange(len(o)) for o in problem.options], with_time=True)
     h = _quiet_highs()
     h.passModel(model._highs_lp(model.cost_objective()))
-    h.setOptionValue("time_limit", 0.0)
-    outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
+    h.setOptionValue(option, value)
+    return run_in_child(h, time.monotonic() + 60, time.monotonic)
+
+
+def test_a_search_that_stops_before_any_plan_hands_back_none() -> None:
+    # HiGHS's own time limit of 0 ends the search at once: it finishes, without a solution, and what
+    # it holds for one (zeros) must not be taken for a plan.
+    outcome = _search_in_child_with(option="time_limit", value=0.0)
     assert outcome.finished and outcome.status == "kTimeLimit" and outcome.error is None
     assert outcome.x is None
 
@@ -207,13 +212,7 @@ def test_a_search_that_stops_before_any_plan_hands_back_none() -> None:
 def test_a_search_highs_ends_before_its_proof_keeps_the_bound_below_its_plan() -> None:
     # HiGHS stops itself (here at its first plan) with a plan it has not proven: the bound handed back is
     # its dual bound, not the plan's own figure, which would claim the plan proven.
-    p, cat = _large_case(12, seed=1)
-    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
-    model = MilpModel(problem, [np.arange(len(o)) for o in problem.options], with_time=True)
-    h = _quiet_highs()
-    h.passModel(model._highs_lp(model.cost_objective()))
-    h.setOptionValue("mip_max_improving_sols", 1)
-    outcome = run_in_child(h, time.monotonic() + 60, time.monotonic)
+    outcome = _search_in_child_with(option="mip_max_improving_sols", value=1)
     assert outcome.finished and outcome.status == "kSolutionLimit" and outcome.x is not None
     assert outcome.objective is not None and np.isfinite(outcome.bound)
     assert outcome.bound < outcome.objective - 1e-6
