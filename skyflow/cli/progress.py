@@ -25,9 +25,7 @@ class ProgressView:
     def __init__(self, stages: list[str], placements: dict[str, str], console: Any | None = None,
                  quiet: bool = False, stream: bool = True) -> None:
         """``quiet``: print nothing (``--json``); ``stream``: show the stages' output lines (off with ``--quiet``)."""
-        from rich.console import Console
-
-        self.console = console or Console(stderr=False)
+        self._console = console
         self.stream = stream and not quiet
         self.colour = {stage: PALETTE[i % len(PALETTE)] for i, stage in enumerate(stages)}
         self.stages = stages
@@ -43,8 +41,17 @@ class ProgressView:
         self.moving_since: float | None = None
         self._shown_at = 0.0
 
+    @property
+    def console(self) -> Any:
+        """rich's console, made on first use: a quiet view (``--json``) never loads rich."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=False)
+        return self._console
+
     def __enter__(self) -> ProgressView:
-        if self.console.is_terminal and not self.quiet:
+        if not self.quiet and self.console.is_terminal:
             from rich.live import Live
 
             # transient: the run's summary table replaces it at the end (not shown twice)
