@@ -66,13 +66,19 @@ class YamlDocument:
     """A YAML file's plain data, with the position of any value looked up (lazily) by its key path."""
 
     def __init__(self, text: str, file: str) -> None:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
+        from skyflow.yaml_quick import read_plain
 
         self.text, self.file = text, file
         self._root: Any = None
+        quick = read_plain(text, positions=False)  # a plain document through libyaml, the rest by ruamel
+        if quick is not None:
+            self.data: Any = quick.data
+            return
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
         try:
-            self.data: Any = YAML(typ="safe").load(text)
+            self.data = YAML(typ="safe").load(text)
         except YAMLError as exc:
             raise _syntax_error(exc, file, text) from exc
         except TypeError as exc:  # a list holding a list or a mapping, used as a key (`? [a, [b]]`), cannot be hashed

@@ -46,7 +46,25 @@ class SourceMap:
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
-    """Parse ``text``; return plain dict/list/scalars and their positions."""
+    """Parse ``text``; return plain dict/list/scalars and their positions.
+
+    A plain document is read through libyaml (`skyflow.yaml_quick`), anything else by ruamel.yaml
+    (`parse_yaml_with_ruamel`); both give the same values and positions."""
+    from skyflow.yaml_quick import read_plain
+
+    quick = read_plain(text)
+    if quick is None:
+        return parse_yaml_with_ruamel(text, file)
+    smap = SourceMap(file)
+    smap.values[()] = SourcePosition(file, 1, 1)
+    for table, marks in ((smap.keys, quick.keys), (smap.values, quick.values)):
+        for path, (line, col) in marks.items():
+            table[path] = SourcePosition(file, line + 1, col + 1)
+    return quick.data, smap
+
+
+def parse_yaml_with_ruamel(text: str, file: str) -> tuple[Any, SourceMap]:
+    """`parse_yaml` by ruamel.yaml: YAML 1.2 with aliases, merges and tags, and its errors' positions."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
