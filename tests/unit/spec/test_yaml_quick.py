@@ -54,6 +54,16 @@ def test_shipped_files_read_alike(path: Path) -> None:
     assert_read_alike(path.read_text(encoding="utf-8"))
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_catalog_files_read_as_ruamels_safe_loader_reads_them(path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    from skyflow.catalog.positions import YamlDocument
+
+    text = path.read_text(encoding="utf-8")
+    assert YamlDocument(text, str(path)).data == YAML(typ="safe").load(text)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(REPO)))
 def test_the_examples_are_read_by_libyaml(path: Path) -> None:
     assert read_plain(path.read_text(encoding="utf-8")) is not None
