@@ -49,6 +49,31 @@ def test_parts_are_linked_by_producers_and_by_a_shared_input() -> None:
     assert all(t.consumers and max(t.consumers) < len(sub.names) for t in sub.transfers)
 
 
+def test_each_part_keeps_its_own_transfers_and_orderings_renumbered() -> None:
+    cat = _catalog(random.Random(2))
+    p = pipeline({"a": {"outputs": {"o": 5}}, "b": {"inputs": {"x": "a.o"}, "depends_on": ["e"]},
+                  "c": {"inputs": {"r": "raw"}, "outputs": {"o": 3}}, "d": {"inputs": {"r": "raw", "y": "c.o"}},
+                  "e": {"depends_on": ["c"]}, "f": {"inputs": {"x": "a.o"}, "depends_on": ["a"]}},
+                 {"raw": {"uri": "s3://b/raw", "infra": "aws/r0", "size_gb": 10}})
+    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
+    parts = independent_parts(problem)
+    assert len(parts) == 3
+    for stages in parts:
+        sub = part_problem(problem, stages)
+        number = {s: i for i, s in enumerate(stages)}  # each part's own stage numbers
+        mine = [t for t in problem.transfers if t.consumers[0] in number]
+        assert [(t.artifact, t.size_gb, t.source, t.producer, t.consumers) for t in sub.transfers] == [
+            (t.artifact, t.size_gb, t.source, None if t.producer is None else number[t.producer],
+             tuple(number[c] for c in t.consumers)) for t in mine]
+        assert sub.ordering == [(number[a], number[b]) for a, b in problem.ordering if a in number and b in number]
+        assert sub.names == [problem.names[s] for s in stages]
+        assert sub.options == [problem.options[s] for s in stages]
+    orders = {problem.names[a] + ">" + problem.names[b] for a, b in problem.ordering}
+    subs = [part_problem(problem, stages) for stages in parts]
+    kept = {sub.names[a] + ">" + sub.names[b] for sub in subs for a, b in sub.ordering}
+    assert {"a>f", "e>b", "c>e"} <= orders and kept == orders - {"e>b", "c>e"}  # across parts: not kept
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_pipeline_of_independent_parts_plans_as_the_whole_would_and_each_part_alone(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
