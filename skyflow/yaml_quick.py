@@ -20,6 +20,7 @@ position, what ruamel's round-trip loader gives (tests/unit/spec/test_yaml_quick
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,23 +146,19 @@ def _resolve_plain(text: str) -> Any:
     return text
 
 
-_LOADER: list[Any] = []
-
-
+@functools.cache
 def _loader_class() -> Any:
     """A libyaml loader that leaves untagged scalars unresolved (marked plain or quoted), or None
     without libyaml."""
-    if not _LOADER:
-        import yaml
+    import yaml
 
-        if not getattr(yaml, "__with_libyaml__", False):
-            _LOADER.append(None)
-        else:
-            class _Unresolved(yaml.CSafeLoader):
-                def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-                    if kind is yaml.ScalarNode:
-                        return _PLAIN if implicit[0] else _QUOTED
-                    return _MAP if kind is yaml.MappingNode else _SEQ
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
 
-            _LOADER.append(_Unresolved)
-    return _LOADER[0]
+    class _Unresolved(yaml.CSafeLoader):
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            if kind is yaml.ScalarNode:
+                return _PLAIN if implicit[0] else _QUOTED
+            return _MAP if kind is yaml.MappingNode else _SEQ
+
+    return _Unresolved
