@@ -108,6 +108,7 @@ class _Walk:
         for key_node, value_node in node.value:
             if key_node.tag not in (_PLAIN, _QUOTED) or id(key_node) in self.seen:
                 raise _HandOver  # a tagged, complex or aliased key
+            self.seen.add(id(key_node))  # an alias of it, as a key or a value, hands over too
             key = key_node.value if key_node.tag == _QUOTED else _resolve_plain(key_node.value)
             if not isinstance(key, str) or key in out:
                 raise _HandOver  # a key ruamel turns into a string its own way, or a duplicate ruamel reports

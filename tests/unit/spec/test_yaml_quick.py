@@ -91,6 +91,7 @@ def test_plain_scalars_as_yaml_1_2(text: str, value: Any) -> None:
     "a: .5", "a: 1.", "a: 2024-01-01", "a: 2024-01-01 10:00:00",  # forms decided by ruamel
     "a: !!str 12", "a: !custom x", "a: !!float 1",  # explicit tags
     "a: &x {b: 1}\nc: *x", "a: &x 1\nb: *x", "base: &b {x: 1}\nd: {<<: *b, y: 2}",  # aliases and merges
+    "&k a: 1\nb: *k", "x: {&k a: 1}\ny: [*k]",  # aliases of keys
     "a: 1\na: 2", "1: a", "true: a", "null: a", "? [a]\n: b",  # repeated or non-string keys
     "%YAML 1.1\n---\na: yes", "a: b\x85c", "\ufeffa: 1", "a: 1\n---\nb: 2",  # versions, breaks, streams
     "a: 'x\ty'", "a:", "a: {b: }", "a: [x, ]\nb:",  # tabs, empty values (each parser places them elsewhere)
