@@ -9,7 +9,7 @@ read here, and only one that needs more goes to ruamel (the callers fall back to
   ``yes``/``no``/``on``/``off`` stay strings, ``~`` and ``null`` are null;
 - any plain scalar that ruamel could read as something other than what is decided here (``010``,
   ``1e3``, ``0x1f``, ``1_000``, ``1:30``, ``.inf``, dates, ``<<`` merges) hands the document over, as do
-  explicit tags, aliases, a key that is not a string, a repeated key, an empty value (``key:``,
+  explicit tags, anchors and aliases, a key that is not a string, a repeated key, an empty value (``key:``,
   placed elsewhere by each parser), directives (``%YAML 1.1``), tabs (libyaml takes some ruamel refuses),
   characters YAML 1.1 and 1.2 read differently (NEL, line and paragraph separators, a BOM), more
   than one document and any error (ruamel reports it, with its position and wording).
@@ -43,8 +43,9 @@ _FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.[0-9]+")
 _OTHER_FORMS = re.compile(r"[-+]?\.?[0-9](?:[0-9a-fA-FxXoObB_.:+\-]*[0-9a-fA-F_.])?"
                           r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|<<|=|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*")
 # Read differently by YAML 1.1 (libyaml: line breaks) and 1.2; a BOM moves columns; directives change the
-# version; libyaml takes tabs inside flow collections' plain scalars that ruamel refuses.
-_HAND_OVER_TEXT = re.compile("[\t\x85\u2028\u2029\ufeff]|^%", re.MULTILINE)
+# version; libyaml takes tabs inside flow collections' plain scalars that ruamel refuses; a lone carriage
+# return ends a line (the walk below finds a node's first character by splitting at newlines).
+_HAND_OVER_TEXT = re.compile("[\t\x85\u2028\u2029\ufeff]|\r(?!\n)|^%", re.MULTILINE)
 
 
 @dataclass
@@ -74,22 +75,34 @@ def read_plain(text: str, *, positions: bool = True) -> PlainDocument | None:
     if root is None:
         return None
     doc = PlainDocument(None)
+    lines = text.split("\n") if "&" in text or "!" in text else None
     try:
-        doc.data = _Walk(doc if positions else None).value(root, ())
+        doc.data = _Walk(doc if positions else None, lines).value(root, ())
     except (_HandOver, RecursionError):
         return None
     return doc
 
 
 class _Walk:
-    def __init__(self, doc: PlainDocument | None) -> None:
+    def __init__(self, doc: PlainDocument | None, lines: list[str] | None) -> None:
         self.doc = doc
+        self.lines = lines  # the text's lines when it holds an '&' or a '!' anywhere
         self.seen: set[int] = set()
 
-    def value(self, node: Any, path: Path) -> Any:
-        if id(node) in self.seen:  # an alias: ruamel expands it within its value budget
+    def node_seen(self, node: Any) -> None:
+        """Hand over a node met before (an alias: ruamel expands it within its value budget) or one with
+        properties: an anchor's name ends where YAML 1.1 and 1.2 disagree (`&0:` is the anchor `0` for
+        libyaml, `0:` for ruamel), and `!` is a tag. A node with properties starts at them."""
+        if id(node) in self.seen:
             raise _HandOver
         self.seen.add(id(node))
+        if self.lines is not None:
+            line = self.lines[node.start_mark.line]
+            if node.start_mark.column < len(line) and line[node.start_mark.column] in "&!":
+                raise _HandOver
+
+    def value(self, node: Any, path: Path) -> Any:
+        self.node_seen(node)
         tag = node.tag
         if tag == _PLAIN:
             if not node.value:  # an empty value: the parsers place it differently (the colon, the next token)
@@ -106,9 +119,9 @@ class _Walk:
     def mapping(self, node: Any, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag not in (_PLAIN, _QUOTED) or id(key_node) in self.seen:
-                raise _HandOver  # a tagged, complex or aliased key
-            self.seen.add(id(key_node))  # an alias of it, as a key or a value, hands over too
+            if key_node.tag not in (_PLAIN, _QUOTED):
+                raise _HandOver  # a tagged or complex key
+            self.node_seen(key_node)
             key = key_node.value if key_node.tag == _QUOTED else _resolve_plain(key_node.value)
             if not isinstance(key, str) or key in out:
                 raise _HandOver  # a key ruamel turns into a string its own way, or a duplicate ruamel reports

@@ -92,6 +92,8 @@ def test_plain_scalars_as_yaml_1_2(text: str, value: Any) -> None:
     "a: !!str 12", "a: !custom x", "a: !!float 1",  # explicit tags
     "a: &x {b: 1}\nc: *x", "a: &x 1\nb: *x", "base: &b {x: 1}\nd: {<<: *b, y: 2}",  # aliases and merges
     "&k a: 1\nb: *k", "x: {&k a: 1}\ny: [*k]",  # aliases of keys
+    "&0:# c\nname: x", "a: &x 1", "- &x [1]", "a: ! x",  # anchors (whose names end elsewhere in YAML 1.1), tags
+    "a: 1\rb: 2",  # a lone carriage return
     "a: 1\na: 2", "1: a", "true: a", "null: a", "? [a]\n: b",  # repeated or non-string keys
     "%YAML 1.1\n---\na: yes", "a: b\x85c", "\ufeffa: 1", "a: 1\n---\nb: 2",  # versions, breaks, streams
     "a: 'x\ty'", "a:", "a: {b: }", "a: [x, ]\nb:",  # tabs, empty values (each parser places them elsewhere)
@@ -138,6 +140,23 @@ def test_generated_documents_read_alike(tree: Any, flow: bool | None, style: str
                                         crlf: bool, edits: list[tuple[int, int, str]]) -> None:
     text = dumped(tree, flow, style, width, indent, crlf)
     for at, cut, noise in edits:  # noise that may break the document or change what it means
+        at = min(at, len(text))
+        text = text[:at] + noise + text[at + cut:]
+    assert_read_alike(text)
+
+
+PIPELINE_TEXTS = [p.read_text(encoding="utf-8") for p in [*EXAMPLES, *sorted(REPO.glob("pipelines/*.yaml"))]]
+EDIT_NOISE = st.text(alphabet="abc019 :-,#'\"|>&*!%@{}[]?\n\t.+~\u00e9\r\\", max_size=6)
+
+
+@settings(max_examples=int(os.environ.get("SKYFLOW_YAML_EXAMPLES", "300")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(PIPELINE_TEXTS),
+       edits=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 8), EDIT_NOISE), min_size=1, max_size=4))
+def test_edited_pipelines_read_alike(base: str, edits: list[tuple[int, int, str]]) -> None:
+    """Real pipelines with a few characters changed (how a typo or a half-written edit looks)."""
+    text = base
+    for at, cut, noise in edits:
         at = min(at, len(text))
         text = text[:at] + noise + text[at + cut:]
     assert_read_alike(text)
