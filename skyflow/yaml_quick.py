@@ -25,10 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from skyflow.errors import SourcePosition
+
 __all__ = ["PlainDocument", "read_plain"]
 
 Path = tuple[str | int, ...]
-Mark = tuple[int, int]  # 0-based line and column, as the parsers count them
 
 _PLAIN, _QUOTED = "?plain", "?quoted"  # what an untagged scalar is, until it is resolved here
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
@@ -53,16 +54,17 @@ class PlainDocument:
     """Plain data (dict/list/str/int/float/bool/None) and, by key path, where each key and value starts."""
 
     data: Any
-    keys: dict[Path, Mark] = field(default_factory=dict)
-    values: dict[Path, Mark] = field(default_factory=dict)
+    keys: dict[Path, SourcePosition] = field(default_factory=dict)
+    values: dict[Path, SourcePosition] = field(default_factory=dict)
 
 
 class _HandOver(Exception):
     """The document needs ruamel."""
 
 
-def read_plain(text: str, *, positions: bool = True) -> PlainDocument | None:
-    """``text`` read through libyaml, or None when it must be read by ruamel (see the module docstring)."""
+def read_plain(text: str, *, file: str | None = None) -> PlainDocument | None:
+    """``text`` read through libyaml, or None when it must be read by ruamel (see the module docstring);
+    with ``file``, the positions of its keys and values in that file too."""
     loader = _loader_class()
     if loader is None or _HAND_OVER_TEXT.search(text):
         return None
@@ -77,15 +79,16 @@ def read_plain(text: str, *, positions: bool = True) -> PlainDocument | None:
     doc = PlainDocument(None)
     lines = text.split("\n") if "&" in text or "!" in text else None
     try:
-        doc.data = _Walk(doc if positions else None, lines).value(root, ())
+        doc.data = _Walk(doc, file, lines).value(root, ())
     except (_HandOver, RecursionError):
         return None
     return doc
 
 
 class _Walk:
-    def __init__(self, doc: PlainDocument | None, lines: list[str] | None) -> None:
+    def __init__(self, doc: PlainDocument, file: str | None, lines: list[str] | None) -> None:
         self.doc = doc
+        self.file = file  # None: no positions
         self.lines = lines  # the text's lines when it holds an '&' or a '!' anywhere
         self.seen: set[int] = set()
 
@@ -126,24 +129,23 @@ class _Walk:
             if not isinstance(key, str) or key in out:
                 raise _HandOver  # a key ruamel turns into a string its own way, or a duplicate ruamel reports
             child = (*path, key)
-            if self.doc is not None:
-                self.doc.keys[child] = _mark(key_node)
-                self.doc.values[child] = _mark(value_node)
+            if self.file is not None:
+                self.doc.keys[child] = self.position(key_node)
+                self.doc.values[child] = self.position(value_node)
             out[key] = self.value(value_node, child)
         return out
+
+    def position(self, node: Any) -> SourcePosition:
+        return SourcePosition(self.file or "", node.start_mark.line + 1, node.start_mark.column + 1)
 
     def sequence(self, node: Any, path: Path) -> list[Any]:
         items = []
         for index, item in enumerate(node.value):
             child = (*path, index)
-            if self.doc is not None:
-                self.doc.values[child] = _mark(item)
+            if self.file is not None:
+                self.doc.values[child] = self.position(item)
             items.append(self.value(item, child))
         return items
-
-
-def _mark(node: Any) -> Mark:
-    return node.start_mark.line, node.start_mark.column
 
 
 def _resolve_plain(text: str) -> Any:

@@ -70,7 +70,7 @@ class YamlDocument:
 
         self.text, self.file = text, file
         self._root: Any = None
-        quick = read_plain(text, positions=False)  # a plain document through libyaml, the rest by ruamel
+        quick = read_plain(text)  # a plain document through libyaml, the rest by ruamel
         if quick is not None:
             self.data: Any = quick.data
             return

@@ -52,15 +52,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     (`parse_yaml_with_ruamel`); both give the same values and positions."""
     from skyflow.yaml_quick import read_plain
 
-    quick = read_plain(text)
+    quick = read_plain(text, file=file)
     if quick is None:
         return parse_yaml_with_ruamel(text, file)
-    smap = SourceMap(file)
-    smap.values[()] = SourcePosition(file, 1, 1)
-    for table, marks in ((smap.keys, quick.keys), (smap.values, quick.values)):
-        for path, (line, col) in marks.items():
-            table[path] = SourcePosition(file, line + 1, col + 1)
-    return quick.data, smap
+    return quick.data, SourceMap(file, {(): SourcePosition(file, 1, 1), **quick.values}, quick.keys)
 
 
 def parse_yaml_with_ruamel(text: str, file: str) -> tuple[Any, SourceMap]:
