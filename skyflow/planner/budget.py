@@ -49,6 +49,11 @@ class Budget:
         left = self.left()
         return left is not None and left <= 0.0
 
+    def spent(self) -> bool:
+        """Only the reserve for what follows the search is left (never without a limit)."""
+        left = self.left()
+        return left is not None and self.limit_s is not None and left <= RESERVE_FRACTION * self.limit_s
+
     def share(self, fraction: float, floor: float = MIN_STEP_S) -> float | None:
         """A step's time limit: ``fraction`` of what is left, at least ``floor`` (None without a limit)."""
         left = self.left()

@@ -14,6 +14,7 @@ from skyflow.errors import PlanningError
 from skyflow.planner.budget import Budget, Progress
 from skyflow.planner.candidates import CandidateFinder, stage_placements
 from skyflow.planner.components import independent_parts, part_problem
+from skyflow.planner.forest import is_forest, solve_forest
 from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.plan import Alternative, Placement, Plan
 from skyflow.planner.plan_warnings import plan_warnings
@@ -23,10 +24,8 @@ from skyflow.planner.reasons import infeasible_error
 from skyflow.planner.search import good_start
 from skyflow.planner.solve import (
     cheapest_per_location,
-    is_forest,
     merge_interchangeable,
     prune_dominated,
-    solve_forest,
     solve_milp_bounded,
 )
 from skyflow.spec.graph import ResolvedPipeline
@@ -129,13 +128,15 @@ def _cheapest(problem: Problem, keep: list[np.ndarray], budget: Budget) -> Solve
 
 def _solve_parts(problem: Problem, keep: list[np.ndarray], parts: list[list[int]], budget: Budget) -> Solved:
     """The cheapest plan as the cheapest plan of each independent part; each part's share of the budget
-    is its share of the placements still to plan. The bound is the sum of the parts' bounds."""
+    is its share of the placements still to plan. The smallest go first: they finish well inside their
+    share, and the largest then gets what they left rather than overrunning the whole call's limit by
+    their time. The bound is the sum of the parts' bounds."""
     budget.report(f"planning {len(parts):,} independent parts")
     choice = [0] * len(problem.names)
     solvers: set[str] = set()
     bound, proven = 0.0, True
     left = sum(len(k) for k in keep)
-    for part in parts:
+    for part in sorted(parts, key=lambda part: sum(len(keep[s]) for s in part)):
         sub, sub_keep = part_problem(problem, part), [keep[s] for s in part]
         size = sum(len(k) for k in sub_keep)
         solved = _cheapest(sub, sub_keep, budget.part(size / left) if left else budget)

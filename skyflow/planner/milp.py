@@ -14,6 +14,7 @@ z[u,v] >= X[p at u] + y[v] - 1 per location pair.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,8 +40,12 @@ class InfeasibleError(PlanningError):
 
 
 class MilpModel:
-    def __init__(self, problem: Problem, keep: list[np.ndarray], *, with_time: bool) -> None:
+    def __init__(self, problem: Problem, keep: list[np.ndarray], *, with_time: bool,
+                 stop: Callable[[], bool] | None = None) -> None:
+        """The program of ``problem`` over ``keep``; ``stop`` is asked between transfers, and once it says
+        True building ends with ``complete`` False (the program is then unusable)."""
         self.problem = problem
+        self.complete = False
         self.keep = keep
         self.lb: list[float] = []
         self.ub: list[float] = []
@@ -57,12 +62,15 @@ class MilpModel:
                 self.cost[int(var)] += float(problem.opt_compute[s][k])
             self.at.append(by_loc)
             self.add_row([(int(v), 1.0) for v in self.x[s]], lo=1, hi=1)
-        for t in problem.transfers:
-            self._add_transfer(t)
         self.makespan: int | None = None
         self.bound = -np.inf  # the proven lower bound of the last solve's objective
+        for t in problem.transfers:
+            if stop is not None and stop():
+                return
+            self._add_transfer(t)
         if with_time:
             self._add_time()
+        self.complete = True
 
     # -- building blocks ---------------------------------------------------------------
     def _var(self, lo: float, hi: float, integer: bool = False) -> int:

@@ -16,13 +16,17 @@ def plan_warnings(pipeline: ResolvedPipeline, stages: dict[str, Placement], find
     bare: list[str] = []  # stages without any estimate or history
     here: list[str] = []  # stages on this machine, whose estimate has no hours for it
     out: list[str] = []
+    texts: dict[tuple[Request, str, str, float], str] = {}  # stages asking alike share one search of offers
     for name, placed in stages.items():
         if placed.cached:
             continue
         stage = pipeline.stages[name]
         req = Request.of(stage.resources.alternatives()[placed.alternative])
         if not req.accelerator and placed.accelerators and placed.cloud not in _OWN_MACHINES:
-            on_gpus.setdefault(_gpu_for_cpu_stage(req, placed, finder), []).append(name)
+            key = (req, placed.infra, placed.instance_type, placed.hourly_usd)
+            if key not in texts:
+                texts[key] = _gpu_for_cpu_stage(req, placed, finder)
+            on_gpus.setdefault(texts[key], []).append(name)
         if placed.hours_source != "fallback":
             continue
         accelerator = req.accelerator[0] if req.accelerator else None

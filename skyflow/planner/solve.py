@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skyflow.planner.budget import Budget
-from skyflow.planner.components import DisjointSets
+from skyflow.planner.forest import forest_bound
 from skyflow.planner.problem import Problem, evaluate
 
 if TYPE_CHECKING:
@@ -152,65 +152,6 @@ def _outgoing_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.nda
     return np.asarray(gain * min(len(t.consumers), len(dests)))
 
 
-def is_forest(problem: Problem) -> bool:
-    """Pairwise costs only (one consumer per transfer) on a graph without undirected cycles."""
-    pairs = set()
-    for t in problem.transfers:
-        if len(t.consumers) > 1:
-            return False
-        if t.producer is not None:
-            pairs.add((t.producer, t.consumers[0]))
-    sets = DisjointSets(len(problem.names))
-    return all(sets.union(a, b) for a, b in pairs)
-
-
-def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
-    """Min-sum dynamic programming over each tree of the (undirected) transfer graph."""
-    n = len(problem.names)
-    unary = [problem.opt_compute[s][keep[s]].copy() for s in range(n)]
-    pair: dict[tuple[int, int], np.ndarray] = {}
-    neighbours: dict[int, set[int]] = defaultdict(set)
-    for t in problem.transfers:
-        cost = problem.cost_matrix(t.size_gb)
-        c = t.consumers[0]
-        c_locs = problem.opt_loc[c][keep[c]]
-        if t.producer is None:
-            unary[c] += cost[problem.loc_index[t.source], c_locs]  # type: ignore[index]
-            continue
-        p = t.producer
-        m = cost[np.ix_(problem.opt_loc[p][keep[p]], c_locs)]
-        pair[(p, c)] = pair.get((p, c), 0) + m
-        pair[(c, p)] = pair[(p, c)].T
-        neighbours[p].add(c)
-        neighbours[c].add(p)
-    choice = [-1] * n
-    seen = [False] * n
-    for start in range(n):
-        if seen[start]:
-            continue
-        order, parent_of = [start], {start: -1}
-        seen[start] = True
-        for node in order:
-            for nb in sorted(neighbours[node]):
-                if not seen[nb]:
-                    seen[nb] = True
-                    parent_of[nb] = node
-                    order.append(nb)
-        belief = {s: unary[s].copy() for s in order}
-        pick: dict[int, np.ndarray] = {}
-        for node in reversed(order[1:]):
-            up = parent_of[node]
-            total = pair[(up, node)] + belief[node][None, :]
-            pick[node] = total.argmin(axis=1)
-            belief[up] += total.min(axis=1)
-        local = {start: int(belief[start].argmin())}
-        for node in order[1:]:
-            local[node] = int(pick[node][local[parent_of[node]]])
-        for s, k in local.items():
-            choice[s] = int(keep[s][k])
-    return choice
-
-
 @dataclass(frozen=True)
 class Bounded:
     """A plan (option index per stage) and what was proven about it: lower bounds of its cost and,
@@ -244,8 +185,26 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     from skyflow.planner.milp import MilpModel
 
     budget = budget or Budget(None)
+    floor = _compute_floor(problem, keep)
+    # A plain cost search (no rows, no time objective) from a start: the forest bound may prove the start
+    # optimal, and the budget is watched while building (the start is the answer if it runs out).
+    plain = start is not None and minimize == "cost" and not with_time and deadline_h is None and max_cost_usd is None
+    if plain:
+        assert start is not None
+        floor = max(floor, forest_bound(problem, keep))
+        cost = evaluate(problem, start).total_usd
+        if floor >= cost - 1e-9 * max(1.0, cost):
+            budget.report("the start costs no more than the forest relaxation's bound: proven optimal")
+            return Bounded(start, None, None)
+        if budget.spent():
+            budget.report("no time left to build the integer program; keeping the start and the forest bound")
+            return Bounded(start, floor, None)
     budget.report(f"building the integer program ({sum(len(k) for k in keep):,} placements)")
-    model = MilpModel(problem, keep, with_time=with_time)
+    model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
+    if not model.complete:
+        budget.report("no time left to finish the integer program; keeping the start and the forest bound")
+        assert start is not None
+        return Bounded(start, floor, None)
     hours_bound = None
     if minimize == "time":
         if max_cost_usd is not None:
@@ -264,7 +223,6 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.makespan_row(), hi=deadline_h)
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
-    floor = _compute_floor(problem, keep)
     if budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
         lp_started = budget.clock()
         start, floor = _lp_guided_start(problem, keep, model, start, budget, floor)

@@ -10,7 +10,6 @@ from tables import catalog, offer, pipeline, rules
 
 from skyflow.planner import Policy, plan_pipeline
 from skyflow.planner import core as core_module
-from skyflow.planner import milp as milp_module
 from skyflow.planner.components import independent_parts, part_problem
 from skyflow.planner.core import _problem
 from skyflow.planner.problem import evaluate
@@ -86,16 +85,16 @@ def test_a_pipeline_of_independent_parts_plans_as_the_whole_would_and_each_part_
     policy = Policy(all_clouds=True, time_limit_s=0)
 
     sizes: list[int] = []
-    real_init = milp_module.MilpModel.__init__
+    real_search = core_module.solve_milp_bounded
 
-    def recording_init(self: Any, problem: Any, keep: Any, **kwargs: Any) -> None:
+    def recording_search(problem: Any, keep: Any, **kwargs: Any) -> Any:
         sizes.append(len(keep))
-        real_init(self, problem, keep, **kwargs)
+        return real_search(problem, keep, **kwargs)
 
-    monkeypatch.setattr(milp_module.MilpModel, "__init__", recording_init)
+    monkeypatch.setattr(core_module, "solve_milp_bounded", recording_search)
     split = plan_pipeline(whole, cat, EGRESS, policy, baseline=False)
     assert split.gap == 0 and split.solver == "milp"
-    assert sorted(sizes) == [12, 14]  # one program per part, holding only its stages
+    assert sorted(sizes) == [12, 14]  # one search per part, holding only its stages
 
     alone = [plan_pipeline(pipeline(part, inputs if part is left else None), cat, EGRESS, policy, baseline=False)
              for part in (left, right)]
