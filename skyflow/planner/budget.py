@@ -51,8 +51,12 @@ class Budget:
 
     def spent(self) -> bool:
         """Only the reserve for what follows the search is left (never without a limit)."""
+        return self.short_of(0.0)
+
+    def short_of(self, seconds: float) -> bool:
+        """No more than ``seconds`` left before the reserve (never without a limit)."""
         left = self.left()
-        return left is not None and self.limit_s is not None and left <= RESERVE_FRACTION * self.limit_s
+        return left is not None and self.limit_s is not None and left - RESERVE_FRACTION * self.limit_s <= seconds
 
     def share(self, fraction: float, floor: float = MIN_STEP_S) -> float | None:
         """A step's time limit: ``fraction`` of what is left, at least ``floor`` (None without a limit)."""

@@ -122,7 +122,9 @@ def _cheapest(problem: Problem, keep: list[np.ndarray], budget: Budget) -> Solve
     if is_forest(problem):
         return Solved(solve_forest(problem, keep), "dp")
     budget.report(f"searching {sum(len(k) for k in keep):,} placements of {len(keep):,} stages for a start")
-    found = solve_milp_bounded(problem, keep, start=good_start(problem, keep, budget=budget), budget=budget)
+    began = budget.clock()
+    start = good_start(problem, keep, budget=budget)
+    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=budget.clock() - began)
     return Solved(found.choice, "milp", found.cost_bound)
 
 

@@ -131,6 +131,25 @@ def test_with_only_the_reserve_left_the_start_comes_back_with_the_forest_bound(m
     assert found.choice == start and found.cost_bound == pytest.approx(bound)
 
 
+def test_with_less_time_left_than_the_start_took_to_find_no_program_is_built(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    problem, keep, start, bound = _unproven()
+    now = [100.0]
+    budget = Budget(10.0, clock=lambda: now[0], started=94.0)  # 4 s left, 3.5 s before the reserve
+    built: list[int] = []
+
+    class Counting(MilpModel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(milp_module, "MilpModel", Counting)
+    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.6)
+    assert found.choice == start and found.cost_bound == pytest.approx(bound) and not built
+    solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.4)
+    assert built == [1]
+
+
 def test_a_program_whose_build_runs_out_of_time_gives_the_start_and_the_forest_bound(
         monkeypatch: pytest.MonkeyPatch) -> None:
     problem, keep, start, bound = _unproven()
