@@ -32,6 +32,10 @@ _GUIDED_FROM_STAGES = 500
 _MILP_OVER_LP = 2.0
 # The LP relaxation may take this share of what is left of the budget.
 _LP_SHARE = 0.4
+# Building the program takes about 2.5 times as long as the local search for its start did (the bench's
+# 1,000- and 10,000-stage DAGs), and HiGHS needs time after it: with no more than this many times the
+# search's time left, the program is not built (it would be dropped unfinished or unsearched).
+_BUILD_OVER_SEARCH = 3.0
 
 
 def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
@@ -240,13 +244,12 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
 def _settled_without_program(problem: Problem, start: list[int], bound: float, budget: Budget,
                              search_s: float) -> Bounded | None:
     """The start, proven optimal when it costs no more than ``bound``, or with that bound when there is no
-    time to build the program: it takes longer than the search for the start did (2.5 times on the
-    bench's 1,000- and 10,000-stage DAGs). None: build it."""
+    time to build the program and search it (see _BUILD_OVER_SEARCH). None: build it."""
     cost = evaluate(problem, start).total_usd
     if bound >= cost - 1e-9 * max(1.0, cost):
         budget.report("the start costs no more than the forest relaxation's bound: proven optimal")
         return Bounded(start, None, None)
-    if budget.short_of(search_s):
+    if budget.short_of(_BUILD_OVER_SEARCH * search_s):
         budget.report("no time left to build the integer program; keeping the start and the forest bound")
         return Bounded(start, bound, None)
     return None
