@@ -53,7 +53,8 @@ class LocalSearch:
                     linked[c].add(t.producer)
         self.neighbours = [sorted(nbs - {s}) for s, nbs in enumerate(linked)]
         clouds = problem.loc_cloud
-        self.by_cloud = [[np.flatnonzero(clouds[locs] == c) for c in np.unique(clouds[locs])] for locs in self.locs]
+        self.by_cloud = [[np.flatnonzero(clouds[locs] == c) for c in sorted(set(clouds[locs].tolist()))]
+                         for locs in self.locs]
 
     def choice(self, keep: list[np.ndarray]) -> list[int]:
         return [int(keep[s][k]) for s, k in enumerate(self.pos)]
