@@ -14,8 +14,6 @@ from skyflow.backends.local import detect_capacity
 from skyflow.catalog import EgressModel, PriceCatalog, load_catalog, load_egress
 from skyflow.config import SkyflowConfig
 from skyflow.planner import CachedCopy, LocalCapacity, Policy, PoolLocation
-from skyflow.runner.artifact_io import predict_cached_copies
-from skyflow.runner.state import RunStore
 from skyflow.session.planning_options import PlanningOptions
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.work import work_key
@@ -84,6 +82,8 @@ def median_history(pipeline: ResolvedPipeline, home: Path) -> tuple[dict[str, di
     ("local" for this machine, else the accelerator)."""
     if not (home / "state.db").is_file():  # no runs yet: don't create a state DB to plan
         return {}, {}
+    from skyflow.runner.state import RunStore  # only with a run history (sqlite and the runner's rows)
+
     keys = {name: work_key(pipeline.name, name, stage) for name, stage in pipeline.stages.items()}
     hours, sizes = RunStore(home / "state.db").history(pipeline.name, keys)
     return ({s: {a: statistics.median(v) for a, v in per.items()} for s, per in hours.items()},
@@ -95,6 +95,9 @@ def cached_copies(pipeline: ResolvedPipeline, home: Path,
     """Where earlier runs left each stage's outputs (still there), for the planner to weigh against recomputing."""
     if not (home / "state.db").is_file():  # no runs yet: nothing is cached
         return {}
+    from skyflow.runner.artifact_io import predict_cached_copies
+    from skyflow.runner.state import RunStore
+
     found = predict_cached_copies(pipeline, RunStore(home / "state.db"), home, environ)
     return {name: tuple(CachedCopy(location, size) for location, size in copies) for name, copies in found.items()}
 

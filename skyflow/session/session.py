@@ -18,30 +18,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyflow.backends.base import Backend, Leftover, RenderingBackend, ServiceBackend
-from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
 from skyflow.catalog import EgressModel, load_egress
 from skyflow.config import SkyflowConfig, load_config
 from skyflow.errors import LineageError, PlanningError, RunError
 from skyflow.home import skyflow_home
 from skyflow.matching import close_matches
 from skyflow.planner import Plan, Policy, forced_plan, plan_pipeline
-from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
-from skyflow.runner.context import RunContext, RunOptions, store_of_placement
-from skyflow.runner.environment import require_envs, secret_values
-from skyflow.runner.events import LOG, EventBus, RunEvent
-from skyflow.runner.launches import preview_launch
-from skyflow.runner.lineage_io import LineageSubscriber, LineageWriter
-from skyflow.runner.loop import RunLoop, check_run_id, new_run_id
-from skyflow.runner.run_reads import find_run, runner_alive, stage_log_path
-from skyflow.runner.state import RunRow, RunStore, StageRow
 from skyflow.session.discovery import build_policy, load_prices
 from skyflow.session.planning_options import PlanningOptions
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline
 from skyflow.states import RunState, StageState
+
+# What runs, resumes and looks at runs needs is imported where it is used: `skyflow plan` builds a
+# Session too, and the runner's modules (lineage, artifact transfer, backends) are a tenth of its time.
+if TYPE_CHECKING:
+    from skyflow.backends.base import Backend
+    from skyflow.backends.registry import BackendPool
+    from skyflow.runner.context import RunOptions
+    from skyflow.runner.events import RunEvent
+    from skyflow.runner.lineage_io import LineageWriter
+    from skyflow.runner.loop import RunLoop
+    from skyflow.runner.state import RunRow, RunStore, StageRow
 
 __all__ = ["DryRunStage", "RunResult", "Session", "fetch_output"]
 
@@ -73,7 +73,9 @@ class RunResult:
 
 def require_reachable_stores(pipeline: ResolvedPipeline, plan: Plan) -> None:
     """Before anything starts: every stage placed on remote nodes has an object store they can reach."""
+    from skyflow.backends.registry import backend_kind
     from skyflow.backends.remote_stage import is_remote_uri, missing_store_message
+    from skyflow.runner.launches import preview_launch
 
     for name in pipeline.order:
         placement = plan.placement(name)
@@ -142,6 +144,8 @@ class Session:
     @functools.cached_property
     def state(self) -> RunStore:
         """Run state, opened once per session (schema and migration checked once, one connection a thread)."""
+        from skyflow.runner.state import RunStore
+
         return RunStore(self.home / "state.db")
 
     # -- pipelines and plans --------------------------------------------------------------------
@@ -164,10 +168,14 @@ class Session:
 
     def with_stores(self, pipeline: ResolvedPipeline, plan: Plan) -> Plan:
         """The plan with each stage's artifact store attached (what the run and its nodes use)."""
+        from skyflow.runner.context import store_of_placement
+
         return plan.with_stores(lambda placement: store_of_placement(pipeline, placement, self.home)[0])
 
     def new_run_id(self, pipeline: ResolvedPipeline, requested: str | None = None) -> str:
         """The run's id, checked before anything is planned: well-formed and not taken."""
+        from skyflow.runner.loop import check_run_id, new_run_id
+
         run_id = check_run_id(requested or new_run_id(pipeline.name))
         if (self.home / "state.db").is_file() and self.state.has_run(run_id):
             raise RunError(f"a run named {run_id!r} exists already; pick another --run-id or "
@@ -179,6 +187,8 @@ class Session:
             overrides: Mapping[str, Any] | None = None, options: RunOptions | None = None, lineage: bool = True,
             tracking_uri: str | None = None, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
         """Run every stage of ``plan`` to the end; returns how the run ended (failures are a state, not an error)."""
+        from skyflow.runner.context import RunOptions
+
         options = options or RunOptions(env=dict(self.environ))
         run_id = self.new_run_id(pipeline, run_id or options.run_id)
         loop, writer, where = self._loop(pipeline, plan, options, lineage, tracking_uri, on_event)
@@ -196,6 +206,8 @@ class Session:
         pid and start time, so a reused pid is not taken for it), and this process then takes the
         run over with one conditional update; of two resumes started together, one refuses.
         """
+        from skyflow.runner.context import RunOptions
+
         run = self.state.get_run(run_id)
         if run.runner_pid != os.getpid() and self.runner_alive(run_id):
             what = "still running" if run.state == RunState.RUNNING else "being resumed by another process"
@@ -224,6 +236,13 @@ class Session:
               tracking_uri: str | None, on_event: Callable[[RunEvent], None] | None
               ) -> tuple[RunLoop, LineageWriter, str | None]:
         """The run loop for ``plan`` (stores attached and checked reachable first), with lineage subscribed."""
+        from skyflow.backends.registry import BackendContext, BackendPool
+        from skyflow.runner.context import RunContext
+        from skyflow.runner.environment import require_envs, secret_values
+        from skyflow.runner.events import LOG, EventBus, RunEvent
+        from skyflow.runner.lineage_io import LineageSubscriber
+        from skyflow.runner.loop import RunLoop
+
         plan = self.with_stores(pipeline, plan)
         require_reachable_stores(pipeline, plan)
         require_envs(pipeline, {**options.env, **options.extra_env})
@@ -244,6 +263,8 @@ class Session:
 
     def _lineage(self, enabled: bool, tracking_uri: str | None, secrets: list[str]) -> tuple[LineageWriter, str | None]:
         """A lineage writer and a description of where lineage goes (None when off)."""
+        from skyflow.runner.lineage_io import LineageWriter
+
         if not enabled:
             return LineageWriter(warn=self.warn), None
         from skyflow.lineage.recorder import describe_tracking, open_recorder, resolve_tracking_uri
@@ -264,6 +285,11 @@ class Session:
                                                                                                      list[DryRunStage]]:
         """What each stage's backend would launch, and the plan it comes from (True: forced by --infra,
         unpriced). Every stage is shown as launched, so the plan ignores cached copies."""
+        from skyflow.backends.base import RenderingBackend
+        from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
+        from skyflow.runner.context import store_of_placement
+        from skyflow.runner.launches import preview_launch
+
         options = options or PlanningOptions()
         forced = bool(options.infra) and backend_kind(str(options.infra)) in ("kubernetes", "ray", "ssh")
         # A cluster or pool forced by --infra needs no configuration to be reviewed.
@@ -284,6 +310,8 @@ class Session:
     # -- looking at and stopping runs -----------------------------------------------------------
     def get_run(self, run_id: str | None = None) -> RunRow:
         """A run by id, else the newest."""
+        from skyflow.runner.run_reads import find_run
+
         return find_run(self.state, run_id)
 
     def runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
@@ -291,10 +319,15 @@ class Session:
 
     def runner_alive(self, run_id: str) -> bool:
         """Whether the run's runner is alive (not a pid an unrelated process reused since)."""
+        from skyflow.runner.run_reads import runner_alive
+
         return runner_alive(self.state.get_run(run_id))
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
         """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
+        from skyflow.backends.registry import BackendContext, BackendPool
+        from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
+
         state = self.state
         run = state.get_run(run_id)
         if run.state != RunState.RUNNING:
@@ -324,6 +357,9 @@ class Session:
     def down(self, run_id: str, backends: BackendPool | None = None) -> list[str]:
         """Stop the services a run left serving (local replicas, a Kubernetes Deployment, `sky serve`);
         returns the stages stopped."""
+        from skyflow.backends.base import Leftover, ServiceBackend
+        from skyflow.backends.registry import BackendContext, BackendPool
+
         state = self.state
         run = state.get_run(run_id)
         pool = backends or BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)),
@@ -344,11 +380,14 @@ class Session:
 
     def log_path(self, run_id: str, stage: str, *, attempt: int | None = None, wait: bool = False) -> Path:
         """The stage's log (its latest attempt, or ``attempt``); with ``wait``, wait for a pending stage to start."""
+        from skyflow.runner.run_reads import stage_log_path
+
         return stage_log_path(self.state, self.home, run_id, stage, attempt=attempt, wait=wait)
 
 def _abandon_remote(pool: BackendPool, row: StageRow, handle: dict[str, Any]) -> str:
     """Stop what a stage whose runner is gone left on its backend (a pool host's processes, a Job, a
     task); the stage's cancellation message, saying so when its backend could not be reached."""
+    from skyflow.backends.base import Leftover
     from skyflow.errors import SkyflowError
 
     try:

@@ -172,8 +172,8 @@ def test_json_stays_pure_when_the_integer_program_runs(files: dict[str, str], tm
 
 
 def test_planning_loads_no_transfer_library_and_no_masked_arrays(tmp_path: Path) -> None:
-    """`skyflow plan` moves no data: fsspec (40 ms to import) and numpy.ma (what numpy 2's np.unique
-    imports on its first call, 15 ms) stay out of the process."""
+    """`skyflow plan` moves no data and runs nothing: fsspec (40 ms to import), numpy.ma (what numpy 2's
+    np.unique imports on its first call, 15 ms) and the runner's loop and lineage stay out of it."""
     import subprocess
     import sys
 
@@ -181,7 +181,8 @@ def test_planning_loads_no_transfer_library_and_no_masked_arrays(tmp_path: Path)
     code = ("import sys\nfrom skyflow.cli.main import main\n"
             "try:\n    main(['plan', 'examples/rlhf/pipeline.yaml', '--all-clouds', '--json'])\n"
             "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print(sorted(m for m in ('fsspec', 'numpy.ma', 'mlflow') if m in sys.modules), file=sys.stderr)")
+            "print(sorted(m for m in ('fsspec', 'numpy.ma', 'mlflow', 'skyflow.runner.loop',"
+            " 'skyflow.runner.lineage_io') if m in sys.modules), file=sys.stderr)")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SKYFLOW_HOME": str(tmp_path / "home")}
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["pipeline"] == "rlhf"
