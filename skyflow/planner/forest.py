@@ -1,28 +1,41 @@
 """The min-sum DP over forests: exact when the transfer graph is a forest, and a lower bound on the
 cheapest plan of any DAG in a fraction of the integer program's time.
 
-The bound is the exact optimum of a relaxation whose transfer graph is a forest. Egress is never
-negative, so dropping a transfer's charge, or charging a transfer for one of its consumers instead of
-once per distinct consumer location, never raises a plan's cost. Keeping, of the producer-consumer
-pairs, the heaviest that form no undirected cycle (a maximum spanning forest by artifact size) and
-charging each transfer on one of its kept pairs at most, the relaxed cost is at most the true cost
-of every plan, and the DP finds its minimum exactly.
+The bound is the exact optimum of a relaxation whose transfer graph is a forest. A transfer pays its
+rate to every distinct location of its consumers but its own, so it pays at least the rate to any one
+consumer's location, and at least any average of those rates. Egress is never negative, so a charge
+dropped never raises a plan's cost either. Charging each transfer a share of its rate to each consumer
+(the shares of one transfer adding up to at most 1) along the producer-consumer pairs of a maximum
+spanning forest (heaviest charged size first), the relaxed cost is at most the true cost of every plan,
+and the DP finds its minimum exactly. Two sets of shares are tried and the larger bound kept: the whole
+rate to one consumer (exact on a diamond whose consumers share one copy) and the rate split equally
+among the consumers (tighter where artifacts fan out: 2.9 % below the local search's plan on the
+bench's realistic 1,000-stage DAG against 3.6 %).
 
-On the bench's 1,000-stage DAG its largest part (866 stages) gets within 0.14 % of the optimum in 0.06 s,
-where building the integer program takes about 1 s and its LP relaxation another 1.3 s; on 10,000 stages
-(8,841 in one part) also within 0.14 %, in 0.6 s, where neither the program nor its relaxation fit the
-default time limit (docs/planner.md, step 7).
+On the bench's random 1,000-stage DAG its largest part (866 stages) gets within 0.1 % of the optimum
+in 0.05 s, where building the integer program takes about 1 s and its LP relaxation another 1.3 s;
+on 10,000 stages (8,841 in one part) within 0.13 %, where neither the program nor its relaxation fit
+the default time limit (docs/planner.md, step 7).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from skyflow.planner.components import DisjointSets
 from skyflow.planner.problem import Problem, Transfer
+
+
+@dataclass(frozen=True)
+class Charge:
+    """``share`` of what moving ``transfer`` to its one consumer costs."""
+
+    transfer: Transfer  # one consumer
+    share: float = 1.0
 
 
 def is_forest(problem: Problem) -> bool:
@@ -37,22 +50,23 @@ def is_forest(problem: Problem) -> bool:
     return all(sets.union(a, b) for a, b in pairs)
 
 
-def solve_forest(problem: Problem, keep: list[np.ndarray], transfers: list[Transfer] | None = None) -> list[int]:
-    """Min-sum dynamic programming over each tree of the (undirected) transfer graph; ``transfers`` (one
-    consumer each, forming a forest) stand for the problem's own when given."""
+def solve_forest(problem: Problem, keep: list[np.ndarray], charges: list[Charge] | None = None) -> list[int]:
+    """Min-sum dynamic programming over each tree of the (undirected) transfer graph; ``charges`` (one
+    consumer each, forming a forest) stand for the problem's transfers when given."""
     n = len(problem.names)
     unary = [problem.opt_compute[s][keep[s]].copy() for s in range(n)]
     pair: dict[tuple[int, int], np.ndarray] = {}
     neighbours: dict[int, set[int]] = defaultdict(set)
-    for t in problem.transfers if transfers is None else transfers:
+    for charge in charges if charges is not None else [Charge(t) for t in problem.transfers]:
+        t, share = charge.transfer, charge.share
         cost = problem.cost_matrix(t.size_gb)
         c = t.consumers[0]
         c_locs = problem.opt_loc[c][keep[c]]
         if t.producer is None:
-            unary[c] += cost[problem.loc_index[t.source], c_locs]  # type: ignore[index]
+            unary[c] += share * cost[problem.loc_index[t.source], c_locs]  # type: ignore[index]
             continue
         p = t.producer
-        m = cost[np.ix_(problem.opt_loc[p][keep[p]], c_locs)]
+        m = share * cost[np.ix_(problem.opt_loc[p][keep[p]], c_locs)]
         pair[(p, c)] = pair.get((p, c), 0) + m
         pair[(c, p)] = pair[(p, c)].T
         neighbours[p].add(c)
@@ -87,33 +101,42 @@ def solve_forest(problem: Problem, keep: list[np.ndarray], transfers: list[Trans
 
 def forest_bound(problem: Problem, keep: list[np.ndarray]) -> float:
     """No plan over ``keep`` (option indices per stage, holding an optimum of the whole) costs less."""
-    transfers = relaxed_transfers(problem)
-    choice = solve_forest(problem, keep, transfers)
+    return max(_relaxed_optimum(problem, keep, relaxed_charges(problem, split=split)) for split in (False, True))
+
+
+def _relaxed_optimum(problem: Problem, keep: list[np.ndarray], charges: list[Charge]) -> float:
+    choice = solve_forest(problem, keep, charges)
     total = sum(float(problem.opt_compute[s][o]) for s, o in enumerate(choice))
     at = [int(problem.opt_loc[s][o]) for s, o in enumerate(choice)]
-    for t in transfers:
+    for charge in charges:
+        t = charge.transfer
         source = problem.loc_index[t.source] if t.producer is None else at[t.producer]  # type: ignore[index]
-        total += float(problem.cost_matrix(t.size_gb)[source, at[t.consumers[0]]])
+        total += charge.share * float(problem.cost_matrix(t.size_gb)[source, at[t.consumers[0]]])
     return total
 
 
-def relaxed_transfers(problem: Problem) -> list[Transfer]:
-    """The problem's transfers, each charged to one consumer at most, along the pairs of a maximum spanning
-    forest by size (a pipeline input, from its fixed place, to its first consumer)."""
-    pairs: dict[tuple[int, int], list[int]] = {}
-    kept: list[Transfer] = []
+def relaxed_charges(problem: Problem, *, split: bool) -> list[Charge]:
+    """Each transfer charged to its consumers along the pairs of a maximum spanning forest: with ``split``
+    an equal share to each consumer, else the whole to one consumer (the first pair that carries it).
+    A pipeline input, from its fixed place, is no edge: its shares go to every consumer (split) or the first."""
+    pairs: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    kept: list[Charge] = []
     for ti, t in enumerate(problem.transfers):
+        share = 1.0 / len(t.consumers) if split else 1.0
         if t.producer is None:
-            kept.append(dataclasses.replace(t, consumers=t.consumers[:1]))
+            kept += [Charge(dataclasses.replace(t, consumers=(c,)), share)
+                     for c in (t.consumers if split else t.consumers[:1])]
             continue
         for c in t.consumers:
-            pairs.setdefault((t.producer, c), []).append(ti)
-    weight = {pair: sum(problem.transfers[ti].size_gb for ti in found) for pair, found in pairs.items()}
+            pairs.setdefault((t.producer, c), []).append((ti, share))
+    weight = {pair: sum(problem.transfers[ti].size_gb * share for ti, share in found) for pair, found in pairs.items()}
     forest = DisjointSets(len(problem.names))
-    charged: set[int] = set()
+    charged: set[int] = set()  # without split, transfers already charged in full
     for pair in sorted(pairs, key=lambda pair: (-weight[pair], pair)):
-        carried = [ti for ti in pairs[pair] if ti not in charged]
+        carried = [(ti, share) for ti, share in pairs[pair] if ti not in charged]
         if carried and forest.union(*pair):
-            charged.update(carried)
-            kept += [dataclasses.replace(problem.transfers[ti], consumers=(pair[1],)) for ti in carried]
+            if not split:
+                charged.update(ti for ti, _ in carried)
+            kept += [Charge(dataclasses.replace(problem.transfers[ti], consumers=(pair[1],)), share)
+                     for ti, share in carried]
     return kept

@@ -129,14 +129,18 @@ def test_an_optimum_within_the_tolerance_of_its_bound_has_no_gap(monkeypatch: py
 def test_a_search_ended_before_its_first_plan_keeps_the_start_with_the_bound_it_proved(
         monkeypatch: pytest.MonkeyPatch) -> None:
     optimum = exact().total_usd
+    for proved in (optimum - 0.01, optimum - 0.5):  # above the forest relaxation's bound (~$0.07 below), then under
 
-    def change(outcome: ChildOutcome, _: Report) -> ChildOutcome:
-        return ChildOutcome(False, None, None, None, optimum - 0.5)
+        def change(outcome: ChildOutcome, _: Report, proved: float = proved) -> ChildOutcome:
+            return ChildOutcome(False, None, None, None, proved)
 
-    plan = searched(monkeypatch, change)
-    assert plan.total_usd >= optimum - 1e-6
-    assert plan.lower_bound_usd == pytest.approx(optimum - 0.5, abs=1e-4)
-    assert plan.gap == pytest.approx((plan.total_usd - (optimum - 0.5)) / plan.total_usd, rel=1e-3)
+        plan = searched(monkeypatch, change)
+        assert plan.total_usd >= optimum - 1e-6
+        assert plan.gap == pytest.approx((plan.total_usd - plan.lower_bound_usd) / plan.total_usd, rel=1e-3)
+        if proved > optimum - 0.05:
+            assert plan.lower_bound_usd == pytest.approx(proved, abs=1e-4)
+        else:  # the larger bound is kept
+            assert proved + 0.4 < plan.lower_bound_usd < optimum - 0.01
 
 
 def test_a_search_that_failed_with_no_plan_to_fall_back_on_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
