@@ -32,7 +32,9 @@ def run_with_lineage(home: Path, pipeline: str, run_id: str) -> tuple[dict[str, 
     """The run's status JSON, a client on its lineage store, and its stage runs by stage."""
     from mlflow import MlflowClient
 
-    result = skyflow(home, "run", pipeline, "--json", "--run-id", run_id)
+    # --wait-for-lineage: a run shorter than the drain's start-up (5 s) hands its last records to the
+    # background drain and returns; what is read below must not race it.
+    result = skyflow(home, "run", pipeline, "--json", "--run-id", run_id, "--wait-for-lineage")
     assert result.returncode == 0, result.stdout + result.stderr
     status = json.loads(result.stdout.splitlines()[-1])
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
