@@ -138,9 +138,9 @@ def _solve_parts(problem: Problem, keep: list[np.ndarray], parts: list[list[int]
     solvers: set[str] = set()
     bound, proven = 0.0, True
     left = sum(len(k) for k in keep)
-    for part in sorted(parts, key=lambda part: sum(len(keep[s]) for s in part)):
+    sized = sorted(((sum(len(keep[s]) for s in part), part) for part in parts), key=lambda item: item[0])
+    for size, part in sized:
         sub, sub_keep = part_problem(problem, part), [keep[s] for s in part]
-        size = sum(len(k) for k in sub_keep)
         solved = _cheapest(sub, sub_keep, budget.part(size / left) if left else budget)
         left -= size
         for s, option in zip(part, solved.choice, strict=True):

@@ -50,14 +50,19 @@ def is_forest(problem: Problem) -> bool:
     return all(sets.union(a, b) for a, b in pairs)
 
 
-def solve_forest(problem: Problem, keep: list[np.ndarray], charges: list[Charge] | None = None) -> list[int]:
-    """Min-sum dynamic programming over each tree of the (undirected) transfer graph; ``charges`` (one
-    consumer each, forming a forest) stand for the problem's transfers when given."""
+def solve_forest(problem: Problem, keep: list[np.ndarray]) -> list[int]:
+    """The cheapest plan of a forest problem (`is_forest`): option index per stage."""
+    return _forest_dp(problem, keep, [Charge(t) for t in problem.transfers])[0]
+
+
+def _forest_dp(problem: Problem, keep: list[np.ndarray], charges: list[Charge]) -> tuple[list[int], float]:
+    """Min-sum dynamic programming over each tree of the (undirected) graph of ``charges`` (one consumer
+    each, forming a forest): the cheapest option index per stage, and what that choice costs."""
     n = len(problem.names)
     unary = [problem.opt_compute[s][keep[s]].copy() for s in range(n)]
     pair: dict[tuple[int, int], np.ndarray] = {}
     neighbours: dict[int, set[int]] = defaultdict(set)
-    for charge in charges if charges is not None else [Charge(t) for t in problem.transfers]:
+    for charge in charges:
         t, share = charge.transfer, charge.share
         cost = problem.cost_matrix(t.size_gb)
         c = t.consumers[0]
@@ -73,6 +78,7 @@ def solve_forest(problem: Problem, keep: list[np.ndarray], charges: list[Charge]
         neighbours[c].add(p)
     choice = [-1] * n
     seen = [False] * n
+    value = 0.0
     for start in range(n):
         if seen[start]:
             continue
@@ -92,11 +98,12 @@ def solve_forest(problem: Problem, keep: list[np.ndarray], charges: list[Charge]
             pick[node] = total.argmin(axis=1)
             belief[up] += total.min(axis=1)
         local = {start: int(belief[start].argmin())}
+        value += float(belief[start][local[start]])
         for node in order[1:]:
             local[node] = int(pick[node][local[parent_of[node]]])
         for s, k in local.items():
             choice[s] = int(keep[s][k])
-    return choice
+    return choice, value
 
 
 def forest_bound(problem: Problem, keep: list[np.ndarray]) -> float:
@@ -105,14 +112,7 @@ def forest_bound(problem: Problem, keep: list[np.ndarray]) -> float:
 
 
 def _relaxed_optimum(problem: Problem, keep: list[np.ndarray], charges: list[Charge]) -> float:
-    choice = solve_forest(problem, keep, charges)
-    total = sum(float(problem.opt_compute[s][o]) for s, o in enumerate(choice))
-    at = [int(problem.opt_loc[s][o]) for s, o in enumerate(choice)]
-    for charge in charges:
-        t = charge.transfer
-        source = problem.loc_index[t.source] if t.producer is None else at[t.producer]  # type: ignore[index]
-        total += charge.share * float(problem.cost_matrix(t.size_gb)[source, at[t.consumers[0]]])
-    return total
+    return _forest_dp(problem, keep, charges)[1]
 
 
 def relaxed_charges(problem: Problem, *, split: bool) -> list[Charge]:

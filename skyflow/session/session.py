@@ -286,7 +286,7 @@ class Session:
         """What each stage's backend would launch, and the plan it comes from (True: forced by --infra,
         unpriced). Every stage is shown as launched, so the plan ignores cached copies."""
         from skyflow.backends.base import RenderingBackend
-        from skyflow.backends.registry import BackendContext, BackendPool, backend_kind
+        from skyflow.backends.registry import backend_kind
         from skyflow.runner.context import store_of_placement
         from skyflow.runner.launches import preview_launch
 
@@ -294,7 +294,7 @@ class Session:
         forced = bool(options.infra) and backend_kind(str(options.infra)) in ("kubernetes", "ray", "ssh")
         # A cluster or pool forced by --infra needs no configuration to be reviewed.
         plan = forced_plan(pipeline, str(options.infra)) if forced else self.plan(pipeline, options, no_cache=True)
-        pool = BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)), self.backends)
+        pool = self._backend_pool()
         # Only object stores are shown: a path on this machine means nothing to the launch reviewed.
         shown = plan.with_stores(lambda p: _remote_only(store_of_placement(pipeline, p, self.home)[0]))
         stages = []
@@ -325,7 +325,6 @@ class Session:
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
         """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
-        from skyflow.backends.registry import BackendContext, BackendPool
         from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
 
         state = self.state
@@ -347,8 +346,7 @@ class Session:
                 end_processes_with_token(handle.get(STAGE_TOKEN_VARIABLE))  # children that left the groups
                 message = "run cancelled"
                 if row.state == StageState.RUNNING and handle and (row.infra or "local") != "local":
-                    pool = pool or BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)),
-                                               self.backends)
+                    pool = pool or self._backend_pool()
                     message = _abandon_remote(pool, row, handle)
                 state.finish_stage(run_id, name, StageState.CANCELLED, {}, message=message)
         state.set_run(run_id, state=RunState.CANCELLED, ended_at=time.time(), runner_pid=None)
@@ -358,12 +356,10 @@ class Session:
         """Stop the services a run left serving (local replicas, a Kubernetes Deployment, `sky serve`);
         returns the stages stopped."""
         from skyflow.backends.base import Leftover, ServiceBackend
-        from skyflow.backends.registry import BackendContext, BackendPool
 
         state = self.state
         run = state.get_run(run_id)
-        pool = backends or BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)),
-                                       self.backends)
+        pool = backends or self._backend_pool()
         stopped = []
         for name, row in run.stages.items():
             if not row.endpoint or not (row.remote_handle or row.process_groups):
@@ -377,6 +373,12 @@ class Session:
                             message=f"stopped (was serving at {row.endpoint})")
             stopped.append(name)
         return stopped
+
+    def _backend_pool(self) -> BackendPool:
+        """The backends of this session's config, for looking at or stopping what a run left."""
+        from skyflow.backends.registry import BackendContext, BackendPool
+
+        return BackendPool(BackendContext(config=self.config, extra=dict(self.backend_extra)), self.backends)
 
     def log_path(self, run_id: str, stage: str, *, attempt: int | None = None, wait: bool = False) -> Path:
         """The stage's log (its latest attempt, or ``attempt``); with ``wait``, wait for a pending stage to start."""
