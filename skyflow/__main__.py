@@ -1,5 +1,5 @@
 """`python -m skyflow` is the `skyflow` command."""
 
-from skyflow.cli.main import entry
+from skyflow.cli.daemon.client import main
 
-entry()
+main()

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ui": ("skyflow.cli.lineage_commands", "ui", "Serve the MLflow UI on the lineage store."),
     "artifacts": ("skyflow.cli.artifacts_commands", "artifacts", "List artifacts, copy one out; gc what no run keeps."),
     "check": ("skyflow.cli.check_commands", "check", "What this machine can use: clouds, clusters, pools, stores."),
+    "daemon": ("skyflow.cli.daemon.commands", "daemon", "Keep skyflow loaded: plan, validate and dag answer at once."),
 }
 
 

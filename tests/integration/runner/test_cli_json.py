@@ -26,7 +26,7 @@ DOCUMENTED = {"run": "run-status", "resume": "run-status", "status": "run-status
               "cancel": "cancel", "down": "down", "schedule list": "schedule-list", "schedule add": "schedule-add",
               "schedule trigger": "schedule-trigger", "check": "check", "artifacts ls": "artifacts-ls",
               "artifacts show": "artifacts-show", "artifacts gc": "artifacts-gc",
-              "artifacts verify": "artifacts-verify", "lineage": "lineage"}
+              "artifacts verify": "artifacts-verify", "lineage": "lineage", "daemon status": "daemon-status"}
 PIPELINE = "name: p\nstages:\n  make:\n    run: echo made > $SKYFLOW_OUTPUT_DATA/d.txt\n    outputs: [data]\n" \
            "  use:\n    run: cat $SKYFLOW_INPUT_DATA/d.txt\n    inputs: {data: make.data}\n"
 

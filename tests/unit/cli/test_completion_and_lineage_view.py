@@ -121,10 +121,12 @@ def test_the_process_entry_point_runs_main_then_skips_the_final_collections(monk
     import tomllib
 
     cli_main = importlib.import_module("skyflow.cli.main")
+    client = importlib.import_module("skyflow.cli.daemon.client")
 
     scripts = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["skyflow"] == "skyflow.cli.main:entry"
-    assert "entry()" in (Path(cli_main.__file__).parent.parent / "__main__.py").read_text()
+    assert scripts["skyflow"] == "skyflow.cli.daemon.client:main"
+    dunder_main = Path(cli_main.__file__).parent.parent / "__main__.py"
+    assert "from skyflow.cli.daemon.client import main" in dunder_main.read_text()
     calls: list[str] = []
 
     def exits() -> None:
@@ -133,6 +135,11 @@ def test_the_process_entry_point_runs_main_then_skips_the_final_collections(monk
 
     monkeypatch.setattr(cli_main, "main", exits)
     monkeypatch.setattr("skyflow.processes.skip_final_collections", lambda: calls.append("freeze"))
+    monkeypatch.setattr(client, "forward", lambda argv: None)  # no daemon serves it: this process runs it
     with pytest.raises(SystemExit) as ended:
-        cli_main.entry()
+        client.main()
     assert ended.value.code == 3 and calls == ["main", "freeze"]
+    monkeypatch.setattr(client, "forward", lambda argv: 5)  # a daemon ran it: its status, nothing loaded here
+    with pytest.raises(SystemExit) as ended:
+        client.main()
+    assert ended.value.code == 5 and calls == ["main", "freeze"]

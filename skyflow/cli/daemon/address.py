@@ -1,0 +1,95 @@
+"""Where a skyflow daemon listens and how its messages travel. The `skyflow` entry point imports this
+before anything else, so it takes only modules built into the interpreter: the `socket` module's
+set-up alone (6 ms) would be a sixth of a command that a daemon answers."""
+
+from __future__ import annotations
+
+import _socket
+import marshal
+import os
+import sys
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "DISABLE_VARIABLE",
+    "FORWARDED_COMMANDS",
+    "PROTOCOL",
+    "MessageReader",
+    "daemon_address",
+    "daemon_disabled",
+    "daemon_identity",
+    "peer_uid",
+    "send_message",
+]
+
+# What a daemon runs: commands that read files and print, starting no process or thread of their own.
+FORWARDED_COMMANDS = frozenset({"plan", "validate", "dag"})
+# `SKYFLOW_DAEMON=off`: every command runs in its own process, even with a daemon up.
+DISABLE_VARIABLE = "SKYFLOW_DAEMON"
+PROTOCOL = 1
+_MAX_MESSAGE = 64 << 20
+
+
+def daemon_identity(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What a daemon serves: this skyflow package (a checkout, an install, a copy on PYTHONPATH), this
+    Python environment and this skyflow home (skyflow.home.skyflow_home, without importing pathlib)."""
+    env = os.environ if environ is None else environ
+    home = os.path.expanduser(env.get("SKYFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".skyflow"))
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    return [package, sys.prefix, os.path.normpath(home)]
+
+
+def daemon_address(environ: Mapping[str, str] | None = None) -> str:
+    """The daemon's socket, in Linux's abstract namespace (no file to leave behind), named after the
+    user and the identity; the daemon checks the identity itself, so a clash of names only costs a
+    command its shortcut."""
+    identity = "\0".join(daemon_identity(environ)).encode()
+    return f"\0skyflow-daemon-{os.getuid()}-{zlib.crc32(identity):08x}{zlib.adler32(identity):08x}"
+
+
+def daemon_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env.get(DISABLE_VARIABLE, "").strip().lower() in ("off", "0", "no", "false")
+
+
+def peer_uid(sock: Any) -> int:
+    """The user of the process at the other end (SO_PEERCRED: pid, uid, gid as C ints)."""
+    credentials = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(credentials[4:8], sys.byteorder)
+
+
+def send_message(sock: Any, message: Any, fds: list[int] | None = None) -> None:
+    """One message (marshal: both ends are the same Python, of the same user); `fds` travel with its
+    first byte (SCM_RIGHTS)."""
+    payload = marshal.dumps(message)
+    frame = len(payload).to_bytes(4, "big") + payload
+    if fds:
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+        frame = frame[sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)]):]
+    sock.sendall(frame)
+
+
+class MessageReader:
+    """The messages coming in on a connection, in order."""
+
+    def __init__(self, sock: Any, received: bytes = b"") -> None:
+        self._sock = sock
+        self._buffer = bytearray(received)
+
+    def next(self) -> Any:
+        """The next message; None once the other side has closed."""
+        while True:
+            if len(self._buffer) >= 4:
+                size = int.from_bytes(self._buffer[:4], "big")
+                if size > _MAX_MESSAGE:
+                    raise ValueError(f"a daemon message of {size} bytes, over the 64 MiB limit")
+                if len(self._buffer) >= 4 + size:
+                    payload = bytes(self._buffer[4:4 + size])
+                    del self._buffer[:4 + size]
+                    return marshal.loads(payload)
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk

@@ -1,0 +1,106 @@
+"""The `skyflow` entry point: a command that a running daemon serves goes to it, with this process's
+standard streams, working folder, environment, umask and argv, and this process waits for its exit
+status; anything else (no daemon, another command, `SKYFLOW_DAEMON=off`) runs here as always."""
+
+from __future__ import annotations
+
+import _socket
+import contextlib
+import os
+import sys
+from typing import Any
+
+from skyflow.cli.daemon.address import (
+    FORWARDED_COMMANDS,
+    PROTOCOL,
+    MessageReader,
+    daemon_address,
+    daemon_disabled,
+    daemon_identity,
+    peer_uid,
+    send_message,
+)
+
+__all__ = ["forward", "main"]
+
+
+def main() -> None:
+    try:
+        code = forward(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+    if code is None:
+        from skyflow.cli.main import entry
+
+        entry()
+        return
+    sys.exit(code)
+
+
+def forward(argv: list[str]) -> int | None:
+    """The command's exit status from the daemon, or None where it is to run in this process: no
+    daemon of this user listens, the command is not one a daemon runs, or the daemon could not start it."""
+    if not argv or argv[0] not in FORWARDED_COMMANDS or daemon_disabled() or not sys.platform.startswith("linux"):
+        return None
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(daemon_address())
+        if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
+            sock.close()
+            return None
+        send_message(sock, _request(argv), fds=[0, 1, 2])
+    except OSError:  # nobody listens, or a standard stream is closed: nothing was started
+        sock.close()
+        return None
+    try:
+        return _wait(MessageReader(sock))
+    finally:
+        sock.close()
+
+
+def _request(argv: list[str]) -> dict[str, Any]:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return {"kind": "command", "protocol": PROTOCOL, "identity": daemon_identity(), "argv": argv,
+            "argv0": sys.argv[0], "path0": sys.path[0] if sys.path else "", "cwd": os.getcwd(),
+            "env": dict(os.environ), "umask": umask,
+            "streams": [_stream(sys.stdin), _stream(sys.stdout), _stream(sys.stderr)]}
+
+
+def _stream(stream: Any) -> tuple[str, str] | None:
+    """What the command is to read and write this standard stream with (encoding, errors)."""
+    return (stream.encoding, stream.errors) if stream is not None else None
+
+
+def _wait(messages: MessageReader) -> int | None:
+    import signal
+
+    child: int | None = None
+    previous: dict[int, Any] = {}
+    try:
+        while (message := messages.next()) is not None:
+            if message.get("stale"):
+                return None
+            if "pid" in message:
+                child = int(message["pid"])
+                previous = {signum: signal.signal(signum, _passing_to(child))
+                            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+            if "exit" in message:
+                return int(message["exit"])
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if child is None:
+        return None
+    print("error: the skyflow daemon's process for this command ended without an exit status; "
+          "run it again with SKYFLOW_DAEMON=off, and see `skyflow daemon status`", file=sys.stderr)
+    return 1
+
+
+def _passing_to(pid: int) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    return handler

@@ -1,0 +1,164 @@
+"""`skyflow daemon start|stop|status`: a resident skyflow that runs `plan`, `validate` and `dag`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyflow.cli.daemon.address import FORWARDED_COMMANDS, MessageReader, daemon_address, peer_uid, send_message
+
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 10.0
+_THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@click.group()
+def daemon() -> None:
+    """Keep skyflow loaded, so that plan, validate and dag answer without loading it each time.
+
+    While a daemon runs (one per user, Python environment, skyflow install and SKYFLOW_HOME), those
+    commands run in a fork of it, with your terminal, folder, environment and umask; their output
+    and exit status are what a new process would give. It stops by itself when skyflow's files or
+    the installed packages change, and after --idle-timeout minutes without a command.
+    SKYFLOW_DAEMON=off runs every command in its own process. Linux only.
+
+    \b
+    skyflow daemon start
+    skyflow daemon status --json
+    skyflow daemon stop
+    """
+
+
+@daemon.command()
+@click.option("--idle-timeout", "idle_minutes", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Minutes without a command before the daemon exits; 0: never.")
+def start(idle_minutes: float) -> None:
+    """Start the daemon in the background (nothing to do when one runs).
+
+    \b
+    skyflow daemon start
+    skyflow daemon start --idle-timeout 0      # until `skyflow daemon stop`
+    """
+    _require_linux()
+    running = query_daemon()
+    if running is not None:
+        click.echo(f"skyflow daemon already running (pid {running['pid']})")
+        return
+    log_path = _log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "skyflow.cli.daemon.server", "--idle-timeout-s",
+                                    str(idle_minutes * 60)], stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, env=_server_environment())
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = query_daemon()
+        if status is not None:
+            click.echo(f"skyflow daemon started (pid {status['pid']}, {status['modules']} modules loaded): "
+                       f"{', '.join(sorted(FORWARDED_COMMANDS))} run in it. Log: {log_path}")
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise click.ClickException(f"the daemon did not start; its log, {log_path}, ends with:\n{_tail(log_path)}")
+
+
+@daemon.command()
+def stop() -> None:
+    """Stop the daemon; the commands it is running finish on their own.
+
+    \b
+    skyflow daemon stop
+    """
+    _require_linux()
+    answer = _ask({"kind": "stop"})
+    if answer is None:
+        click.echo("no skyflow daemon is running")
+        return
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while query_daemon() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    click.echo(f"skyflow daemon stopped (pid {answer['pid']})")
+
+
+@daemon.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's state as JSON (schema: docs/cli.md).")
+def status(as_json: bool) -> None:
+    """Whether a daemon runs, since when, how many commands it ran and what it runs now; exit 1 when none.
+
+    \b
+    skyflow daemon status
+    skyflow daemon status --json | jq .served
+    """
+    _require_linux()
+    state = query_daemon()
+    if as_json:
+        click.echo(json.dumps({"running": state is not None, **(state or {})}))
+    elif state is None:
+        click.echo("no skyflow daemon is running; `skyflow daemon start` starts one")
+    else:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state["started"]))
+        idle = f"{state['idle_timeout_s'] / 60:g} min" if state["idle_timeout_s"] else "never"
+        click.echo(f"skyflow daemon running: pid {state['pid']}, since {started}, {state['served']} commands "
+                   f"served, idle timeout {idle}\n  skyflow {state['package']}\n  python {state['python']}")
+        for command in state["commands"]:
+            click.echo(f"  running (pid {command['pid']}): skyflow {' '.join(command['argv'])}")
+    if state is None:
+        sys.exit(1)
+
+
+def query_daemon() -> dict[str, Any] | None:
+    """The running daemon's state, or None when none answers."""
+    return _ask({"kind": "status"})
+
+
+def _ask(request: dict[str, Any]) -> dict[str, Any] | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(_STOP_TIMEOUT_S)
+    with sock:
+        try:
+            sock.connect(daemon_address())
+            if peer_uid(sock) != os.getuid():
+                return None
+            send_message(sock, request)
+            answer = MessageReader(sock).next()
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+    return answer if isinstance(answer, dict) else None
+
+
+def _server_environment() -> dict[str, str]:
+    """The daemon's own environment: one thread, so that it forks safely. BLAS libraries start their
+    thread pools at import unless told otherwise; each command gets its client's environment anyway."""
+    return {**os.environ, **{name: "1" for name in _THREAD_POOL_VARIABLES}}
+
+
+def _require_linux() -> None:
+    if not sys.platform.startswith("linux") or not hasattr(socket, "send_fds"):
+        raise click.ClickException(f"the skyflow daemon runs on Linux only (this is {sys.platform}); "
+                                   "commands run in their own process here")
+
+
+def _log_path() -> Path:
+    from skyflow.home import skyflow_home
+
+    key = daemon_address().rsplit("-", 1)[-1]  # one log per daemon
+    return skyflow_home() / "daemon" / f"{key}.log"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
+__all__ = ["daemon", "query_daemon"]

@@ -1,0 +1,203 @@
+"""`skyflow daemon`: commands answered by a real daemon process give what a process of their own gives
+(output, errors, exit status, signals), in the client's folder, environment and streams; a daemon whose
+code changed stops serving. Each test has its own SKYFLOW_HOME, hence its own daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.integration.runner.test_cli_json import _schemas
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+RLHF = str(REPO_ROOT / "examples" / "rlhf" / "pipeline.yaml")
+BAD = "name: bad\nstages:\n  a:\n    run: true\n    resources: {cpus: 8x}\n"
+_WAIT_S = 60.0
+STATUS_SCHEMA = _schemas()["daemon-status"]
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon is Linux only")
+
+
+def skyflow(env: dict[str, str], *args: str, cwd: Path | str = REPO_ROOT,
+            **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "skyflow", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=_WAIT_S, **kwargs)
+
+
+def daemon_state(env: dict[str, str], cwd: Path | str = REPO_ROOT) -> dict[str, Any]:
+    """`skyflow daemon status --json`, checked against its schema in docs/cli.md."""
+    done = skyflow(env, "daemon", "status", "--json", cwd=cwd)
+    state: dict[str, Any] = json.loads(done.stdout)
+    jsonschema.validate(state, STATUS_SCHEMA)
+    assert done.returncode == (0 if state["running"] else 1)
+    return state
+
+
+def daemon_log(env: dict[str, str]) -> str:
+    return "".join(log.read_text() for log in (Path(env["SKYFLOW_HOME"]) / "daemon").glob("*.log"))
+
+
+def wait_for(check: Any, what: str) -> Any:
+    deadline = time.monotonic() + _WAIT_S
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    environ = {k: v for k, v in os.environ.items() if k != "SKYFLOW_DAEMON"}
+    environ["SKYFLOW_HOME"] = str(tmp_path / "home")
+    yield environ
+    state = daemon_state(environ)
+    if state["running"]:
+        skyflow(environ, "daemon", "stop")
+        with_pid = state["pid"]
+        wait_for(lambda: not Path(f"/proc/{with_pid}").exists() or _zombie(with_pid), "the daemon to exit")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def daemon(env: dict[str, str]) -> dict[str, str]:
+    started = skyflow(env, "daemon", "start", "--idle-timeout", "10")
+    assert started.returncode == 0, started.stderr
+    assert "skyflow daemon started" in started.stdout
+    return env
+
+
+def both_ways(env: dict[str, str], *args: str, **kwargs: Any) -> tuple[subprocess.CompletedProcess[str], ...]:
+    served = skyflow(env, *args, **kwargs)
+    alone = skyflow({**env, "SKYFLOW_DAEMON": "off"}, *args, **kwargs)
+    return served, alone
+
+
+def test_served_commands_print_and_exit_as_their_own_process_would(daemon: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    commands = [("plan", RLHF), ("plan", RLHF, "--json", "--all-clouds"), ("dag", RLHF, "--format", "mermaid"),
+                ("validate", RLHF), ("validate", str(bad)), ("plan", str(tmp_path / "missing.yaml"))]
+    for args in commands:
+        served, alone = both_ways(daemon, *args)
+        assert (served.returncode, served.stdout, served.stderr) == (alone.returncode, alone.stdout, alone.stderr)
+    assert skyflow(daemon, "validate", str(bad)).returncode == 2
+    assert "cpus must be a number like 8 or '8+', got '8x'" in skyflow(daemon, "validate", str(bad)).stderr
+    assert daemon_state(daemon)["served"] == len(commands) + 2
+
+
+def test_a_served_command_has_the_clients_folder_environment_and_streams(daemon: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(RLHF, work / "pipeline.yaml")
+    with open(tmp_path / "out.txt", "w") as out:  # a file, not a pipe: the command writes to it itself
+        done = subprocess.run([sys.executable, "-m", "skyflow", "dag", "pipeline.yaml"], env=daemon, cwd=work,
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=_WAIT_S)
+    assert done.returncode == 0, done.stderr
+    assert "sft" in (tmp_path / "out.txt").read_text()
+    catalog = str(tmp_path / "no-such-catalog")
+    served, alone = both_ways({**daemon, "SKYFLOW_CATALOG_DIR": catalog}, "plan", "pipeline.yaml", cwd=work)
+    assert served.returncode == alone.returncode == 2
+    assert catalog in served.stderr and served.stderr == alone.stderr
+    assert daemon_state(daemon)["served"] == 2
+
+
+def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> None:
+    probe = "import sys; from skyflow.cli.daemon.client import forward; print(repr(forward(sys.argv[1:])))"
+
+    def forwarded(*args: str, env: dict[str, str] = daemon) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+                              timeout=_WAIT_S, cwd=REPO_ROOT)
+        return done.stdout.strip().splitlines()[-1]
+
+    assert forwarded("validate", RLHF) == "0"
+    assert forwarded("runs") == "None"
+    assert forwarded("--version") == "None"
+    assert forwarded("validate", RLHF, env={**daemon, "SKYFLOW_DAEMON": "off"}) == "None"
+    assert daemon_state(daemon)["served"] == 1
+
+
+def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_path: Path) -> None:
+    fifo = tmp_path / "pipeline.yaml"
+    os.mkfifo(fifo)  # the command waits in its read of the pipeline until interrupted
+    results = []
+    for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
+        client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=_WAIT_S)
+        os.close(writer)
+        results.append((client.returncode, out, err))
+    assert results[0] == results[1]
+    assert results[0][0] == 130 and "Aborted." in results[0][2]
+    state = daemon_state(daemon)
+    assert state["served"] == 1 and state["commands"] == []
+
+
+def _open_writer(fifo: Path) -> int | None:
+    """A writing end of the FIFO once a reader has it open (before that, ENXIO)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+
+
+def test_a_daemon_stops_serving_when_skyflow_changes(env: dict[str, str], tmp_path: Path) -> None:
+    copy = tmp_path / "site"
+    shutil.copytree(REPO_ROOT / "skyflow", copy / "skyflow", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**env, "PYTHONPATH": str(copy)}  # run from tmp_path: `-m` puts the working folder first
+    assert skyflow(env, "daemon", "start", cwd=tmp_path).returncode == 0
+    try:
+        assert daemon_state(env, tmp_path)["package"] == str(copy / "skyflow")
+        assert skyflow(env, "validate", RLHF, cwd=tmp_path).returncode == 0
+        assert daemon_state(env, tmp_path)["served"] == 1
+        changed = copy / "skyflow" / "planner" / "core.py"
+        later = changed.stat().st_mtime + 10
+        os.utime(changed, (later, later))
+        done = skyflow(env, "validate", RLHF, cwd=tmp_path)  # the daemon declines; it runs in its own process
+        assert done.returncode == 0 and "rlhf" in done.stdout
+        wait_for(lambda: not daemon_state(env, tmp_path)["running"], "the daemon to stop")
+        assert "changed since this daemon started" in daemon_log(env)
+    finally:
+        skyflow(env, "daemon", "stop", cwd=tmp_path)
+
+
+def test_start_stop_status(env: dict[str, str]) -> None:
+    assert daemon_state(env) == {"running": False}
+    assert "no skyflow daemon is running" in skyflow(env, "daemon", "stop").stdout
+    assert "skyflow daemon started" in skyflow(env, "daemon", "start").stdout
+    first = daemon_state(env)
+    assert first["running"] and first["served"] == 0 and first["home"] == env["SKYFLOW_HOME"]
+    again = skyflow(env, "daemon", "start")
+    assert f"already running (pid {first['pid']})" in again.stdout
+    text = skyflow(env, "daemon", "status")
+    assert text.returncode == 0 and f"pid {first['pid']}" in text.stdout
+    assert f"stopped (pid {first['pid']})" in skyflow(env, "daemon", "stop").stdout
+    assert daemon_state(env) == {"running": False}
+    assert skyflow(env, "validate", RLHF).returncode == 0  # no daemon: in its own process
+
+
+def test_an_idle_daemon_exits_by_itself(env: dict[str, str]) -> None:
+    assert skyflow(env, "daemon", "start", "--idle-timeout", "0.02").returncode == 0  # 1.2 s
+    wait_for(lambda: not daemon_state(env)["running"], "the idle daemon to exit")
+    assert "idle timeout reached" in daemon_log(env)

@@ -1,0 +1,106 @@
+"""The daemon's pieces that need no daemon: its identity, its messages and file descriptors on a
+socket pair, the fingerprint that tells it its code changed, and exit statuses as Python gives them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from skyflow.cli.daemon.address import MessageReader, daemon_address, daemon_identity, peer_uid, send_message
+from skyflow.cli.daemon.server import _exit_status, code_fingerprint
+from skyflow.home import skyflow_home
+
+
+@pytest.mark.parametrize("home", [None, "/srv/skyflow", "/srv//skyflow/", "~/elsewhere", "~"])
+def test_the_identity_names_the_home_that_skyflow_home_names(home: str | None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")  # `~` expands from the process's HOME
+    env = {} if home is None else {"SKYFLOW_HOME": home}
+    assert daemon_identity(env)[2] == os.path.normpath(str(skyflow_home(env)))
+
+
+def test_each_home_has_its_own_address() -> None:
+    first, second = daemon_address({"SKYFLOW_HOME": "/a"}), daemon_address({"SKYFLOW_HOME": "/b"})
+    assert first != second and first.startswith(f"\0skyflow-daemon-{os.getuid()}-")
+    assert daemon_address({"SKYFLOW_HOME": "/a"}) == first
+
+
+def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        send_message(left, {"pid": 12})
+        send_message(left, {"exit": 3, "text": "é" * 70_000})
+        data = b""
+        left.shutdown(socket.SHUT_WR)
+        while chunk := right.recv(7):
+            data += chunk
+    for cut in (1, 5, 4 + 10, len(data) - 1):
+        pieces = _Pieces([data[:cut], data[cut:]])
+        reader = MessageReader(pieces)
+        assert reader.next() == {"pid": 12}
+        assert reader.next() == {"exit": 3, "text": "é" * 70_000}
+        assert reader.next() is None
+    assert MessageReader(_Pieces([data[:-1]])).next() == {"pid": 12}
+    truncated = MessageReader(_Pieces([data[:-1]]))
+    truncated.next()
+    assert truncated.next() is None  # the other side closed mid-message: no message
+
+
+def test_an_oversized_message_is_refused() -> None:
+    with pytest.raises(ValueError, match="over the 64 MiB limit"):
+        MessageReader(_Pieces([(1 << 30).to_bytes(4, "big")])).next()
+
+
+def test_file_descriptors_travel_with_a_message_and_the_peer_is_this_user(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right, open(target, "w") as out:
+        send_message(left, {"kind": "command"}, fds=[out.fileno()])
+        first, fds, _flags, _address = socket.recv_fds(right, 1 << 16, 3)
+        assert MessageReader(right, first).next() == {"kind": "command"}
+        assert len(fds) == 1
+        os.write(fds[0], b"written through the passed descriptor")
+        os.close(fds[0])
+        assert peer_uid(right) == os.getuid()
+    assert target.read_text() == "written through the passed descriptor"
+
+
+def test_the_fingerprint_changes_with_the_code_and_not_with_bytecode(tmp_path: Path) -> None:
+    package = tmp_path / "skyflow"
+    (package / "__pycache__").mkdir(parents=True)
+    module = package / "core.py"
+    module.write_text("x = 1\n")
+    before = code_fingerprint(str(package))
+    (package / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"bytecode")
+    assert code_fingerprint(str(package)) == before
+    os.utime(module, (module.stat().st_atime, module.stat().st_mtime + 5))
+    touched = code_fingerprint(str(package))
+    assert touched != before
+    (package / "new.py").write_text("")
+    assert code_fingerprint(str(package)) not in (before, touched)
+
+
+def test_exit_statuses_are_what_python_makes_of_sys_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_status(None) == 0
+    assert _exit_status(3) == 3
+    assert _exit_status("no such thing") == 1
+    assert capsys.readouterr().err == "no such thing\n"
+
+
+class _Pieces:
+    """A socket's receiving side that hands over the given pieces, then end of stream."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = [p for p in pieces if p]
+
+    def recv(self, size: int) -> bytes:
+        if not self._pieces:
+            return b""
+        piece = self._pieces[0][:size]
+        self._pieces[0] = self._pieces[0][size:]
+        if not self._pieces[0]:
+            self._pieces.pop(0)
+        return piece
