@@ -133,7 +133,8 @@ class PriceCatalog:
         orders: dict[bool, np.ndarray] = getattr(self, "_orders", None) or {}
         if use_spot not in orders:
             prices = self.columns.spot if use_spot else self.columns.price
-            orders[use_spot] = np.lexsort((np.nan_to_num(prices, nan=np.inf), self.columns.region))
+            order = np.lexsort((np.nan_to_num(prices, nan=np.inf), self.columns.region))
+            orders[use_spot] = order.astype(np.int32) if len(order) < 2**31 else order  # half the cached bytes
             self._orders = orders
         return orders[use_spot]
 

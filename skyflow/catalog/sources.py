@@ -23,7 +23,8 @@ from skyflow.home import cache_dir
 from skyflow.matching import close_matches
 
 DEFAULT = "default"
-_CACHE_VERSION = "2"  # 2: offers per zone, with architecture and burstable columns
+# 2: offers per zone, with architecture and burstable columns; 3: with the planner's price orders
+_CACHE_VERSION = "3"
 _REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "Price", "Region")
 _USED = (*_REQUIRED, "SpotPrice", "AvailabilityZone", "Arch")
 _loaded: dict[str, PriceCatalog] = {}
@@ -61,6 +62,8 @@ def read_catalog(catalog_dir: str | None = None) -> PriceCatalog:
     if catalog is None:
         offers = [o for f in files for o in read_vms_csv(f, f.parent.name.lower())]
         catalog = PriceCatalog.from_offers(offers)
+        for use_spot in (False, True):  # sorted once here, not by every plan that loads the cache
+            catalog.by_region_and_price(use_spot)
         _write_cache(key, catalog)
     _loaded[key] = catalog
     return catalog

@@ -133,6 +133,20 @@ def test_cache_round_trip_gives_the_same_offers(tmp_path: Path) -> None:
     assert read_catalog(str(QUIRKS)).offers() == first
 
 
+def test_the_cache_holds_the_price_orders_a_fresh_parse_would_sort(tmp_path: Path) -> None:
+    import numpy as np
+
+    import skyflow.catalog.sources as sources
+
+    read_catalog(str(QUIRKS))
+    sources._loaded.clear()
+    cached = read_catalog(str(QUIRKS))
+    fresh = PriceCatalog.from_offers(cached.offers())
+    for use_spot in (False, True):
+        assert use_spot in cached._orders  # loaded with the file, not sorted by this process
+        np.testing.assert_array_equal(cached._orders[use_spot], fresh.by_region_and_price(use_spot))
+
+
 @pytest.mark.skipif(not (SHARED / "catalogs" / "anycloud").is_dir(), reason="shared catalogs absent")
 def test_real_azure_and_gcp_files_load() -> None:
     catalog = load_catalog(str(SHARED / "catalogs" / "anycloud"))
