@@ -5,7 +5,9 @@ whether a running daemon serves the command, before click and the commands load.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # without importing typing (see skyflow/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["cli", "main"]
 

@@ -9,8 +9,11 @@ import marshal
 import os
 import sys
 import zlib
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # without importing typing (see skyflow/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = [
     "DISABLE_VARIABLE",

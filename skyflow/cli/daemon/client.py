@@ -8,7 +8,6 @@ import _socket
 import contextlib
 import os
 import sys
-from typing import Any
 
 from skyflow.cli.daemon.address import (
     FORWARDED_COMMANDS,
@@ -20,6 +19,10 @@ from skyflow.cli.daemon.address import (
     peer_uid,
     send_message,
 )
+
+TYPE_CHECKING = False  # without importing typing (see skyflow/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["forward", "main"]
 

@@ -132,9 +132,21 @@ def _preload() -> int:
                 importlib.import_module(name)
             except Exception:  # a module that is not importable by name (an alias, a shim)
                 continue
+    _load_default_catalog()
     gc.collect()
     gc.freeze()
     return len(sys.modules)
+
+
+def _load_default_catalog() -> None:
+    """The catalog a plan without --catalog reads here (the shipped one, $SKYFLOW_CATALOG_DIR or SkyPilot's),
+    kept for the forks: the catalog layer's cache is keyed by the files' size and time, so a fork whose
+    environment names another catalog, or finds this one changed, reads its own."""
+    from skyflow.catalog.sources import read_catalog
+    from skyflow.errors import SkyflowError
+
+    with contextlib.suppress(SkyflowError, OSError):
+        read_catalog(None)
 
 
 def _modules_the_commands_load() -> list[str]:
