@@ -30,6 +30,7 @@ __all__ = ["code_fingerprint", "main", "serve"]
 
 _POLL_S = 1.0  # how often the loop reaps finished commands and looks at the idle time
 _REQUEST_TIMEOUT_S = 10.0
+_KEPT_CATALOGS = 4
 _SAMPLE = """\
 name: warm-up
 stages:
@@ -55,6 +56,8 @@ class _Daemon:
     last_active: float = field(default_factory=time.monotonic)
     served: int = 0
     running: dict[int, dict[str, Any]] = field(default_factory=dict)
+    catalogs_of: dict[int, str | None] = field(default_factory=dict)  # the catalog folder each fork reads
+    catalogs: list[str] = field(default_factory=list)  # the folders loaded here, for the forks
     stopping: bool = False
 
 
@@ -229,6 +232,7 @@ def _start_command(daemon: _Daemon, conn: socket.socket, request: dict[str, Any]
         _run_command(daemon.listener, conn, request, fds)
     daemon.served += 1
     daemon.running[pid] = {"pid": pid, "argv": request["argv"], "since": time.time()}
+    daemon.catalogs_of[pid] = _catalog_folder(request)
 
 
 def _run_command(listener: socket.socket, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
@@ -307,7 +311,7 @@ def _exit_status(code: Any) -> int:
 def _status(daemon: _Daemon) -> dict[str, Any]:
     return {"pid": os.getpid(), "started": daemon.started, "served": daemon.served, "modules": daemon.modules,
             "idle_timeout_s": daemon.idle_timeout_s, "package": daemon.identity[0], "python": sys.executable,
-            "home": daemon.identity[2],
+            "home": daemon.identity[2], "catalogs": list(daemon.catalogs),
             "commands": sorted(daemon.running.values(), key=lambda command: command["since"])}
 
 
@@ -321,7 +325,39 @@ def _reap(daemon: _Daemon) -> None:
         if pid == 0:
             return
         daemon.running.pop(pid, None)
+        _keep_catalog(daemon, daemon.catalogs_of.pop(pid, None))
         daemon.last_active = time.monotonic()
+
+
+def _catalog_folder(request: dict[str, Any]) -> str | None:
+    """The catalog folder a command names: its --catalog, else its SKYFLOW_CATALOG_DIR (None: the default,
+    which the daemon loaded at start)."""
+    argv: list[str] = request["argv"]
+    folder: str | None = request["env"].get("SKYFLOW_CATALOG_DIR")
+    for i, arg in enumerate(argv):
+        if arg == "--catalog" and i + 1 < len(argv):
+            folder = argv[i + 1]
+        elif arg.startswith("--catalog="):
+            folder = arg.partition("=")[2]
+    if not folder or folder == "default":
+        return None
+    return os.path.join(request["cwd"], os.path.expanduser(folder))
+
+
+def _keep_catalog(daemon: _Daemon, folder: str | None) -> None:
+    """Load, once the command that read it has ended (its parse is in the disk cache by then), a catalog
+    folder that a command named, so that the next forks find it loaded; at most _KEPT_CATALOGS loads in
+    a daemon's life. The catalog layer keys what it keeps by the files' size and time: a fork never gets
+    a catalog that changed since."""
+    if folder is None or folder in daemon.catalogs or len(daemon.catalogs) >= _KEPT_CATALOGS:
+        return
+    from skyflow.catalog.sources import read_catalog
+    from skyflow.errors import SkyflowError
+
+    daemon.catalogs.append(folder)
+    with contextlib.suppress(SkyflowError, OSError):
+        read_catalog(folder)
+        gc.freeze()  # shared with the forks, as what was loaded at start
 
 
 def _idle_too_long(daemon: _Daemon) -> bool:

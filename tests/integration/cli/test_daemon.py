@@ -121,6 +121,22 @@ def test_a_served_command_has_the_clients_folder_environment_and_streams(daemon:
     assert daemon_state(daemon)["served"] == 2
 
 
+def test_a_catalog_the_daemon_keeps_loaded_is_read_anew_once_changed(daemon: dict[str, str], tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "catalogs" / "quirks", catalog)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\nstages:\n  a:\n    run: 'true'\n    resources: {cpus: 8, infra: aws}\n")
+    plan = ("plan", str(pipeline), "--catalog", str(catalog), "--all-clouds", "--json")
+    served, alone = both_ways(daemon, *plan)
+    assert served.returncode == 0 and served.stdout == alone.stdout
+    wait_for(lambda: daemon_state(daemon)["catalogs"] == [str(catalog)], "the daemon to load the catalog")
+    vms = catalog / "aws" / "vms.csv"
+    vms.write_text(vms.read_text().replace("m6i.2xlarge,,,8.0,32.0,,0.384,", "m6i.2xlarge,,,8.0,32.0,,0.05,"))
+    cheaper, alone = both_ways(daemon, *plan)
+    assert cheaper.returncode == 0 and cheaper.stdout == alone.stdout
+    assert json.loads(cheaper.stdout)["total_usd"] < json.loads(served.stdout)["total_usd"]
+
+
 def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> None:
     probe = "import sys; from skyflow.cli.daemon.client import forward; print(repr(forward(sys.argv[1:])))"
 
