@@ -46,20 +46,15 @@ def forward(argv: list[str]) -> int | None:
     daemon of this user listens, the command is not one a daemon runs, or the daemon could not start it."""
     if not argv or argv[0] not in FORWARDED_COMMANDS or daemon_disabled() or not sys.platform.startswith("linux"):
         return None
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.connect(daemon_address())
-        if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
-            sock.close()
+    with contextlib.closing(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)) as sock:
+        try:
+            sock.connect(daemon_address())
+            if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
+                return None
+            send_message(sock, _request(argv), fds=[0, 1, 2])
+        except OSError:  # nobody listens, or a standard stream is closed: nothing was started
             return None
-        send_message(sock, _request(argv), fds=[0, 1, 2])
-    except OSError:  # nobody listens, or a standard stream is closed: nothing was started
-        sock.close()
-        return None
-    try:
         return _wait(MessageReader(sock))
-    finally:
-        sock.close()
 
 
 def _request(argv: list[str]) -> dict[str, Any]:
@@ -91,6 +86,8 @@ def _wait(messages: MessageReader) -> int | None:
                             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
             if "exit" in message:
                 return int(message["exit"])
+    except (OSError, ValueError, EOFError, TypeError, AttributeError):  # the daemon went, or spoke nonsense
+        pass
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

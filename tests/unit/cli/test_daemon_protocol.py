@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from skyflow.cli.daemon.address import MessageReader, daemon_address, daemon_identity, peer_uid, send_message
+from skyflow.cli.daemon.client import _wait
 from skyflow.cli.daemon.server import _exit_status, code_fingerprint
 from skyflow.home import skyflow_home
 
@@ -104,3 +105,29 @@ class _Pieces:
         if not self._pieces[0]:
             self._pieces.pop(0)
         return piece
+
+
+def _answers(*messages: object, tail: bytes = b"") -> MessageReader:
+    left, right = socket.socketpair()
+    with left:
+        for message in messages:
+            send_message(left, message)
+        left.sendall(tail)
+    return MessageReader(_Pieces([right.recv(1 << 20)]))
+
+
+def test_the_client_takes_the_status_the_daemon_reports() -> None:
+    assert _wait(_answers({"pid": os.getpid()}, {"exit": 4})) == 4
+
+
+def test_the_client_runs_the_command_itself_when_the_daemon_declines_or_goes_before_starting_it() -> None:
+    assert _wait(_answers({"stale": True})) is None
+    assert _wait(_answers()) is None
+    assert _wait(_answers(tail=b"\x00\x00\x00\x05nonsense")) is None
+    assert _wait(_answers(["not", "a", "mapping"])) is None
+
+
+def test_a_command_whose_fork_died_ends_with_status_1_and_says_how_to_go_on(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _wait(_answers({"pid": os.getpid()})) == 1  # started, then nothing: never run it twice
+    assert "SKYFLOW_DAEMON=off" in capsys.readouterr().err
