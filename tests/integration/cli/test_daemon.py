@@ -170,6 +170,24 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
     assert state["served"] == 1 and state["commands"] == []
 
 
+def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> None:
+    fifos = [tmp_path / f"pipeline{i}.yaml" for i in range(2)]
+    clients = []
+    for fifo in fifos:
+        os.mkfifo(fifo)
+        clients.append(subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=daemon,
+                                        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    writers = [wait_for(lambda fifo=fifo: _open_writer(fifo), "a command to open its pipeline") for fifo in fifos]
+    assert sorted(len(c["argv"]) for c in daemon_state(daemon)["commands"]) == [2, 2]  # both at once
+    for writer in writers:
+        os.write(writer, Path(RLHF).read_bytes())
+        os.close(writer)
+    outputs = [client.communicate(timeout=_WAIT_S) for client in clients]
+    assert [client.returncode for client in clients] == [0, 0]
+    assert all("rlhf" in out for out, _ in outputs)
+    assert daemon_state(daemon)["served"] == 2
+
+
 def _open_writer(fifo: Path) -> int | None:
     """A writing end of the FIFO once a reader has it open (before that, ENXIO)."""
     try:
