@@ -46,15 +46,19 @@ def forward(argv: list[str]) -> int | None:
     daemon of this user listens, the command is not one a daemon runs, or the daemon could not start it."""
     if not argv or argv[0] not in FORWARDED_COMMANDS or daemon_disabled() or not sys.platform.startswith("linux"):
         return None
-    with contextlib.closing(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)) as sock:
-        try:
-            sock.connect(daemon_address())
-            if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
+    signals = _SignalRelay()  # from before the request: a Ctrl-C as the fork starts is not lost
+    try:
+        with contextlib.closing(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)) as sock:
+            try:
+                sock.connect(daemon_address())
+                if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
+                    return None
+                send_message(sock, _request(argv), fds=[0, 1, 2])
+            except OSError:  # nobody listens, or a standard stream is closed: nothing was started
                 return None
-            send_message(sock, _request(argv), fds=[0, 1, 2])
-        except OSError:  # nobody listens, or a standard stream is closed: nothing was started
-            return None
-        return _wait(MessageReader(sock))
+            return _wait(MessageReader(sock), signals)
+    finally:
+        signals.restore()
 
 
 def _request(argv: list[str]) -> dict[str, Any]:
@@ -71,36 +75,58 @@ def _stream(stream: Any) -> tuple[str, str] | None:
     return (stream.encoding, stream.errors) if stream is not None else None
 
 
-def _wait(messages: MessageReader) -> int | None:
-    import signal
-
-    child: int | None = None
-    previous: dict[int, Any] = {}
+def _wait(messages: MessageReader, signals: _SignalRelay) -> int | None:
     try:
         while (message := messages.next()) is not None:
             if message.get("stale"):
                 return None
             if "pid" in message:
-                child = int(message["pid"])
-                previous = {signum: signal.signal(signum, _passing_to(child))
-                            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+                signals.started(int(message["pid"]))
             if "exit" in message:
                 return int(message["exit"])
     except (OSError, ValueError, EOFError, TypeError, AttributeError):  # the daemon went, or spoke nonsense
         pass
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if child is None:
+    if signals.pid is None:
         return None
     print("error: the skyflow daemon's process for this command ended without an exit status; "
           "run it again with SKYFLOW_DAEMON=off, and see `skyflow daemon status`", file=sys.stderr)
     return 1
 
 
-def _passing_to(pid: int) -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+class _SignalRelay:
+    """Ctrl-C and the other ending signals, passed on to the daemon's fork once it has said its pid, and
+    kept until then. Restored at the end; one that came while nothing had started is raised here again,
+    so that this process ends as it would have (KeyboardInterrupt for Ctrl-C) instead of running the
+    command itself."""
 
-    return handler
+    def __init__(self) -> None:
+        import signal
+
+        self.pid: int | None = None
+        self._pending: list[int] = []
+        self._previous = {signum: signal.signal(signum, self._handle)
+                          for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        while self._pending:
+            self._send(self._pending.pop(0))
+
+    def restore(self) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self.pid is None and self._pending:
+            signal.raise_signal(self._pending[0])
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pid is None:
+            self._pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)

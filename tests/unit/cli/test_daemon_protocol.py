@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from skyflow.cli.daemon.address import MessageReader, daemon_address, daemon_identity, peer_uid, send_message
-from skyflow.cli.daemon.client import _wait
+from skyflow.cli.daemon.client import _SignalRelay, _wait
 from skyflow.cli.daemon.server import _exit_status, code_fingerprint
 from skyflow.home import skyflow_home
 
@@ -116,18 +118,49 @@ def _answers(*messages: object, tail: bytes = b"") -> MessageReader:
     return MessageReader(_Pieces([right.recv(1 << 20)]))
 
 
+def _relay_wait(reader: MessageReader) -> int | None:
+    signals = _SignalRelay()
+    try:
+        return _wait(reader, signals)
+    finally:
+        signals.restore()
+
+
 def test_the_client_takes_the_status_the_daemon_reports() -> None:
-    assert _wait(_answers({"pid": os.getpid()}, {"exit": 4})) == 4
+    assert _relay_wait(_answers({"pid": os.getpid()}, {"exit": 4})) == 4
 
 
 def test_the_client_runs_the_command_itself_when_the_daemon_declines_or_goes_before_starting_it() -> None:
-    assert _wait(_answers({"stale": True})) is None
-    assert _wait(_answers()) is None
-    assert _wait(_answers(tail=b"\x00\x00\x00\x05nonsense")) is None
-    assert _wait(_answers(["not", "a", "mapping"])) is None
+    assert _relay_wait(_answers({"stale": True})) is None
+    assert _relay_wait(_answers()) is None
+    assert _relay_wait(_answers(tail=b"\x00\x00\x00\x05nonsense")) is None
+    assert _relay_wait(_answers(["not", "a", "mapping"])) is None
 
 
 def test_a_command_whose_fork_died_ends_with_status_1_and_says_how_to_go_on(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert _wait(_answers({"pid": os.getpid()})) == 1  # started, then nothing: never run it twice
+    assert _relay_wait(_answers({"pid": os.getpid()})) == 1  # started, then nothing: never run it twice
     assert "SKYFLOW_DAEMON=off" in capsys.readouterr().err
+
+
+def test_a_signal_before_the_fork_said_its_pid_reaches_it_once_it_has() -> None:
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    signals = _SignalRelay()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # kept: no pid yet, and this process goes on
+        signals.started(child.pid)
+        assert child.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        signals.restore()
+        child.kill()
+
+
+def test_a_ctrl_c_while_nothing_started_ends_this_process_as_an_interrupt() -> None:
+    import signal
+
+    signals = _SignalRelay()
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        signals.restore()
