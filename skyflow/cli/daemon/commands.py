@@ -53,8 +53,13 @@ def start(idle_minutes: float) -> None:
         click.echo(f"skyflow daemon already running (pid {running['pid']})")
         return
     log_path = _log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log_path, "ab") as log:
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the daemon, closed here once it has it
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the daemon's log {log_path}: {exc.strerror or exc}. "
+                                   "Set SKYFLOW_HOME to a folder you can write.") from exc
+    with log:
         process = subprocess.Popen([sys.executable, "-m", "skyflow.cli.daemon.server", "--idle-timeout-s",
                                     str(idle_minutes * 60)], stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True, env=_server_environment())

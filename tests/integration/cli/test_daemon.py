@@ -231,6 +231,13 @@ def test_start_stop_status(env: dict[str, str]) -> None:
     assert skyflow(env, "validate", RLHF).returncode == 0  # no daemon: in its own process
 
 
+def test_a_home_that_cannot_hold_the_log_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    done = skyflow({**env, "SKYFLOW_HOME": str(tmp_path / "a-file" / "home")}, "daemon", "start")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "cannot write the daemon's log" in done.stderr and "Set SKYFLOW_HOME" in done.stderr
+
+
 def test_an_idle_daemon_exits_by_itself(env: dict[str, str]) -> None:
     assert skyflow(env, "daemon", "start", "--idle-timeout", "0.02").returncode == 0  # 1.2 s
     wait_for(lambda: not daemon_state(env)["running"], "the idle daemon to exit")
