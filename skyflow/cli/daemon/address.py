@@ -31,7 +31,7 @@ __all__ = [
 FORWARDED_COMMANDS = frozenset({"plan", "validate", "dag"})
 # `SKYFLOW_DAEMON=off`: every command runs in its own process, even with a daemon up.
 DISABLE_VARIABLE = "SKYFLOW_DAEMON"
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the client says which ending signals it ignores
 _MAX_MESSAGE = 64 << 20
 
 

@@ -53,7 +53,7 @@ def forward(argv: list[str]) -> int | None:
                 sock.connect(daemon_address())
                 if peer_uid(sock) != os.getuid():  # someone else holds the name: tell them nothing
                     return None
-                send_message(sock, _request(argv), fds=[0, 1, 2])
+                send_message(sock, _request(argv, signals), fds=[0, 1, 2])
             except OSError:  # nobody listens, or a standard stream is closed: nothing was started
                 return None
             return _wait(MessageReader(sock), signals)
@@ -61,12 +61,12 @@ def forward(argv: list[str]) -> int | None:
         signals.restore()
 
 
-def _request(argv: list[str]) -> dict[str, Any]:
+def _request(argv: list[str], signals: _SignalRelay) -> dict[str, Any]:
     umask = os.umask(0o022)
     os.umask(umask)
     return {"kind": "command", "protocol": PROTOCOL, "identity": daemon_identity(), "argv": argv,
             "argv0": sys.argv[0], "path0": sys.path[0] if sys.path else "", "cwd": os.getcwd(),
-            "env": dict(os.environ), "umask": umask,
+            "env": dict(os.environ), "umask": umask, "ignored_signals": signals.ignored,
             "streams": [_stream(sys.stdin), _stream(sys.stdout), _stream(sys.stderr)]}
 
 
@@ -94,18 +94,21 @@ def _wait(messages: MessageReader, signals: _SignalRelay) -> int | None:
 
 
 class _SignalRelay:
-    """Ctrl-C and the other ending signals, passed on to the daemon's fork once it has said its pid, and
-    kept until then. Restored at the end; one that came while nothing had started is raised here again,
-    so that this process ends as it would have (KeyboardInterrupt for Ctrl-C) instead of running the
-    command itself."""
+    """Ctrl-C and the other ending signals that this process does not ignore, passed on to the daemon's
+    fork once it has said its pid, and kept until then. Restored at the end; one that came while nothing
+    had started is raised here again, so that this process ends as it would have (KeyboardInterrupt for
+    Ctrl-C) instead of running the command itself."""
 
     def __init__(self) -> None:
         import signal
 
         self.pid: int | None = None
         self._pending: list[int] = []
-        self._previous = {signum: signal.signal(signum, self._handle)
-                          for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+        ending = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+        # Those this process ignores (a background job's Ctrl-C) the fork ignores too, and none is relayed.
+        self.ignored = [int(signum) for signum in ending if signal.getsignal(signum) == signal.SIG_IGN]
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in ending
+                          if signum not in self.ignored}
 
     def started(self, pid: int) -> None:
         self.pid = pid

@@ -258,9 +258,10 @@ def _run_command(listener: socket.socket, conn: socket.socket, request: dict[str
 
 
 def _become_client(request: dict[str, Any], fds: list[int]) -> None:
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    ignored = set(request["ignored_signals"])  # as the client's process started: a background job ignores Ctrl-C
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, signal.SIG_IGN if signum in ignored else default)
     os.chdir(request["cwd"])
     os.umask(int(request["umask"]))
     os.environ.clear()

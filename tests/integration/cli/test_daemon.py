@@ -152,13 +152,20 @@ def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> N
     assert daemon_state(daemon)["served"] == 1
 
 
+def _with_ctrl_c(disposition: Any) -> Any:
+    """A preexec_fn: the command starts with SIGINT as a terminal's foreground job has it (SIG_DFL) or as
+    a background job of a non-interactive shell does (SIG_IGN), whatever the suite itself inherited."""
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
 def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_path: Path) -> None:
     fifo = tmp_path / "pipeline.yaml"
     os.mkfifo(fifo)  # the command waits in its read of the pipeline until interrupted
     results = []
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
         client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=_with_ctrl_c(signal.SIG_DFL))
         writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=_WAIT_S)
@@ -168,6 +175,26 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
     assert results[0][0] == 130 and "Aborted." in results[0][2]
     state = daemon_state(daemon)
     assert state["served"] == 1 and state["commands"] == []
+
+
+def test_a_command_that_ignores_ctrl_c_ignores_it_in_the_daemon_too(daemon: dict[str, str], tmp_path: Path) -> None:
+    fifo = tmp_path / "pipeline.yaml"
+    os.mkfifo(fifo)
+    results = []
+    for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
+        client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=_with_ctrl_c(signal.SIG_IGN))
+        writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
+        commands = daemon_state(daemon)["commands"]
+        reader = commands[0]["pid"] if "SKYFLOW_DAEMON" not in env else client.pid
+        os.kill(reader, signal.SIGINT)  # to the process that reads: the fork itself when served
+        os.write(writer, Path(RLHF).read_bytes())
+        os.close(writer)
+        out, err = client.communicate(timeout=_WAIT_S)
+        results.append((client.returncode, out, err))
+    assert results[0] == results[1]
+    assert results[0][0] == 0 and "rlhf" in results[0][1]
 
 
 def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> None:

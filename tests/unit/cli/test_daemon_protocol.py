@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,22 @@ def test_a_command_whose_fork_died_ends_with_status_1_and_says_how_to_go_on(
     assert "SKYFLOW_DAEMON=off" in capsys.readouterr().err
 
 
-def test_a_signal_before_the_fork_said_its_pid_reaches_it_once_it_has() -> None:
+@pytest.fixture
+def ending_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP as a process at a terminal has them, whatever the suite inherited (a
+    background job of a non-interactive shell ignores SIGINT); put back after."""
+    import signal
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_signal_before_the_fork_said_its_pid_reaches_it_once_it_has(ending_signals: None) -> None:
     import signal
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -157,10 +173,24 @@ def test_a_signal_before_the_fork_said_its_pid_reaches_it_once_it_has() -> None:
         child.kill()
 
 
-def test_a_ctrl_c_while_nothing_started_ends_this_process_as_an_interrupt() -> None:
+def test_a_ctrl_c_while_nothing_started_ends_this_process_as_an_interrupt(ending_signals: None) -> None:
     import signal
 
     signals = _SignalRelay()
     os.kill(os.getpid(), signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         signals.restore()
+
+
+def test_an_ignored_signal_is_neither_relayed_nor_taken_over(ending_signals: None) -> None:
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signals = _SignalRelay()
+    try:
+        assert signals.ignored == [signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) != signal.default_int_handler  # relayed
+    finally:
+        signals.restore()
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
