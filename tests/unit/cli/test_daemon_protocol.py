@@ -146,14 +146,14 @@ def test_a_command_whose_fork_died_ends_with_status_1_and_says_how_to_go_on(
 
 @pytest.fixture
 def ending_signals() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP as a process at a terminal has them, whatever the suite inherited (a
-    background job of a non-interactive shell ignores SIGINT); put back after."""
+    """The ending signals as a process at a terminal has them, whatever the suite inherited (a background
+    job of a non-interactive shell ignores SIGINT and SIGQUIT); put back after."""
     import signal
 
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    ending = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    saved = {signum: signal.getsignal(signum) for signum in ending}
+    for signum in ending:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
