@@ -152,10 +152,14 @@ def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> N
     assert daemon_state(daemon)["served"] == 1
 
 
-def _with_ctrl_c(disposition: Any) -> Any:
-    """A preexec_fn: the command starts with SIGINT as a terminal's foreground job has it (SIG_DFL) or as
-    a background job of a non-interactive shell does (SIG_IGN), whatever the suite itself inherited."""
-    return lambda: signal.signal(signal.SIGINT, disposition)
+def _validate_waiting(fifo: Path, env: dict[str, str], ctrl_c: Any) -> tuple[subprocess.Popen[str], int]:
+    """`skyflow validate FIFO` started with SIGINT as a terminal's foreground job has it (SIG_DFL) or as a
+    background job of a non-interactive shell does (SIG_IGN), whatever the suite inherited; returned once
+    the command has opened the pipeline, with the pipeline's writing end."""
+    client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
+    return client, wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
 
 
 def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_path: Path) -> None:
@@ -163,10 +167,7 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
     os.mkfifo(fifo)  # the command waits in its read of the pipeline until interrupted
     results = []
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
-        client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=_with_ctrl_c(signal.SIG_DFL))
-        writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
+        client, writer = _validate_waiting(fifo, env, signal.SIG_DFL)
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=_WAIT_S)
         os.close(writer)
@@ -182,13 +183,9 @@ def test_a_command_that_ignores_ctrl_c_ignores_it_in_the_daemon_too(daemon: dict
     os.mkfifo(fifo)
     results = []
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
-        client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=_with_ctrl_c(signal.SIG_IGN))
-        writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
-        commands = daemon_state(daemon)["commands"]
-        reader = commands[0]["pid"] if "SKYFLOW_DAEMON" not in env else client.pid
-        os.kill(reader, signal.SIGINT)  # to the process that reads: the fork itself when served
+        client, writer = _validate_waiting(fifo, env, signal.SIG_IGN)
+        served = "SKYFLOW_DAEMON" not in env
+        os.kill(daemon_state(daemon)["commands"][0]["pid"] if served else client.pid, signal.SIGINT)  # the reader
         os.write(writer, Path(RLHF).read_bytes())
         os.close(writer)
         out, err = client.communicate(timeout=_WAIT_S)
