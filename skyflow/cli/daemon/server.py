@@ -117,7 +117,8 @@ def code_fingerprint(package: str) -> str:
             except OSError:
                 continue
             digest.update(f"{os.path.relpath(path, package)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    for installed in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+    paths = sysconfig.get_paths()
+    for installed in {paths["purelib"], paths["platlib"]}:
         with contextlib.suppress(OSError):
             digest.update(f"{installed}\0{os.stat(installed).st_mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -145,11 +146,17 @@ def _load_default_catalog() -> None:
     """The catalog a plan without --catalog reads here (the shipped one, $SKYFLOW_CATALOG_DIR or SkyPilot's),
     kept for the forks: the catalog layer's cache is keyed by the files' size and time, so a fork whose
     environment names another catalog, or finds this one changed, reads its own."""
+    _load_catalog(None)
+
+
+def _load_catalog(folder: str | None) -> None:
+    """Read a catalog into the catalog layer's own cache, where the forks will find it; one that cannot
+    be read is left to the command that names it, which reports it."""
     from skyflow.catalog.sources import read_catalog
     from skyflow.errors import SkyflowError
 
     with contextlib.suppress(SkyflowError, OSError):
-        read_catalog(None)
+        read_catalog(folder)
 
 
 def _modules_the_commands_load() -> list[str]:
@@ -352,13 +359,9 @@ def _keep_catalog(daemon: _Daemon, folder: str | None) -> None:
     a catalog that changed since."""
     if folder is None or folder in daemon.catalogs or len(daemon.catalogs) >= _KEPT_CATALOGS:
         return
-    from skyflow.catalog.sources import read_catalog
-    from skyflow.errors import SkyflowError
-
     daemon.catalogs.append(folder)
-    with contextlib.suppress(SkyflowError, OSError):
-        read_catalog(folder)
-        gc.freeze()  # shared with the forks, as what was loaded at start
+    _load_catalog(folder)
+    gc.freeze()  # shared with the forks, as what was loaded at start
 
 
 def _idle_too_long(daemon: _Daemon) -> bool:
