@@ -11,6 +11,10 @@ import pytest
 
 STRICT_DIRS = ("tests/integration/", "tests/reliability/", "tests/examples/")
 
+# A `skyflow plan` that a test runs from a terminal (pytest -s) would leave a daemon behind for its
+# SKYFLOW_HOME; the tests of that start it themselves (tests/integration/cli/test_daemon.py).
+os.environ["SKYFLOW_DAEMON"] = "manual"
+
 
 def _register_hypothesis_profiles() -> None:
     """`--hypothesis-profile=mutation` (the mutation pass): a property test that fails stops there, not

@@ -16,22 +16,27 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "DISABLE_VARIABLE",
+    "ALREADY_SERVED_EXIT",
     "FORWARDED_COMMANDS",
+    "MODE_VARIABLE",
     "PROTOCOL",
     "MessageReader",
     "daemon_address",
     "daemon_disabled",
     "daemon_identity",
+    "daemon_mode",
     "peer_uid",
     "send_message",
 ]
 
 # What a daemon runs: commands that read files and print, starting no process or thread of their own.
 FORWARDED_COMMANDS = frozenset({"plan", "validate", "dag"})
-# `SKYFLOW_DAEMON=off`: every command runs in its own process, even with a daemon up.
-DISABLE_VARIABLE = "SKYFLOW_DAEMON"
+# `SKYFLOW_DAEMON`: `auto` (unset, or any other value): a command uses a running daemon, and one that ran
+# without a daemon starts one for the next commands when a terminal is attached; `manual`: a running
+# daemon is used, none is started; `off`: every command runs in its own process, even with a daemon up.
+MODE_VARIABLE = "SKYFLOW_DAEMON"
 PROTOCOL = 2  # 2: the client says which ending signals it ignores
+ALREADY_SERVED_EXIT = 3  # a daemon's exit status when another one holds its address
 _MAX_MESSAGE = 64 << 20
 
 
@@ -52,9 +57,17 @@ def daemon_address(environ: Mapping[str, str] | None = None) -> str:
     return f"\0skyflow-daemon-{os.getuid()}-{zlib.crc32(identity):08x}{zlib.adler32(identity):08x}"
 
 
-def daemon_disabled(environ: Mapping[str, str] | None = None) -> bool:
+def daemon_mode(environ: Mapping[str, str] | None = None) -> str:
+    """`off`, `manual` or `auto`, from SKYFLOW_DAEMON (see MODE_VARIABLE)."""
     env = os.environ if environ is None else environ
-    return env.get(DISABLE_VARIABLE, "").strip().lower() in ("off", "0", "no", "false")
+    value = env.get(MODE_VARIABLE, "").strip().lower()
+    if value in ("off", "0", "no", "false"):
+        return "off"
+    return "manual" if value == "manual" else "auto"
+
+
+def daemon_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    return daemon_mode(environ) == "off"
 
 
 def peer_uid(sock: Any) -> int:

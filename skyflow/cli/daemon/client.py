@@ -1,6 +1,7 @@
 """The `skyflow` entry point: a command that a running daemon serves goes to it, with this process's
 standard streams, working folder, environment, umask and argv, and this process waits for its exit
-status; anything else (no daemon, another command, `SKYFLOW_DAEMON=off`) runs here as always."""
+status; anything else (no daemon, another command, `SKYFLOW_DAEMON=off`) runs here as always, and a
+served command that ran here with no daemon up may start one for the next (launch.py)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,29 @@ def main() -> None:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
     if code is None:
-        from skyflow.cli.main import entry
-
-        entry()
+        _run_here(sys.argv[1:])
         return
     sys.exit(code)
+
+
+def _run_here(argv: list[str]) -> None:
+    """The command in this process; then, where it was one a daemon serves, a daemon for the next ones
+    (launch.start_for_next_commands decides). Not after an interrupt."""
+    from skyflow.cli.main import entry
+
+    try:
+        entry()
+    except SystemExit:
+        _start_for_next_commands(argv)
+        raise
+    _start_for_next_commands(argv)
+
+
+def _start_for_next_commands(argv: list[str]) -> None:
+    if argv and argv[0] in FORWARDED_COMMANDS:  # no import for the others
+        from skyflow.cli.daemon.launch import start_for_next_commands
+
+        start_for_next_commands(argv)
 
 
 def forward(argv: list[str]) -> int | None:

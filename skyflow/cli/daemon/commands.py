@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,11 +12,18 @@ from typing import Any
 
 import click
 
-from skyflow.cli.daemon.address import FORWARDED_COMMANDS, MessageReader, daemon_address, peer_uid, send_message
+from skyflow.cli.daemon.address import (
+    ALREADY_SERVED_EXIT,
+    FORWARDED_COMMANDS,
+    MessageReader,
+    daemon_address,
+    peer_uid,
+    send_message,
+)
+from skyflow.cli.daemon.launch import DEFAULT_IDLE_TIMEOUT_MIN, daemon_log_path, launch_daemon
 
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 10.0
-_THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @click.group()
@@ -27,8 +33,10 @@ def daemon() -> None:
     While a daemon runs (one per user, Python environment, skyflow install and SKYFLOW_HOME), those
     commands run in a fork of it, with your terminal, folder, environment and umask; their output
     and exit status are what a new process would give. It stops by itself when skyflow's files or
-    the installed packages change, and after --idle-timeout minutes without a command.
-    SKYFLOW_DAEMON=off runs every command in its own process. Linux only.
+    the installed packages change, and after --idle-timeout minutes without a command. One of those
+    commands run at a terminal with no daemon up starts one for the next (SKYFLOW_DAEMON=auto, the
+    default); SKYFLOW_DAEMON=manual starts none, SKYFLOW_DAEMON=off runs every command in its own
+    process. Linux only.
 
     \b
     skyflow daemon start
@@ -38,8 +46,8 @@ def daemon() -> None:
 
 
 @daemon.command()
-@click.option("--idle-timeout", "idle_minutes", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Minutes without a command before the daemon exits; 0: never.")
+@click.option("--idle-timeout", "idle_minutes", type=click.FloatRange(min=0), default=DEFAULT_IDLE_TIMEOUT_MIN,
+              show_default=True, help="Minutes without a command before the daemon exits; 0: never.")
 def start(idle_minutes: float) -> None:
     """Start the daemon in the background (nothing to do when one runs).
 
@@ -52,17 +60,12 @@ def start(idle_minutes: float) -> None:
     if running is not None:
         click.echo(f"skyflow daemon already running (pid {running['pid']})")
         return
-    log_path = _log_path()
+    log_path = daemon_log_path()
     try:
-        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the daemon, closed here once it has it
+        process = launch_daemon(idle_minutes)
     except OSError as exc:
         raise click.ClickException(f"cannot write the daemon's log {log_path}: {exc.strerror or exc}. "
                                    "Set SKYFLOW_HOME to a folder you can write.") from exc
-    with log:
-        process = subprocess.Popen([sys.executable, "-m", "skyflow.cli.daemon.server", "--idle-timeout-s",
-                                    str(idle_minutes * 60)], stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True, env=_server_environment())
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         status = query_daemon()
@@ -70,7 +73,8 @@ def start(idle_minutes: float) -> None:
             click.echo(f"skyflow daemon started (pid {status['pid']}, {status['modules']} modules loaded): "
                        f"{', '.join(sorted(FORWARDED_COMMANDS))} run in it. Log: {log_path}")
             return
-        if process.poll() is not None:
+        # One that found another daemon loading (started by a command) exits; that one answers soon.
+        if process.poll() not in (None, ALREADY_SERVED_EXIT):
             break
         time.sleep(0.05)
     raise click.ClickException(f"the daemon did not start; its log, {log_path}, ends with:\n{_tail(log_path)}")
@@ -140,23 +144,10 @@ def _ask(request: dict[str, Any]) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-def _server_environment() -> dict[str, str]:
-    """The daemon's own environment: one thread, so that it forks safely. BLAS libraries start their
-    thread pools at import unless told otherwise; each command gets its client's environment anyway."""
-    return {**os.environ, **{name: "1" for name in _THREAD_POOL_VARIABLES}}
-
-
 def _require_linux() -> None:
     if not sys.platform.startswith("linux") or not hasattr(socket, "send_fds"):
         raise click.ClickException(f"the skyflow daemon runs on Linux only (this is {sys.platform}); "
                                    "commands run in their own process here")
-
-
-def _log_path() -> Path:
-    from skyflow.home import skyflow_home
-
-    key = daemon_address().rsplit("-", 1)[-1]  # one log per daemon
-    return skyflow_home() / "daemon" / f"{key}.log"
 
 
 def _tail(path: Path, lines: int = 20) -> str:

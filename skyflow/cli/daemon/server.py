@@ -24,7 +24,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from skyflow.cli.daemon.address import PROTOCOL, MessageReader, daemon_address, daemon_identity, peer_uid, send_message
+from skyflow.cli.daemon.address import (
+    ALREADY_SERVED_EXIT,
+    PROTOCOL,
+    MessageReader,
+    daemon_address,
+    daemon_identity,
+    peer_uid,
+    send_message,
+)
 
 __all__ = ["code_fingerprint", "main", "serve"]
 
@@ -69,17 +77,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def serve(idle_timeout_s: float) -> int:
+    # The address is this daemon's from here on, but a command that connects before it listens is
+    # refused and runs in its own process, instead of waiting for the loading below.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(daemon_address())
     except OSError:
         _log("a daemon already serves this installation and home; this one exits")
-        return 1
-    listener.listen(64)
+        return ALREADY_SERVED_EXIT
     identity = daemon_identity()
     daemon = _Daemon(listener, identity, code_fingerprint(identity[0]), idle_timeout_s)
     daemon.modules = _preload()
     os.chdir("/")  # hold no user folder busy
+    listener.listen(64)
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(daemon, "stopping", True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     listener.settimeout(_POLL_S)

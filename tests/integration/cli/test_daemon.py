@@ -1,11 +1,14 @@
 """`skyflow daemon`: commands answered by a real daemon process give what a process of their own gives
 (output, errors, exit status, signals), in the client's folder, environment and streams; a daemon whose
-code changed stops serving. Each test has its own SKYFLOW_HOME, hence its own daemon."""
+code changed stops serving; a command run at a terminal with none up starts one for the next. Each test
+has its own SKYFLOW_HOME, hence its own daemon."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from skyflow.cli.daemon.address import ALREADY_SERVED_EXIT, daemon_address
 from tests.integration.runner.test_cli_json import _schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -60,8 +64,8 @@ def wait_for(check: Any, what: str) -> Any:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    environ = {k: v for k, v in os.environ.items() if k != "SKYFLOW_DAEMON"}
-    environ["SKYFLOW_HOME"] = str(tmp_path / "home")
+    # `manual`: commands use the test's daemon and start none (the tests of that set `auto` themselves)
+    environ = {**os.environ, "SKYFLOW_DAEMON": "manual", "SKYFLOW_HOME": str(tmp_path / "home")}
     yield environ
     state = daemon_state(environ)
     if state["running"]:
@@ -184,7 +188,7 @@ def test_a_command_that_ignores_ctrl_c_ignores_it_in_the_daemon_too(daemon: dict
     results = []
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
         client, writer = _validate_waiting(fifo, env, signal.SIG_IGN)
-        served = "SKYFLOW_DAEMON" not in env
+        served = env["SKYFLOW_DAEMON"] != "off"
         os.kill(daemon_state(daemon)["commands"][0]["pid"] if served else client.pid, signal.SIGINT)  # the reader
         os.write(writer, Path(RLHF).read_bytes())
         os.close(writer)
@@ -266,3 +270,76 @@ def test_an_idle_daemon_exits_by_itself(env: dict[str, str]) -> None:
     assert skyflow(env, "daemon", "start", "--idle-timeout", "0.02").returncode == 0  # 1.2 s
     wait_for(lambda: not daemon_state(env)["running"], "the idle daemon to exit")
     assert "idle timeout reached" in daemon_log(env)
+
+
+def on_a_terminal(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """The command as a person at a terminal runs it: standard input and error on a pseudo-terminal,
+    the output piped (`skyflow plan | less`). Its status, output, and what reached the terminal."""
+    terminal, side = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "skyflow", *args], env=env, cwd=REPO_ROOT, stdin=side,
+                              stdout=subprocess.PIPE, stderr=side, text=True, timeout=_WAIT_S)
+    finally:
+        os.close(side)
+    shown = b""
+    try:
+        while select.select([terminal], [], [], 0)[0] and (chunk := os.read(terminal, 4096)):
+            shown += chunk
+    except OSError:  # EIO: every end of the terminal's other side is closed, and all was read
+        pass
+    finally:
+        os.close(terminal)
+    return done.returncode, done.stdout, shown.decode()
+
+
+def test_a_command_at_a_terminal_starts_a_daemon_for_the_next_ones(env: dict[str, str]) -> None:
+    auto = {**env, "SKYFLOW_DAEMON": "auto"}
+    alone = skyflow({**env, "SKYFLOW_DAEMON": "off"}, "validate", RLHF)
+    code, out, shown = on_a_terminal(auto, "validate", RLHF)
+    assert (code, out) == (0, alone.stdout)  # the first ran in its own process, as before
+    state = wait_for(lambda: (answer := daemon_state(auto))["running"] and answer, "the started daemon to answer")
+    assert f"skyflow: a daemon (pid {state['pid']}) now keeps skyflow loaded" in shown
+    assert state["served"] == 0 and state["idle_timeout_s"] == 3600
+    code, out, shown = on_a_terminal(auto, "validate", RLHF)
+    assert (code, out, shown) == (0, alone.stdout, "")
+    assert daemon_state(auto)["served"] == 1
+
+
+def test_no_daemon_is_started_by_scripts_in_manual_or_off_mode_or_by_other_commands(env: dict[str, str]) -> None:
+    auto = {**env, "SKYFLOW_DAEMON": "auto"}
+    assert skyflow(auto, "validate", RLHF, stdin=subprocess.DEVNULL).returncode == 0  # no terminal: a script
+    assert on_a_terminal({**env, "SKYFLOW_DAEMON": "manual"}, "validate", RLHF)[0] == 0
+    assert on_a_terminal({**env, "SKYFLOW_DAEMON": "off"}, "plan", RLHF)[0] == 0
+    assert on_a_terminal(auto, "--version")[0] == 0
+    # A daemon is launched before the command's process exits, and makes its log first.
+    assert not (Path(env["SKYFLOW_HOME"]) / "daemon").exists()
+    assert daemon_state(env) == {"running": False}
+
+
+def test_while_a_daemon_loads_commands_run_on_their_own_and_a_second_daemon_leaves(env: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    gate = tmp_path / "loaded"  # the daemon's loading is held until the test makes this file
+    held = ("import os, sys, time; import skyflow.cli.daemon.server as server; load = server._preload\n"
+            "def preload():\n    while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n    return load()\n"
+            "server._preload = preload; server.main(['--idle-timeout-s', '600'])")
+    first = subprocess.Popen([sys.executable, "-c", held, str(gate)], env=env, cwd=REPO_ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        name = "@" + daemon_address(env)[1:]  # as /proc/net/unix shows an abstract address
+        wait_for(lambda: name in Path("/proc/net/unix").read_text(), "the first daemon to take its address")
+        done = skyflow(env, "validate", RLHF)  # refused, not kept waiting for the load: runs on its own
+        assert done.returncode == 0 and "rlhf" in done.stdout
+        assert daemon_state(env) == {"running": False}
+        second = subprocess.run([sys.executable, "-m", "skyflow.cli.daemon.server"], env=env, cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=_WAIT_S)
+        assert second.returncode == ALREADY_SERVED_EXIT and "already serves" in second.stderr
+        gate.touch()
+        started = skyflow(env, "daemon", "start")  # while the first loads, or once it answers
+        assert started.returncode == 0, started.stderr
+        state = daemon_state(env)
+        assert state["pid"] == first.pid and state["served"] == 0
+    finally:
+        gate.touch()
+        skyflow(env, "daemon", "stop")
+        first.wait(timeout=_WAIT_S)

@@ -1,0 +1,71 @@
+"""Starting a daemon in the background: by `skyflow daemon start`, and by a served command that ran
+without one (`SKYFLOW_DAEMON=auto`, the default, with a terminal attached)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from skyflow.cli.daemon.address import FORWARDED_COMMANDS, daemon_address, daemon_mode
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT_MIN", "daemon_log_path", "launch_daemon", "start_for_next_commands"]
+
+DEFAULT_IDLE_TIMEOUT_MIN = 60.0
+_THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def launch_daemon(idle_timeout_min: float) -> subprocess.Popen[bytes]:
+    """A daemon process, detached (its own session; no stream or descriptor of this process, so that
+    nobody waiting for this process's output waits for the daemon), logging to daemon_log_path().
+    It answers once loaded; one that finds another daemon at its address exits ALREADY_SERVED_EXIT.
+    Raises OSError when the log cannot be written."""
+    log_path = daemon_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_path, "ab") as log:  # the daemon holds its own copy
+        return subprocess.Popen([sys.executable, "-m", "skyflow.cli.daemon.server", "--idle-timeout-s",
+                                 str(idle_timeout_min * 60)], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=_server_environment())
+
+
+def start_for_next_commands(argv: list[str]) -> None:
+    """After a command a daemon could have served ran in this process: start one for the commands that
+    follow, where SKYFLOW_DAEMON allows (`auto`) and a person is at a terminal; scripts, cron and CI
+    start one with `skyflow daemon start` when they want one. Says so on a terminal; never fails the
+    command (a daemon that cannot start leaves the next commands to run as this one did)."""
+    if (not argv or argv[0] not in FORWARDED_COMMANDS or daemon_mode() != "auto"
+            or not sys.platform.startswith("linux") or not _terminal_attached()):
+        return
+    try:
+        process = launch_daemon(DEFAULT_IDLE_TIMEOUT_MIN)
+    except OSError:
+        return
+    if _isatty(2):
+        print(f"skyflow: a daemon (pid {process.pid}) now keeps skyflow loaded for the next "
+              f"{', '.join(sorted(FORWARDED_COMMANDS))}; it stops after {DEFAULT_IDLE_TIMEOUT_MIN:g} idle "
+              "minutes (`skyflow daemon stop`; SKYFLOW_DAEMON=manual starts none)", file=sys.stderr)
+
+
+def daemon_log_path() -> Path:
+    from skyflow.home import skyflow_home
+
+    key = daemon_address().rsplit("-", 1)[-1]  # one log per daemon
+    return skyflow_home() / "daemon" / f"{key}.log"
+
+
+def _server_environment() -> dict[str, str]:
+    """The daemon's own environment: one thread, so that it forks safely. BLAS libraries start their
+    thread pools at import unless told otherwise; each command gets its client's environment anyway."""
+    return {**os.environ, **{name: "1" for name in _THREAD_POOL_VARIABLES}}
+
+
+def _terminal_attached() -> bool:
+    return any(_isatty(fd) for fd in (0, 1, 2))
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
