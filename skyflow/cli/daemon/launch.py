@@ -14,6 +14,12 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT_MIN", "daemon_log_path", "launch_daemon", "star
 
 DEFAULT_IDLE_TIMEOUT_MIN = 60.0
 _THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The daemon imports the skyflow that launched it, not one in the folder a command ran in (`python -m`
+# would look there first): the folder above this package comes first on its path, unless the path has
+# it already (an install, PYTHONPATH), where it stays in its place.
+_SERVER = ("import os, sys; here = sys.argv.pop(1); "
+           "sys.path[0:1] = [] if here in map(os.path.realpath, sys.path[1:]) else [here]; "
+           "from skyflow.cli.daemon.server import main; main(sys.argv[1:])")
 
 
 def launch_daemon(idle_timeout_min: float) -> subprocess.Popen[bytes]:
@@ -24,9 +30,10 @@ def launch_daemon(idle_timeout_min: float) -> subprocess.Popen[bytes]:
     log_path = daemon_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log_path, "ab") as log:  # the daemon holds its own copy
-        return subprocess.Popen([sys.executable, "-m", "skyflow.cli.daemon.server", "--idle-timeout-s",
+        return subprocess.Popen([sys.executable, "-c", _SERVER, _package_parent(), "--idle-timeout-s",
                                  str(idle_timeout_min * 60)], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=_server_environment())
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
+                                env=_server_environment())
 
 
 def start_for_next_commands(argv: list[str]) -> None:
@@ -52,6 +59,10 @@ def daemon_log_path() -> Path:
 
     key = daemon_address().rsplit("-", 1)[-1]  # one log per daemon
     return skyflow_home() / "daemon" / f"{key}.log"
+
+
+def _package_parent() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
 
 
 def _server_environment() -> dict[str, str]:

@@ -343,3 +343,19 @@ def test_while_a_daemon_loads_commands_run_on_their_own_and_a_second_daemon_leav
         gate.touch()
         skyflow(env, "daemon", "stop")
         first.wait(timeout=_WAIT_S)
+
+
+def test_a_daemon_loads_the_skyflow_that_started_it_not_one_in_the_folder(env: dict[str, str],
+                                                                          tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("skyflow")  # the installed command: no folder on its path
+    decoy = tmp_path / "work"
+    (decoy / "skyflow").mkdir(parents=True)
+    (decoy / "skyflow" / "__init__.py").write_text("raise SystemExit('the decoy skyflow was imported')\n")
+    started = subprocess.run([str(script), "daemon", "start"], env=env, cwd=decoy, capture_output=True,
+                             text=True, timeout=_WAIT_S)
+    assert started.returncode == 0, started.stderr
+    assert daemon_state(env)["package"] == str((REPO_ROOT / "skyflow").resolve())
+    served = subprocess.run([str(script), "validate", RLHF], env=env, cwd=decoy, capture_output=True, text=True,
+                            timeout=_WAIT_S)
+    assert served.returncode == 0 and "rlhf" in served.stdout
+    assert daemon_state(env)["served"] == 1
