@@ -27,13 +27,15 @@ if TYPE_CHECKING:
 
 __all__ = ["forward", "main"]
 
+_INTERRUPTED = 130  # the status of a command that Ctrl-C ended (skyflow.cli.main)
+
 
 def main() -> None:
     try:
         code = forward(sys.argv[1:])
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(_INTERRUPTED)
     if code is None:
         _run_here(sys.argv[1:])
         return
@@ -42,13 +44,14 @@ def main() -> None:
 
 def _run_here(argv: list[str]) -> None:
     """The command in this process; then, where it was one a daemon serves, a daemon for the next ones
-    (launch.start_for_next_commands decides). Not after an interrupt."""
+    (launch.start_for_next_commands decides). Not after an interrupt (Ctrl-C: status 130)."""
     from skyflow.cli.main import entry
 
     try:
         entry()
-    except SystemExit:
-        _start_for_next_commands(argv)
+    except SystemExit as exc:
+        if exc.code != _INTERRUPTED:
+            _start_for_next_commands(argv)
         raise
     _start_for_next_commands(argv)
 

@@ -79,7 +79,8 @@ def test_a_daemon_that_cannot_start_leaves_the_command_as_it_was(monkeypatch: py
     assert len(launches.calls) == 1 and capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("ends", "starts"), [(None, True), (SystemExit(2), True), (KeyboardInterrupt(), False)])
+@pytest.mark.parametrize(("ends", "starts"), [(None, True), (SystemExit(0), True), (SystemExit(2), True),
+                                              (SystemExit(130), False), (KeyboardInterrupt(), False)])
 def test_a_command_run_here_starts_one_after_it_ends_but_not_after_an_interrupt(
         ends: BaseException | None, starts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import skyflow.cli.main
