@@ -119,7 +119,8 @@ class _SignalRelay:
     """Ctrl-C and the other ending signals that this process does not ignore, passed on to the daemon's
     fork once it has said its pid, and kept until then. Restored at the end; one that came while nothing
     had started is raised here again, so that this process ends as it would have (KeyboardInterrupt for
-    Ctrl-C) instead of running the command itself."""
+    Ctrl-C) instead of running the command itself. Ctrl-Z stops the fork with this process, and `fg` or
+    `bg` sets both going again."""
 
     def __init__(self) -> None:
         import signal
@@ -131,6 +132,8 @@ class _SignalRelay:
         self.ignored = [int(signum) for signum in ending if signal.getsignal(signum) == signal.SIG_IGN]
         self._previous = {signum: signal.signal(signum, self._handle) for signum in ending
                           if signum not in self.ignored}
+        if signal.getsignal(signal.SIGTSTP) == signal.SIG_DFL:
+            self._previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
 
     def started(self, pid: int) -> None:
         self.pid = pid
@@ -150,6 +153,17 @@ class _SignalRelay:
             self._pending.append(signum)
         else:
             self._send(signum)
+
+    def _suspend(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self._send(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGTSTP)  # delivered before kill() returns: stopped here until SIGCONT
+        finally:
+            signal.signal(signal.SIGTSTP, self._suspend)
+        self._send(signal.SIGCONT)
 
     def _send(self, signum: int) -> None:
         if self.pid is not None:

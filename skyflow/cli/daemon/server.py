@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -66,6 +67,7 @@ class _Daemon:
     running: dict[int, dict[str, Any]] = field(default_factory=dict)
     catalogs_of: dict[int, str | None] = field(default_factory=dict)  # the catalog folder each fork reads
     catalogs: list[str] = field(default_factory=list)  # the folders loaded here, for the forks
+    clients: dict[int, socket.socket] = field(default_factory=dict)  # each fork's connection, to see its client go
     stopping: bool = False
 
 
@@ -102,9 +104,15 @@ def serve(idle_timeout_s: float) -> int:
         if _idle_too_long(daemon):  # a status query is not a command: it does not keep the daemon up
             _log("idle timeout reached")
             break
+        ready, _, _ = select.select([listener, *daemon.clients.values()], [], [], _POLL_S)
+        for client in ready:
+            if client is not listener:
+                _end_if_client_went(daemon, client)
+        if listener not in ready:
+            continue
         try:
             conn, _ = listener.accept()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             continue
         with conn:
             _answer(daemon, conn)
@@ -249,6 +257,7 @@ def _start_command(daemon: _Daemon, conn: socket.socket, request: dict[str, Any]
         _run_command(daemon.listener, conn, request, fds)
     daemon.served += 1
     daemon.running[pid] = {"pid": pid, "argv": request["argv"], "since": time.time()}
+    daemon.clients[pid] = conn.dup()
     daemon.catalogs_of[pid] = _catalog_folder(request)
 
 
@@ -339,12 +348,41 @@ def _reap(daemon: _Daemon) -> None:
             pid, _status_code = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             daemon.running.clear()
+            for pid in list(daemon.clients):
+                _forget_client(daemon, pid)
             return
         if pid == 0:
             return
         daemon.running.pop(pid, None)
+        _forget_client(daemon, pid)
         _keep_catalog(daemon, daemon.catalogs_of.pop(pid, None))
         daemon.last_active = time.monotonic()
+
+
+def _end_if_client_went(daemon: _Daemon, client: socket.socket) -> None:
+    """A client sends nothing after its request: its connection readable means it ended (killed, or
+    gone after the exit status). A command whose client was killed has nobody to answer: its fork gets
+    the SIGTERM that the client would have passed on. The fork is this process's child until reaped
+    here, so its pid cannot name another process."""
+    try:
+        went = not client.recv(4096, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return
+    except OSError:
+        went = True
+    if not went:
+        return
+    pid = next(pid for pid, conn in daemon.clients.items() if conn is client)
+    _forget_client(daemon, pid)
+    if pid in daemon.running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _forget_client(daemon: _Daemon, pid: int) -> None:
+    client = daemon.clients.pop(pid, None)
+    if client is not None:
+        client.close()
 
 
 def _catalog_folder(request: dict[str, Any]) -> str | None:

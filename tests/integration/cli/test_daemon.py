@@ -359,3 +359,46 @@ def test_a_daemon_loads_the_skyflow_that_started_it_not_one_in_the_folder(env: d
                             timeout=_WAIT_S)
     assert served.returncode == 0 and "rlhf" in served.stdout
     assert daemon_state(env)["served"] == 1
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (R, S, T for stopped, Z), or "" once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def test_ctrl_z_stops_the_served_command_with_its_client_and_fg_sets_both_going(daemon: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    fifo = tmp_path / "pipeline.yaml"
+    os.mkfifo(fifo)
+    client, writer = _validate_waiting(fifo, daemon, signal.SIG_DFL)
+    try:
+        fork = daemon_state(daemon)["commands"][0]["pid"]
+        client.send_signal(signal.SIGTSTP)  # what Ctrl-Z sends the foreground job
+        wait_for(lambda: _process_state(client.pid) == "T" and _process_state(fork) == "T", "both to stop")
+        client.send_signal(signal.SIGCONT)  # what `fg` and `bg` send
+        wait_for(lambda: _process_state(client.pid) != "T" and _process_state(fork) != "T",
+                 "both to go on")
+        os.write(writer, Path(RLHF).read_bytes())
+    finally:
+        os.close(writer)
+    out, err = client.communicate(timeout=_WAIT_S)
+    assert client.returncode == 0 and "rlhf" in out, err
+
+
+def test_a_served_command_whose_client_was_killed_is_ended(daemon: dict[str, str], tmp_path: Path) -> None:
+    fifo = tmp_path / "pipeline.yaml"
+    os.mkfifo(fifo)
+    client, writer = _validate_waiting(fifo, daemon, signal.SIG_DFL)
+    try:
+        fork = daemon_state(daemon)["commands"][0]["pid"]
+        client.kill()  # SIGKILL: the client can pass nothing on
+        client.communicate(timeout=_WAIT_S)
+        wait_for(lambda: daemon_state(daemon)["commands"] == [], "the daemon to end the command")
+        assert _process_state(fork) == ""
+    finally:
+        os.close(writer)
+    assert skyflow(daemon, "validate", RLHF).returncode == 0  # the daemon serves on
+    assert daemon_state(daemon)["served"] == 2
