@@ -65,7 +65,7 @@ def run_skyflow_process(repeats: int) -> dict[str, Any]:
     `repeats` after a warm-up; the two ways alternate run by run, so that drift touches both alike."""
     home = tempfile.mkdtemp(prefix="skyflow-bench-home-")
     alone = {**os.environ, "SKYFLOW_HOME": home, "SKYFLOW_DAEMON": "off"}
-    served = {**alone, "SKYFLOW_DAEMON": "on"}
+    served = {**alone, "SKYFLOW_DAEMON": "manual"}  # the daemon started below, and no other
 
     def once(args: list[str], env: dict[str, str]) -> float:
         t = time.perf_counter()
