@@ -75,7 +75,7 @@ def _template() -> Path | None:
         with schema_lock(path):
             if not _complete(path):
                 _make_template(path)
-    except (OSError, sqlite3.Error) as exc:
+    except Exception as exc:  # also MLflow's and SQLAlchemy's own errors: any failure to make it
         log.debug("lineage: cannot make the store template %s: %s", path, exc)
         return None
     return path if _complete(path) else None
@@ -86,12 +86,16 @@ def _make_template(path: Path) -> None:
 
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="skyflow-store-template-") as artifacts:
-        store = SqlAlchemyStore(f"sqlite:///{partial}", Path(artifacts).as_uri())  # type: ignore[no-untyped-call]
-        store.engine.dispose()
-    with contextlib.closing(sqlite3.connect(partial)) as conn, conn:
-        conn.execute("DELETE FROM experiments WHERE experiment_id = ?", (DEFAULT_EXPERIMENT_ID,))
-    os.replace(partial, path)
+    try:
+        with tempfile.TemporaryDirectory(prefix="skyflow-store-template-") as artifacts:
+            store = SqlAlchemyStore(f"sqlite:///{partial}", Path(artifacts).as_uri())  # type: ignore[no-untyped-call]
+            store.engine.dispose()
+        with contextlib.closing(sqlite3.connect(partial)) as conn, conn:
+            conn.execute("DELETE FROM experiments WHERE experiment_id = ?", (DEFAULT_EXPERIMENT_ID,))
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # half a template is never left for the next process to find
+        raise
 
 
 def _complete(path: Path) -> bool:

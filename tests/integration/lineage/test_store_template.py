@@ -136,3 +136,30 @@ def test_without_a_usable_cache_folder_mlflow_makes_the_tables_itself(
     assert not template().exists()
     assert schema(tmp_path / "mlflow.db") == schema(made)
     assert client.get_experiment("0").name == "Default"
+
+
+def test_a_template_that_mlflow_fails_to_make_leaves_nothing_and_mlflow_makes_the_tables_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error of MLflow's or SQLAlchemy's own while making the template (here: the cache folder's
+    file system failing sqlite once MLflow has begun writing, injected there) is not the run's error,
+    and leaves no half-made template behind."""
+    import sqlalchemy.exc
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    real_init = SqlAlchemyStore.__init__
+
+    def failing_in_the_cache(self: SqlAlchemyStore, db_uri: str, *args: object, **kwargs: object) -> None:
+        real_init(self, db_uri, *args, **kwargs)
+        if str(tmp_path / "cache") in db_uri:
+            self.engine.dispose()
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", failing_in_the_cache)
+    made = tmp_path / "made.db"
+    migrated_by_mlflow(made, tmp_path / "mlruns")
+    client = open_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    assert not template().exists()
+    assert not [path for path in template().parent.iterdir() if path.name.endswith(".partial")]
+    assert schema(tmp_path / "mlflow.db") == schema(made)
+    assert client.get_experiment("0").name == "Default"
