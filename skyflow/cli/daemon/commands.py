@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,23 +62,34 @@ def start(idle_minutes: float) -> None:
         click.echo(f"skyflow daemon already running (pid {running['pid']})")
         return
     log_path = daemon_log_path()
-    try:
-        process = launch_daemon(idle_minutes)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the daemon's log {log_path}: {exc.strerror or exc}. "
-                                   "Set SKYFLOW_HOME to a folder you can write.") from exc
+    process = None
+    if not daemon_loading():  # else one a command started is loading: wait for it
+        try:
+            process = launch_daemon(idle_minutes)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the daemon's log {log_path}: {exc.strerror or exc}. "
+                                       "Set SKYFLOW_HOME to a folder you can write.") from exc
+    status = _wait_for_daemon(process)
+    if status is None:
+        raise click.ClickException(f"the daemon did not start; its log, {log_path}, ends with:\n"
+                                   f"{_tail(log_path)}")
+    click.echo(f"skyflow daemon started (pid {status['pid']}, {status['modules']} modules loaded): "
+               f"{', '.join(sorted(FORWARDED_COMMANDS))} run in it. Log: {log_path}")
+
+
+def _wait_for_daemon(process: subprocess.Popen[bytes] | None) -> dict[str, Any] | None:
+    """The state of the daemon once it answers; None when ``process`` (the one launched, if any) ended
+    first, or none answered in time. One that found another daemon at the address exits, and that one
+    answers once loaded."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         status = query_daemon()
         if status is not None:
-            click.echo(f"skyflow daemon started (pid {status['pid']}, {status['modules']} modules loaded): "
-                       f"{', '.join(sorted(FORWARDED_COMMANDS))} run in it. Log: {log_path}")
-            return
-        # One that found another daemon loading (started by a command) exits; that one answers soon.
-        if process.poll() not in (None, ALREADY_SERVED_EXIT):
-            break
+            return status
+        if process is not None and process.poll() not in (None, ALREADY_SERVED_EXIT):
+            return None
         time.sleep(0.05)
-    raise click.ClickException(f"the daemon did not start; its log, {log_path}, ends with:\n{_tail(log_path)}")
+    return None
 
 
 @daemon.command()
@@ -88,6 +100,8 @@ def stop() -> None:
     skyflow daemon stop
     """
     _require_linux()
+    if daemon_loading():  # it cannot hear yet: stopped once it answers
+        _wait_for_daemon(None)
     answer = _ask({"kind": "stop"})
     if answer is None:
         click.echo("no skyflow daemon is running")
@@ -109,8 +123,12 @@ def status(as_json: bool) -> None:
     """
     _require_linux()
     state = query_daemon()
+    loading = state is None and daemon_loading()
     if as_json:
-        click.echo(json.dumps({"running": state is not None, **(state or {})}))
+        click.echo(json.dumps({"running": state is not None, **({"loading": True} if loading else {}),
+                               **(state or {})}))
+    elif loading:
+        click.echo("a skyflow daemon is loading; it answers in a moment")
     elif state is None:
         click.echo("no skyflow daemon is running; `skyflow daemon start` starts one")
     else:
@@ -127,6 +145,18 @@ def status(as_json: bool) -> None:
 def query_daemon() -> dict[str, Any] | None:
     """The running daemon's state, or None when none answers."""
     return _ask({"kind": "status"})
+
+
+def daemon_loading() -> bool:
+    """Whether a daemon holds its address but does not listen yet: it is loading (Linux lists each
+    socket in /proc/net/unix; flag 0x10000 is a listening one)."""
+    name = "@" + daemon_address()[1:]
+    try:
+        with open("/proc/net/unix") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return False
+    return any(len(row) >= 8 and row[7] == name and not int(row[3], 16) & 0x10000 for row in rows)
 
 
 def _ask(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -157,4 +187,4 @@ def _tail(path: Path, lines: int = 20) -> str:
         return f"(unreadable: {exc})"
 
 
-__all__ = ["daemon", "query_daemon"]
+__all__ = ["daemon", "daemon_loading", "query_daemon"]

@@ -92,6 +92,7 @@ def serve(idle_timeout_s: float) -> int:
     daemon.modules = _preload()
     os.chdir("/")  # hold no user folder busy
     listener.listen(64)
+    daemon.last_active = time.monotonic()  # idle from now: the loading is not idle time
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(daemon, "stopping", True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     listener.settimeout(_POLL_S)

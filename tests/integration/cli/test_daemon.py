@@ -267,7 +267,7 @@ def test_a_home_that_cannot_hold_the_log_is_a_clear_error(env: dict[str, str], t
 
 
 def test_an_idle_daemon_exits_by_itself(env: dict[str, str]) -> None:
-    assert skyflow(env, "daemon", "start", "--idle-timeout", "0.02").returncode == 0  # 1.2 s
+    assert skyflow(env, "daemon", "start", "--idle-timeout", "0.05").returncode == 0  # 3 s, from when it answers
     wait_for(lambda: not daemon_state(env)["running"], "the idle daemon to exit")
     assert "idle timeout reached" in daemon_log(env)
 
@@ -316,29 +316,58 @@ def test_no_daemon_is_started_by_scripts_in_manual_or_off_mode_or_by_other_comma
     assert daemon_state(env) == {"running": False}
 
 
-def test_while_a_daemon_loads_commands_run_on_their_own_and_a_second_daemon_leaves(env: dict[str, str],
-                                                                                tmp_path: Path) -> None:
-    gate = tmp_path / "loaded"  # the daemon's loading is held until the test makes this file
+def _held_daemon(env: dict[str, str], gate: Path) -> subprocess.Popen[bytes]:
+    """A daemon whose loading is held until the test makes the file ``gate``; returned once it has
+    taken its address (bound, not listening: what a loading daemon looks like)."""
     held = ("import os, sys, time; import skyflow.cli.daemon.server as server; load = server._preload\n"
             "def preload():\n    while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n    return load()\n"
             "server._preload = preload; server.main(['--idle-timeout-s', '600'])")
-    first = subprocess.Popen([sys.executable, "-c", held, str(gate)], env=env, cwd=REPO_ROOT,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    daemon = subprocess.Popen([sys.executable, "-c", held, str(gate)], env=env, cwd=REPO_ROOT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    name = "@" + daemon_address(env)[1:]  # as /proc/net/unix shows an abstract address
+    wait_for(lambda: name in Path("/proc/net/unix").read_text(), "the daemon to take its address")
+    return daemon
+
+
+def _in_background(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "skyflow", *args], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_while_a_daemon_loads_commands_run_on_their_own_and_stop_waits_to_stop_it(env: dict[str, str],
+                                                                                  tmp_path: Path) -> None:
+    gate = tmp_path / "loaded"
+    first = _held_daemon(env, gate)
     try:
-        name = "@" + daemon_address(env)[1:]  # as /proc/net/unix shows an abstract address
-        wait_for(lambda: name in Path("/proc/net/unix").read_text(), "the first daemon to take its address")
         done = skyflow(env, "validate", RLHF)  # refused, not kept waiting for the load: runs on its own
         assert done.returncode == 0 and "rlhf" in done.stdout
-        assert daemon_state(env) == {"running": False}
+        assert daemon_state(env) == {"running": False, "loading": True}
+        assert "a skyflow daemon is loading" in skyflow(env, "daemon", "status").stdout
         second = subprocess.run([sys.executable, "-m", "skyflow.cli.daemon.server"], env=env, cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=_WAIT_S)
         assert second.returncode == ALREADY_SERVED_EXIT and "already serves" in second.stderr
+        stopping = _in_background(env, "daemon", "stop")  # it cannot hear yet: waits until it can
         gate.touch()
-        started = skyflow(env, "daemon", "start")  # while the first loads, or once it answers
-        assert started.returncode == 0, started.stderr
-        state = daemon_state(env)
-        assert state["pid"] == first.pid and state["served"] == 0
+        out, err = stopping.communicate(timeout=_WAIT_S)
+        assert stopping.returncode == 0 and f"skyflow daemon stopped (pid {first.pid})" in out, err
+        assert first.wait(timeout=_WAIT_S) == 0
+        assert daemon_state(env) == {"running": False}
+    finally:
+        gate.touch()
+        first.kill()
+
+
+def test_start_waits_for_a_daemon_that_is_loading_instead_of_starting_another(env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    gate = tmp_path / "loaded"
+    first = _held_daemon(env, gate)
+    try:
+        starting = _in_background(env, "daemon", "start")
+        gate.touch()
+        out, err = starting.communicate(timeout=_WAIT_S)
+        assert starting.returncode == 0 and f"skyflow daemon started (pid {first.pid}," in out, err
+        assert daemon_log(env) == ""  # no daemon of its own launched (launched ones log here)
     finally:
         gate.touch()
         skyflow(env, "daemon", "stop")
