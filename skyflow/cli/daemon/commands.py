@@ -21,7 +21,7 @@ from skyflow.cli.daemon.address import (
     peer_uid,
     send_message,
 )
-from skyflow.cli.daemon.launch import DEFAULT_IDLE_TIMEOUT_MIN, daemon_log_path, launch_daemon
+from skyflow.cli.daemon.launch import DEFAULT_IDLE_TIMEOUT_MIN, daemon_log_path, daemon_socket_state, launch_daemon
 
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 10.0
@@ -63,7 +63,7 @@ def start(idle_minutes: float) -> None:
         return
     log_path = daemon_log_path()
     process = None
-    if not daemon_loading():  # else one a command started is loading: wait for it
+    if daemon_socket_state() != "loading":  # else one a command started is loading: wait for it
         try:
             process = launch_daemon(idle_minutes)
         except OSError as exc:
@@ -100,7 +100,7 @@ def stop() -> None:
     skyflow daemon stop
     """
     _require_linux()
-    if daemon_loading():  # it cannot hear yet: stopped once it answers
+    if daemon_socket_state() == "loading":  # it cannot hear yet: stopped once it answers
         _wait_for_daemon(None)
     answer = _ask({"kind": "stop"})
     if answer is None:
@@ -123,7 +123,7 @@ def status(as_json: bool) -> None:
     """
     _require_linux()
     state = query_daemon()
-    loading = state is None and daemon_loading()
+    loading = state is None and daemon_socket_state() == "loading"
     if as_json:
         click.echo(json.dumps({"running": state is not None, **({"loading": True} if loading else {}),
                                **(state or {})}))
@@ -145,18 +145,6 @@ def status(as_json: bool) -> None:
 def query_daemon() -> dict[str, Any] | None:
     """The running daemon's state, or None when none answers."""
     return _ask({"kind": "status"})
-
-
-def daemon_loading() -> bool:
-    """Whether a daemon holds its address but does not listen yet: it is loading (Linux lists each
-    socket in /proc/net/unix; flag 0x10000 is a listening one)."""
-    name = "@" + daemon_address()[1:]
-    try:
-        with open("/proc/net/unix") as table:
-            rows = [line.split() for line in table.readlines()[1:]]
-    except OSError:
-        return False
-    return any(len(row) >= 8 and row[7] == name and not int(row[3], 16) & 0x10000 for row in rows)
 
 
 def _ask(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -187,4 +175,4 @@ def _tail(path: Path, lines: int = 20) -> str:
         return f"(unreadable: {exc})"
 
 
-__all__ = ["daemon", "daemon_loading", "query_daemon"]
+__all__ = ["daemon", "query_daemon"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from skyflow.cli.daemon.address import FORWARDED_COMMANDS, daemon_address, daemon_mode
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT_MIN", "daemon_log_path", "launch_daemon", "start_for_next_commands"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT_MIN", "daemon_log_path", "daemon_socket_state", "launch_daemon",
+           "start_for_next_commands"]
 
 DEFAULT_IDLE_TIMEOUT_MIN = 60.0
 _THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -44,6 +45,8 @@ def start_for_next_commands(argv: list[str]) -> None:
     if (not argv or argv[0] not in FORWARDED_COMMANDS or daemon_mode() != "auto"
             or not sys.platform.startswith("linux") or not _terminal_attached()):
         return
+    if daemon_socket_state() is not None:  # one is loading, or declined this command and serves on
+        return
     try:
         process = launch_daemon(DEFAULT_IDLE_TIMEOUT_MIN)
     except OSError:
@@ -52,6 +55,22 @@ def start_for_next_commands(argv: list[str]) -> None:
         print(f"skyflow: a daemon (pid {process.pid}) now keeps skyflow loaded for the next "
               f"{', '.join(sorted(FORWARDED_COMMANDS))}; it stops after {DEFAULT_IDLE_TIMEOUT_MIN:g} idle "
               "minutes (`skyflow daemon stop`; SKYFLOW_DAEMON=manual starts none)", file=sys.stderr)
+
+
+def daemon_socket_state() -> str | None:
+    """"listening" (a daemon serves), "loading" (one holds the address and does not listen yet), or None
+    (none): Linux lists each socket in /proc/net/unix, abstract names with "@", flag 0x10000 on a
+    listening one."""
+    name = "@" + daemon_address()[1:]
+    try:
+        with open("/proc/net/unix") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return None
+    for row in rows:
+        if len(row) >= 8 and row[7] == name:
+            return "listening" if int(row[3], 16) & 0x10000 else "loading"
+    return None
 
 
 def daemon_log_path() -> Path:

@@ -343,6 +343,8 @@ def test_while_a_daemon_loads_commands_run_on_their_own_and_stop_waits_to_stop_i
         done = skyflow(env, "validate", RLHF)  # refused, not kept waiting for the load: runs on its own
         assert done.returncode == 0 and "rlhf" in done.stdout
         assert daemon_state(env) == {"running": False, "loading": True}
+        assert on_a_terminal({**env, "SKYFLOW_DAEMON": "auto"}, "validate", RLHF)[0] == 0
+        assert daemon_log(env) == ""  # it started no second daemon (a launched one logs there)
         assert "a skyflow daemon is loading" in skyflow(env, "daemon", "status").stdout
         second = subprocess.run([sys.executable, "-m", "skyflow.cli.daemon.server"], env=env, cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=_WAIT_S)

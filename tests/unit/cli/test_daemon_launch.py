@@ -24,11 +24,13 @@ def test_the_modes_of_skyflow_daemon(value: str | None, mode: str) -> None:
 
 
 class _Launches:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, terminal: bool = True, fails: bool = False) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, terminal: bool = True, fails: bool = False,
+                 socket_state: str | None = None) -> None:
         self.calls: list[float] = []
         self.fails = fails
         monkeypatch.setattr(launch, "launch_daemon", self)
         monkeypatch.setattr(launch, "_isatty", lambda fd: terminal)
+        monkeypatch.setattr(launch, "daemon_socket_state", lambda: socket_state)
         monkeypatch.setattr(sys, "platform", "linux")
 
     def __call__(self, idle_timeout_min: float) -> Any:
@@ -68,6 +70,15 @@ def test_no_daemon_is_started_otherwise(argv: list[str], mode: str, terminal: bo
     launches = _Launches(monkeypatch, terminal=terminal)
     monkeypatch.setattr(sys, "platform", platform)
     launch.start_for_next_commands(argv)
+    assert launches.calls == [] and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("state", ["loading", "listening"])
+def test_none_is_started_while_one_holds_the_address(state: str, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SKYFLOW_DAEMON", "auto")
+    launches = _Launches(monkeypatch, socket_state=state)
+    launch.start_for_next_commands(["plan", "p.yaml"])
     assert launches.calls == [] and capsys.readouterr().err == ""
 
 
