@@ -255,18 +255,22 @@ def _start_command(daemon: _Daemon, conn: socket.socket, request: dict[str, Any]
     daemon.last_active = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the fork's coverage is not collected
-        _run_command(daemon.listener, conn, request, fds)
+        _run_command([daemon.listener, *daemon.clients.values()], conn, request, fds)
     daemon.served += 1
     daemon.running[pid] = {"pid": pid, "argv": request["argv"], "since": time.time()}
     daemon.clients[pid] = conn.dup()
     daemon.catalogs_of[pid] = _catalog_folder(request)
 
 
-def _run_command(listener: socket.socket, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """In the fork: become the client's process, run the command, report its exit status."""
+def _run_command(daemons_sockets: list[socket.socket], conn: socket.socket, request: dict[str, Any],
+                 fds: list[int]) -> NoReturn:
+    """In the fork: become the client's process, run the command, report its exit status. The daemon's
+    own sockets (its listener, the other commands' connections) are closed first: a command holds
+    nothing of another's."""
     code = 1
     try:
-        listener.close()
+        for sock in daemons_sockets:
+            sock.close()
         log = os.fdopen(os.dup(2), "w")  # the daemon's log, before the client's stderr takes fd 2
         try:
             _become_client(request, fds)

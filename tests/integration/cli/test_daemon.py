@@ -172,6 +172,10 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
     results = []
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
         client, writer = _validate_waiting(fifo, env, signal.SIG_DFL)
+        reader = daemon_state(daemon)["commands"][0]["pid"] if env["SKYFLOW_DAEMON"] != "off" else client.pid
+        # Once in its read, not between opening the pipeline and reading it: Python takes a signal that
+        # comes there only after the read returns, as it would in any process.
+        wait_for(lambda reader=reader: "pipe_read" in _kernel_wait(reader), "the command to wait in its read")
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=_WAIT_S)
         os.close(writer)
@@ -214,6 +218,15 @@ def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> No
     assert [client.returncode for client in clients] == [0, 0]
     assert all("rlhf" in out for out, _ in outputs)
     assert daemon_state(daemon)["served"] == 2
+
+
+def _kernel_wait(pid: int) -> str:
+    """Where in the kernel the process sleeps (/proc/PID/wchan: `anon_pipe_read` or `pipe_read` in a
+    pipe's read), "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
 
 
 def _open_writer(fifo: Path) -> int | None:
@@ -433,3 +446,27 @@ def test_a_served_command_whose_client_was_killed_is_ended(daemon: dict[str, str
         os.close(writer)
     assert skyflow(daemon, "validate", RLHF).returncode == 0  # the daemon serves on
     assert daemon_state(daemon)["served"] == 2
+
+
+def test_a_command_whose_process_died_ends_while_another_command_runs_on(daemon: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    fifos = [tmp_path / f"pipeline{i}.yaml" for i in range(2)]
+    clients, writers = [], []
+    for fifo in fifos:
+        os.mkfifo(fifo)
+        client, writer = _validate_waiting(fifo, daemon, signal.SIG_DFL)
+        clients.append(client)
+        writers.append(writer)
+    try:
+        forks = sorted(daemon_state(daemon)["commands"], key=lambda command: command["since"])
+        os.kill(forks[0]["pid"], signal.SIGKILL)  # the first command's process dies without a word
+        # Its client hears so from the daemon, though the second command's process (forked later) runs on.
+        out, err = clients[0].communicate(timeout=_WAIT_S)
+        assert clients[0].returncode == 1 and "ended without an exit status" in err
+        assert clients[1].poll() is None
+        os.write(writers[1], Path(RLHF).read_bytes())
+    finally:
+        for writer in writers:
+            os.close(writer)
+    out, err = clients[1].communicate(timeout=_WAIT_S)
+    assert clients[1].returncode == 0 and "rlhf" in out, err
