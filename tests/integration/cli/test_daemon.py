@@ -158,10 +158,12 @@ def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> N
 
 def _validate_waiting(fifo: Path, env: dict[str, str], ctrl_c: Any) -> tuple[subprocess.Popen[str], int]:
     """`skyflow validate FIFO` started with SIGINT as a terminal's foreground job has it (SIG_DFL) or as a
-    background job of a non-interactive shell does (SIG_IGN), whatever the suite inherited; returned once
-    the command has opened the pipeline, with the pipeline's writing end."""
+    background job of a non-interactive shell does (SIG_IGN), whatever the suite inherited, and in a process
+    group of its own, as a shell's job is (the kernel discards Ctrl-Z in an orphaned process group, which
+    the suite's own is when it runs under a detached shell); returned once the command has opened the
+    pipeline, with the pipeline's writing end."""
     client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
     return client, wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
 
