@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skyflow.cli.daemon.address import FORWARDED_COMMANDS, daemon_address, daemon_mode
+from skyflow.cli.daemon.address import FORWARDED_COMMANDS, daemon_address, daemon_identity, daemon_mode
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT_MIN", "daemon_log_path", "daemon_socket_state", "launch_daemon",
            "start_for_next_commands"]
@@ -81,7 +81,7 @@ def daemon_log_path() -> Path:
 
 
 def _package_parent() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+    return os.path.dirname(daemon_identity()[0])  # the folder above the skyflow package this is part of
 
 
 def _server_environment() -> dict[str, str]:

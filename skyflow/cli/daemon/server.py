@@ -55,6 +55,21 @@ stages:
 
 
 @dataclass
+class _Fork:
+    """A command running in a fork of the daemon, until the daemon reaps it."""
+
+    argv: list[str]
+    since: float
+    catalog: str | None  # the catalog folder it reads, to keep loaded once it ends
+    client: socket.socket | None  # the daemon's end of its client's connection, to see the client go
+
+    def close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+@dataclass
 class _Daemon:
     listener: socket.socket
     identity: list[str]
@@ -64,10 +79,8 @@ class _Daemon:
     started: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
     served: int = 0
-    running: dict[int, dict[str, Any]] = field(default_factory=dict)
-    catalogs_of: dict[int, str | None] = field(default_factory=dict)  # the catalog folder each fork reads
+    running: dict[int, _Fork] = field(default_factory=dict)  # by pid
     catalogs: list[str] = field(default_factory=list)  # the folders loaded here, for the forks
-    clients: dict[int, socket.socket] = field(default_factory=dict)  # each fork's connection, to see its client go
     stopping: bool = False
 
 
@@ -105,10 +118,11 @@ def serve(idle_timeout_s: float) -> int:
         if _idle_too_long(daemon):  # a status query is not a command: it does not keep the daemon up
             _log("idle timeout reached")
             break
-        ready, _, _ = select.select([listener, *daemon.clients.values()], [], [], _POLL_S)
+        watched = {fork.client: pid for pid, fork in daemon.running.items() if fork.client is not None}
+        ready, _, _ = select.select([listener, *watched], [], [], _POLL_S)
         for client in ready:
             if client is not listener:
-                _end_if_client_went(daemon, client)
+                _end_if_client_went(daemon, watched[client])
         if listener not in ready:
             continue
         try:
@@ -255,11 +269,10 @@ def _start_command(daemon: _Daemon, conn: socket.socket, request: dict[str, Any]
     daemon.last_active = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the fork's coverage is not collected
-        _run_command([daemon.listener, *daemon.clients.values()], conn, request, fds)
+        others = [fork.client for fork in daemon.running.values() if fork.client is not None]
+        _run_command([daemon.listener, *others], conn, request, fds)
     daemon.served += 1
-    daemon.running[pid] = {"pid": pid, "argv": request["argv"], "since": time.time()}
-    daemon.clients[pid] = conn.dup()
-    daemon.catalogs_of[pid] = _catalog_folder(request)
+    daemon.running[pid] = _Fork(request["argv"], time.time(), _catalog_folder(request), conn.dup())
 
 
 def _run_command(daemons_sockets: list[socket.socket], conn: socket.socket, request: dict[str, Any],
@@ -344,7 +357,8 @@ def _status(daemon: _Daemon) -> dict[str, Any]:
     return {"pid": os.getpid(), "started": daemon.started, "served": daemon.served, "modules": daemon.modules,
             "idle_timeout_s": daemon.idle_timeout_s, "package": daemon.identity[0], "python": sys.executable,
             "home": daemon.identity[2], "catalogs": list(daemon.catalogs),
-            "commands": sorted(daemon.running.values(), key=lambda command: command["since"])}
+            "commands": [{"pid": pid, "argv": fork.argv, "since": fork.since}
+                         for pid, fork in sorted(daemon.running.items(), key=lambda item: item[1].since)]}
 
 
 def _reap(daemon: _Daemon) -> None:
@@ -352,42 +366,37 @@ def _reap(daemon: _Daemon) -> None:
         try:
             pid, _status_code = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
+            for fork in daemon.running.values():
+                fork.close_client()
             daemon.running.clear()
-            for pid in list(daemon.clients):
-                _forget_client(daemon, pid)
             return
         if pid == 0:
             return
-        daemon.running.pop(pid, None)
-        _forget_client(daemon, pid)
-        _keep_catalog(daemon, daemon.catalogs_of.pop(pid, None))
+        if pid in daemon.running:
+            fork = daemon.running.pop(pid)
+            fork.close_client()
+            _keep_catalog(daemon, fork.catalog)
         daemon.last_active = time.monotonic()
 
 
-def _end_if_client_went(daemon: _Daemon, client: socket.socket) -> None:
+def _end_if_client_went(daemon: _Daemon, pid: int) -> None:
     """A client sends nothing after its request: its connection readable means it ended (killed, or
     gone after the exit status). A command whose client was killed has nobody to answer: its fork gets
     the SIGTERM that the client would have passed on. The fork is this process's child until reaped
     here, so its pid cannot name another process."""
+    fork = daemon.running[pid]
+    assert fork.client is not None, "only forks with a client are watched"
     try:
-        went = not client.recv(4096, socket.MSG_DONTWAIT)
+        went = not fork.client.recv(4096, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return
     except OSError:
         went = True
     if not went:
         return
-    pid = next(pid for pid, conn in daemon.clients.items() if conn is client)
-    _forget_client(daemon, pid)
-    if pid in daemon.running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-
-
-def _forget_client(daemon: _Daemon, pid: int) -> None:
-    client = daemon.clients.pop(pid, None)
-    if client is not None:
-        client.close()
+    fork.close_client()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def _catalog_folder(request: dict[str, Any]) -> str | None:
