@@ -71,14 +71,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     if state["running"]:
         skyflow(environ, "daemon", "stop")
         with_pid = state["pid"]
-        wait_for(lambda: not Path(f"/proc/{with_pid}").exists() or _zombie(with_pid), "the daemon to exit")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+        wait_for(lambda: _process_state(with_pid) in ("", "Z"), "the daemon to exit")
 
 
 @pytest.fixture
@@ -204,14 +197,21 @@ def test_a_command_that_ignores_ctrl_c_ignores_it_in_the_daemon_too(daemon: dict
     assert results[0][0] == 0 and "rlhf" in results[0][1]
 
 
-def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> None:
-    fifos = [tmp_path / f"pipeline{i}.yaml" for i in range(2)]
-    clients = []
-    for fifo in fifos:
+def _two_validates_waiting(env: dict[str, str], tmp_path: Path) -> tuple[list[subprocess.Popen[str]], list[int]]:
+    """Two `skyflow validate` commands, each waiting in the read of a pipeline of its own (a FIFO), with
+    the pipelines' writing ends."""
+    clients, writers = [], []
+    for i in range(2):
+        fifo = tmp_path / f"pipeline{i}.yaml"
         os.mkfifo(fifo)
-        clients.append(subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=daemon,
-                                        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    writers = [wait_for(lambda fifo=fifo: _open_writer(fifo), "a command to open its pipeline") for fifo in fifos]
+        client, writer = _validate_waiting(fifo, env, signal.SIG_DFL)
+        clients.append(client)
+        writers.append(writer)
+    return clients, writers
+
+
+def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> None:
+    clients, writers = _two_validates_waiting(daemon, tmp_path)
     assert sorted(len(c["argv"]) for c in daemon_state(daemon)["commands"]) == [2, 2]  # both at once
     for writer in writers:
         os.write(writer, Path(RLHF).read_bytes())
@@ -452,13 +452,7 @@ def test_a_served_command_whose_client_was_killed_is_ended(daemon: dict[str, str
 
 def test_a_command_whose_process_died_ends_while_another_command_runs_on(daemon: dict[str, str],
                                                                         tmp_path: Path) -> None:
-    fifos = [tmp_path / f"pipeline{i}.yaml" for i in range(2)]
-    clients, writers = [], []
-    for fifo in fifos:
-        os.mkfifo(fifo)
-        client, writer = _validate_waiting(fifo, daemon, signal.SIG_DFL)
-        clients.append(client)
-        writers.append(writer)
+    clients, writers = _two_validates_waiting(daemon, tmp_path)
     try:
         forks = sorted(daemon_state(daemon)["commands"], key=lambda command: command["since"])
         os.kill(forks[0]["pid"], signal.SIGKILL)  # the first command's process dies without a word
