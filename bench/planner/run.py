@@ -58,6 +58,13 @@ def run_skyflow(repeats: int) -> dict[str, Any]:
     return out
 
 
+def _plan_args(shape: str) -> list[str]:
+    """`skyflow plan` of a bench shape over the bench catalog and SkyPilot's egress prices, every cloud."""
+    return ["plan", str(SHARED / "bench" / "pipelines" / f"{shape}.yaml"),
+            "--catalog", str(SHARED / "catalogs" / "bench"),
+            "--egress", str(SHARED / "bench" / "egress-skypilot.yaml"), "--all-clouds"]
+
+
 def run_skyflow_process(repeats: int) -> dict[str, Any]:
     """`skyflow plan` of each shape as a whole process (what a person waits for): in a process of its own,
     and answered by `skyflow daemon` (started for the bench, with its own SKYFLOW_HOME, stopped after);
@@ -81,15 +88,13 @@ def run_skyflow_process(repeats: int) -> dict[str, Any]:
                 spent.append(once(args, env))
         return [statistics.median(spent) for spent in times]
 
-    catalog = ["--catalog", str(SHARED / "catalogs" / "bench"),
-               "--egress", str(SHARED / "bench" / "egress-skypilot.yaml"), "--all-clouds"]
     subprocess.run([sys.executable, "-m", "skyflow", "daemon", "start"], check=True, env=served, cwd=REPO,
                    stdout=subprocess.DEVNULL)
     try:
         out: dict[str, Any] = {"version_s": timed(["-m", "skyflow", "--version"], alone)[0],
                                "python_s": timed(["-c", "pass"], alone)[0], "shapes": {}, "daemon_shapes": {}}
         for name in SHAPES:
-            plan = ["-m", "skyflow", "plan", str(SHARED / "bench" / "pipelines" / f"{name}.yaml"), *catalog, "--json"]
+            plan = ["-m", "skyflow", *_plan_args(name), "--json"]
             out["shapes"][name], out["daemon_shapes"][name] = timed(plan, alone, served)
         status = subprocess.run([sys.executable, "-m", "skyflow", "daemon", "status", "--json"], env=served,
                                 cwd=REPO, capture_output=True, text=True)
@@ -108,9 +113,7 @@ def run_at_a_terminal(repeats: int, pause_s: float = 1.0) -> dict[str, Any]:
     ones are answered by it. The same sequence with SKYFLOW_DAEMON=off first, for comparison."""
     import pty
 
-    plan = [sys.executable, "-m", "skyflow", "plan", str(SHARED / "bench" / "pipelines" / "chain3.yaml"),
-            "--catalog", str(SHARED / "catalogs" / "bench"), "--egress",
-            str(SHARED / "bench" / "egress-skypilot.yaml"), "--all-clouds"]
+    plan = [sys.executable, "-m", "skyflow", *_plan_args("chain3")]
     out: dict[str, Any] = {"pause_s": pause_s}
     for mode in ("off", "auto"):
         home = tempfile.mkdtemp(prefix="skyflow-bench-home-")
