@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+INTERRUPTED_EXIT = 130  # the exit status of a command that Ctrl-C ended, as a shell reports one
+
 
 @dataclass(frozen=True)
 class SourcePosition:

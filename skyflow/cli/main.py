@@ -135,7 +135,7 @@ def entry() -> Any:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    from skyflow.errors import SkyflowError
+    from skyflow.errors import INTERRUPTED_EXIT, SkyflowError
 
     if not sys.stdout.isatty():  # logs and CI: rich would wrap tables at 80 columns
         os.environ.setdefault("COLUMNS", "120")
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="skyflow", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -154,4 +154,4 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)

@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 
 __all__ = ["forward", "main"]
 
-_INTERRUPTED = 130  # the status of a command that Ctrl-C ended (skyflow.cli.main)
-
 
 def main() -> None:
     try:
         code = forward(sys.argv[1:])
     except KeyboardInterrupt:
+        from skyflow.errors import INTERRUPTED_EXIT
+
         print("Interrupted.", file=sys.stderr)
-        sys.exit(_INTERRUPTED)
+        sys.exit(INTERRUPTED_EXIT)
     if code is None:
         _run_here(sys.argv[1:])
         return
@@ -46,11 +46,12 @@ def _run_here(argv: list[str]) -> None:
     """The command in this process; then, where it was one a daemon serves, a daemon for the next ones
     (launch.start_for_next_commands decides). Not after an interrupt (Ctrl-C: status 130)."""
     from skyflow.cli.main import entry
+    from skyflow.errors import INTERRUPTED_EXIT
 
     try:
         entry()
     except SystemExit as exc:
-        if exc.code != _INTERRUPTED:
+        if exc.code != INTERRUPTED_EXIT:
             _start_for_next_commands(argv)
         raise
     _start_for_next_commands(argv)
