@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +34,19 @@ _REPORT_EVERY_S = 1.0
 # can be ended at the limit: HiGHS's steps on them are long and it can overrun its own limit by tens of
 # seconds. Smaller programs keep the in-process search (no fork, and HiGHS stops on time).
 CHILD_FROM_NONZEROS = 100_000
+# Reduced-cost fixing keeps an option unless its reduced cost exceeds the incumbent's gap by this share of
+# the incumbent plus HiGHS's dual feasibility tolerance (1e-7) per column: what floating point can be off by.
+_FIXING_MARGIN = 1e-6
+_DUAL_TOLERANCE = 1e-7
+
+
+@dataclass(frozen=True)
+class Relaxed:
+    """The LP relaxation's optimal values, objective and reduced costs (HiGHS's column duals)."""
+
+    x: np.ndarray
+    value: float
+    reduced_costs: np.ndarray
 
 
 class InfeasibleError(PlanningError):
@@ -324,9 +338,9 @@ class MilpModel:
         """Whether ``objective`` is the plan's cost (else its finish time): the unit progress is told in."""
         return bool(np.array_equal(objective, self.cost_objective()))
 
-    def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> tuple[np.ndarray, float] | None:
-        """The LP relaxation's optimal values and objective (a lower bound of the program's), or None
-        when the time limit stopped it first."""
+    def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> Relaxed | None:
+        """The LP relaxation's optimum (a lower bound of the program's), or None when the time limit
+        stopped it first."""
         import highspy
 
         h = _quiet_highs()
@@ -338,7 +352,24 @@ class MilpModel:
         h.run()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
-        return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)
+        solution = h.getSolution()
+        return Relaxed(np.asarray(solution.col_value), float(h.getInfo().objective_function_value),
+                       np.asarray(solution.col_dual))
+
+    def surviving(self, relaxed: Relaxed, incumbent: float) -> list[np.ndarray]:
+        """``keep`` less the options no plan cheaper than ``incumbent`` can use (reduced-cost fixing).
+
+        For every plan x, cost(x) >= the LP optimum + the sum of each variable's reduced cost times its
+        distance from the bound it sits at (the LP's duals certify it). So a plan placing stage s on an
+        option whose reduced cost exceeds ``incumbent`` - the LP optimum costs more than ``incumbent``:
+        dropping that option loses no plan that costs ``incumbent`` or less. A margin covers HiGHS's
+        tolerances."""
+        margin = _FIXING_MARGIN * max(1.0, abs(incumbent)) + _DUAL_TOLERANCE * len(self.lb)
+        slack = incumbent - relaxed.value + margin
+        out = []
+        for s, opts in enumerate(self.keep):
+            out.append(opts[relaxed.reduced_costs[self.x[s]] <= slack])
+        return out
 
     def rounded(self, x: np.ndarray) -> list[int]:
         """Position in ``keep`` per stage of its largest (possibly fractional) stage variable."""

@@ -20,7 +20,7 @@ from skyflow.planner.forest import forest_bound
 from skyflow.planner.problem import Problem, evaluate
 
 if TYPE_CHECKING:
-    from skyflow.planner.milp import MilpModel
+    from skyflow.planner.milp import MilpModel, Relaxed
 
 _PRUNE_AGAINST = 8  # each option is tested against this many of the stage's cheapest
 _EPS = 1e-9
@@ -227,13 +227,21 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.cost_row(), hi=max_cost_usd)
     if budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
         lp_started = budget.clock()
-        start, floor = _lp_guided_start(problem, keep, model, start, budget, floor)
+        start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
+        narrowed = _surviving(problem, model, relaxed, start, budget) if plain and relaxed is not None else None
+        if narrowed is not None and all(len(k) == 1 for k in narrowed):
+            budget.report("no other placement can do better: the start is proven optimal")
+            return Bounded(start, None, None)
         if (budget.for_search() or 0.0) < _MILP_OVER_LP * (budget.clock() - lp_started):
             # HiGHS would spend what is left setting up (presolve, its own root LP) and overrun the budget:
             # the start and the LP bound are the answer.
             budget.report("no time left for the integer program; keeping the best start and the LP bound")
             cost = evaluate(problem, start).total_usd
             return Bounded(start, floor if floor < cost - 1e-9 * max(1.0, cost) else None, hours_bound)
+        if narrowed is not None:
+            smaller = MilpModel(problem, narrowed, with_time=False, stop=budget.spent)
+            if smaller.complete:  # else the whole program, already built, is searched
+                model = smaller
     x = model.solve(model.cost_objective(), what="the cheapest plan", start=start, budget=budget,
                     floor_s=_LAST_SOLVE_S)
     cost = evaluate(problem, model.choice(x)).total_usd
@@ -279,18 +287,30 @@ def _hours_floor(problem: Problem, keep: list[np.ndarray]) -> float:
 
 
 def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel, start: list[int],
-                     budget: Budget, floor: float) -> tuple[list[int], float]:
-    """On large programs under a time limit: the LP relaxation's bound, and the local search begun from
-    the relaxation rounded when that beats ``start`` (it often lands on another, cheaper, basin)."""
+                     budget: Budget, floor: float) -> tuple[list[int], float, Relaxed | None]:
+    """On large programs under a time limit: the LP relaxation (its bound and optimum), and the local search
+    begun from the relaxation rounded when that beats ``start`` (it often lands on another, cheaper, basin)."""
     from skyflow.planner.search import good_start
 
     budget.report("solving the LP relaxation for a bound and a second start")
     relaxed = model.relaxation(model.cost_objective(), budget.share(_LP_SHARE))
     if relaxed is None:
-        return start, floor
-    x, bound = relaxed
-    budget.report(f"LP bound ${bound:,.2f}; searching from its rounding")
-    guided = good_start(problem, keep, model.rounded(x), budget=budget)
+        return start, floor, None
+    budget.report(f"LP bound ${relaxed.value:,.2f}; searching from its rounding")
+    guided = good_start(problem, keep, model.rounded(relaxed.x), budget=budget)
     if evaluate(problem, guided).total_usd < evaluate(problem, start).total_usd:
         start = guided
-    return start, max(floor, bound)
+    return start, max(floor, relaxed.value), relaxed
+
+
+def _surviving(problem: Problem, model: MilpModel, relaxed: Relaxed, start: list[int],
+               budget: Budget) -> list[np.ndarray] | None:
+    """The options a plan cheaper than ``start`` can still use, by the LP's reduced costs (`MilpModel.surviving`),
+    the start's own always among them; None when every option survives."""
+    keep = model.surviving(relaxed, evaluate(problem, start).total_usd)
+    for s, opts in enumerate(keep):
+        if start[s] not in opts:  # only floating point could drop it: the start stays searchable
+            keep[s] = np.sort(np.append(opts, start[s]))
+    before, after = sum(len(k) for k in model.keep), sum(len(k) for k in keep)
+    budget.report(f"the LP's reduced costs leave {after:,} of {before:,} placements")
+    return keep if after < before else None

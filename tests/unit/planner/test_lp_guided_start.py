@@ -32,7 +32,7 @@ def test_the_rounded_relaxation_leads_out_of_a_start_single_moves_cannot_leave()
     assert infras(problem, stuck) == ["aws/near", "aws/near"]
     model = MilpModel(problem, keep, with_time=False)
 
-    start, floor = _lp_guided_start(problem, keep, model, stuck, Budget(60.0), 0.0)
+    start, floor, _ = _lp_guided_start(problem, keep, model, stuck, Budget(60.0), 0.0)
 
     assert infras(problem, start) == ["aws/far", "aws/far"]
     assert evaluate(problem, start).total_usd == evaluate(problem, stuck).total_usd - 18.0
@@ -44,7 +44,7 @@ def test_a_given_start_cheaper_than_the_rounding_is_kept_and_a_higher_floor_stay
     best = [position(problem, s, "aws/far") for s in range(len(problem.options))]
     model = MilpModel(problem, keep, with_time=False)
 
-    start, floor = _lp_guided_start(problem, keep, model, best, Budget(60.0), 1e9)
+    start, floor, _ = _lp_guided_start(problem, keep, model, best, Budget(60.0), 1e9)
 
     assert start == best and floor == 1e9
 
@@ -54,5 +54,6 @@ def test_on_a_tie_the_given_start_is_kept() -> None:
     problem, keep = problem_with_every_option(pipeline({"a": {"estimate": 10}}), cat, rules(), Policy(all_clouds=True))
     assert len(keep[0]) == 2
     for given in ([0], [1]):
-        start, _ = _lp_guided_start(problem, keep, MilpModel(problem, keep, with_time=False), given, Budget(60.0), 0.0)
+        model = MilpModel(problem, keep, with_time=False)
+        start, _, _ = _lp_guided_start(problem, keep, model, given, Budget(60.0), 0.0)
         assert start == given
