@@ -25,16 +25,20 @@ __all__ = [
     "daemon_disabled",
     "daemon_identity",
     "daemon_mode",
+    "daemon_mode_mistake",
     "peer_uid",
     "send_message",
 ]
 
 # What a daemon runs: commands that read files and print, starting no process or thread of their own.
 FORWARDED_COMMANDS = frozenset({"plan", "validate", "dag"})
-# `SKYFLOW_DAEMON`: `auto` (unset, or any other value): a command uses a running daemon, and one that ran
-# without a daemon starts one for the next commands when a terminal is attached; `manual`: a running
-# daemon is used, none is started; `off`: every command runs in its own process, even with a daemon up.
+# `SKYFLOW_DAEMON`: `auto` (unset or empty too): a command uses a running daemon, and one that ran without a
+# daemon starts one for the next commands when a terminal is attached; `manual`: a running daemon is used,
+# none is started; `off`: every command runs in its own process, even with a daemon up (as for a value
+# that is none of these, which the client names on stderr).
 MODE_VARIABLE = "SKYFLOW_DAEMON"
+_MODES = {"": "auto", "auto": "auto", "on": "auto", "1": "auto", "yes": "auto", "true": "auto",
+          "manual": "manual", "off": "off", "0": "off", "no": "off", "false": "off"}
 PROTOCOL = 2  # 2: the client says which ending signals it ignores
 ALREADY_SERVED_EXIT = 3  # a daemon's exit status when another one holds its address
 _MAX_MESSAGE = 64 << 20
@@ -58,12 +62,27 @@ def daemon_address(environ: Mapping[str, str] | None = None) -> str:
 
 
 def daemon_mode(environ: Mapping[str, str] | None = None) -> str:
-    """`off`, `manual` or `auto`, from SKYFLOW_DAEMON (see MODE_VARIABLE)."""
+    """`off`, `manual` or `auto`, from SKYFLOW_DAEMON (see MODE_VARIABLE); `off` for a value it does not
+    know (daemon_mode_mistake says what is wrong with it)."""
+    return _MODES.get(_mode_value(environ), "off")
+
+
+def daemon_mode_mistake(environ: Mapping[str, str] | None = None) -> str | None:
+    """A line for stderr when SKYFLOW_DAEMON holds a value none of the modes takes, else None."""
+    value = _mode_value(environ)
+    if value in _MODES:
+        return None
+    from difflib import get_close_matches
+
+    near = get_close_matches(value, sorted(_MODES), n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return (f"skyflow: {MODE_VARIABLE}={value!r} is not one of auto, manual, off{hint}: "
+            "running without the daemon until it is")
+
+
+def _mode_value(environ: Mapping[str, str] | None) -> str:
     env = os.environ if environ is None else environ
-    value = env.get(MODE_VARIABLE, "").strip().lower()
-    if value in ("off", "0", "no", "false"):
-        return "off"
-    return "manual" if value == "manual" else "auto"
+    return env.get(MODE_VARIABLE, "").strip().lower()
 
 
 def daemon_disabled(environ: Mapping[str, str] | None = None) -> bool:

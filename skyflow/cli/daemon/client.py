@@ -17,6 +17,7 @@ from skyflow.cli.daemon.address import (
     daemon_address,
     daemon_disabled,
     daemon_identity,
+    daemon_mode_mistake,
     peer_uid,
     send_message,
 )
@@ -67,7 +68,12 @@ def _start_for_next_commands(argv: list[str]) -> None:
 def forward(argv: list[str]) -> int | None:
     """The command's exit status from the daemon, or None where it is to run in this process: no
     daemon of this user listens, the command is not one a daemon runs, or the daemon could not start it."""
-    if not argv or argv[0] not in FORWARDED_COMMANDS or daemon_disabled() or not sys.platform.startswith("linux"):
+    if not argv or argv[0] not in FORWARDED_COMMANDS:
+        return None
+    mistake = daemon_mode_mistake()
+    if mistake is not None:
+        print(mistake, file=sys.stderr)
+    if daemon_disabled() or not sys.platform.startswith("linux"):
         return None
     signals = _SignalRelay()  # from before the request: a Ctrl-C as the fork starts is not lost
     try:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from skyflow.cli.daemon import client, launch
-from skyflow.cli.daemon.address import daemon_disabled, daemon_mode
+from skyflow.cli.daemon.address import daemon_disabled, daemon_mode, daemon_mode_mistake
 
 
 @pytest.mark.parametrize(("value", "mode"), [
-    (None, "auto"), ("", "auto"), ("auto", "auto"), ("on", "auto"), ("AUTO ", "auto"),
+    (None, "auto"), ("", "auto"), ("auto", "auto"), ("on", "auto"), ("AUTO ", "auto"), ("1", "auto"),
     ("manual", "manual"), (" Manual", "manual"),
     ("off", "off"), ("OFF", "off"), ("0", "off"), ("no", "off"), ("false", "off"),
 ])
@@ -21,6 +21,26 @@ def test_the_modes_of_skyflow_daemon(value: str | None, mode: str) -> None:
     env = {} if value is None else {"SKYFLOW_DAEMON": value}
     assert daemon_mode(env) == mode
     assert daemon_disabled(env) == (mode == "off")
+    assert daemon_mode_mistake(env) is None
+
+
+@pytest.mark.parametrize(("value", "hint"), [("of", " (did you mean off?)"), ("Manaul", " (did you mean manual?)"),
+                                             ("daemon", "")])
+def test_a_value_no_mode_takes_is_named_and_means_off(value: str, hint: str) -> None:
+    env = {"SKYFLOW_DAEMON": value}
+    assert daemon_mode(env) == "off" and daemon_disabled(env)
+    assert daemon_mode_mistake(env) == (f"skyflow: SKYFLOW_DAEMON={value.lower()!r} is not one of auto, manual, off"
+                                        f"{hint}: running without the daemon until it is")
+
+
+def test_the_entry_point_names_a_mistaken_mode_once_for_a_served_command_only(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SKYFLOW_DAEMON", "of")
+    assert client.forward(["validate", "p.yaml"]) is None  # runs in its own process
+    assert capsys.readouterr().err == ("skyflow: SKYFLOW_DAEMON='of' is not one of auto, manual, off (did you mean "
+                                       "off?): running without the daemon until it is\n")
+    assert client.forward(["run", "p.yaml"]) is None  # a command no daemon serves never reads the variable
+    assert capsys.readouterr().err == ""
 
 
 class _Launches:
