@@ -20,6 +20,7 @@ import pickle
 import select
 import signal
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 _HEADER = struct.Struct("<Q")
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 # How often the child sends its bound while it searches (seconds).
 _BOUND_EVERY_S = 0.5
 
@@ -56,9 +58,11 @@ def run_in_child(h: Any, deadline: float, clock: Callable[[], float],
     if reset is not None:
         reset(True)
     read_fd, write_fd = os.pipe()
+    parent, prctl = os.getpid(), _prctl()  # loaded here: the child imports nothing
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_fd)
+        _end_with(parent, prctl)
         _child(h, write_fd)  # never returns
     os.close(write_fd)
     outcome = ChildOutcome(False, None, None, None, -np.inf, pid=pid)
@@ -115,6 +119,26 @@ def _apply(outcome: ChildOutcome, message: tuple[Any, ...],
             outcome.objective, outcome.x = float(objective), np.frombuffer(x, dtype=np.float64)
     elif kind == "error":
         outcome.error = str(message[1])
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None).prctl
+
+
+def _end_with(parent: int, prctl: Callable[..., int] | None) -> None:
+    """Have the kernel kill this child when its parent dies (Linux's PR_SET_PDEATHSIG): a planner killed
+    outright (SIGKILL, or SIGTERM with no handler: no `finally` runs) would otherwise leave its search
+    running to its time limit, and with none (`--time-limit 0`) for ever. The parent waits for this child
+    in the thread that forked it, so that thread (whose end is what the kernel watches) outlives it."""
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
 
 
 def _child(h: Any, write_fd: int) -> None:

@@ -3,10 +3,14 @@ step it is in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,3 +220,57 @@ def test_a_search_highs_ends_before_its_proof_keeps_the_bound_below_its_plan() -
     assert outcome.finished and outcome.status == "kSolutionLimit" and outcome.x is not None
     assert outcome.objective is not None and np.isfinite(outcome.bound)
     assert outcome.bound < outcome.objective - 1e-6
+
+
+_KILLED_PLANNER = """
+import signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from test_highs_child import _StuckSolver
+from skyflow.planner.highs_child import run_in_child
+signal.signal(signal.SIGALRM, signal.SIG_DFL)
+run_in_child(_StuckSolver(), time.monotonic() + 3600, time.monotonic)  # a search with an hour to go
+"""
+
+
+def test_a_planner_killed_outright_takes_its_search_child_with_it() -> None:
+    planner = subprocess.Popen([sys.executable, "-c", _KILLED_PLANNER, str(Path(__file__).parent)])
+    search: list[int] = []
+    try:
+        search = _waited_for(lambda: _children(planner.pid), "the search child to start")
+        os.kill(planner.pid, signal.SIGKILL)  # no `finally` runs: only the kernel can end the child now
+        planner.wait()
+        _waited_for(lambda: _state(search[0]) in ("", "Z"), "the search child to end")
+    finally:
+        planner.kill()
+        for pid in search:  # where the test failed: leave no search behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _waited_for(probe: Any, what: str, within_s: float = 60.0) -> Any:
+    """``probe()``'s first true value, asked until it has one (a deadline against a hung suite, not a timing)."""
+    ends = time.monotonic() + within_s
+    while time.monotonic() < ends:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"waited {within_s:g} s for {what}")
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (field 4 of /proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _state(pid: int) -> str:
+    """The state letter of /proc/PID/stat (Z: ended, not yet reaped), or "" once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
