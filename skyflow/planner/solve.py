@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skyflow.planner.budget import Budget
-from skyflow.planner.forest import forest_bound
+from skyflow.planner.forest import forest_marginals
 from skyflow.planner.problem import Problem, evaluate
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ _LP_SHARE = 0.4
 # 1,000- and 10,000-stage DAGs), and HiGHS needs time after it: with no more than this many times the
 # search's time left, the program is not built (it would be dropped unfinished or unsearched).
 _BUILD_OVER_SEARCH = 3.0
+# An option stays unless a lower bound of every plan using it exceeds the start's cost by this share (and as
+# many dollars): the forest relaxation's sums are exact but for floating point.
+_FIXING_SLACK = 1e-9
 
 
 def cheapest_per_location(problem: Problem) -> list[np.ndarray]:
@@ -197,8 +200,7 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     plain = start is not None and minimize == "cost" and not with_time and deadline_h is None and max_cost_usd is None
     if plain:
         assert start is not None
-        floor = max(floor, forest_bound(problem, keep))
-        settled = _settled_without_program(problem, start, floor, budget, search_s)
+        keep, floor, settled = _settled_before_the_program(problem, keep, start, floor, budget, search_s)
         if settled is not None:
             return settled
     budget.report(f"building the integer program ({sum(len(k) for k in keep):,} placements)")
@@ -228,7 +230,12 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     if budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
-        narrowed = _surviving(problem, model, relaxed, start, budget) if plain and relaxed is not None else None
+        narrowed = None
+        if plain and relaxed is not None:
+            narrowed = _narrowed(keep, model.surviving(relaxed, evaluate(problem, start).total_usd), start, budget,
+                                 "the LP's reduced costs")
+            if sum(len(k) for k in narrowed) == sum(len(k) for k in keep):
+                narrowed = None
         if narrowed is not None and all(len(k) == 1 for k in narrowed):
             budget.report("no other placement can do better: the start is proven optimal")
             return Bounded(start, None, None)
@@ -250,18 +257,30 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     return Bounded(model.choice(x), cost_bound, hours_bound)
 
 
-def _settled_without_program(problem: Problem, start: list[int], bound: float, budget: Budget,
-                             search_s: float) -> Bounded | None:
-    """The start, proven optimal when it costs no more than ``bound``, or with that bound when there is no
-    time to build the program and search it (see _BUILD_OVER_SEARCH). None: build it."""
+def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start: list[int], floor: float,
+                                budget: Budget, search_s: float) -> tuple[list[np.ndarray], float, Bounded | None]:
+    """What the forest relaxation settles of a plain cost search from ``start`` before any program is built:
+    its bound (the start is proven optimal when it costs no more), its bounds per placement (the options no
+    plan as cheap as the start can use are dropped; the start is proven when only its own are left), then
+    whether there is time to build and search a program over what is left (see _BUILD_OVER_SEARCH; building
+    takes time in proportion to the placements). The options left, the floor, and the answer if settled."""
+    bound, marginals = forest_marginals(problem, keep)
+    floor = max(floor, bound)
     cost = evaluate(problem, start).total_usd
-    if bound >= cost - 1e-9 * max(1.0, cost):
+    if floor >= cost - 1e-9 * max(1.0, cost):
         budget.report("the start costs no more than the forest relaxation's bound: proven optimal")
-        return Bounded(start, None, None)
-    if budget.short_of(_BUILD_OVER_SEARCH * search_s):
+        return keep, floor, Bounded(start, None, None)
+    limit = cost * (1 + _FIXING_SLACK) + _FIXING_SLACK
+    left = _narrowed(keep, [k[m <= limit] for k, m in zip(keep, marginals, strict=True)], start, budget,
+                     "the forest relaxation's bounds per placement")
+    if all(len(k) == 1 for k in left):
+        budget.report("no other placement can do better: the start is proven optimal")
+        return left, floor, Bounded(start, None, None)
+    share = sum(len(k) for k in left) / sum(len(k) for k in keep)
+    if budget.short_of(_BUILD_OVER_SEARCH * search_s * share):
         budget.report("no time left to build the integer program; keeping the start and the forest bound")
-        return Bounded(start, bound, None)
-    return None
+        return left, floor, Bounded(start, floor, None)
+    return left, floor, None
 
 
 def _compute_floor(problem: Problem, keep: list[np.ndarray]) -> float:
@@ -303,14 +322,10 @@ def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel,
     return start, max(floor, relaxed.value), relaxed
 
 
-def _surviving(problem: Problem, model: MilpModel, relaxed: Relaxed, start: list[int],
-               budget: Budget) -> list[np.ndarray] | None:
-    """The options a plan cheaper than ``start`` can still use, by the LP's reduced costs (`MilpModel.surviving`),
-    the start's own always among them; None when every option survives."""
-    keep = model.surviving(relaxed, evaluate(problem, start).total_usd)
-    for s, opts in enumerate(keep):
-        if start[s] not in opts:  # only floating point could drop it: the start stays searchable
-            keep[s] = np.sort(np.append(opts, start[s]))
-    before, after = sum(len(k) for k in model.keep), sum(len(k) for k in keep)
-    budget.report(f"the LP's reduced costs leave {after:,} of {before:,} placements")
-    return keep if after < before else None
+def _narrowed(keep: list[np.ndarray], surviving: list[np.ndarray], start: list[int], budget: Budget,
+              by: str) -> list[np.ndarray]:
+    """``surviving`` (the options of ``keep`` that a plan no dearer than ``start`` can use, as ``by`` shows),
+    the start's own always among them (only floating point could drop one), and a report of what is left."""
+    out = [opts if start[s] in opts else np.sort(np.append(opts, start[s])) for s, opts in enumerate(surviving)]
+    budget.report(f"{by} leave {sum(len(k) for k in out):,} of {sum(len(k) for k in keep):,} placements")
+    return out

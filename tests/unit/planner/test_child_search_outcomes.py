@@ -16,6 +16,7 @@ from test_time_limit import EGRESS, _large_case
 from skyflow.errors import PlanningError
 from skyflow.planner import Policy, highs_child, plan_pipeline
 from skyflow.planner import milp as milp_module
+from skyflow.planner import solve as solve_module
 from skyflow.planner.highs_child import ChildOutcome
 
 Report = Callable[[float | None, float], None] | None
@@ -26,6 +27,19 @@ CASE = _large_case(40, seed=11)
 @pytest.fixture(autouse=True)
 def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(milp_module, "CHILD_FROM_NONZEROS", 0)
+    keep_every_placement(monkeypatch)
+
+
+def keep_every_placement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forest relaxation's bound as it is, but no placement dropped by its per-placement bounds: they prove
+    this case's start optimal before any program is built, and these tests are about the program's search."""
+    real = solve_module.forest_marginals
+
+    def bound_only(problem: Any, keep: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+        bound, marginals = real(problem, keep)
+        return bound, [np.full(len(m), -np.inf) for m in marginals]
+
+    monkeypatch.setattr(solve_module, "forest_marginals", bound_only)
 
 
 def searched(monkeypatch: pytest.MonkeyPatch, change: Change, objective: str = "cost",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,14 @@ from skyflow.planner import milp as milp_module
 from skyflow.planner.budget import Budget
 from skyflow.planner.components import DisjointSets
 from skyflow.planner.core import _problem
-from skyflow.planner.forest import _relaxed_optimum, forest_bound, is_forest, relaxed_charges
+from skyflow.planner.forest import (
+    _min_marginals,
+    _relaxed_optimum,
+    forest_bound,
+    forest_marginals,
+    is_forest,
+    relaxed_charges,
+)
 from skyflow.planner.milp import MilpModel
 from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import good_start
@@ -235,3 +243,66 @@ def test_a_plan_out_of_time_prints_the_forest_bounds_gap() -> None:
     exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=0), baseline=False)
     assert late.lower_bound_usd is not None and late.gap is not None and late.gap > 0
     assert _compute_floor(problem, keep) < late.lower_bound_usd <= exact.total_usd + 1e-6 <= late.total_usd + 2e-6
+
+
+def _relaxed_cost(problem: Problem, keep: list[np.ndarray], charges: list[Any], position: tuple[int, ...]) -> float:
+    """What the relaxation charges one plan (a position in ``keep`` per stage): compute, and each charge's
+    share of moving its artifact to its one consumer, summed here from the transfer prices."""
+    chosen = [int(keep[s][k]) for s, k in enumerate(position)]
+    total = sum(float(problem.opt_compute[s][o]) for s, o in enumerate(chosen))
+    for charge in charges:
+        t = charge.transfer
+        dst = int(problem.opt_loc[t.consumers[0]][chosen[t.consumers[0]]])
+        p = t.producer
+        src = problem.loc_index[t.source] if p is None else int(problem.opt_loc[p][chosen[p]])
+        total += charge.share * float(problem.cost_matrix(t.size_gb)[src, dst])
+    return total
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases(), st.booleans())
+def test_each_placements_min_marginal_is_the_relaxed_optimum_with_the_stage_held_there(problem: Problem,
+                                                                                       split: bool) -> None:
+    keep = cheapest_per_location(problem)
+    charges = relaxed_charges(problem, split=split)
+    value, marginals = _min_marginals(problem, keep, charges)
+    every = {position: _relaxed_cost(problem, keep, charges, position)
+             for position in itertools.product(*[range(len(k)) for k in keep])}
+    assert value == pytest.approx(min(every.values()), abs=1e-9)
+    for s, held in enumerate(marginals):
+        assert len(held) == len(keep[s])
+        for k in range(len(keep[s])):
+            assert held[k] == pytest.approx(min(v for p, v in every.items() if p[s] == k), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cloud_level_cases())
+def test_no_plan_costs_less_than_the_bound_of_any_placement_it_uses(problem: Problem) -> None:
+    keep = cheapest_per_location(problem)
+    bound, marginals = forest_marginals(problem, keep)
+    assert bound == pytest.approx(forest_bound(problem, keep), abs=1e-12)
+    for position in itertools.product(*[range(len(k)) for k in keep]):
+        usd = evaluate(problem, [int(keep[s][k]) for s, k in enumerate(position)]).total_usd
+        assert all(marginals[s][k] <= usd + 1e-9 for s, k in enumerate(position))
+
+
+def test_a_start_whose_placements_alone_survive_the_forest_bounds_is_proven_without_a_program(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p, cat = _large_case(40, seed=11)  # the forest's bound alone is below its optimum; per placement it is not
+    problem, _ = _problem(p, cat, EGRESS, Policy(all_clouds=True))
+    keep = cheapest_per_location(problem)
+    start = good_start(problem, keep)
+    assert forest_bound(problem, keep) < evaluate(problem, start).total_usd - 1e-6
+
+    def no_program(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an integer program was built")
+
+    monkeypatch.setattr(MilpModel, "__init__", no_program)
+    heard: list[str] = []
+    found = solve_milp_bounded(problem, keep, start=start, budget=Budget(60.0, progress=heard.append))
+    assert found.choice == start and found.cost_bound is None
+    assert any(f"the forest relaxation's bounds per placement leave {len(keep)} of {sum(len(k) for k in keep)} "
+               "placements" in h for h in heard)
+    assert heard[-1].endswith("no other placement can do better: the start is proven optimal")
+    optimum = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, time_limit_s=0), baseline=False).total_usd
+    assert evaluate(problem, start).total_usd == pytest.approx(optimum)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_child_search_outcomes import keep_every_placement
 from test_time_limit import EGRESS, _large_case
 
 from skyflow.planner import Policy, plan_pipeline
@@ -173,6 +174,7 @@ def test_the_search_child_ends_its_process_with_its_own_code(solver: Any, code: 
 
 @pytest.mark.parametrize("objective", ["cost", "time"])
 def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    keep_every_placement(monkeypatch)  # a search to run: without it the start is proven optimal at once
     p, cat = _large_case(40, seed=11)
     policy = Policy(all_clouds=True, objective=objective, time_limit_s=60)
     in_process = plan_pipeline(p, cat, EGRESS, policy, baseline=False)

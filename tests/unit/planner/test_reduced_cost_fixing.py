@@ -94,7 +94,8 @@ def test_a_start_the_reduced_costs_prove_optimal_is_returned_without_the_integer
 
     monkeypatch.setattr(MilpModel, "solve", no_search)
     # The compute floor and the chain's DP bound would prove it before the program is built: not here.
-    monkeypatch.setattr(solve_module, "forest_bound", lambda problem, keep: 0.0)
+    monkeypatch.setattr(solve_module, "forest_marginals",
+                        lambda problem, keep: (0.0, [np.full(len(k), -np.inf) for k in keep]))
     monkeypatch.setattr(solve_module, "_compute_floor", lambda problem, keep: 0.0)
     found, heard = _searched(monkeypatch, problem, keep, best)
     assert found.choice == best and found.cost_bound is None
