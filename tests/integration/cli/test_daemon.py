@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ import pytest
 
 from skyflow.cli.daemon.address import ALREADY_SERVED_EXIT, daemon_address
 from tests.integration.runner.test_cli_json import _schemas
+from tests.processes_seen import WAIT_S, process_state, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RLHF = str(REPO_ROOT / "examples" / "rlhf" / "pipeline.yaml")
 BAD = "name: bad\nstages:\n  a:\n    run: true\n    resources: {cpus: 8x}\n"
-_WAIT_S = 60.0
 STATUS_SCHEMA = _schemas()["daemon-status"]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon is Linux only")
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 def skyflow(env: dict[str, str], *args: str, cwd: Path | str = REPO_ROOT,
             **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "skyflow", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=_WAIT_S, **kwargs)
+                          text=True, timeout=WAIT_S, **kwargs)
 
 
 def daemon_state(env: dict[str, str], cwd: Path | str = REPO_ROOT) -> dict[str, Any]:
@@ -52,16 +51,6 @@ def daemon_log(env: dict[str, str]) -> str:
     return "".join(log.read_text() for log in (Path(env["SKYFLOW_HOME"]) / "daemon").glob("*.log"))
 
 
-def wait_for(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + _WAIT_S
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     # `manual`: commands use the test's daemon and start none (the tests of that set `auto` themselves)
@@ -71,7 +60,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     if state["running"]:
         skyflow(environ, "daemon", "stop")
         with_pid = state["pid"]
-        wait_for(lambda: _process_state(with_pid) in ("", "Z"), "the daemon to exit")
+        wait_for(lambda: process_state(with_pid) in ("", "Z"), "the daemon to exit")
 
 
 @pytest.fixture
@@ -108,7 +97,7 @@ def test_a_served_command_has_the_clients_folder_environment_and_streams(daemon:
     shutil.copy(RLHF, work / "pipeline.yaml")
     with open(tmp_path / "out.txt", "w") as out:  # a file, not a pipe: the command writes to it itself
         done = subprocess.run([sys.executable, "-m", "skyflow", "dag", "pipeline.yaml"], env=daemon, cwd=work,
-                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=_WAIT_S)
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stderr
     assert "sft" in (tmp_path / "out.txt").read_text()
     catalog = str(tmp_path / "no-such-catalog")
@@ -139,7 +128,7 @@ def test_only_the_commands_a_daemon_serves_go_to_it(daemon: dict[str, str]) -> N
 
     def forwarded(*args: str, env: dict[str, str] = daemon) -> str:
         done = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
-                              timeout=_WAIT_S, cwd=REPO_ROOT)
+                              timeout=WAIT_S, cwd=REPO_ROOT)
         return done.stdout.strip().splitlines()[-1]
 
     assert forwarded("validate", RLHF) == "0"
@@ -172,7 +161,7 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
         # comes there only after the read returns, as it would in any process.
         wait_for(lambda reader=reader: "pipe_read" in _kernel_wait(reader), "the command to wait in its read")
         client.send_signal(signal.SIGINT)
-        out, err = client.communicate(timeout=_WAIT_S)
+        out, err = client.communicate(timeout=WAIT_S)
         os.close(writer)
         results.append((client.returncode, out, err))
     assert results[0] == results[1]
@@ -191,7 +180,7 @@ def test_a_command_that_ignores_ctrl_c_ignores_it_in_the_daemon_too(daemon: dict
         os.kill(daemon_state(daemon)["commands"][0]["pid"] if served else client.pid, signal.SIGINT)  # the reader
         os.write(writer, Path(RLHF).read_bytes())
         os.close(writer)
-        out, err = client.communicate(timeout=_WAIT_S)
+        out, err = client.communicate(timeout=WAIT_S)
         results.append((client.returncode, out, err))
     assert results[0] == results[1]
     assert results[0][0] == 0 and "rlhf" in results[0][1]
@@ -216,7 +205,7 @@ def test_commands_run_side_by_side(daemon: dict[str, str], tmp_path: Path) -> No
     for writer in writers:
         os.write(writer, Path(RLHF).read_bytes())
         os.close(writer)
-    outputs = [client.communicate(timeout=_WAIT_S) for client in clients]
+    outputs = [client.communicate(timeout=WAIT_S) for client in clients]
     assert [client.returncode for client in clients] == [0, 0]
     assert all("rlhf" in out for out, _ in outputs)
     assert daemon_state(daemon)["served"] == 2
@@ -293,7 +282,7 @@ def on_a_terminal(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     terminal, side = pty.openpty()
     try:
         done = subprocess.run([sys.executable, "-m", "skyflow", *args], env=env, cwd=REPO_ROOT, stdin=side,
-                              stdout=subprocess.PIPE, stderr=side, text=True, timeout=_WAIT_S)
+                              stdout=subprocess.PIPE, stderr=side, text=True, timeout=WAIT_S)
     finally:
         os.close(side)
     shown = b""
@@ -362,13 +351,13 @@ def test_while_a_daemon_loads_commands_run_on_their_own_and_stop_waits_to_stop_i
         assert daemon_log(env) == ""  # it started no second daemon (a launched one logs there)
         assert "a skyflow daemon is loading" in skyflow(env, "daemon", "status").stdout
         second = subprocess.run([sys.executable, "-m", "skyflow.cli.daemon.server"], env=env, cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=_WAIT_S)
+                                capture_output=True, text=True, timeout=WAIT_S)
         assert second.returncode == ALREADY_SERVED_EXIT and "already serves" in second.stderr
         stopping = _in_background(env, "daemon", "stop")  # it cannot hear yet: waits until it can
         gate.touch()
-        out, err = stopping.communicate(timeout=_WAIT_S)
+        out, err = stopping.communicate(timeout=WAIT_S)
         assert stopping.returncode == 0 and f"skyflow daemon stopped (pid {first.pid})" in out, err
-        assert first.wait(timeout=_WAIT_S) == 0
+        assert first.wait(timeout=WAIT_S) == 0
         assert daemon_state(env) == {"running": False}
     finally:
         gate.touch()
@@ -382,13 +371,13 @@ def test_start_waits_for_a_daemon_that_is_loading_instead_of_starting_another(en
     try:
         starting = _in_background(env, "daemon", "start")
         gate.touch()
-        out, err = starting.communicate(timeout=_WAIT_S)
+        out, err = starting.communicate(timeout=WAIT_S)
         assert starting.returncode == 0 and f"skyflow daemon started (pid {first.pid}," in out, err
         assert daemon_log(env) == ""  # no daemon of its own launched (launched ones log here)
     finally:
         gate.touch()
         skyflow(env, "daemon", "stop")
-        first.wait(timeout=_WAIT_S)
+        first.wait(timeout=WAIT_S)
 
 
 def test_a_daemon_loads_the_skyflow_that_started_it_not_one_in_the_folder(env: dict[str, str],
@@ -398,21 +387,13 @@ def test_a_daemon_loads_the_skyflow_that_started_it_not_one_in_the_folder(env: d
     (decoy / "skyflow").mkdir(parents=True)
     (decoy / "skyflow" / "__init__.py").write_text("raise SystemExit('the decoy skyflow was imported')\n")
     started = subprocess.run([str(script), "daemon", "start"], env=env, cwd=decoy, capture_output=True,
-                             text=True, timeout=_WAIT_S)
+                             text=True, timeout=WAIT_S)
     assert started.returncode == 0, started.stderr
     assert daemon_state(env)["package"] == str((REPO_ROOT / "skyflow").resolve())
     served = subprocess.run([str(script), "validate", RLHF], env=env, cwd=decoy, capture_output=True, text=True,
-                            timeout=_WAIT_S)
+                            timeout=WAIT_S)
     assert served.returncode == 0 and "rlhf" in served.stdout
     assert daemon_state(env)["served"] == 1
-
-
-def _process_state(pid: int) -> str:
-    """The state letter of /proc/PID/stat (R, S, T for stopped, Z), or "" once the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
 
 
 def test_ctrl_z_stops_the_served_command_with_its_client_and_fg_sets_both_going(daemon: dict[str, str],
@@ -423,14 +404,14 @@ def test_ctrl_z_stops_the_served_command_with_its_client_and_fg_sets_both_going(
     try:
         fork = daemon_state(daemon)["commands"][0]["pid"]
         client.send_signal(signal.SIGTSTP)  # what Ctrl-Z sends the foreground job
-        wait_for(lambda: _process_state(client.pid) == "T" and _process_state(fork) == "T", "both to stop")
+        wait_for(lambda: process_state(client.pid) == "T" and process_state(fork) == "T", "both to stop")
         client.send_signal(signal.SIGCONT)  # what `fg` and `bg` send
-        wait_for(lambda: _process_state(client.pid) != "T" and _process_state(fork) != "T",
+        wait_for(lambda: process_state(client.pid) != "T" and process_state(fork) != "T",
                  "both to go on")
         os.write(writer, Path(RLHF).read_bytes())
     finally:
         os.close(writer)
-    out, err = client.communicate(timeout=_WAIT_S)
+    out, err = client.communicate(timeout=WAIT_S)
     assert client.returncode == 0 and "rlhf" in out, err
 
 
@@ -441,9 +422,9 @@ def test_a_served_command_whose_client_was_killed_is_ended(daemon: dict[str, str
     try:
         fork = daemon_state(daemon)["commands"][0]["pid"]
         client.kill()  # SIGKILL: the client can pass nothing on
-        client.communicate(timeout=_WAIT_S)
+        client.communicate(timeout=WAIT_S)
         wait_for(lambda: daemon_state(daemon)["commands"] == [], "the daemon to end the command")
-        assert _process_state(fork) == ""
+        assert process_state(fork) == ""
     finally:
         os.close(writer)
     assert skyflow(daemon, "validate", RLHF).returncode == 0  # the daemon serves on
@@ -457,12 +438,12 @@ def test_a_command_whose_process_died_ends_while_another_command_runs_on(daemon:
         forks = sorted(daemon_state(daemon)["commands"], key=lambda command: command["since"])
         os.kill(forks[0]["pid"], signal.SIGKILL)  # the first command's process dies without a word
         # Its client hears so from the daemon, though the second command's process (forked later) runs on.
-        out, err = clients[0].communicate(timeout=_WAIT_S)
+        out, err = clients[0].communicate(timeout=WAIT_S)
         assert clients[0].returncode == 1 and "ended without an exit status" in err
         assert clients[1].poll() is None
         os.write(writers[1], Path(RLHF).read_bytes())
     finally:
         for writer in writers:
             os.close(writer)
-    out, err = clients[1].communicate(timeout=_WAIT_S)
+    out, err = clients[1].communicate(timeout=WAIT_S)
     assert clients[1].returncode == 0 and "rlhf" in out, err

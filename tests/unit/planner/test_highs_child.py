@@ -23,6 +23,7 @@ from skyflow.planner import milp as milp_module
 from skyflow.planner.core import _problem
 from skyflow.planner.highs_child import _child, _Messages, run_in_child
 from skyflow.planner.milp import MilpModel, _quiet_highs
+from tests.processes_seen import process_state, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -238,26 +239,15 @@ def test_a_planner_killed_outright_takes_its_search_child_with_it() -> None:
     planner = subprocess.Popen([sys.executable, "-c", _KILLED_PLANNER, str(Path(__file__).parent)])
     search: list[int] = []
     try:
-        search = _waited_for(lambda: _children(planner.pid), "the search child to start")
+        search = wait_for(lambda: _children(planner.pid), "the search child to start")
         os.kill(planner.pid, signal.SIGKILL)  # no `finally` runs: only the kernel can end the child now
         planner.wait()
-        _waited_for(lambda: _state(search[0]) in ("", "Z"), "the search child to end")
+        wait_for(lambda: process_state(search[0]) in ("", "Z"), "the search child to end")
     finally:
         planner.kill()
         for pid in search:  # where the test failed: leave no search behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _waited_for(probe: Any, what: str, within_s: float = 60.0) -> Any:
-    """``probe()``'s first true value, asked until it has one (a deadline against a hung suite, not a timing)."""
-    ends = time.monotonic() + within_s
-    while time.monotonic() < ends:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"waited {within_s:g} s for {what}")
 
 
 def _children(parent: int) -> list[int]:
@@ -268,11 +258,3 @@ def _children(parent: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
                 found.append(int(stat.parent.name))
     return found
-
-
-def _state(pid: int) -> str:
-    """The state letter of /proc/PID/stat (Z: ended, not yet reaped), or "" once the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
