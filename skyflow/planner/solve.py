@@ -203,7 +203,7 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
         keep, floor, settled = _settled_before_the_program(problem, keep, start, floor, budget, search_s)
         if settled is not None:
             return settled
-    budget.report(f"building the integer program ({sum(len(k) for k in keep):,} placements)")
+    budget.report(f"building the integer program ({_placements(keep):,} placements)")
     model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
     if not model.complete:
         budget.report("no time left to finish the integer program; keeping the start and the forest bound")
@@ -234,11 +234,10 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
         if plain and relaxed is not None:
             narrowed = _narrowed(keep, model.surviving(relaxed, evaluate(problem, start).total_usd), start, budget,
                                  "the LP's reduced costs")
-            if sum(len(k) for k in narrowed) == sum(len(k) for k in keep):
+            if _only_the_starts(narrowed, budget):
+                return Bounded(start, None, None)
+            if _placements(narrowed) == _placements(keep):
                 narrowed = None
-        if narrowed is not None and all(len(k) == 1 for k in narrowed):
-            budget.report("no other placement can do better: the start is proven optimal")
-            return Bounded(start, None, None)
         if (budget.for_search() or 0.0) < _MILP_OVER_LP * (budget.clock() - lp_started):
             # HiGHS would spend what is left setting up (presolve, its own root LP) and overrun the budget:
             # the start and the LP bound are the answer.
@@ -273,10 +272,9 @@ def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start:
     limit = cost * (1 + _FIXING_SLACK) + _FIXING_SLACK
     left = _narrowed(keep, [k[m <= limit] for k, m in zip(keep, marginals, strict=True)], start, budget,
                      "the forest relaxation's bounds per placement")
-    if all(len(k) == 1 for k in left):
-        budget.report("no other placement can do better: the start is proven optimal")
+    if _only_the_starts(left, budget):
         return left, floor, Bounded(start, None, None)
-    share = sum(len(k) for k in left) / sum(len(k) for k in keep)
+    share = _placements(left) / _placements(keep)
     if budget.short_of(_BUILD_OVER_SEARCH * search_s * share):
         budget.report("no time left to build the integer program; keeping the start and the forest bound")
         return left, floor, Bounded(start, floor, None)
@@ -327,5 +325,17 @@ def _narrowed(keep: list[np.ndarray], surviving: list[np.ndarray], start: list[i
     """``surviving`` (the options of ``keep`` that a plan no dearer than ``start`` can use, as ``by`` shows),
     the start's own always among them (only floating point could drop one), and a report of what is left."""
     out = [opts if start[s] in opts else np.sort(np.append(opts, start[s])) for s, opts in enumerate(surviving)]
-    budget.report(f"{by} leave {sum(len(k) for k in out):,} of {sum(len(k) for k in keep):,} placements")
+    budget.report(f"{by} leave {_placements(out):,} of {_placements(keep):,} placements")
     return out
+
+
+def _only_the_starts(narrowed: list[np.ndarray], budget: Budget) -> bool:
+    """Whether `_narrowed` left each stage only the start's own option (the start is then proven optimal)."""
+    if any(len(k) > 1 for k in narrowed):
+        return False
+    budget.report("no other placement can do better: the start is proven optimal")
+    return True
+
+
+def _placements(keep: list[np.ndarray]) -> int:
+    return sum(len(k) for k in keep)
