@@ -13,6 +13,7 @@ from skyflow.catalog import EgressModel, PriceCatalog
 from skyflow.errors import PlanningError
 from skyflow.planner.budget import Budget, Progress
 from skyflow.planner.candidates import CandidateFinder, stage_placements
+from skyflow.planner.collector import collector_paused
 from skyflow.planner.components import independent_parts, part_problem
 from skyflow.planner.forest import is_forest, solve_forest
 from skyflow.planner.milp import InfeasibleError
@@ -34,6 +35,7 @@ from skyflow.spec.graph import ResolvedPipeline
 _BASELINE_SHARE = 0.15
 
 
+@collector_paused()
 def plan_pipeline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
                   policy: Policy | None = None, *, baseline: bool = True, started: float | None = None,
                   clock: Callable[[], float] | None = None, progress: Progress | None = None) -> Plan:
@@ -241,6 +243,7 @@ def _on_demand(pipeline: ResolvedPipeline) -> ResolvedPipeline:
     return dataclasses.replace(pipeline, spec=spec)
 
 
+@collector_paused()
 def explain_stage(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel, policy: Policy,
                   plan: Plan, stage: str, limit: int = 5) -> list[Alternative]:
     """The next best placements of ``stage`` with every other stage where ``plan`` put it."""
