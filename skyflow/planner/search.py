@@ -16,11 +16,13 @@ from collections.abc import Callable
 import numpy as np
 
 from skyflow.planner.budget import Budget
-from skyflow.planner.problem import Problem
+from skyflow.planner.problem import Problem, TransferCosts
 
 _EPS = 1e-9
 # Under a time budget the local search may take this share of what is left.
 _SEARCH_SHARE = 0.5
+# Transfer costs are held as dense arrays (one per artifact size) up to this many entries in all (64 MiB).
+_DENSE_ENTRIES = 8 * 1024 * 1024
 
 
 class LocalSearch:
@@ -37,7 +39,8 @@ class LocalSearch:
         self.counts = np.zeros((len(transfers), len(problem.locations)), dtype=np.int64)
         self.incoming: list[list[int]] = [[] for _ in range(n)]
         self.outgoing: list[list[int]] = [[] for _ in range(n)]
-        self.cost = [problem.cost_matrix(t.size_gb) for t in transfers]
+        self.cost = _dense_costs(problem)
+        self.alone = [len(t.consumers) == 1 for t in transfers]
         self.fixed = [problem.loc_index[t.source] if t.source is not None else -1 for t in transfers]
         for ti, t in enumerate(transfers):
             for c in t.consumers:
@@ -65,11 +68,19 @@ class LocalSearch:
         out = self.compute[s] - self.compute[s][self.pos[s]]
         for ti in self.incoming[s]:
             src = self.fixed[ti] if self.fixed[ti] >= 0 else int(self.at[self.problem.transfers[ti].producer])
-            count, rate = self.counts[ti], self.cost[ti][src]
+            rate = self.cost[ti][src]
+            if self.alone[ti]:  # s is its only consumer: it pays wherever s is
+                out = out + (rate[locs] - rate[here])
+                continue
+            count = self.counts[ti]
             count[here] -= 1  # without s: a location pays when no other consumer is there
             out = out + rate[locs] * (count[locs] == 0) - rate[here] * (count[here] == 0)
             count[here] += 1
         for ti in self.outgoing[s]:
+            if self.alone[ti]:
+                rate = self.cost[ti][:, int(self.at[self.problem.transfers[ti].consumers[0]])]
+                out = out + (rate[locs] - rate[here])
+                continue
             dests = np.flatnonzero(self.counts[ti])
             if len(dests):
                 rates = self.cost[ti][:, dests]
@@ -116,10 +127,10 @@ class LocalSearch:
 
     def _try_clouds(self, s: int) -> bool:
         clouds = self.problem.loc_cloud
+        d = self.delta(s)  # the same for every group: each failed try is undone exactly
         for group in self.by_cloud[s]:
             if clouds[self.locs[s][group[0]]] == clouds[self.at[s]]:
                 continue
-            d = self.delta(s)
             k = int(group[np.argmin(d[group])])
             undo = [(s, self.pos[s])]
             total = float(d[k])
@@ -133,6 +144,18 @@ class LocalSearch:
             for stage, old in reversed(undo):
                 self.move(stage, old)
         return False
+
+
+def _dense_costs(problem: Problem) -> list[np.ndarray | TransferCosts]:
+    """Each transfer's (location x location) costs, as a dense array per artifact size while they fit in
+    `_DENSE_ENTRIES` (a row or column is then a view, not a gather through the schedule ids)."""
+    sizes = sorted({t.size_gb for t in problem.transfers})
+    n = len(problem.locations)
+    if len(sizes) * n * n > _DENSE_ENTRIES:
+        return [problem.cost_matrix(t.size_gb) for t in problem.transfers]
+    ids = problem.tier_ids()
+    dense = {size: problem.cost_matrix(size).per_tier[ids] for size in sizes}
+    return [dense[t.size_gb] for t in problem.transfers]
 
 
 def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None, *,
