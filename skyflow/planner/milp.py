@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,16 +68,26 @@ class MilpModel:
         self.integer: list[int] = []
         self.rows: list[tuple[Terms, float, float]] = []
         self.cost: dict[int, float] = defaultdict(float)
-        self.x = [np.array([self._var(0, 1, True) for _ in opts], dtype=np.int64) for opts in keep]
+        self.x = []
         self.at: list[dict[int, Terms]] = []
         self.shares: dict[int, dict[str, int]] = {}
+        self._cloud_name: list[str] = [problem.cloud_names[c] for c in problem.loc_cloud.tolist()]
+        self._cloud_tables: dict[float, dict[tuple[int, int], float] | None] = {}
         for s, opts in enumerate(keep):
+            first = len(self.lb)
+            n = len(opts)
+            self.lb += [0.0] * n
+            self.ub += [1.0] * n
+            self.integer += [1] * n
+            variables = list(range(first, first + n))
+            self.x.append(np.arange(first, first + n, dtype=np.int64))
             by_loc: dict[int, Terms] = defaultdict(list)
-            for var, k in zip(self.x[s], opts, strict=True):
-                by_loc[int(problem.opt_loc[s][k])].append((int(var), 1.0))
-                self.cost[int(var)] += float(problem.opt_compute[s][k])
+            for var, loc, compute in zip(variables, problem.opt_loc[s][opts].tolist(),
+                                         problem.opt_compute[s][opts].tolist(), strict=True):
+                by_loc[loc].append((var, 1.0))
+                self.cost[var] += compute
             self.at.append(by_loc)
-            self.add_row([(int(v), 1.0) for v in self.x[s]], lo=1, hi=1)
+            self.add_row([(v, 1.0) for v in variables], lo=1, hi=1)
         self.makespan: int | None = None
         self.bound = -np.inf  # the proven lower bound of the last solve's objective
         for t in problem.transfers:
@@ -100,19 +112,28 @@ class MilpModel:
         return self.at[s].get(loc, [])
 
     def _cloud_of(self, loc: int) -> str:
-        return self.problem.cloud_names[int(self.problem.loc_cloud[loc])]
+        return self._cloud_name[loc]
 
     def _presence(self, t: Transfer, dests: list[int]) -> dict[int, Terms]:
         if len(t.consumers) == 1:
-            return {v: self._loc(t.consumers[0], v) for v in dests}
-        out = {}
+            at = self.at[t.consumers[0]]
+            return {v: at.get(v, []) for v in dests}
+        first = len(self.lb)
+        self.lb += [0.0] * len(dests)
+        self.ub += [1.0] * len(dests)
+        self.integer += [0] * len(dests)
+        present = {v: first + i for i, v in enumerate(dests)}  # y[v]: some consumer sits at v
+        below: dict[int, list[Terms]] = defaultdict(list)  # per v, each consumer's variables there, in order
+        for c in t.consumers:
+            for v, terms in self.at[c].items():
+                if terms:
+                    below[v].append(terms)
+        rows = self.rows
         for v in dests:
-            y = self._var(0, 1)
-            for c in t.consumers:
-                if v in self.at[c]:
-                    self.add_row([(y, 1.0)] + [(var, -1.0) for var, _ in self._loc(c, v)], lo=0)
-            out[v] = [(y, 1.0)]
-        return out
+            y = present[v]
+            for terms in below[v]:
+                rows.append(([(y, 1.0)] + [(var, -1.0) for var, _ in terms], 0, np.inf))
+        return {v: [(y, 1.0)] for v, y in present.items()}
 
     def _add_transfer(self, t: Transfer) -> None:
         p = self.problem
@@ -128,33 +149,48 @@ class MilpModel:
                     self.cost[var] += coef * float(cost[src, v])
             return
         sources = sorted(self.at[t.producer])
-        rates = self._cloud_rates(cost, sources, dests)
+        rates = self._cloud_rates(t.size_gb, cost, sources, dests)
         if rates is None:
             self._pairwise(t.producer, cost, sources, dests, here)
         else:
             self._by_cloud(t.producer, rates, sources, dests, here)
 
-    def _cloud_rates(self, cost: TransferCosts, sources: list[int],
+    def _cloud_rates(self, size_gb: float, cost: TransferCosts, sources: list[int],
                      dests: list[int]) -> dict[tuple[str, str], float] | None:
-        """rate per (source cloud, target cloud) when that is all egress depends on, else None."""
+        """rate per (source cloud, target cloud) of the pairs (source, destination) that are two places, when
+        that is all egress depends on, else None. Where it is so between every two locations, the rate comes
+        from one table per artifact size; otherwise from this transfer's own pairs."""
+        if size_gb not in self._cloud_tables:
+            self._cloud_tables[size_gb] = self._cloud_table(cost)
+        table = self._cloud_tables[size_gb]
+        if table is None:
+            return _pair_rates(self.problem, cost, sources, dests)
         cloud = self.problem.loc_cloud
-        src, dst = np.asarray(sources), np.asarray(dests)
-        block = cost[np.ix_(src, dst)]
-        pair = cloud[src][:, None] * (cloud.max() + 1) + cloud[dst][None, :]
-        off = src[:, None] != dst[None, :]
-        keys, values = pair[off], block[off]
-        if len(keys) == 0:
-            return {}
-        order = np.argsort(keys, kind="stable")
-        keys, values = keys[order], values[order]
-        starts = np.r_[0, np.nonzero(np.diff(keys))[0] + 1]
-        first = values[starts]
-        if not np.array_equal(np.repeat(first, np.diff(np.r_[starts, len(keys)])), values):
-            return None
+        from_cloud: dict[int, list[int]] = defaultdict(list)
+        to_cloud: dict[int, list[int]] = defaultdict(list)
+        for u in sources:
+            from_cloud[int(cloud[u])].append(u)
+        for v in dests:
+            to_cloud[int(cloud[v])].append(v)
         names = self.problem.cloud_names
-        width = cloud.max() + 1
-        return {(names[int(k // width)], names[int(k % width)]): float(v) for k, v in zip(keys[starts], first,
-                                                                                          strict=True)}
+        return {(names[k], names[c]): table[(k, c)] for k, us in from_cloud.items() for c, vs in to_cloud.items()
+                if k != c or len(us) > 1 or len(vs) > 1 or us != vs}
+
+    def _cloud_table(self, cost: TransferCosts) -> dict[tuple[int, int], float] | None:
+        """The rate per (source cloud, target cloud) index pair between any two locations, or None when some
+        pair of clouds has more than one. When the egress schedule itself depends only on the two clouds
+        (looked at once), a size's table is each pair's schedule priced at that size."""
+        if self._schedules is not None:
+            return {pair: float(cost.per_tier[int(tier)]) for pair, tier in self._schedules.items()}
+        everywhere = np.arange(len(self.problem.locations))
+        return _rate_per_cloud_pair(self.problem, everywhere, everywhere, cost[np.ix_(everywhere, everywhere)])
+
+    @cached_property
+    def _schedules(self) -> dict[tuple[int, int], float] | None:
+        """The egress schedule (its id) per (source cloud, target cloud) index pair between any two locations,
+        or None when some pair of clouds has more than one."""
+        everywhere = np.arange(len(self.problem.locations))
+        return _rate_per_cloud_pair(self.problem, everywhere, everywhere, self.problem.tier_ids().astype(float))
 
     def _by_cloud(self, producer: int, rates: dict[tuple[str, str], float], sources: list[int], dests: list[int],
                   here: dict[int, Terms]) -> None:
@@ -338,17 +374,25 @@ class MilpModel:
         """Whether ``objective`` is the plan's cost (else its finish time): the unit progress is told in."""
         return bool(np.array_equal(objective, self.cost_objective()))
 
-    def relaxation(self, objective: np.ndarray, time_limit_s: float | None) -> Relaxed | None:
+    def relaxation(self, objective: np.ndarray, time_limit_s: float | None,
+                   clock: Callable[[], float] | None = None) -> Relaxed | None:
         """The LP relaxation's optimum (a lower bound of the program's), or None when the time limit
-        stopped it first."""
+        stopped it first. With ``clock`` the limit counts from this call, handing the program to HiGHS
+        included (0.8 s of a 5,000-stage program's), else from HiGHS's start."""
         import highspy
 
+        ends = None if time_limit_s is None or clock is None else clock() + time_limit_s
         h = _quiet_highs()
-        if time_limit_s is not None:
-            _set_option(h, "time_limit", max(float(time_limit_s), 0.0))
+        # Dual simplex on the program as built: HiGHS's presolve took about two thirds of the LP's time on
+        # the bench's 1,000-stage DAG (0.09 of 0.14 s) and removed little.
+        _set_option(h, "presolve", "off")
         lp = self._highs_lp(objective)
         lp.integrality_ = []
         h.passModel(lp)
+        if ends is not None and clock is not None:
+            time_limit_s = ends - clock()
+        if time_limit_s is not None:
+            _set_option(h, "time_limit", max(float(time_limit_s), 0.0))
         h.run()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
@@ -391,8 +435,8 @@ class MilpModel:
         lp.num_col_, lp.num_row_ = len(self.lb), len(self.rows)
         lp.col_cost_ = objective
         lp.col_lower_, lp.col_upper_ = np.array(self.lb), np.array(self.ub)
-        lp.row_lower_ = np.array([lo for _, lo, _ in self.rows])
-        lp.row_upper_ = np.array([hi for _, _, hi in self.rows])
+        _, lower, upper = zip(*self.rows, strict=True) if self.rows else ((), (), ())
+        lp.row_lower_, lp.row_upper_ = np.array(lower, dtype=float), np.array(upper, dtype=float)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = start, index, value
         kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
@@ -402,12 +446,16 @@ class MilpModel:
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The constraint matrix column-wise (starts, row indices, values), repeated entries summed."""
         n_rows = len(self.rows)
-        rows = np.repeat(np.arange(n_rows, dtype=np.int64), [len(terms) for terms, _, _ in self.rows])
-        flat = [pair for terms, _, _ in self.rows for pair in terms]
-        cols = np.array([var for var, _ in flat], dtype=np.int64)
-        vals = np.array([coef for _, coef in flat], dtype=float)
-        keys, where = np.unique(cols * n_rows + rows, return_inverse=True)  # sorted by column, then row
-        summed = np.bincount(where, weights=vals, minlength=len(keys))
+        lengths = np.fromiter((len(terms) for terms, _, _ in self.rows), dtype=np.int64, count=n_rows)
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
+        # variable, coefficient, variable, ... as one float array (variable numbers are exact in a float)
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(terms for terms, _, _ in self.rows)), dtype=float)
+        keys = flat[0::2].astype(np.int64) * n_rows + rows
+        order = np.argsort(keys, kind="stable")  # by column, then row; a repeated entry keeps its order
+        keys, vals = keys[order], flat[1::2][order]
+        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
+        summed = np.add.reduceat(vals, first) if len(keys) else np.zeros(0)
+        keys = keys[first]
         per_col = np.bincount(keys // n_rows, minlength=len(self.lb)) if len(keys) else np.zeros(len(self.lb), int)
         return np.r_[0, np.cumsum(per_col)].astype(np.int32), (keys % n_rows).astype(np.int32), summed
 
@@ -419,6 +467,37 @@ class MilpModel:
 
     def choice(self, x: np.ndarray) -> list[int]:
         return [int(self.keep[s][int(np.argmax(x[self.x[s]]))]) for s in range(len(self.keep))]
+
+
+def _pair_rates(problem: Problem, cost: TransferCosts, sources: list[int],
+                dests: list[int]) -> dict[tuple[str, str], float] | None:
+    """`_rate_per_cloud_pair` over one transfer's sources and destinations, by cloud name."""
+    src, dst = np.asarray(sources), np.asarray(dests)
+    found = _rate_per_cloud_pair(problem, src, dst, cost[np.ix_(src, dst)])
+    if found is None:
+        return None
+    names = problem.cloud_names
+    return {(names[k], names[c]): rate for (k, c), rate in found.items()}
+
+
+def _rate_per_cloud_pair(problem: Problem, src: np.ndarray, dst: np.ndarray,
+                         block: np.ndarray) -> dict[tuple[int, int], float] | None:
+    """Over the pairs of two different locations in ``src`` x ``dst`` (``block``: their costs), the one rate of
+    each (source cloud, target cloud) pair present, or None when a pair of clouds has two."""
+    cloud = problem.loc_cloud
+    width = int(cloud.max()) + 1
+    pair = cloud[src][:, None] * width + cloud[dst][None, :]
+    off = src[:, None] != dst[None, :]
+    keys, values = pair[off], block[off]
+    if len(keys) == 0:
+        return {}
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    starts = np.r_[0, np.nonzero(np.diff(keys))[0] + 1]
+    first = values[starts]
+    if not np.array_equal(np.repeat(first, np.diff(np.r_[starts, len(keys)])), values):
+        return None
+    return {(int(k // width), int(k % width)): float(v) for k, v in zip(keys[starts], first, strict=True)}
 
 
 def _progress_line(best: float, bound: float, in_usd: bool) -> str:
@@ -466,7 +545,7 @@ def _stopped() -> tuple[Any, ...]:
     return (status.kTimeLimit, status.kInterrupt, status.kIterationLimit, status.kSolutionLimit)
 
 
-def _set_option(h: Any, name: str, value: float | bool) -> None:
+def _set_option(h: Any, name: str, value: float | bool | str) -> None:
     """Set a HiGHS option or fail: HiGHS answers an unknown name or a bad value with a status, not an
     exception, and a search left at its default relative gap (1e-4) would no longer be exact."""
     import highspy

@@ -9,6 +9,7 @@ swapping a pruned choice for its dominator never raises the cost, so the optimum
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,10 +33,12 @@ _GUIDED_FROM_STAGES = 500
 _MILP_OVER_LP = 2.0
 # The LP relaxation may take this share of what is left of the budget.
 _LP_SHARE = 0.4
-# Building the program takes about 2.5 times as long as the local search for its start did (the bench's
-# 1,000- and 10,000-stage DAGs), and HiGHS needs time after it: with no more than this many times the
-# search's time left, the program is not built (it would be dropped unfinished or unsearched).
-_BUILD_OVER_SEARCH = 3.0
+# Building the program and solving its LP relaxation took 0.9 to 3 times as long as the local search for its
+# start (the bench's random 1,000-stage DAG: 0.14 s after a 0.15 s search; realistic1000: 0.9 s after 0.3 s;
+# the 10,000-stage DAG: 6.5 s after 2.7 s), and the LP gets _LP_SHARE of what is left: with no more than this
+# many times the search's time left the LP would likely not finish and the time spent building would be lost,
+# so the program is not built.
+_PROGRAM_OVER_SEARCH = 7.0
 # An option stays unless a lower bound of every plan using it exceeds the start's cost by this share (and as
 # many dollars): the forest relaxation's sums are exact but for floating point.
 _FIXING_SLACK = 1e-9
@@ -60,16 +63,11 @@ def merge_interchangeable(problem: Problem, keep: list[np.ndarray]) -> list[np.n
     one transfer. So the optimum survives with v dropped (exact, for cost and time alike).
     """
     n = len(problem.locations)
-    signature: list[list[tuple[int, float, float]]] = [[] for _ in range(n)]
-    for s, opts in enumerate(keep):
-        locs, compute, hours = problem.opt_loc[s][opts], problem.opt_compute[s][opts], problem.opt_hours[s][opts]
-        for loc, c, h in sorted(zip(locs.tolist(), compute.tolist(), hours.tolist(), strict=True)):
-            signature[loc].append((s, c, h))
     fixed = {problem.loc_index[t.source] for t in problem.transfers if t.source is not None}
-    groups: dict[tuple[tuple[int, float, float], ...], list[int]] = defaultdict(list)
-    for loc in range(n):
-        if signature[loc] and loc not in fixed:
-            groups[tuple(signature[loc])].append(loc)
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    for loc, signature in _signatures(problem, keep):
+        if loc not in fixed:
+            groups[signature].append(loc)
     ids = problem.tier_ids()
     dropped = np.zeros(n, dtype=bool)
     for members in groups.values():
@@ -79,6 +77,22 @@ def merge_interchangeable(problem: Problem, keep: list[np.ndarray]) -> list[np.n
     if not dropped.any():
         return keep
     return [opts[~dropped[problem.opt_loc[s][opts]]] for s, opts in enumerate(keep)]
+
+
+def _signatures(problem: Problem, keep: list[np.ndarray]) -> list[tuple[int, bytes]]:
+    """(location, what every stage can do there: its (stage, compute, hours) options in order, as bytes) for
+    each location some stage can use; equal bytes, equal options (-0.0 is taken as 0.0)."""
+    if not any(len(k) for k in keep):
+        return []
+    stage = np.repeat(np.arange(len(keep), dtype=np.int64), [len(k) for k in keep])
+    loc = np.concatenate([problem.opt_loc[s][k] for s, k in enumerate(keep)])
+    compute = np.concatenate([problem.opt_compute[s][k] for s, k in enumerate(keep)]) + 0.0
+    hours = np.concatenate([problem.opt_hours[s][k] for s, k in enumerate(keep)]) + 0.0
+    order = np.lexsort((hours, compute, stage, loc))
+    loc, stage, compute, hours = loc[order], stage[order], compute[order], hours[order]
+    bounds = np.r_[0, np.flatnonzero(loc[1:] != loc[:-1]) + 1, len(loc)].tolist()
+    return [(int(loc[a]), stage[a:b].tobytes() + compute[a:b].tobytes() + hours[a:b].tobytes())
+            for a, b in itertools.pairwise(bounds)]
 
 
 def _same_egress(ids: np.ndarray, members: list[int]) -> list[tuple[int, list[int]]]:
@@ -107,19 +121,20 @@ def prune_dominated(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray
             outgoing[t.producer].append(ti)
         for c in t.consumers:
             incoming[c].append(ti)
+    at = [problem.opt_loc[s][opts] for s, opts in enumerate(keep)]
     out = []
     for s, opts in enumerate(keep):
         if len(opts) <= 1:
             out.append(opts)
             continue
         compute = problem.opt_compute[s][opts]
-        locs = problem.opt_loc[s][opts]
+        locs = at[s]
         best = np.argsort(compute, kind="stable")[:_PRUNE_AGAINST]
         bound = np.zeros((len(best), len(opts)))
         for ti in incoming[s]:
-            bound += _incoming_gain(problem, ti, locs[best], locs, keep)
+            bound += _incoming_gain(problem, ti, locs[best], locs, at)
         for ti in outgoing[s]:
-            bound += _outgoing_gain(problem, ti, locs[best], locs, keep)
+            bound += _outgoing_gain(problem, ti, locs[best], locs, at)
         slack = compute[best][:, None] + bound - compute[None, :]
         beats = slack <= _EPS
         # Among the reference options only an earlier one may prune a later one, so that ties
@@ -133,29 +148,30 @@ def prune_dominated(problem: Problem, keep: list[np.ndarray]) -> list[np.ndarray
 
 
 def _incoming_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.ndarray,
-                   keep: list[np.ndarray]) -> np.ndarray:
-    """Largest extra egress of moving the consumer from l to b, over all producer locations."""
+                   at: list[np.ndarray]) -> np.ndarray:
+    """Largest extra egress of moving the consumer from l to b, over all producer locations (``at``: each
+    stage's option locations)."""
     t = problem.transfers[ti]
     cost = problem.cost_matrix(t.size_gb)
     if t.producer is None:
         sources = np.array([problem.loc_index[t.source]])  # type: ignore[index]
     else:
-        sources = problem.opt_loc[t.producer][keep[t.producer]]
-    to_b = cost[np.ix_(sources, b_locs)]
+        sources = at[t.producer]
+    to_b = cost[sources[:, None], b_locs[None, :]]
     if len(t.consumers) > 1:  # l may share its transfer with another consumer: no saving to count
         return np.broadcast_to(to_b.max(axis=0)[:, None], (len(b_locs), len(l_locs)))
-    to_l = cost[np.ix_(sources, l_locs)]
+    to_l = cost[sources[:, None], l_locs[None, :]]
     return np.asarray((to_b[:, :, None] - to_l[:, None, :]).max(axis=0))
 
 
 def _outgoing_gain(problem: Problem, ti: int, b_locs: np.ndarray, l_locs: np.ndarray,
-                   keep: list[np.ndarray]) -> np.ndarray:
+                   at: list[np.ndarray]) -> np.ndarray:
     t = problem.transfers[ti]
     cost = problem.cost_matrix(t.size_gb)
     # sorted(set()), not np.unique: on numpy 2 its first call imports numpy.ma (15 ms of a small plan).
-    dests = np.array(sorted({int(v) for c in t.consumers for v in problem.opt_loc[c][keep[c]]}), dtype=np.int64)
-    from_b = cost[np.ix_(b_locs, dests)]
-    from_l = cost[np.ix_(l_locs, dests)]
+    dests = np.array(sorted({int(v) for c in t.consumers for v in at[c].tolist()}), dtype=np.int64)
+    from_b = cost[b_locs[:, None], dests[None, :]]
+    from_l = cost[l_locs[:, None], dests[None, :]]
     gain = np.maximum((from_b[:, None, :] - from_l[None, :, :]).max(axis=2), 0.0)
     return np.asarray(gain * min(len(t.consumers), len(dests)))
 
@@ -261,7 +277,7 @@ def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start:
     """What the forest relaxation settles of a plain cost search from ``start`` before any program is built:
     its bound (the start is proven optimal when it costs no more), its bounds per placement (the options no
     plan as cheap as the start can use are dropped; the start is proven when only its own are left), then
-    whether there is time to build and search a program over what is left (see _BUILD_OVER_SEARCH; building
+    whether there is time to build and search a program over what is left (see _PROGRAM_OVER_SEARCH; building
     takes time in proportion to the placements). The options left, the floor, and the answer if settled."""
     bound, marginals = forest_marginals(problem, keep)
     floor = max(floor, bound)
@@ -275,7 +291,7 @@ def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start:
     if _only_the_starts(left, budget):
         return left, floor, Bounded(start, None, None)
     share = _placements(left) / _placements(keep)
-    if budget.short_of(_BUILD_OVER_SEARCH * search_s * share):
+    if budget.short_of(_PROGRAM_OVER_SEARCH * search_s * share):
         budget.report("no time left to build the integer program; keeping the start and the forest bound")
         return left, floor, Bounded(start, floor, None)
     return left, floor, None
@@ -310,7 +326,7 @@ def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel,
     from skyflow.planner.search import good_start
 
     budget.report("solving the LP relaxation for a bound and a second start")
-    relaxed = model.relaxation(model.cost_objective(), budget.share(_LP_SHARE))
+    relaxed = model.relaxation(model.cost_objective(), budget.share(_LP_SHARE), budget.clock)
     if relaxed is None:
         return start, floor, None
     budget.report(f"LP bound ${relaxed.value:,.2f}; searching from its rounding")

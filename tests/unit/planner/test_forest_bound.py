@@ -15,6 +15,7 @@ from test_time_limit import EGRESS, _large_case
 
 from skyflow.planner import Policy, plan_pipeline
 from skyflow.planner import milp as milp_module
+from skyflow.planner import solve as solve_module
 from skyflow.planner.budget import Budget
 from skyflow.planner.components import DisjointSets
 from skyflow.planner.core import _problem
@@ -177,9 +178,10 @@ def test_with_less_time_left_than_building_the_program_takes_none_is_built(
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(milp_module, "MilpModel", Counting)
-    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=1.2)  # building: 3.6 s
+    needs = solve_module._PROGRAM_OVER_SEARCH  # times the search's time, to build the program and solve its LP
+    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.6 / needs)
     assert found.choice == start and found.cost_bound == pytest.approx(bound) and not built
-    solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=1.1)
+    solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.4 / needs)
     assert built == [1]
 
 
