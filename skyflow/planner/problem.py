@@ -24,19 +24,28 @@ class Transfer:
     consumers: tuple[int, ...]  # stage indices, in pipeline order
 
 
+# Transfer costs of a problem are also held as dense (location x location) arrays, one per artifact size, up to
+# this many entries in all (32 MiB); past it, each is read through the shared schedule ids.
+DENSE_ENTRIES = 4 * 1024 * 1024
+
+
 class TransferCosts:
-    """Moving one size of artifact between every pair of locations, without the dense matrix: a price
-    per egress schedule and the shared (location x location) schedule ids. Artifacts of many sizes
-    (one matrix each) were most of the memory of planning a 5,000-stage DAG."""
+    """Moving one size of artifact between every pair of locations: a price per egress schedule and the
+    shared (location x location) schedule ids, and the dense matrix when the problem could afford it.
+    Artifacts of many sizes (one matrix each) were most of the memory of planning a 5,000-stage DAG; a
+    read through the ids gathers twice."""
 
-    __slots__ = ("ids", "per_tier")
+    __slots__ = ("dense", "ids", "per_tier")
 
-    def __init__(self, per_tier: np.ndarray, ids: np.ndarray) -> None:
+    def __init__(self, per_tier: np.ndarray, ids: np.ndarray, *, dense: bool = False) -> None:
         self.per_tier = per_tier
         self.ids = ids
+        self.dense: np.ndarray | None = per_tier[ids] if dense else None
 
     def __getitem__(self, key: Any) -> Any:
         """``costs[u, v]``, ``costs[u]``, ``costs[:, dests]``, ``costs[np.ix_(a, b)]``: as on the dense array."""
+        if self.dense is not None:
+            return self.dense[key]
         return self.per_tier[self.ids[key]]
 
 
@@ -71,13 +80,18 @@ class Problem:
         self._tier_ids: np.ndarray | None = None
         self._tiers: list[object] = []
         self._cost_cache: dict[float, TransferCosts] = {}
+        self._dense_left = DENSE_ENTRIES
 
     def cost_matrix(self, size_gb: float) -> TransferCosts:
         """USD to move ``size_gb`` from location i to location j, indexed like a (location x location) array."""
         found = self._cost_cache.get(size_gb)
         if found is None:
             ids = self._tier_id_matrix()
-            found = TransferCosts(np.array([t.cost_usd(size_gb) for t in self._tiers]), ids)  # type: ignore[attr-defined]
+            dense = self._dense_left >= ids.size
+            if dense:
+                self._dense_left -= ids.size
+            prices = np.array([t.cost_usd(size_gb) for t in self._tiers])  # type: ignore[attr-defined]
+            found = TransferCosts(prices, ids, dense=dense)
             self._cost_cache[size_gb] = found
         return found
 

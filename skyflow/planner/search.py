@@ -21,8 +21,6 @@ from skyflow.planner.problem import Problem, TransferCosts
 _EPS = 1e-9
 # Under a time budget the local search may take this share of what is left.
 _SEARCH_SHARE = 0.5
-# Transfer costs are held as dense arrays (one per artifact size) up to this many entries in all (64 MiB).
-_DENSE_ENTRIES = 8 * 1024 * 1024
 
 
 class LocalSearch:
@@ -39,7 +37,7 @@ class LocalSearch:
         self.counts = np.zeros((len(transfers), len(problem.locations)), dtype=np.int64)
         self.incoming: list[list[int]] = [[] for _ in range(n)]
         self.outgoing: list[list[int]] = [[] for _ in range(n)]
-        self.cost = _dense_costs(problem)
+        self.cost = _costs(problem)
         self.alone = [len(t.consumers) == 1 for t in transfers]
         self.fixed = [problem.loc_index[t.source] if t.source is not None else -1 for t in transfers]
         for ti, t in enumerate(transfers):
@@ -146,16 +144,14 @@ class LocalSearch:
         return False
 
 
-def _dense_costs(problem: Problem) -> list[np.ndarray | TransferCosts]:
-    """Each transfer's (location x location) costs, as a dense array per artifact size while they fit in
-    `_DENSE_ENTRIES` (a row or column is then a view, not a gather through the schedule ids)."""
-    sizes = sorted({t.size_gb for t in problem.transfers})
-    n = len(problem.locations)
-    if len(sizes) * n * n > _DENSE_ENTRIES:
-        return [problem.cost_matrix(t.size_gb) for t in problem.transfers]
-    ids = problem.tier_ids()
-    dense = {size: problem.cost_matrix(size).per_tier[ids] for size in sizes}
-    return [dense[t.size_gb] for t in problem.transfers]
+def _costs(problem: Problem) -> list[np.ndarray | TransferCosts]:
+    """Each transfer's (location x location) costs: the dense array where the problem holds one (a row or
+    column is then a view), else read through the schedule ids."""
+    out: list[np.ndarray | TransferCosts] = []
+    for t in problem.transfers:
+        cost = problem.cost_matrix(t.size_gb)
+        out.append(cost if cost.dense is None else cost.dense)
+    return out
 
 
 def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None, *,
