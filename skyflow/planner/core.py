@@ -204,7 +204,8 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
     for i, cloud in enumerate(clouds):
         single = dataclasses.replace(anywhere, allowed_clouds=(cloud,),
                                      infra=tuple(e for e in policy.infra or (cloud,) if e.split("/")[0] == cloud))
-        kept = {name: [p for p in opts if p.cached or _on(single, cloud, p)] for name, opts in options.items()}
+        on = _on_cloud(single, cloud)
+        kept = {name: [p for p in opts if p.cached or on(p)] for name, opts in options.items()}
         if not all(kept.values()):
             continue
         problem, _ = build_problem(on_demand, kept, egress, single)
@@ -215,8 +216,21 @@ def _baseline(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressM
     return best
 
 
-def _on(policy: Policy, cloud: str, p: Placement) -> bool:
-    return p.cloud == cloud and policy.region_allowed(cloud, p.region or "")
+def _on_cloud(policy: Policy, cloud: str) -> Callable[[Placement], bool]:
+    """Whether a placement is on ``cloud`` in a region ``policy`` allows (asked once per region: every stage's
+    candidates ask again about the same few regions)."""
+    allowed: dict[str, bool] = {}
+
+    def on(p: Placement) -> bool:
+        if p.cloud != cloud:
+            return False
+        region = p.region or ""
+        found = allowed.get(region)
+        if found is None:
+            found = allowed[region] = policy.region_allowed(cloud, region)
+        return found
+
+    return on
 
 
 def _recompute_usd(pipeline: ResolvedPipeline, catalog: PriceCatalog, egress: EgressModel,
