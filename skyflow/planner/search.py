@@ -12,6 +12,7 @@ consumers together.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,20 +33,28 @@ class LocalSearch:
         self.locs = [problem.opt_loc[s][keep[s]] for s in range(n)]
         self.compute = [problem.opt_compute[s][keep[s]] for s in range(n)]
         self.pos = [int(np.argmin(c)) for c in self.compute]
-        self.at = np.array([int(self.locs[s][self.pos[s]]) for s in range(n)], dtype=np.int64)
+        self.at = [int(self.locs[s][self.pos[s]]) for s in range(n)]  # each stage's location
         transfers = problem.transfers
         self.counts = np.zeros((len(transfers), len(problem.locations)), dtype=np.int64)
         self.incoming: list[list[int]] = [[] for _ in range(n)]
         self.outgoing: list[list[int]] = [[] for _ in range(n)]
-        self.cost = _costs(problem)
-        self.alone = [len(t.consumers) == 1 for t in transfers]
-        self.fixed = [problem.loc_index[t.source] if t.source is not None else -1 for t in transfers]
+        cost = _costs(problem)
+        # What a stage's cost change reads, per transfer into it: (costs, consumer counts or None when the
+        # stage is the only consumer, the fixed source location or -1, the producer or -1); per transfer
+        # out of it: (costs, counts, the only consumer or -1).
+        self.reads_in: list[list[tuple[Any, np.ndarray | None, int, int]]] = [[] for _ in range(n)]
+        self.reads_out: list[list[tuple[Any, np.ndarray, int]]] = [[] for _ in range(n)]
         for ti, t in enumerate(transfers):
+            alone = len(t.consumers) == 1
+            fixed = problem.loc_index[t.source] if t.source is not None else -1
             for c in t.consumers:
                 self.counts[ti, self.at[c]] += 1
                 self.incoming[c].append(ti)
+                producer = -1 if t.producer is None else t.producer
+                self.reads_in[c].append((cost[ti], None if alone else self.counts[ti], fixed, producer))
             if t.producer is not None:
                 self.outgoing[t.producer].append(ti)
+                self.reads_out[t.producer].append((cost[ti], self.counts[ti], t.consumers[0] if alone else -1))
         linked: list[set[int]] = [set() for _ in range(n)]
         for t in transfers:
             if t.producer is not None:
@@ -62,31 +71,34 @@ class LocalSearch:
 
     def delta(self, s: int) -> np.ndarray:
         """The change in total cost of moving stage s to each of its options, the rest fixed."""
-        locs, here = self.locs[s], int(self.at[s])
-        out = self.compute[s] - self.compute[s][self.pos[s]]
-        for ti in self.incoming[s]:
-            src = self.fixed[ti] if self.fixed[ti] >= 0 else int(self.at[self.problem.transfers[ti].producer])
-            rate = self.cost[ti][src]
-            if self.alone[ti]:  # s is its only consumer: it pays wherever s is
-                out = out + (rate[locs] - rate[here])
+        locs, here, at = self.locs[s], self.at[s], self.at
+        out: np.ndarray = self.compute[s] - self.compute[s][self.pos[s]]
+        for cost, count, fixed, producer in self.reads_in[s]:
+            rate = cost[fixed if fixed >= 0 else at[producer]]
+            if count is None:  # s is the only consumer: it pays wherever s is
+                out += rate[locs]
+                out -= rate[here]
                 continue
-            count = self.counts[ti]
             count[here] -= 1  # without s: a location pays when no other consumer is there
-            out = out + rate[locs] * (count[locs] == 0) - rate[here] * (count[here] == 0)
+            out += rate[locs] * (count[locs] == 0)
+            if count[here] == 0:
+                out -= rate[here]
             count[here] += 1
-        for ti in self.outgoing[s]:
-            if self.alone[ti]:
-                rate = self.cost[ti][:, int(self.at[self.problem.transfers[ti].consumers[0]])]
-                out = out + (rate[locs] - rate[here])
+        for cost, count, only in self.reads_out[s]:
+            if only >= 0:
+                rate = cost[:, at[only]]
+                out += rate[locs]
+                out -= rate[here]
                 continue
-            dests = np.flatnonzero(self.counts[ti])
+            dests = np.flatnonzero(count)
             if len(dests):
-                rates = self.cost[ti][:, dests]
-                out = out + rates[locs].sum(axis=1) - rates[here].sum()
-        return np.asarray(out)
+                rates = cost[:, dests]
+                out += rates[locs].sum(axis=1)
+                out -= rates[here].sum()
+        return out
 
     def move(self, s: int, k: int) -> None:
-        here, there = int(self.at[s]), int(self.locs[s][k])
+        here, there = self.at[s], int(self.locs[s][k])
         for ti in self.incoming[s]:
             self.counts[ti, here] -= 1
             self.counts[ti, there] += 1
