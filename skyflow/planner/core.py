@@ -15,14 +15,14 @@ from skyflow.planner.budget import Budget, Progress
 from skyflow.planner.candidates import CandidateFinder, stage_placements
 from skyflow.planner.collector import collector_paused
 from skyflow.planner.components import independent_parts, part_problem
-from skyflow.planner.forest import is_forest, solve_forest
+from skyflow.planner.forest import forest_marginals, is_forest, solve_forest
 from skyflow.planner.milp import InfeasibleError
 from skyflow.planner.plan import Alternative, Placement, Plan
 from skyflow.planner.plan_warnings import plan_warnings
 from skyflow.planner.policy import Policy
 from skyflow.planner.problem import Problem, build_problem, evaluate
 from skyflow.planner.reasons import infeasible_error
-from skyflow.planner.search import good_start
+from skyflow.planner.search import descent_from, good_start, positions_of
 from skyflow.planner.solve import (
     cheapest_per_location,
     merge_interchangeable,
@@ -125,8 +125,14 @@ def _cheapest(problem: Problem, keep: list[np.ndarray], budget: Budget) -> Solve
         return Solved(solve_forest(problem, keep), "dp")
     budget.report(f"searching {sum(len(k) for k in keep):,} placements of {len(keep):,} stages for a start")
     began = budget.clock()
-    start = good_start(problem, keep, budget=budget)
-    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=budget.clock() - began)
+    forest = forest_marginals(problem, keep)
+    start = descent_from(problem, keep, [int(np.argmin(m)) for m in forest[1]], budget=budget)
+
+    def polish(plan: list[int], options: list[np.ndarray]) -> list[int]:
+        return good_start(problem, options, positions_of(plan, options), budget=budget)
+
+    found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=budget.clock() - began,
+                               forest=forest, polish=polish)
     return Solved(found.choice, "milp", found.cost_bound)
 
 

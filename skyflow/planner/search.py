@@ -166,6 +166,24 @@ def _costs(problem: Problem) -> list[np.ndarray | TransferCosts]:
     return out
 
 
+def descent_from(problem: Problem, keep: list[np.ndarray], positions: list[int], *,
+                 budget: Budget | None = None) -> list[int]:
+    """The plan (option index per stage) that best single-stage moves reach from ``positions`` (index into
+    ``keep`` per stage): a quick start from a good place, such as the forest relaxation's optimum."""
+    share = None if budget is None else budget.share(_SEARCH_SHARE)
+    ends = None if budget is None or share is None else budget.clock() + share
+    search = LocalSearch(problem, keep)
+    for s, k in enumerate(positions):
+        search.move(s, k)
+    search.descend(out_of_time=lambda: ends is not None and budget is not None and budget.clock() >= ends)
+    return search.choice(keep)
+
+
+def positions_of(plan: list[int], keep: list[np.ndarray]) -> list[int]:
+    """A plan's option indices as positions into ``keep`` (each chosen option must be among them)."""
+    return [int(np.flatnonzero(opts == k)[0]) for k, opts in zip(plan, keep, strict=True)]
+
+
 def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | None = None, *,
                budget: Budget | None = None) -> list[int]:
     """A low-cost plan (option index per stage) for the cost objective; no optimality claimed.

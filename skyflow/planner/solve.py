@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,11 @@ from skyflow.planner.problem import Problem, evaluate
 if TYPE_CHECKING:
     from skyflow.planner.milp import MilpModel, Relaxed
 
+# The forest relaxation's bound and its bounds per placement (forest_marginals).
+Forest = tuple[float, list[np.ndarray]]
+# The whole local search from a plan, over the options given: (plan, options) -> a plan no dearer.
+Polish = Callable[[list[int], list[np.ndarray]], list[int]]
+
 _PRUNE_AGAINST = 8  # each option is tested against this many of the stage's cheapest
 _EPS = 1e-9
 # Under a time limit the cost search still gets this much when the fastest plan took the budget.
@@ -33,12 +39,12 @@ _GUIDED_FROM_STAGES = 500
 _MILP_OVER_LP = 2.0
 # The LP relaxation may take this share of what is left of the budget.
 _LP_SHARE = 0.4
-# Building the program and solving its LP relaxation took 0.9 to 3 times as long as the local search for its
-# start (the bench's random 1,000-stage DAG: 0.14 s after a 0.15 s search; realistic1000: 0.9 s after 0.3 s;
-# the 10,000-stage DAG: 6.5 s after 2.7 s), and the LP gets _LP_SHARE of what is left: with no more than this
-# many times the search's time left the LP would likely not finish and the time spent building would be lost,
-# so the program is not built.
-_PROGRAM_OVER_SEARCH = 7.0
+# Building the program and solving its LP relaxation took 2 to 16 times as long as finding the start (the forest
+# relaxation and the single-stage moves from its optimum: the bench's random 1,000-stage DAG 0.17 s after 0.08 s;
+# realistic1000 0.78 s after 0.11 s; the 10,000-stage DAG 8.4 s after 0.82 s; realistic5000 8.9 s after 0.56 s),
+# and the LP gets _LP_SHARE of what is left: with no more than this many times the start's time left the LP
+# would likely not finish and the time spent building would be lost, so the program is not built.
+_PROGRAM_OVER_SEARCH = 40.0
 # An option stays unless a lower bound of every plan using it exceeds the start's cost by this share (and as
 # many dollars): the forest relaxation's sums are exact but for floating point.
 _FIXING_SLACK = 1e-9
@@ -202,11 +208,15 @@ def solve_milp(problem: Problem, keep: list[np.ndarray], *, with_time: bool = Fa
 def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: bool = False,
                        deadline_h: float | None = None, max_cost_usd: float | None = None,
                        minimize: str = "cost", start: list[int] | None = None,
-                       budget: Budget | None = None, search_s: float = 0.0) -> Bounded:
+                       budget: Budget | None = None, search_s: float = 0.0,
+                       forest: Forest | None = None, polish: Polish | None = None) -> Bounded:
     """`solve_milp` within ``budget`` (None: no limit, prove optimality):
     the best plan found and its proven bounds. Under a time objective the fastest plan takes what it
     needs of the budget and the cheapest plan at that time the rest. ``search_s``: how long finding
-    ``start`` took, the least building the program is expected to take."""
+    ``start`` took, the yardstick of what building the program and its LP relaxation take. ``forest``: the
+    forest relaxation's bound and bounds per placement, when the caller has them. ``polish``: for a start not
+    yet through the whole local search, the search from it (over the options given), run wherever the start
+    would otherwise go to HiGHS or come back as it is (the LP relaxation's guided search stands in for it)."""
     from skyflow.planner.milp import MilpModel
 
     budget = budget or Budget(None)
@@ -214,17 +224,22 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     # A plain cost search (no rows, no time objective) from a start: the forest bound may settle it before
     # any program is built, and the budget is watched while building (the start is the answer if it runs out).
     plain = start is not None and minimize == "cost" and not with_time and deadline_h is None and max_cost_usd is None
+    guided = budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES
     if plain:
         assert start is not None
-        keep, floor, settled = _settled_before_the_program(problem, keep, start, floor, budget, search_s)
+        keep, floor, settled = _settled_before_the_program(problem, keep, start, floor, budget, search_s, forest)
         if settled is not None:
+            if settled.cost_bound is not None and polish is not None:  # out of time: the start is the answer
+                return Bounded(polish(settled.choice, keep), settled.cost_bound, None)
             return settled
+    if polish is not None and start is not None and not guided:
+        start, polish = polish(start, keep), None
     budget.report(f"building the integer program ({_placements(keep):,} placements)")
     model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
     if not model.complete:
         budget.report("no time left to finish the integer program; keeping the start and the forest bound")
         assert start is not None
-        return Bounded(start, floor, None)
+        return Bounded(start if polish is None else polish(start, keep), floor, None)
     hours_bound = None
     if minimize == "time":
         if max_cost_usd is not None:
@@ -243,9 +258,12 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.makespan_row(), hi=deadline_h)
         if max_cost_usd is not None:
             model.add_row(model.cost_row(), hi=max_cost_usd)
-    if budget.limited and start is not None and minimize == "cost" and len(keep) >= _GUIDED_FROM_STAGES:
+    if guided:
+        assert start is not None
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
+        if relaxed is None and polish is not None:
+            start = polish(start, keep)
         narrowed = None
         if plain and relaxed is not None:
             narrowed = _narrowed(keep, model.surviving(relaxed, evaluate(problem, start).total_usd), start, budget,
@@ -273,13 +291,14 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
 
 
 def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start: list[int], floor: float,
-                                budget: Budget, search_s: float) -> tuple[list[np.ndarray], float, Bounded | None]:
+                                budget: Budget, search_s: float,
+                                forest: Forest | None) -> tuple[list[np.ndarray], float, Bounded | None]:
     """What the forest relaxation settles of a plain cost search from ``start`` before any program is built:
     its bound (the start is proven optimal when it costs no more), its bounds per placement (the options no
     plan as cheap as the start can use are dropped; the start is proven when only its own are left), then
     whether there is time to build and search a program over what is left (see _PROGRAM_OVER_SEARCH; building
     takes time in proportion to the placements). The options left, the floor, and the answer if settled."""
-    bound, marginals = forest_marginals(problem, keep)
+    bound, marginals = forest or forest_marginals(problem, keep)
     floor = max(floor, bound)
     cost = evaluate(problem, start).total_usd
     if floor >= cost - 1e-9 * max(1.0, cost):

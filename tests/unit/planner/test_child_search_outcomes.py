@@ -15,6 +15,7 @@ from test_time_limit import EGRESS, _large_case
 
 from skyflow.errors import PlanningError
 from skyflow.planner import Policy, highs_child, plan_pipeline
+from skyflow.planner import core as core_module
 from skyflow.planner import milp as milp_module
 from skyflow.planner import solve as solve_module
 from skyflow.planner.highs_child import ChildOutcome
@@ -40,6 +41,7 @@ def keep_every_placement(monkeypatch: pytest.MonkeyPatch) -> None:
         return bound, [np.full(len(m), -np.inf) for m in marginals]
 
     monkeypatch.setattr(solve_module, "forest_marginals", bound_only)
+    monkeypatch.setattr(core_module, "forest_marginals", bound_only)  # the start's search begins from it
 
 
 def searched(monkeypatch: pytest.MonkeyPatch, change: Change, objective: str = "cost",
