@@ -72,7 +72,7 @@ class MilpModel:
         self.at: list[dict[int, Terms]] = []
         self.shares: dict[int, dict[str, int]] = {}
         self._cloud_name: list[str] = [problem.cloud_names[c] for c in problem.loc_cloud.tolist()]
-        self._cloud_tables: dict[float, dict[tuple[int, int], float] | None] = {}
+        self._cloud_tables: dict[float, dict[tuple[int, int], float]] = {}  # per artifact size, see _cloud_rates
         for s, opts in enumerate(keep):
             first = len(self.lb)
             n = len(opts)
@@ -158,13 +158,15 @@ class MilpModel:
     def _cloud_rates(self, size_gb: float, cost: TransferCosts, sources: list[int],
                      dests: list[int]) -> dict[tuple[str, str], float] | None:
         """rate per (source cloud, target cloud) of the pairs (source, destination) that are two places, when
-        that is all egress depends on, else None. Where it is so between every two locations, the rate comes
-        from one table per artifact size; otherwise from this transfer's own pairs."""
-        if size_gb not in self._cloud_tables:
-            self._cloud_tables[size_gb] = self._cloud_table(cost)
-        table = self._cloud_tables[size_gb]
-        if table is None:
+        that is all egress depends on, else None. When the egress schedule between any two locations depends
+        only on their clouds (looked at once), the rates come from one table per artifact size; otherwise from
+        this transfer's own pairs."""
+        if self._schedules is None:
             return _pair_rates(self.problem, cost, sources, dests)
+        table = self._cloud_tables.get(size_gb)
+        if table is None:
+            table = self._cloud_tables[size_gb] = {pair: float(cost.per_tier[int(tier)])
+                                                   for pair, tier in self._schedules.items()}
         cloud = self.problem.loc_cloud
         from_cloud: dict[int, list[int]] = defaultdict(list)
         to_cloud: dict[int, list[int]] = defaultdict(list)
@@ -175,15 +177,6 @@ class MilpModel:
         names = self.problem.cloud_names
         return {(names[k], names[c]): table[(k, c)] for k, us in from_cloud.items() for c, vs in to_cloud.items()
                 if k != c or len(us) > 1 or len(vs) > 1 or us != vs}
-
-    def _cloud_table(self, cost: TransferCosts) -> dict[tuple[int, int], float] | None:
-        """The rate per (source cloud, target cloud) index pair between any two locations, or None when some
-        pair of clouds has more than one. When the egress schedule itself depends only on the two clouds
-        (looked at once), a size's table is each pair's schedule priced at that size."""
-        if self._schedules is not None:
-            return {pair: float(cost.per_tier[int(tier)]) for pair, tier in self._schedules.items()}
-        everywhere = np.arange(len(self.problem.locations))
-        return _rate_per_cloud_pair(self.problem, everywhere, everywhere, cost[np.ix_(everywhere, everywhere)])
 
     @cached_property
     def _schedules(self) -> dict[tuple[int, int], float] | None:

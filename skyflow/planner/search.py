@@ -37,7 +37,6 @@ class LocalSearch:
         transfers = problem.transfers
         self.counts = np.zeros((len(transfers), len(problem.locations)), dtype=np.int64)
         self.incoming: list[list[int]] = [[] for _ in range(n)]
-        self.outgoing: list[list[int]] = [[] for _ in range(n)]
         cost = _costs(problem)
         # What a stage's cost change reads, per transfer into it: (costs, consumer counts or None when the
         # stage is the only consumer, the fixed source location or -1, the producer or -1); per transfer
@@ -53,7 +52,6 @@ class LocalSearch:
                 producer = -1 if t.producer is None else t.producer
                 self.reads_in[c].append((cost[ti], None if alone else self.counts[ti], fixed, producer))
             if t.producer is not None:
-                self.outgoing[t.producer].append(ti)
                 self.reads_out[t.producer].append((cost[ti], self.counts[ti], t.consumers[0] if alone else -1))
         linked: list[set[int]] = [set() for _ in range(n)]
         for t in transfers:
