@@ -265,6 +265,10 @@ class MilpModel:
             self.add_row([(self.makespan, 1.0), (f, -1.0)], lo=0)
 
     # -- objectives and solving --------------------------------------------------------
+    def nonzeros(self) -> int:
+        """Entries of the constraint matrix (a variable repeated in a row counted each time)."""
+        return sum(len(terms) for terms, _, _ in self.rows)
+
     def cost_row(self) -> Terms:
         return list(self.cost.items())
 
@@ -284,15 +288,16 @@ class MilpModel:
         return c
 
     def solve(self, objective: np.ndarray, what: str, start: list[int] | None = None,
-              time_limit_s: float | None = None, budget: Budget | None = None, floor_s: float = 0.0) -> np.ndarray:
+              time_limit_s: float | None = None, budget: Budget | None = None, floor_s: float = 0.0,
+              keep_back_s: float = 0.0) -> np.ndarray:
         """The best variable values found; ``start`` (option index per stage) is a feasible plan to begin
-        from. Without a time limit they are optimal; with one (``budget``'s search time, at least
-        ``floor_s``, else ``time_limit_s``), HiGHS stops at the limit and the best plan found so far is
+        from. Without a time limit they are optimal; with one (``budget``'s search time less ``keep_back_s``,
+        at least ``floor_s``, else ``time_limit_s``), HiGHS stops at the limit and the best plan found so far is
         returned, ``self.bound`` then being its proven lower bound."""
         import highspy
 
         if budget is not None and budget.limited:
-            time_limit_s = max(budget.for_search() or 0.0, floor_s)
+            time_limit_s = max((budget.for_search() or 0.0) - keep_back_s, floor_s)
         h = _quiet_highs()
         _set_option(h, "mip_rel_gap", 0.0)
         if time_limit_s is not None:

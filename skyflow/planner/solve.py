@@ -39,12 +39,19 @@ _GUIDED_FROM_STAGES = 500
 _MILP_OVER_LP = 2.0
 # The LP relaxation may take this share of what is left of the budget.
 _LP_SHARE = 0.4
-# Building the program and solving its LP relaxation took 2 to 16 times as long as finding the start (the forest
-# relaxation and the single-stage moves from its optimum: the bench's random 1,000-stage DAG 0.17 s after 0.08 s;
-# realistic1000 0.78 s after 0.11 s; the 10,000-stage DAG 8.4 s after 0.82 s; realistic5000 8.9 s after 0.56 s),
-# and the LP gets _LP_SHARE of what is left: with no more than this many times the start's time left the LP
-# would likely not finish and the time spent building would be lost, so the program is not built.
-_PROGRAM_OVER_SEARCH = 40.0
+# Building the program took 0.6 to 1.2 times as long as finding the start (the forest relaxation and the moves
+# from its optimum; the bench's random DAGs of 1,000 to 10,000 stages, realistic1000 and realistic5000): with no
+# more than this many times the start's time left, the program is not built.
+_BUILD_OVER_SEARCH = 3.0
+# Its LP relaxation took, per nonzero of the program, 0.26 to 0.35 times the start's seconds per placement on the
+# random DAGs of 1,000 to 5,000 stages, 0.56 on realistic1000 and 1.15 on realistic5000: the LP is solved only
+# when this estimate of its time fits in its share of what is left. Otherwise it would not finish, nor would
+# HiGHS (which begins with it), and the start comes back with the forest bound.
+_LP_PER_NONZERO = 0.5
+# After the search, freeing its program took about as long as building it, and pricing and assembling the plan
+# about as long again (a 5,000-stage DAG: 0.1 s and 0.25 s after a 0.25 s build, past the 5 % reserve): the
+# cost search keeps back this many times the program's building time from its time limit.
+_AFTER_OVER_BUILD = 2.0
 # An option stays unless a lower bound of every plan using it exceeds the start's cost by this share (and as
 # many dollars): the forest relaxation's sums are exact but for floating point.
 _FIXING_SLACK = 1e-9
@@ -221,6 +228,7 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
 
     budget = budget or Budget(None)
     floor = _compute_floor(problem, keep)
+    searched = _placements(keep)  # what the start was found among, in search_s
     # A plain cost search (no rows, no time objective) from a start: the forest bound may settle it before
     # any program is built, and the budget is watched while building (the start is the answer if it runs out).
     plain = start is not None and minimize == "cost" and not with_time and deadline_h is None and max_cost_usd is None
@@ -235,7 +243,9 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     if polish is not None and start is not None and not guided:
         start, polish = polish(start, keep), None
     budget.report(f"building the integer program ({_placements(keep):,} placements)")
+    building = budget.clock()
     model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
+    built_s = budget.clock() - building
     if not model.complete:
         budget.report("no time left to finish the integer program; keeping the start and the forest bound")
         assert start is not None
@@ -260,6 +270,8 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.cost_row(), hi=max_cost_usd)
     if guided:
         assert start is not None
+        if plain and _lp_out_of_reach(model, search_s / max(searched, 1), budget):
+            return Bounded(start if polish is None else polish(start, keep), floor, None)
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
         if relaxed is None and polish is not None:
@@ -279,11 +291,12 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             cost = evaluate(problem, start).total_usd
             return Bounded(start, floor if floor < cost - 1e-9 * max(1.0, cost) else None, hours_bound)
         if narrowed is not None:
+            building = budget.clock()
             smaller = MilpModel(problem, narrowed, with_time=False, stop=budget.spent)
             if smaller.complete:  # else the whole program, already built, is searched
-                model = smaller
+                model, built_s = smaller, budget.clock() - building
     x = model.solve(model.cost_objective(), what="the cheapest plan", start=start, budget=budget,
-                    floor_s=_LAST_SOLVE_S)
+                    floor_s=_LAST_SOLVE_S, keep_back_s=_AFTER_OVER_BUILD * built_s)
     cost = evaluate(problem, model.choice(x)).total_usd
     bound = max(model.bound, floor)
     cost_bound = max(bound, 0.0) if bound < cost - 1e-9 * max(1.0, cost) else None
@@ -296,7 +309,7 @@ def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start:
     """What the forest relaxation settles of a plain cost search from ``start`` before any program is built:
     its bound (the start is proven optimal when it costs no more), its bounds per placement (the options no
     plan as cheap as the start can use are dropped; the start is proven when only its own are left), then
-    whether there is time to build and search a program over what is left (see _PROGRAM_OVER_SEARCH; building
+    whether there is time to build and search a program over what is left (see _BUILD_OVER_SEARCH; building
     takes time in proportion to the placements). The options left, the floor, and the answer if settled."""
     bound, marginals = forest or forest_marginals(problem, keep)
     floor = max(floor, bound)
@@ -310,7 +323,7 @@ def _settled_before_the_program(problem: Problem, keep: list[np.ndarray], start:
     if _only_the_starts(left, budget):
         return left, floor, Bounded(start, None, None)
     share = _placements(left) / _placements(keep)
-    if budget.short_of(_PROGRAM_OVER_SEARCH * search_s * share):
+    if budget.short_of(_BUILD_OVER_SEARCH * search_s * share):
         budget.report("no time left to build the integer program; keeping the start and the forest bound")
         return left, floor, Bounded(start, floor, None)
     return left, floor, None
@@ -336,6 +349,17 @@ def _hours_floor(problem: Problem, keep: list[np.ndarray]) -> float:
         fastest = float(problem.opt_hours[s][opts].min()) if len(opts) else 0.0
         finish[s] = max((finish[p] for p in preds[s]), default=0.0) + fastest
     return max(finish, default=0.0)
+
+
+def _lp_out_of_reach(model: MilpModel, search_s_per_placement: float, budget: Budget) -> bool:
+    """Whether the program's LP relaxation would likely not finish in its share of what is left (see
+    _LP_PER_NONZERO); says so when it would not."""
+    left = budget.left()
+    nonzeros = model.nonzeros()
+    if left is None or _LP_PER_NONZERO * nonzeros * search_s_per_placement <= _LP_SHARE * left:
+        return False
+    budget.report(f"no time for the LP relaxation of {nonzeros:,} nonzeros; keeping the start and the forest bound")
+    return True
 
 
 def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel, start: list[int],

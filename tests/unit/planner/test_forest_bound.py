@@ -178,7 +178,7 @@ def test_with_less_time_left_than_building_the_program_takes_none_is_built(
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(milp_module, "MilpModel", Counting)
-    needs = solve_module._PROGRAM_OVER_SEARCH  # times the search's time, to build the program and solve its LP
+    needs = solve_module._BUILD_OVER_SEARCH  # times the search's time, to build the program
     found = solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.6 / needs)
     assert found.choice == start and found.cost_bound == pytest.approx(bound) and not built
     solve_milp_bounded(problem, keep, start=start, budget=budget, search_s=3.4 / needs)

@@ -212,3 +212,23 @@ def test_without_an_lp_answer_the_given_start_and_the_compute_floor_are_kept(mon
     floor = _compute_floor(problem, keep)
     assert found.cost_bound == pytest.approx(floor)
     assert not any("searching from its rounding" in h for h in heard)
+
+
+def test_the_cost_search_keeps_back_time_for_what_follows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freeing a large program and assembling its plan take time after the search: the search's limit is the
+    budget's search time less what the caller keeps back, and never under the floor."""
+    problem, keep = _small()
+    model = MilpModel(problem, keep, with_time=False)
+    limits: list[float] = []
+    real = milp_module._set_option
+
+    def recording(h: Any, name: str, value: Any) -> None:
+        if name == "time_limit":
+            limits.append(value)
+        real(h, name, value)
+
+    monkeypatch.setattr(milp_module, "_set_option", recording)
+    budget = Budget(10.0, clock=lambda: 100.0, started=96.0)  # 6 s left, 5.5 s before the reserve
+    model.solve(model.cost_objective(), "the cheapest plan", budget=budget, keep_back_s=2.0)
+    model.solve(model.cost_objective(), "the cheapest plan", budget=budget, keep_back_s=9.0, floor_s=0.5)
+    assert limits == [pytest.approx(3.5), pytest.approx(0.5)]

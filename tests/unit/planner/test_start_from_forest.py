@@ -56,7 +56,7 @@ def test_the_descent_ends_where_no_single_stage_move_helps_and_positions_round_t
 
 def test_a_start_left_without_a_program_is_polished_and_keeps_the_forest_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     problem, keep, forest, start = _case()
-    monkeypatch.setattr(solve_module, "_PROGRAM_OVER_SEARCH", 1e9)  # no time to build, whatever is left
+    monkeypatch.setattr(solve_module, "_BUILD_OVER_SEARCH", 1e9)  # no time to build, whatever is left
     polish = _Polisher(problem)
     found = solve_milp_bounded(problem, keep, start=start, budget=Budget(60.0), search_s=1.0, forest=forest,
                                polish=polish)
@@ -118,3 +118,34 @@ def test_a_program_whose_build_ran_out_of_time_gives_the_polished_start(monkeypa
     found = solve_milp_bounded(problem, keep, start=start, budget=Budget(60.0), forest=forest, polish=polish)
     assert [plan for plan, _ in polish.calls] == [start]
     assert found.choice == polish.results[0] and found.cost_bound == pytest.approx(forest[0])
+
+
+def test_a_program_whose_lp_would_not_finish_gives_the_polished_start_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LP relaxation's time is estimated from the program's nonzeros and how long the start took per
+    placement; beyond its share of what is left, neither it nor HiGHS runs."""
+    problem, keep, forest, start = _guided_case(monkeypatch)
+    solved: list[int] = []
+    real = MilpModel.relaxation
+
+    def relaxation(self: MilpModel, *args: Any, **kwargs: Any) -> Any:
+        solved.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MilpModel, "relaxation", relaxation)
+    heard: list[str] = []
+    model = MilpModel(problem, keep, with_time=False)
+    per_placement = 0.01 / sum(len(k) for k in keep)  # the start took 0.01 s
+    # an estimate of 20 s against 40 % of a 30 s budget: out of reach
+    monkeypatch.setattr(solve_module, "_LP_PER_NONZERO", 20.0 / (model.nonzeros() * per_placement))
+    polish = _Polisher(problem)
+    found = solve_milp_bounded(problem, keep, start=start, budget=Budget(30.0, progress=heard.append),
+                               search_s=0.01, forest=forest, polish=polish)
+    assert solved == [] and [plan for plan, _ in polish.calls] == [start]
+    assert found.choice == polish.results[0] and found.cost_bound == pytest.approx(forest[0])
+    assert any(f"no time for the LP relaxation of {model.nonzeros():,} nonzeros" in line for line in heard)
+    # an estimate of 10 s against 12 s: the LP runs, and HiGHS proves the optimum
+    monkeypatch.setattr(solve_module, "_LP_PER_NONZERO", 10.0 / (model.nonzeros() * per_placement))
+    found = solve_milp_bounded(problem, keep, start=start, budget=Budget(30.0), search_s=0.01, forest=forest,
+                               polish=_Polisher(problem))
+    assert solved == [1] and found.cost_bound is None
