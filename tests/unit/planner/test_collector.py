@@ -48,21 +48,21 @@ def test_overlapping_pauses_end_with_the_last(collector_on):
     def first() -> None:
         with collector_paused():
             first_in.set()
-            second_in.wait(5)
+            second_in.wait(60)
         first_out.set()
 
     def second() -> None:
-        first_in.wait(5)
+        first_in.wait(60)
         with collector_paused():
             second_in.set()
-            first_out.wait(5)
+            first_out.wait(60)
             seen["after the first ended"] = gc.isenabled()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(120)
     assert seen == {"after the first ended": False}
     assert gc.isenabled()
 
