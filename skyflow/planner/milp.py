@@ -74,13 +74,9 @@ class MilpModel:
         self._cloud_name: list[str] = [problem.cloud_names[c] for c in problem.loc_cloud.tolist()]
         self._cloud_tables: dict[float, dict[tuple[int, int], float]] = {}  # per artifact size, see _cloud_rates
         for s, opts in enumerate(keep):
-            first = len(self.lb)
-            n = len(opts)
-            self.lb += [0.0] * n
-            self.ub += [1.0] * n
-            self.integer += [1] * n
-            variables = list(range(first, first + n))
-            self.x.append(np.arange(first, first + n, dtype=np.int64))
+            first = self._vars(len(opts), integer=True)
+            variables = list(range(first, first + len(opts)))
+            self.x.append(np.arange(first, first + len(opts), dtype=np.int64))
             by_loc: dict[int, Terms] = defaultdict(list)
             for var, loc, compute in zip(variables, problem.opt_loc[s][opts].tolist(),
                                          problem.opt_compute[s][opts].tolist(), strict=True):
@@ -105,6 +101,14 @@ class MilpModel:
         self.integer.append(1 if integer else 0)
         return len(self.lb) - 1
 
+    def _vars(self, count: int, *, integer: bool = False) -> int:
+        """``count`` variables in [0, 1] at once (integer or not); the index of the first."""
+        first = len(self.lb)
+        self.lb += [0.0] * count
+        self.ub += [1.0] * count
+        self.integer += [1 if integer else 0] * count
+        return first
+
     def add_row(self, terms: Terms, lo: float = -np.inf, hi: float = np.inf) -> None:
         self.rows.append((terms, lo, hi))
 
@@ -118,10 +122,7 @@ class MilpModel:
         if len(t.consumers) == 1:
             at = self.at[t.consumers[0]]
             return {v: at.get(v, []) for v in dests}
-        first = len(self.lb)
-        self.lb += [0.0] * len(dests)
-        self.ub += [1.0] * len(dests)
-        self.integer += [0] * len(dests)
+        first = self._vars(len(dests))
         present = {v: first + i for i, v in enumerate(dests)}  # y[v]: some consumer sits at v
         below: dict[int, list[Terms]] = defaultdict(list)  # per v, each consumer's variables there, in order
         for c in t.consumers:

@@ -168,13 +168,7 @@ def descent_from(problem: Problem, keep: list[np.ndarray], positions: list[int],
                  budget: Budget | None = None) -> list[int]:
     """The plan (option index per stage) that best single-stage moves reach from ``positions`` (index into
     ``keep`` per stage): a quick start from a good place, such as the forest relaxation's optimum."""
-    share = None if budget is None else budget.share(_SEARCH_SHARE)
-    ends = None if budget is None or share is None else budget.clock() + share
-    search = LocalSearch(problem, keep)
-    for s, k in enumerate(positions):
-        search.move(s, k)
-    search.descend(out_of_time=lambda: ends is not None and budget is not None and budget.clock() >= ends)
-    return search.choice(keep)
+    return _searched(problem, keep, positions, budget, shift_clouds=False)
 
 
 def positions_of(plan: list[int], keep: list[np.ndarray]) -> list[int]:
@@ -188,6 +182,13 @@ def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | 
     ``positions`` (index into ``keep`` per stage; default each stage's cheapest) is where it begins.
     Under a ``budget`` it stops between rounds once half of what was left is spent (the plan is then
     less polished, never invalid)."""
+    return _searched(problem, keep, positions, budget, shift_clouds=True)
+
+
+def _searched(problem: Problem, keep: list[np.ndarray], positions: list[int] | None, budget: Budget | None, *,
+              shift_clouds: bool) -> list[int]:
+    """Single-stage moves from ``positions`` and, with ``shift_clouds``, cloud shifts and moves again; under a
+    ``budget`` it stops between rounds once half of what was left is spent."""
     share = None if budget is None else budget.share(_SEARCH_SHARE)
     ends = None if budget is None or share is None else budget.clock() + share
 
@@ -198,6 +199,7 @@ def good_start(problem: Problem, keep: list[np.ndarray], positions: list[int] | 
     for s, k in enumerate(positions or ()):
         search.move(s, k)
     search.descend(out_of_time=out_of_time)
-    search.shift_clouds(out_of_time=out_of_time)
-    search.descend(out_of_time=out_of_time)
+    if shift_clouds:
+        search.shift_clouds(out_of_time=out_of_time)
+        search.descend(out_of_time=out_of_time)
     return search.choice(keep)

@@ -237,11 +237,11 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
         assert start is not None
         keep, floor, settled = _settled_before_the_program(problem, keep, start, floor, budget, search_s, forest)
         if settled is not None:
-            if settled.cost_bound is not None and polish is not None:  # out of time: the start is the answer
-                return Bounded(polish(settled.choice, keep), settled.cost_bound, None)
+            if settled.cost_bound is not None:  # out of time: the start is the answer
+                return Bounded(_polished(settled.choice, keep, polish), settled.cost_bound, None)
             return settled
-    if polish is not None and start is not None and not guided:
-        start, polish = polish(start, keep), None
+    if start is not None and not guided:
+        start, polish = _polished(start, keep, polish), None
     budget.report(f"building the integer program ({_placements(keep):,} placements)")
     building = budget.clock()
     model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
@@ -249,7 +249,7 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     if not model.complete:
         budget.report("no time left to finish the integer program; keeping the start and the forest bound")
         assert start is not None
-        return Bounded(start if polish is None else polish(start, keep), floor, None)
+        return Bounded(_polished(start, keep, polish), floor, None)
     hours_bound = None
     if minimize == "time":
         if max_cost_usd is not None:
@@ -271,11 +271,11 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     if guided:
         assert start is not None
         if plain and _lp_out_of_reach(model, search_s / max(searched, 1), budget):
-            return Bounded(start if polish is None else polish(start, keep), floor, None)
+            return Bounded(_polished(start, keep, polish), floor, None)
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
-        if relaxed is None and polish is not None:
-            start = polish(start, keep)
+        if relaxed is None:
+            start = _polished(start, keep, polish)
         narrowed = None
         if plain and relaxed is not None:
             narrowed = _narrowed(keep, model.surviving(relaxed, evaluate(problem, start).total_usd), start, budget,
@@ -355,8 +355,10 @@ def _lp_out_of_reach(model: MilpModel, search_s_per_placement: float, budget: Bu
     """Whether the program's LP relaxation would likely not finish in its share of what is left (see
     _LP_PER_NONZERO); says so when it would not."""
     left = budget.left()
+    if left is None:
+        return False
     nonzeros = model.nonzeros()
-    if left is None or _LP_PER_NONZERO * nonzeros * search_s_per_placement <= _LP_SHARE * left:
+    if _LP_PER_NONZERO * nonzeros * search_s_per_placement <= _LP_SHARE * left:
         return False
     budget.report(f"no time for the LP relaxation of {nonzeros:,} nonzeros; keeping the start and the forest bound")
     return True
@@ -386,6 +388,11 @@ def _narrowed(keep: list[np.ndarray], surviving: list[np.ndarray], start: list[i
     out = [opts if start[s] in opts else np.sort(np.append(opts, start[s])) for s, opts in enumerate(surviving)]
     budget.report(f"{by} leave {_placements(out):,} of {_placements(keep):,} placements")
     return out
+
+
+def _polished(start: list[int], keep: list[np.ndarray], polish: Polish | None) -> list[int]:
+    """``start`` through the whole local search over ``keep`` when it has not been (``polish``), else as it is."""
+    return start if polish is None else polish(start, keep)
 
 
 def _only_the_starts(narrowed: list[np.ndarray], budget: Budget) -> bool:
