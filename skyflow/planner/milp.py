@@ -57,11 +57,15 @@ class InfeasibleError(PlanningError):
 
 class MilpModel:
     def __init__(self, problem: Problem, keep: list[np.ndarray], *, with_time: bool,
-                 stop: Callable[[], bool] | None = None) -> None:
+                 stop: Callable[[], bool] | None = None, fits: Callable[[int], bool] | None = None) -> None:
         """The program of ``problem`` over ``keep``; ``stop`` is asked between transfers, and once it says
-        True building ends with ``complete`` False (the program is then unusable)."""
+        True building ends with ``complete`` False (the program is then unusable). ``fits`` is asked there
+        too, with the nonzeros built so far; once it says False building ends the same way, with
+        ``outgrown`` set to that count (a program that grows past what its caller can solve is not
+        finished only to be dropped)."""
         self.problem = problem
         self.complete = False
+        self.outgrown: int | None = None
         self.keep = keep
         self.lb: list[float] = []
         self.ub: list[float] = []
@@ -86,9 +90,16 @@ class MilpModel:
             self.add_row([(v, 1.0) for v in variables], lo=1, hi=1)
         self.makespan: int | None = None
         self.bound = -np.inf  # the proven lower bound of the last solve's objective
+        counted = seen = 0
         for t in problem.transfers:
             if stop is not None and stop():
                 return
+            if fits is not None:
+                counted += sum(len(terms) for terms, _, _ in self.rows[seen:])
+                seen = len(self.rows)
+                if not fits(counted):
+                    self.outgrown = counted
+                    return
             self._add_transfer(t)
         if with_time:
             self._add_time()

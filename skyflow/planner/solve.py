@@ -243,11 +243,18 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
     if start is not None and not guided:
         start, polish = _polished(start, keep, polish), None
     budget.report(f"building the integer program ({_placements(keep):,} placements)")
+    per_placement = search_s / max(searched, 1)
     building = budget.clock()
-    model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None)
+    model = MilpModel(problem, keep, with_time=with_time, stop=budget.spent if plain and budget.limited else None,
+                      fits=(lambda nonzeros: _lp_within_reach(nonzeros, per_placement, budget))
+                      if plain and guided else None)
     built_s = budget.clock() - building
     if not model.complete:
-        budget.report("no time left to finish the integer program; keeping the start and the forest bound")
+        if model.outgrown is not None:
+            budget.report(f"no time for the LP relaxation of over {model.outgrown:,} nonzeros; keeping the start "
+                          "and the forest bound")
+        else:
+            budget.report("no time left to finish the integer program; keeping the start and the forest bound")
         assert start is not None
         return Bounded(_polished(start, keep, polish), floor, None)
     hours_bound = None
@@ -270,7 +277,9 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.cost_row(), hi=max_cost_usd)
     if guided:
         assert start is not None
-        if plain and _lp_out_of_reach(model, search_s / max(searched, 1), budget):
+        if plain and not _lp_within_reach(model.nonzeros(), per_placement, budget):
+            budget.report(f"no time for the LP relaxation of {model.nonzeros():,} nonzeros; keeping the start and "
+                          "the forest bound")
             return Bounded(_polished(start, keep, polish), floor, None)
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)
@@ -351,17 +360,12 @@ def _hours_floor(problem: Problem, keep: list[np.ndarray]) -> float:
     return max(finish, default=0.0)
 
 
-def _lp_out_of_reach(model: MilpModel, search_s_per_placement: float, budget: Budget) -> bool:
-    """Whether the program's LP relaxation would likely not finish in its share of what is left (see
-    _LP_PER_NONZERO); says so when it would not."""
+def _lp_within_reach(nonzeros: int, search_s_per_placement: float, budget: Budget) -> bool:
+    """Whether the LP relaxation of a program of ``nonzeros`` would likely finish in its share of what is left
+    (see _LP_PER_NONZERO). Asked while the program is built too: a program only grows, and what is left only
+    shrinks, so one that is out of reach part-built stays out of reach."""
     left = budget.left()
-    if left is None:
-        return False
-    nonzeros = model.nonzeros()
-    if _LP_PER_NONZERO * nonzeros * search_s_per_placement <= _LP_SHARE * left:
-        return False
-    budget.report(f"no time for the LP relaxation of {nonzeros:,} nonzeros; keeping the start and the forest bound")
-    return True
+    return left is None or _LP_PER_NONZERO * nonzeros * search_s_per_placement <= _LP_SHARE * left
 
 
 def _lp_guided_start(problem: Problem, keep: list[np.ndarray], model: MilpModel, start: list[int],

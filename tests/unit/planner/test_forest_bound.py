@@ -216,6 +216,24 @@ def test_a_build_ends_where_its_stop_says_and_is_complete_only_when_it_never_did
     assert MilpModel(problem, keep, with_time=False, stop=lambda: False).complete
 
 
+def test_a_build_ends_once_its_nonzeros_outgrow_what_fits() -> None:
+    """``fits`` is asked between transfers with the nonzeros built so far: exact counts, growing; the build
+    ends at the first it refuses, and a build it never refuses is the whole program."""
+    problem, keep, _, _ = _unproven()
+    whole = MilpModel(problem, keep, with_time=False)
+    asked: list[int] = []
+
+    def half(nonzeros: int) -> bool:
+        asked.append(nonzeros)
+        return nonzeros <= whole.nonzeros() // 2
+
+    part = MilpModel(problem, keep, with_time=False, fits=half)
+    assert not part.complete and part.outgrown == asked[-1] == part.nonzeros()
+    assert asked == sorted(asked) and asked[-2] <= whole.nonzeros() // 2 < asked[-1]
+    agreed = MilpModel(problem, keep, with_time=False, fits=lambda nonzeros: True)
+    assert agreed.complete and agreed.outgrown is None and agreed.rows == whole.rows
+
+
 def test_no_stop_is_asked_for_a_search_with_rows_or_without_a_start(monkeypatch: pytest.MonkeyPatch) -> None:
     problem, keep, start, _ = _unproven()
     stops: list[bool] = []

@@ -133,17 +133,29 @@ def test_a_program_whose_lp_would_not_finish_gives_the_polished_start_without_it
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MilpModel, "relaxation", relaxation)
+    built: list[MilpModel] = []
+
+    class Recording(MilpModel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(milp_module, "MilpModel", Recording)
     heard: list[str] = []
     model = MilpModel(problem, keep, with_time=False)
     per_placement = 0.01 / sum(len(k) for k in keep)  # the start took 0.01 s
-    # an estimate of 20 s against 40 % of a 30 s budget: out of reach
+    # an estimate of 20 s against 40 % of a 30 s budget: out of reach, and seen to be so part-way through
+    # building the program (past 60 % of its nonzeros), which then ends there
     monkeypatch.setattr(solve_module, "_LP_PER_NONZERO", 20.0 / (model.nonzeros() * per_placement))
     polish = _Polisher(problem)
     found = solve_milp_bounded(problem, keep, start=start, budget=Budget(30.0, progress=heard.append),
                                search_s=0.01, forest=forest, polish=polish)
     assert solved == [] and [plan for plan, _ in polish.calls] == [start]
     assert found.choice == polish.results[0] and found.cost_bound == pytest.approx(forest[0])
-    assert any(f"no time for the LP relaxation of {model.nonzeros():,} nonzeros" in line for line in heard)
+    part = built[0]
+    assert not part.complete and part.outgrown == part.nonzeros()
+    assert 0.6 * model.nonzeros() < part.outgrown < model.nonzeros()
+    assert any(f"no time for the LP relaxation of over {part.outgrown:,} nonzeros" in line for line in heard)
     # an estimate of 10 s against 12 s: the LP runs, and HiGHS proves the optimum
     monkeypatch.setattr(solve_module, "_LP_PER_NONZERO", 10.0 / (model.nonzeros() * per_placement))
     found = solve_milp_bounded(problem, keep, start=start, budget=Budget(30.0), search_s=0.01, forest=forest,
