@@ -182,20 +182,24 @@ stages:
 
 
 def test_resume_after_the_runner_is_killed_reuses_committed_stages(skyflow: Skyflow) -> None:
-    skyflow.write("long.yaml", """\
+    slept = skyflow.workdir / "slept"
+    skyflow.write("long.yaml", f"""\
 name: long
 stages:
-  first: {run: 'echo one > $SKYFLOW_OUTPUT_O/o', outputs: [o]}
+  first: {{run: 'echo one > $SKYFLOW_OUTPUT_O/o', outputs: [o]}}
   second:
     run: |
-      if [ ! -f slept ]; then touch slept; sleep 60; fi
+      if [ ! -f {slept} ]; then touch {slept}; sleep 60; fi
       cat $SKYFLOW_INPUT_I/o > $SKYFLOW_OUTPUT_O/o
-    inputs: {i: first.o}
+    inputs: {{i: first.o}}
     outputs: [o]
-  third: {run: 'cat $SKYFLOW_INPUT_I/o', inputs: {i: second.o}}
+  third: {{run: 'cat $SKYFLOW_INPUT_I/o', inputs: {{i: second.o}}}}
 """)
     runner = skyflow.start("run", "long.yaml", "--run-id", "killed", "--no-lineage")
-    wait_for(lambda: _state(skyflow, "killed", "second") == "running", what="second stage to start")
+    # killed while the second stage sleeps, its process recorded (a kill before that would leave the
+    # resumed attempt to sleep the 60 s itself)
+    wait_for(lambda: slept.exists() and _state(skyflow, "killed", "second") == "running"
+             and _groups(skyflow, "killed", "second"), what="second stage to start sleeping")
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     before = skyflow.status("killed")
@@ -207,6 +211,17 @@ stages:
     assert after["stages"]["first"]["attempts"] == 1  # committed before the kill: not rerun
     assert after["stages"]["first"]["outputs"] == before["stages"]["first"]["outputs"]
     assert after["stages"]["second"]["state"] == "succeeded"
+
+
+def _groups(skyflow: Skyflow, run_id: str, stage: str) -> bool:
+    """Whether the runner has recorded the stage's process groups."""
+    try:
+        with sqlite3.connect(skyflow.home / "state.db") as conn:
+            row = conn.execute("SELECT process_groups FROM stages WHERE run_id=? AND stage=?",
+                               (run_id, stage)).fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return bool(row and row[0] and json.loads(row[0]))
 
 
 def _state(skyflow: Skyflow, run_id: str, stage: str) -> str | None:
