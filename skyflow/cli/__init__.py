@@ -9,12 +9,15 @@ TYPE_CHECKING = False  # without importing typing (see skyflow/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["cli", "main"]
+__all__ = ["cli"]
 
 
 def __getattr__(name: str) -> Any:
+    # Not `from skyflow.cli import main`: that asks this package for `main` first, which lands here
+    # again before the submodule is imported. (The submodule `skyflow.cli.main` is what `main` names
+    # here once it is loaded, so its function `main` is no public name of the package.)
     if name in __all__:
-        from skyflow.cli import main as module
+        import importlib
 
-        return getattr(module, name)
+        return getattr(importlib.import_module("skyflow.cli.main"), name)
     raise AttributeError(f"module 'skyflow.cli' has no attribute {name!r}")
