@@ -13,8 +13,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "end_processes_with_token", "group_alive", "kill_process_groups",
-           "new_stage_token", "process_alive", "processes_with_token"]
+__all__ = ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "attempt_token", "end_processes_with_token", "group_alive",
+           "kill_process_groups", "new_stage_token", "process_alive", "processes_with_token"]
 
 KILL_GRACE_S = 5.0
 # Every process of a local stage attempt carries this variable with the attempt's own token: a child
@@ -162,6 +162,16 @@ def process_alive(pid: int | None) -> bool:
 def new_stage_token() -> str:
     """A token for one attempt's processes (random: no later attempt, run or user shares it)."""
     return secrets.token_hex(12)
+
+
+def attempt_token(log_path: str | os.PathLike[str]) -> str:
+    """The token of the local attempt whose log is ``log_path``: that folder is the home's, the run's, the
+    stage's and the attempt number's, so no other attempt shares it, and the runner records it before it
+    starts any process. A new runner finds the attempt's processes from that path alone, even where the
+    runner before it died between starting them and recording them."""
+    import hashlib
+
+    return hashlib.sha256(os.fsencode(os.path.abspath(log_path))).hexdigest()[:24]
 
 
 def processes_with_token(token: str) -> dict[int, str | None]:

@@ -113,10 +113,13 @@ class Capacity:
 @dataclass(frozen=True)
 class Leftover:
     """What an attempt or service left running, as run state recorded it: local process groups
-    and the backend's remote handle. A new runner (resume, `skyflow down`) stops it from this alone."""
+    and the backend's remote handle, and the attempt's log path (recorded before anything started,
+    so it is there even when the rest is not). A new runner (resume, `skyflow down`) stops it from
+    this alone."""
 
     process_groups: tuple[int, ...] = ()
     remote: RemoteHandle | None = None
+    log_path: str | None = None
 
 
 class StageHandle(Protocol):

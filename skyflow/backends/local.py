@@ -3,7 +3,8 @@
 Every process of an attempt carries the attempt's token in its environment (`SKYFLOW_STAGE_TOKEN`):
 when the attempt ends (exit, failure, timeout, cancel, or a later runner abandoning it), its process
 groups are ended, and then every process still carrying the token, so children that left the group
-(`setsid`, daemons) end with the stage. The token is recorded as the attempt's handle.
+(`setsid`, daemons) end with the stage. The token comes from the attempt's log path, which the runner
+records before the attempt starts, and is recorded as the attempt's handle too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from skyflow.errors import BackendError
 from skyflow.processes import (
     KILL_GRACE_S,
     STAGE_TOKEN_VARIABLE,
+    attempt_token,
     end_processes_with_token,
     kill_process_groups,
     new_stage_token,
@@ -175,7 +177,7 @@ class LocalBackend:
         except OSError as exc:
             raise _cannot_start(launch, exc) from exc
         devices = self._gpus.acquire(launch.gpu_count)
-        token = new_stage_token()
+        token = attempt_token(launch.log_path)
         procs, pumps = [], []
         try:
             for rank in range(launch.num_nodes):
@@ -207,7 +209,11 @@ class LocalBackend:
 
     def abandon(self, leftover: Leftover) -> None:
         kill_process_groups(list(leftover.process_groups))
-        end_processes_with_token(_token_of(leftover))
+        recorded = _token_of(leftover)
+        end_processes_with_token(recorded)
+        # an attempt whose runner died after starting it and before recording its groups and token
+        if leftover.log_path and attempt_token(leftover.log_path) != recorded:
+            end_processes_with_token(attempt_token(leftover.log_path))
 
     def serve(self, launch: StageLaunch) -> LocalService:
         """Start the replicas on free ports (the declared one first); they serve until `skyflow down`."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from skyflow import processes
 from skyflow.processes import (
     STAGE_TOKEN_VARIABLE,
     _signal,
+    attempt_token,
     end_processes_with_token,
     group_alive,
     kill_process_groups,
@@ -95,3 +97,14 @@ def test_killing_returns_once_a_group_that_ignored_sigterm_is_gone(monkeypatch: 
         kill_process_groups([child.pid])  # not our Popen to reap: only SIGKILL's effect is awaited
         assert not group_alive(child.pid)
         assert child.wait() == -signal.SIGKILL
+
+
+def test_an_attempts_token_is_its_log_paths_and_no_other_attempts(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "runs" / "r1" / "train" / "attempt-1" / "stage.log"
+    monkeypatch.chdir(tmp_path)
+    assert attempt_token(log) == attempt_token(str(log)) == attempt_token(Path("runs/r1/train/attempt-1/stage.log"))
+    others = {attempt_token(tmp_path / "runs" / run / stage / f"attempt-{n}" / "stage.log")
+              for run in ("r1", "r2") for stage in ("train", "eval") for n in (1, 2)}
+    assert len(others) == 8 and attempt_token(log) in others
+    assert all(len(t) == len(new_stage_token()) and t.isalnum() for t in others)

@@ -213,6 +213,49 @@ stages:
     assert after["stages"]["second"]["state"] == "succeeded"
 
 
+def test_resume_ends_a_stage_its_runner_started_but_never_recorded(skyflow: Skyflow) -> None:
+    """A runner killed between starting a stage's process and recording its process group and token
+    leaves only the attempt's log path (recorded first). Resume still finds and ends that process
+    (by the token derived from the path) before it runs the stage again: no second copy of the stage
+    runs beside the first."""
+    pid_file, rerun = skyflow.workdir / "first.pid", skyflow.workdir / "rerun"
+    skyflow.write("orphan.yaml", f"""\
+name: orphan
+stages:
+  work:
+    run: |
+      if [ ! -f {pid_file} ]; then echo $$ > {pid_file}; exec sleep 120; fi
+      first=$(cat {pid_file})
+      if [ -e /proc/$first ] && [ "$(cut -d' ' -f3 /proc/$first/stat)" != Z ]; then
+        echo "the first attempt still runs"; exit 3
+      fi
+      touch {rerun}
+""")
+    runner = skyflow.start("run", "orphan.yaml", "--run-id", "unrecorded", "--no-lineage")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != ""
+             and _groups(skyflow, "unrecorded", "work"), what="the stage to start and be recorded")
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    first = int(pid_file.read_text())
+    with sqlite3.connect(skyflow.home / "state.db") as conn:  # what a runner killed a moment earlier leaves
+        conn.execute("UPDATE stages SET process_groups='[]', group_starts='[]', remote_handle=NULL "
+                     "WHERE run_id='unrecorded' AND stage='work'")
+    assert _alive(first)
+    result = skyflow("resume", "unrecorded", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr  # the rerun found the first attempt ended
+    assert json.loads(result.stdout.splitlines()[-1])["state"] == "succeeded" and rerun.exists()
+    assert not _alive(first)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and waiting for its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _groups(skyflow: Skyflow, run_id: str, stage: str) -> bool:
     """Whether the runner has recorded the stage's process groups."""
     try:

@@ -464,6 +464,7 @@ def test_a_resume_redoes_unfinished_stages_from_a_clean_slate(tmp_path: Path, gr
     # as if the runner died during train's third attempt, before it knew where train runs
     state.set_stage("r1", "train", state=StageState.RUNNING, attempts=3, infra=None, process_groups=[group],
                     remote_handle=None, message="attempt 3 running", ended_at=time.time())
+    log_path = state.get_stage("r1", "train").log_path
     snapshot: list[object] = []
 
     def on_start(event: RunEvent) -> None:
@@ -481,7 +482,8 @@ def test_a_resume_redoes_unfinished_stages_from_a_clean_slate(tmp_path: Path, gr
                         {"prep": 0, "train": 0}]
     assert run.events[0] == RunEvent(RUN_STARTED, None, run_id="r1", plan=run.plan, params={"lr": 0.2})
     # what the dead runner left is stopped where it ran: this machine
-    assert (run.local.abandoned, run.cloud.abandoned) == ([Leftover((group,), None)], [])
+    # (with the attempt's log path, from which the local backend knows its token even when nothing else was recorded)
+    assert log_path and (run.local.abandoned, run.cloud.abandoned) == ([Leftover((group,), None, log_path)], [])
     # prep's output is still there: kept as it was, not run again nor taken from the cache
     prep = state.get_stage("r1", "prep")
     assert (prep.state, prep.outputs, prep.ended_at) == ("succeeded", prep_before.outputs, prep_before.ended_at)
@@ -491,6 +493,7 @@ def test_a_resume_redoes_unfinished_stages_from_a_clean_slate(tmp_path: Path, gr
 def test_a_resume_stops_a_dead_runners_remote_attempt_through_its_backend(tmp_path: Path) -> None:
     run = _failed_run(tmp_path, {"prep": _place(), "train": _place("aws/us-east-1")})
     run.state.set_stage("r1", "train", state=StageState.RUNNING, remote_handle='{"job": "train-3"}')
+    log_path = run.state.get_stage("r1", "train").log_path
     assert run.loop().resume("r1", {}) == "succeeded"
-    assert (run.local.abandoned, run.cloud.abandoned) == ([], [Leftover((), {"job": "train-3"})])
+    assert (run.local.abandoned, run.cloud.abandoned) == ([], [Leftover((), {"job": "train-3"}, log_path)])
     assert run.launched(run.cloud) == [("train", 1)]
