@@ -33,7 +33,6 @@ from skyflow.processes import (
     attempt_token,
     end_processes_with_token,
     kill_process_groups,
-    new_stage_token,
     process_start,
 )
 from skyflow.statedb import release_reserve_above
@@ -223,7 +222,7 @@ class LocalBackend:
         if service is None:
             raise BackendError(f"stage {launch.stage!r} has no service: section", stage=launch.stage)
         ports = replica_ports(service, launch.spec.resources.ports)
-        token = new_stage_token()
+        token = attempt_token(launch.log_path)
         try:
             replicas = self._start_replicas(launch, ports, token)
         except OSError as exc:
@@ -231,8 +230,7 @@ class LocalBackend:
         return LocalService(replicas, ports, service, token)
 
     def stop_service(self, leftover: Leftover) -> None:
-        kill_process_groups(list(leftover.process_groups))
-        end_processes_with_token(_token_of(leftover))
+        self.abandon(leftover)  # the replicas: the same groups and token as an attempt's
 
     def _start_replicas(self, launch: StageLaunch, ports: list[int], token: str) -> list[subprocess.Popen[bytes]]:
         """One detached replica per port, each followed by its masking process: replica, masker, ...
