@@ -11,6 +11,7 @@ from pathlib import Path
 from skyflow.artifacts import ArtifactRef, fetch_artifact, load_manifest, open_store
 from skyflow.artifacts.refs import blob_key
 from skyflow.lineage.drain import wait_for_drain
+from skyflow.processes import process_alive
 from tests.integration.runner.conftest import Skyflow, wait_for
 
 CHAIN = """\
@@ -240,20 +241,11 @@ stages:
     with sqlite3.connect(skyflow.home / "state.db") as conn:  # what a runner killed a moment earlier leaves
         conn.execute("UPDATE stages SET process_groups='[]', group_starts='[]', remote_handle=NULL "
                      "WHERE run_id='unrecorded' AND stage='work'")
-    assert _alive(first)
+    assert process_alive(first)
     result = skyflow("resume", "unrecorded", "--json")
     assert result.returncode == 0, result.stdout + result.stderr  # the rerun found the first attempt ended
     assert json.loads(result.stdout.splitlines()[-1])["state"] == "succeeded" and rerun.exists()
-    assert not _alive(first)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead and waiting for its parent, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not process_alive(first)
 
 
 def _groups(skyflow: Skyflow, run_id: str, stage: str) -> bool:
