@@ -13,8 +13,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "attempt_token", "end_processes_with_token", "group_alive",
-           "kill_process_groups", "new_stage_token", "process_alive", "processes_with_token"]
+__all__ = ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "attempt_token", "end_attempt", "end_processes_with_token",
+           "group_alive", "kill_process_groups", "new_stage_token", "process_alive", "processes_with_token"]
 
 KILL_GRACE_S = 5.0
 # Every process of a local stage attempt carries this variable with the attempt's own token: a child
@@ -172,6 +172,16 @@ def attempt_token(log_path: str | os.PathLike[str]) -> str:
     import hashlib
 
     return hashlib.sha256(os.fsencode(os.path.abspath(log_path))).hexdigest()[:24]
+
+
+def end_attempt(groups: Sequence[int], recorded_token: str | None, log_path: str | None) -> None:
+    """End what a local attempt left: its process groups, the processes carrying its recorded token, and
+    those carrying the token of its log path (`attempt_token`), for an attempt whose runner died after
+    starting it and before recording the rest."""
+    kill_process_groups(list(groups))
+    end_processes_with_token(recorded_token)
+    if log_path and attempt_token(log_path) != recorded_token:
+        end_processes_with_token(attempt_token(log_path))
 
 
 def processes_with_token(token: str) -> dict[int, str | None]:

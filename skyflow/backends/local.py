@@ -31,6 +31,7 @@ from skyflow.processes import (
     KILL_GRACE_S,
     STAGE_TOKEN_VARIABLE,
     attempt_token,
+    end_attempt,
     end_processes_with_token,
     kill_process_groups,
     process_start,
@@ -207,12 +208,7 @@ class LocalBackend:
         return LocalStageHandle(procs, pumps, launch.timeout_s, release, token, log)
 
     def abandon(self, leftover: Leftover) -> None:
-        kill_process_groups(list(leftover.process_groups))
-        recorded = _token_of(leftover)
-        end_processes_with_token(recorded)
-        # an attempt whose runner died after starting it and before recording its groups and token
-        if leftover.log_path and attempt_token(leftover.log_path) != recorded:
-            end_processes_with_token(attempt_token(leftover.log_path))
+        end_attempt(leftover.process_groups, _token_of(leftover), leftover.log_path)
 
     def serve(self, launch: StageLaunch) -> LocalService:
         """Start the replicas on free ports (the declared one first); they serve until `skyflow down`."""

@@ -325,7 +325,7 @@ class Session:
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
         """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
-        from skyflow.processes import STAGE_TOKEN_VARIABLE, end_processes_with_token, kill_process_groups
+        from skyflow.processes import STAGE_TOKEN_VARIABLE, end_attempt
 
         state = self.state
         run = state.get_run(run_id)
@@ -341,9 +341,10 @@ class Session:
         pool: BackendPool | None = None
         for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):
-                kill_process_groups(row.process_groups)
                 handle = json.loads(row.remote_handle) if row.remote_handle else {}
-                end_processes_with_token(handle.get(STAGE_TOKEN_VARIABLE))  # children that left the groups
+                # children that left the groups too, and a local attempt its runner never recorded
+                end_attempt(row.process_groups, handle.get(STAGE_TOKEN_VARIABLE),
+                            row.log_path if row.state == StageState.RUNNING else None)
                 message = "run cancelled"
                 if row.state == StageState.RUNNING and handle and (row.infra or "local") != "local":
                     pool = pool or self._backend_pool()

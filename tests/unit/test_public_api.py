@@ -30,9 +30,9 @@ PUBLIC = {
     "skyflow.states": ["DONE", "FINAL", "RunState", "StageState"],
     "skyflow.home": ["cache_dir", "skyflow_home"],
     "skyflow.matching": ["close_matches"],
-    "skyflow.processes": ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "attempt_token", "end_processes_with_token",
-                          "group_alive", "kill_process_groups", "new_stage_token", "process_alive",
-                          "processes_with_token"],
+    "skyflow.processes": ["KILL_GRACE_S", "STAGE_TOKEN_VARIABLE", "attempt_token", "end_attempt",
+                          "end_processes_with_token", "group_alive", "kill_process_groups", "new_stage_token",
+                          "process_alive", "processes_with_token"],
 }
 PACKAGES = ["skyflow.artifacts", "skyflow.catalog", "skyflow.scheduler", *PUBLIC]
 

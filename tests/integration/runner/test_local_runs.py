@@ -214,11 +214,11 @@ stages:
     assert after["stages"]["second"]["state"] == "succeeded"
 
 
-def test_resume_ends_a_stage_its_runner_started_but_never_recorded(skyflow: Skyflow) -> None:
-    """A runner killed between starting a stage's process and recording its process group and token
-    leaves only the attempt's log path (recorded first). Resume still finds and ends that process
-    (by the token derived from the path) before it runs the stage again: no second copy of the stage
-    runs beside the first."""
+def _killed_before_recording(skyflow: Skyflow, run_id: str) -> int:
+    """A run of one stage whose runner is SIGKILLed once the stage runs, with what it recorded of the stage's
+    processes (groups, token) erased: what a runner killed between starting the stage and recording it
+    leaves (the attempt's log path, recorded first). The first attempt's pid; a rerun of the stage exits 3
+    while that process still runs."""
     pid_file, rerun = skyflow.workdir / "first.pid", skyflow.workdir / "rerun"
     skyflow.write("orphan.yaml", f"""\
 name: orphan
@@ -232,19 +232,34 @@ stages:
       fi
       touch {rerun}
 """)
-    runner = skyflow.start("run", "orphan.yaml", "--run-id", "unrecorded", "--no-lineage")
+    runner = skyflow.start("run", "orphan.yaml", "--run-id", run_id, "--no-lineage")
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != ""
-             and _groups(skyflow, "unrecorded", "work"), what="the stage to start and be recorded")
+             and _groups(skyflow, run_id, "work"), what="the stage to start and be recorded")
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    first = int(pid_file.read_text())
-    with sqlite3.connect(skyflow.home / "state.db") as conn:  # what a runner killed a moment earlier leaves
+    with sqlite3.connect(skyflow.home / "state.db") as conn:
         conn.execute("UPDATE stages SET process_groups='[]', group_starts='[]', remote_handle=NULL "
-                     "WHERE run_id='unrecorded' AND stage='work'")
+                     "WHERE run_id=? AND stage='work'", (run_id,))
+    first = int(pid_file.read_text())
     assert process_alive(first)
+    return first
+
+
+def test_resume_ends_a_stage_its_runner_started_but_never_recorded(skyflow: Skyflow) -> None:
+    """Resume finds and ends the unrecorded first attempt (by the token derived from its log path) before
+    it runs the stage again: no second copy of the stage runs beside the first."""
+    first = _killed_before_recording(skyflow, "unrecorded")
     result = skyflow("resume", "unrecorded", "--json")
     assert result.returncode == 0, result.stdout + result.stderr  # the rerun found the first attempt ended
-    assert json.loads(result.stdout.splitlines()[-1])["state"] == "succeeded" and rerun.exists()
+    assert json.loads(result.stdout.splitlines()[-1])["state"] == "succeeded"
+    assert (skyflow.workdir / "rerun").exists() and not process_alive(first)
+
+
+def test_cancel_ends_a_stage_its_runner_started_but_never_recorded(skyflow: Skyflow) -> None:
+    first = _killed_before_recording(skyflow, "unrecorded")
+    result = skyflow("cancel", "unrecorded")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert skyflow.status("unrecorded")["state"] == "cancelled"
     assert not process_alive(first)
 
 
