@@ -277,9 +277,9 @@ def solve_milp_bounded(problem: Problem, keep: list[np.ndarray], *, with_time: b
             model.add_row(model.cost_row(), hi=max_cost_usd)
     if guided:
         assert start is not None
-        if plain and not _lp_within_reach(model.nonzeros(), per_placement, budget):
-            budget.report(f"no time for the LP relaxation of {model.nonzeros():,} nonzeros; keeping the start and "
-                          "the forest bound")
+        if plain and not _lp_within_reach(nonzeros := model.nonzeros(), per_placement, budget):
+            budget.report(f"no time for the LP relaxation of {nonzeros:,} nonzeros; keeping the start and the "
+                          "forest bound")
             return Bounded(_polished(start, keep, polish), floor, None)
         lp_started = budget.clock()
         start, floor, relaxed = _lp_guided_start(problem, keep, model, start, budget, floor)

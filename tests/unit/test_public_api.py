@@ -73,7 +73,6 @@ for name in importlib.import_module(package).__all__:
         assert done.returncode == 0, f"{package}: {done.stderr[-1500:]}"
 
 
-
 @pytest.mark.parametrize(("module", "name", "abilities"), [
     ("skyflow.backends.local", "LocalBackend", {ServiceBackend}),
     ("skyflow.backends.ssh", "SshBackend", set()),

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from skyflow.artifacts import ArtifactRef, fetch_artifact, load_manifest, open_store
 from skyflow.artifacts.refs import blob_key
@@ -265,22 +266,22 @@ def test_cancel_ends_a_stage_its_runner_started_but_never_recorded(skyflow: Skyf
 
 def _groups(skyflow: Skyflow, run_id: str, stage: str) -> bool:
     """Whether the runner has recorded the stage's process groups."""
-    try:
-        with sqlite3.connect(skyflow.home / "state.db") as conn:
-            row = conn.execute("SELECT process_groups FROM stages WHERE run_id=? AND stage=?",
-                               (run_id, stage)).fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return bool(row and row[0] and json.loads(row[0]))
+    return bool(json.loads(_stage_column(skyflow, run_id, stage, "process_groups") or "[]"))
 
 
 def _state(skyflow: Skyflow, run_id: str, stage: str) -> str | None:
+    return _stage_column(skyflow, run_id, stage, "state")
+
+
+def _stage_column(skyflow: Skyflow, run_id: str, stage: str, column: str) -> Any:
+    """One column of the stage's row in the state DB, or None while there is none (not opened when missing:
+    connecting would create the file)."""
     db = skyflow.home / "state.db"
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db) as conn:
-            row = conn.execute("SELECT state FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+            row = conn.execute(f"SELECT {column} FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
     except sqlite3.OperationalError:  # the runner is still creating its tables
         return None
     return row[0] if row else None
