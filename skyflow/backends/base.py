@@ -120,6 +120,9 @@ class Leftover:
     process_groups: tuple[int, ...] = ()
     remote: RemoteHandle | None = None
     log_path: str | None = None
+    # Where the plan placed the attempt (`kubernetes/CTX`, `ray/NAME`): where to look, with the log path's
+    # token, for what an attempt left whose runner died before recording its remote handle.
+    infra: str | None = None
 
 
 class StageHandle(Protocol):

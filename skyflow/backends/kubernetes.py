@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import Capacity, Leftover, StageExit, StageHandle, StageLaunch
 from skyflow.backends.kubernetes_manifests import (
+    ATTEMPT_ANNOTATION,
     INSTALL_CONTAINER,
+    MANAGED_BY,
     STAGE_CONTAINER,
     PodPlan,
+    attempt_of,
     code_package_commands,
     job_manifests,
     redacted,
@@ -43,12 +46,16 @@ from skyflow.backends.remote_stage import (
 )
 from skyflow.config import KubernetesContext, SkyflowConfig
 from skyflow.errors import BackendError
+from skyflow.processes import attempt_token
 
 if TYPE_CHECKING:
     from skyflow.backends.registry import BackendContext
 
 DEFAULT_CONTEXT = "default"
 POLL_S = 1.0
+GONE_TIMEOUT_S = 120.0
+KINDS = ("Secret", "Service", "Deployment", "Job")  # what an attempt creates
+MANAGED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 def context_name(infra: str | None) -> str:
@@ -117,6 +124,20 @@ def _kind_create(kind: str) -> tuple[str, str]:
             "Deployment": ("AppsV1Api", "create_namespaced_deployment")}[kind]
 
 
+def _kind_read(kind: str) -> tuple[str, str]:
+    return {"Secret": ("CoreV1Api", "read_namespaced_secret"),
+            "Service": ("CoreV1Api", "read_namespaced_service"),
+            "Job": ("BatchV1Api", "read_namespaced_job"),
+            "Deployment": ("AppsV1Api", "read_namespaced_deployment")}[kind]
+
+
+def _kind_list(kind: str) -> tuple[str, str]:
+    return {"Secret": ("CoreV1Api", "list_namespaced_secret"),
+            "Service": ("CoreV1Api", "list_namespaced_service"),
+            "Job": ("BatchV1Api", "list_namespaced_job"),
+            "Deployment": ("AppsV1Api", "list_namespaced_deployment")}[kind]
+
+
 def _kind_delete(kind: str) -> tuple[str, str]:
     return {"Secret": ("CoreV1Api", "delete_namespaced_secret"),
             "Service": ("CoreV1Api", "delete_namespaced_service"),
@@ -133,19 +154,99 @@ class Cluster:
         self.api_client = api_client
         self.apis = {n: getattr(client, n)(api_client) for n in ("CoreV1Api", "BatchV1Api", "AppsV1Api")}
 
-    def create(self, docs: list[dict[str, Any]], stage: str) -> None:
-        for doc in docs:
-            api, method = _kind_create(doc["kind"])
-            with _translated(f"creating {doc['kind']} {doc['metadata']['name']}", stage):
-                getattr(self.apis[api], method)(doc["metadata"]["namespace"], doc)
+    def create(self, docs: list[dict[str, Any]], stage: str, attempt: str) -> None:
+        """Create ``docs`` in order, or none of them: on an error, what this call created is deleted (never
+        an object that was there before it). An object of the same name that carries ``attempt``, the
+        token of this very attempt, was created by a runner that died before recording it: it is deleted
+        and created afresh. One that does not is another's, and stops the launch."""
+        created: list[dict[str, Any]] = []
+        try:
+            for doc in docs:
+                try:
+                    self._create_one(doc, stage, attempt)
+                except BackendError:
+                    if self._carries(doc, attempt):  # the call failed (a timeout, a reset) after the server made it
+                        created.append(doc)
+                    raise
+                created.append(doc)
+        except BackendError:
+            self.delete(created)
+            raise
 
-    def delete(self, docs: list[dict[str, Any]]) -> None:
-        """Delete in reverse order; what is already gone is fine (cleanup must not fail a stage)."""
+    def _carries(self, doc: Mapping[str, Any], attempt: str) -> bool:
+        """Whether the server has ``doc`` and it carries ``attempt`` (False where that cannot be read)."""
+        try:
+            existing = self.read(doc)
+        except BackendError:
+            return False
+        return existing is not None and (existing.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt
+
+    def _create_one(self, doc: dict[str, Any], stage: str, attempt: str) -> None:
+        api, method = _kind_create(doc["kind"])
+        meta = doc["metadata"]
+        action = f"creating {doc['kind']} {meta['name']}"
+        try:
+            with _translated(action, stage):
+                getattr(self.apis[api], method)(meta["namespace"], doc)
+            return
+        except BackendError as exc:
+            if getattr(exc.__cause__, "status", None) != 409:
+                raise
+        existing = self.read(doc)
+        theirs = (existing.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) if existing is not None else None
+        if existing is not None and theirs != attempt:
+            labels = existing.metadata.labels or {}
+            who = (f"it is run {labels.get('skyflow.dev/run', '?')}'s, stage {labels.get('skyflow.dev/stage', '?')}, "
+                   "from another skyflow home" if theirs else "skyflow did not make it")
+            raise BackendError(
+                f"Kubernetes: {doc['kind']} {meta['name']} already exists in namespace {meta['namespace']} and is not "
+                f"this attempt's ({who}). Run again with another --run-id, or delete it if it is a leftover: "
+                f"kubectl delete {doc['kind'].lower()} {meta['name']} -n {meta['namespace']}",
+                stage=stage, backend="kubernetes")
+        self.delete([doc], propagation="Foreground")
+        self.wait_gone(doc)
+        with _translated(action, stage):
+            getattr(self.apis[api], method)(meta["namespace"], doc)
+
+    def read(self, doc: Mapping[str, Any]) -> Any:
+        """The object ``doc`` names as the API server has it, or None once it is gone."""
+        api, method = _kind_read(doc["kind"])
+        try:
+            return getattr(self.apis[api], method)(doc["metadata"]["name"], doc["metadata"]["namespace"])
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise BackendError(f"Kubernetes: reading {doc['kind']} {doc['metadata']['name']} failed: "
+                               f"{getattr(exc, 'reason', None) or exc}", backend="kubernetes") from exc
+
+    def wait_gone(self, doc: Mapping[str, Any], timeout_s: float = GONE_TIMEOUT_S) -> None:
+        """Until the API server no longer has ``doc`` (deletion finishes after its finalizers)."""
+        deadline = time.monotonic() + timeout_s
+        while self.read(doc) is not None:
+            if time.monotonic() > deadline:
+                raise BackendError(f"Kubernetes: {doc['kind']} {doc['metadata']['name']} was still there "
+                                   f"{timeout_s:g} s after it was deleted", backend="kubernetes")
+            time.sleep(0.2)
+
+    def owned_by(self, attempt: str, namespace: str) -> list[dict[str, Any]]:
+        """What carries the token ``attempt`` in ``namespace``, as docs `delete` takes."""
+        found = []
+        for kind in KINDS:
+            api, method = _kind_list(kind)
+            for item in getattr(self.apis[api], method)(namespace, label_selector=MANAGED).items:
+                if (item.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt:
+                    found.append({"kind": kind, "metadata": {"name": item.metadata.name, "namespace": namespace}})
+        return found
+
+    def delete(self, docs: list[dict[str, Any]], propagation: str = "Background") -> None:
+        """Delete in reverse order; what is already gone is fine (cleanup must not fail a stage).
+        ``Foreground``: a Job stays until its pods are gone, so that one made again under its name
+        never sees them."""
         for doc in reversed(docs):
             api, method = _kind_delete(doc["kind"])
             with contextlib.suppress(Exception):
                 getattr(self.apis[api], method)(doc["metadata"]["name"], doc["metadata"]["namespace"],
-                                                propagation_policy="Background")
+                                                propagation_policy=propagation)
 
     def job_status(self, name: str, namespace: str) -> Any:
         return self.apis["BatchV1Api"].read_namespaced_job_status(name, namespace).status
@@ -459,11 +560,7 @@ class KubernetesBackend:
     def launch(self, launch: StageLaunch) -> StageHandle:
         context = context_name(launch.placement.infra)
         cluster, store, docs = self._prepare(launch)
-        try:
-            cluster.create(docs, launch.stage)
-        except BackendError:
-            cluster.delete(docs)
-            raise
+        cluster.create(docs, launch.stage, attempt_of(launch))
         spec_key = node_spec(launch, store)["result_key"]
         return KubernetesStageHandle(cluster, launch, docs, store, spec_key, context, self.on_line, self.poll_s)
 
@@ -472,11 +569,7 @@ class KubernetesBackend:
         from skyflow.backends.kubernetes_manifests import service_port
 
         cluster, _, docs = self._prepare(launch)
-        try:
-            cluster.create(docs, launch.stage)
-        except BackendError:
-            cluster.delete(docs)
-            raise
+        cluster.create(docs, launch.stage, attempt_of(launch))
         service = next(d for d in docs if d["kind"] == "Service")
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         meta = service["metadata"]
@@ -490,9 +583,19 @@ class KubernetesBackend:
             self._cluster(str(leftover.remote["context"])).delete(_docs_of(leftover.remote))
 
     def abandon(self, leftover: Leftover) -> None:
-        """Delete the Job (and its Service and Secret) an attempt of a dead runner left (`skyflow resume`)."""
+        """Delete the Job (and its Service and Secret) an attempt of a dead runner left (`skyflow resume`,
+        `skyflow cancel`): those its handle names, or, for a runner that died between creating them and
+        recording the handle, those that carry the token of the attempt's log path. Best effort: what
+        cannot be reached now is found again by name when the attempt is launched afresh (`Cluster.create`)."""
         if leftover.remote:
             self._cluster(str(leftover.remote["context"])).delete(_docs_of(leftover.remote))
+        elif leftover.log_path and leftover.infra:
+            context = context_name(leftover.infra)
+            with contextlib.suppress(BackendError):
+                cluster = self._cluster(context)
+                with _translated("listing what the attempt left", ""):
+                    left = cluster.owned_by(attempt_token(leftover.log_path), _settings(self.config, context).namespace)
+                cluster.delete(left)
 
 
 def from_context(context: BackendContext) -> KubernetesBackend:

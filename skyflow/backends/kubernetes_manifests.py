@@ -23,12 +23,17 @@ from skyflow.artifacts.code_package import CodePackage, bootstrap_script
 from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
 from skyflow.errors import BackendError
+from skyflow.processes import attempt_token
 
 if TYPE_CHECKING:
     from skyflow.planner.plan import Placement
     from skyflow.spec.models import Stage
 
 MANAGED_BY = "skyflow"
+# Every object an attempt creates carries its attempt's token: the runner records the attempt's log path
+# before the launch, so a later runner can tell that attempt's objects from others of the same name (a
+# run with the same id from another skyflow home) even when its runner died before recording their names.
+ATTEMPT_ANNOTATION = "skyflow.dev/attempt"
 GPU_RESOURCE = "nvidia.com/gpu"
 STAGE_CONTAINER = "stage"
 INSTALL_CONTAINER = "code-package"
@@ -238,7 +243,7 @@ def job_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping[str
     docs.append({"apiVersion": "batch/v1", "kind": "Job",
                  "metadata": {"name": name, "namespace": plan.namespace, "labels": run_labels},
                  "spec": job_spec})
-    return docs
+    return _stamped(docs, launch)
 
 
 def service_port(stage_spec: Stage) -> int:
@@ -276,6 +281,18 @@ def service_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping
     docs.append({"apiVersion": "v1", "kind": "Service",
                  "metadata": {"name": name, "namespace": plan.namespace, "labels": run_labels},
                  "spec": {"selector": selector, "ports": [{"port": port, "targetPort": port}]}})
+    return _stamped(docs, launch)
+
+
+def attempt_of(launch: StageLaunch) -> str:
+    """The token that marks what ``launch`` creates (`ATTEMPT_ANNOTATION`)."""
+    return attempt_token(launch.log_path)
+
+
+def _stamped(docs: list[dict[str, Any]], launch: StageLaunch) -> list[dict[str, Any]]:
+    token = attempt_of(launch)
+    for doc in docs:
+        doc["metadata"]["annotations"] = {**doc["metadata"].get("annotations", {}), ATTEMPT_ANNOTATION: token}
     return docs
 
 

@@ -99,7 +99,7 @@ class RunLoop:
         """Stop what a dead runner's attempt left: local process groups, or a remote Job, task or service."""
         remote = json.loads(row.remote_handle) if row.remote_handle else None
         backend = self.ctx.backends.for_infra(row.infra or "local")
-        backend.abandon(Leftover(tuple(row.process_groups), remote, row.log_path))
+        backend.abandon(Leftover(tuple(row.process_groups), remote, row.log_path, row.infra))
 
     def cancel(self) -> None:
         ctx = self.ctx

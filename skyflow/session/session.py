@@ -346,7 +346,9 @@ class Session:
                 end_attempt(row.process_groups, handle.get(STAGE_TOKEN_VARIABLE),
                             row.log_path if row.state == StageState.RUNNING else None)
                 message = "run cancelled"
-                if row.state == StageState.RUNNING and handle and (row.infra or "local") != "local":
+                # a remote attempt is looked for even without a handle: its runner may have died between
+                # starting it and recording it
+                if row.state == StageState.RUNNING and (row.infra or "local") != "local":
                     pool = pool or self._backend_pool()
                     message = _abandon_remote(pool, row, handle)
                 state.finish_stage(run_id, name, StageState.CANCELLED, {}, message=message)
@@ -394,7 +396,8 @@ def _abandon_remote(pool: BackendPool, row: StageRow, handle: dict[str, Any]) ->
     from skyflow.errors import SkyflowError
 
     try:
-        pool.for_infra(row.infra or "local").abandon(Leftover(tuple(row.process_groups), handle))
+        pool.for_infra(row.infra or "local").abandon(Leftover(tuple(row.process_groups), handle or None,
+                                                              row.log_path, row.infra))
     except SkyflowError as exc:
         return f"run cancelled; stopping it on {row.infra} failed: {exc}"
     return "run cancelled"

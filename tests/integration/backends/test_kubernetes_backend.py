@@ -43,6 +43,7 @@ from skyflow.backends.kubernetes import KubernetesBackend, KubernetesStageHandle
 from skyflow.backends.masking import MASK
 from skyflow.backends.remote_stage import code_package_for
 from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
+from skyflow.errors import BackendError
 from skyflow.planner import Placement
 from tests.integration.backends.kmock_cluster import NAMESPACE, JobController, api_client, kmock_server
 
@@ -321,6 +322,78 @@ def test_abandon_deletes_what_a_dead_runners_attempt_left(cluster: ClusterUnderT
     _wait_for(lambda: cluster.objects(launch.run_id) == [])
     if cluster.controller is not None:
         assert handle.job["metadata"]["name"] not in cluster.controller.procs
+
+
+def _started(cluster: ClusterUnderTest, handle: KubernetesStageHandle, nodes: int = 1) -> list[Any]:
+    """Once the attempt's stage containers run: their processes (none against a real cluster)."""
+    if cluster.controller is None:
+        return []
+    controller, name = cluster.controller, handle.job["metadata"]["name"]
+    _wait_for(lambda: controller.stages_started.get(name, 0) == nodes)
+    return list(controller.procs[name])
+
+
+def _read_job(cluster: ClusterUnderTest, name: str) -> Any:
+    from kubernetes import client
+
+    return client.BatchV1Api(cluster.api).read_namespaced_job(name, NAMESPACE)
+
+
+def test_abandon_finds_what_a_runner_that_died_before_recording_it_left(cluster: ClusterUnderTest,
+                                                                       tmp_path: Path) -> None:
+    """The runner records the handle after the launch returns; one killed in between left objects that
+    no handle names. Resume and cancel find them by the token of the attempt's log path, recorded first."""
+    launch = _launch(cluster, tmp_path, "sleep 120", num_nodes=2)
+    handle = cluster.backend.launch(launch)
+    assert isinstance(handle, KubernetesStageHandle)
+    procs = _started(cluster, handle, nodes=2)
+    fresh = KubernetesBackend(cluster.backend.config, client_factory=cluster.backend._open_client)
+    fresh.abandon(Leftover(log_path=str(tmp_path / "another-attempt.log"), infra=launch.placement.infra))
+    assert len(cluster.objects(launch.run_id)) >= 3  # another attempt's token: nothing of this one is touched
+    fresh.abandon(Leftover(log_path=str(launch.log_path), infra=launch.placement.infra))
+    _wait_for(lambda: not [o for o in cluster.objects(launch.run_id) if o[0] != "Pod"])
+    _wait_for(lambda: all(proc.poll() is not None for proc in procs))
+
+
+def test_a_launch_replaces_what_its_own_unrecorded_attempt_left(cluster: ClusterUnderTest, tmp_path: Path) -> None:
+    """Resume starts a stage's attempts again from the first, so the attempt a dead runner never recorded
+    has the same names: the launch finds them carrying its own token, deletes them and creates its own."""
+    first = _launch(cluster, tmp_path, "sleep 120")
+    orphan = cluster.backend.launch(first)
+    assert isinstance(orphan, KubernetesStageHandle)
+    procs = _started(cluster, orphan)
+    again = replace(first, spec=first.spec.model_copy(update={"run": "echo resumed"}))
+    fresh = KubernetesBackend(cluster.backend.config, client_factory=cluster.backend._open_client)
+    handle = fresh.launch(again)
+    assert isinstance(handle, KubernetesStageHandle)
+    name = handle.job["metadata"]["name"]
+    assert name == orphan.job["metadata"]["name"]
+    assert "echo resumed" in json.dumps(_read_job(cluster, name).to_dict()["spec"]["template"])
+    _wait_for(lambda: all(proc.poll() is not None for proc in procs))  # the orphan's pod is gone with its Job
+    handle.cancel()
+    _wait_for(lambda: not [o for o in cluster.objects(first.run_id) if o[0] != "Pod"])
+
+
+def test_objects_of_the_same_name_from_another_home_are_left_alone(cluster: ClusterUnderTest,
+                                                                   tmp_path: Path) -> None:
+    """Another skyflow home ran a run of the same id on the cluster: the launch stops with an error that
+    says so and how to go on, deletes what it created itself (Secret, Service) and nothing of the other's."""
+    theirs = replace(_launch(cluster, tmp_path, "sleep 120"), secret_values=(), env={"SKYFLOW_STAGE": "train"})
+    their_handle = cluster.backend.launch(theirs)
+    assert isinstance(their_handle, KubernetesStageHandle)
+    procs = _started(cluster, their_handle)
+    assert [kind for kind, _ in cluster.objects(theirs.run_id) if kind != "Pod"] == ["Job"]
+    (tmp_path / "our-home").mkdir()
+    ours = _launch(cluster, tmp_path / "our-home", "true", num_nodes=2)
+    ours = replace(ours, run_id=theirs.run_id, log_path=tmp_path / "our-home" / "stage.log")
+    with pytest.raises(BackendError, match=r"Job sf-train-\w+ already exists in namespace ml and is not this "
+                                           r"attempt's .*--run-id.*kubectl delete job"):
+        cluster.backend.launch(ours)
+    assert [kind for kind, _ in cluster.objects(theirs.run_id) if kind != "Pod"] == ["Job"]
+    job = _read_job(cluster, their_handle.job["metadata"]["name"])
+    assert job.metadata.annotations == their_handle.job["metadata"]["annotations"]
+    assert all(proc.poll() is None for proc in procs)
+    their_handle.cancel()
 
 
 def _mark_deployment_ready(cluster: ClusterUnderTest, name: str, replicas: int) -> None:

@@ -18,6 +18,7 @@ from backend_launches import STORE, all_launches
 from skyflow.backends.base import StageLaunch
 from skyflow.backends.kubernetes import KubernetesBackend
 from skyflow.backends.kubernetes_manifests import (
+    ATTEMPT_ANNOTATION,
     GKE_ACCELERATOR_KEY,
     INSTALL_CONTAINER,
     KARPENTER_ACCELERATOR_KEY,
@@ -61,6 +62,18 @@ def test_secret_values_only_in_the_secret(launch: object) -> None:
         if doc["kind"] != "Secret":
             assert "s3cr3t-value" not in json.dumps(doc)
     assert "s3cr3t-value" not in _backend().render(launch)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=lambda launch: f"{launch.stage}")
+def test_every_object_carries_the_token_of_its_attempts_log_path(launch: StageLaunch, tmp_path: Path) -> None:
+    """What lets a later runner tell this attempt's objects from another's of the same name."""
+    from skyflow.processes import attempt_token
+
+    docs = _backend().manifests(launch, STORE)
+    assert {d["metadata"]["annotations"][ATTEMPT_ANNOTATION] for d in docs} == {attempt_token(launch.log_path)}
+    other = _backend().manifests(replace(launch, log_path=tmp_path / "elsewhere" / "stage.log"), STORE)
+    assert [d["metadata"]["name"] for d in other] == [d["metadata"]["name"] for d in docs]
+    assert {d["metadata"]["annotations"][ATTEMPT_ANNOTATION] for d in other} != {attempt_token(launch.log_path)}
 
 
 def test_multinode_stage_is_an_indexed_job_behind_a_headless_service() -> None:

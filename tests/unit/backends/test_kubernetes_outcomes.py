@@ -26,7 +26,7 @@ from skyflow.backends.kubernetes import (
     KubernetesStageHandle,
     default_client_factory,
 )
-from skyflow.backends.kubernetes_manifests import INSTALL_CONTAINER
+from skyflow.backends.kubernetes_manifests import ATTEMPT_ANNOTATION, INSTALL_CONTAINER
 from skyflow.backends.remote_stage import result_key
 from skyflow.config import KubernetesConfig, KubernetesContext, SkyflowConfig
 from skyflow.errors import BackendError
@@ -271,29 +271,39 @@ def test_abandon_and_stop_service_without_a_recorded_handle_open_no_client() -> 
 
 
 class _Api:
-    """One kubernetes API group's create and delete calls; the Job's create is refused."""
+    """One kubernetes API group's create, read and delete calls; the Job's create is refused. ``made``: the
+    kinds the server has (with ``attempt``'s token) after a create that failed; the others read as 404."""
 
-    def __init__(self, calls: list[str]) -> None:
-        self.calls = calls
+    def __init__(self, calls: list[str], made: dict[str, str]) -> None:
+        self.calls, self.made = calls, made
 
     def __getattr__(self, method: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> None:
-            self.calls.append(f"{method} {args[0] if method.startswith('delete') else args[1]['metadata']['name']}")
+        def call(*args: Any, **kwargs: Any) -> Any:
+            named = not method.startswith("create")
+            self.calls.append(f"{method} {args[0] if named else args[1]['metadata']['name']}")
             if method == "create_namespaced_job":
                 raise _api_exception(422, "Unprocessable Entity", "spec.template: Invalid value")
             if method == "delete_namespaced_service":
                 raise _api_exception(404, "Not Found", "")
+            if method.startswith("read_namespaced_"):
+                kind = method.removeprefix("read_namespaced_")
+                if kind not in self.made:
+                    raise _api_exception(404, "Not Found", "")
+                annotations = {ATTEMPT_ANNOTATION: self.made[kind]}
+                return types.SimpleNamespace(metadata=types.SimpleNamespace(annotations=annotations))
+            return None
         return call
 
 
-def _cluster_with(calls: list[str]) -> Cluster:
+def _cluster_with(calls: list[str], made: dict[str, str] | None = None) -> Cluster:
     cluster = Cluster(object())
-    cluster.apis = {name: _Api(calls) for name in ("CoreV1Api", "BatchV1Api", "AppsV1Api")}
+    cluster.apis = {name: _Api(calls, made or {}) for name in ("CoreV1Api", "BatchV1Api", "AppsV1Api")}
     return cluster
 
 
 @pytest.mark.parametrize("multinode", [False, True])
-def test_a_refused_create_deletes_what_was_created_and_names_the_object(tmp_path: Path, multinode: bool) -> None:
+def test_a_refused_create_deletes_what_this_launch_created_and_names_the_object(tmp_path: Path,
+                                                                                multinode: bool) -> None:
     calls: list[str] = []
     backend = KubernetesBackend(_config(gke=KubernetesContext(namespace="ml", image_has_skyflow=True)),
                                 client_factory=lambda context: object())
@@ -303,32 +313,40 @@ def test_a_refused_create_deletes_what_was_created_and_names_the_object(tmp_path
                                            r"\(spec\.template: Invalid value\)$") as caught:
         backend.launch(replace(launch, env={"HF_TOKEN": "s3cr3t"}))  # the secret makes a Secret first
     assert caught.value.stage == "train"
-    created = [c.split()[1] for c in calls if c.startswith("create")]
-    deleted = [c for c in calls if c.startswith("delete")]
-    # everything is deleted, newest first, even objects that were never created or are already gone
     kinds = ["secret", "service", "job"] if multinode else ["secret", "job"]
     assert [c.split()[0] for c in calls if c.startswith("create")] == [f"create_namespaced_{k}" for k in kinds]
-    assert [c.split()[0] for c in deleted] == [f"delete_namespaced_{k}" for k in reversed(kinds)]
-    assert [c.split()[1] for c in deleted] == list(reversed(created))
+    # the refused Job is not there (read: 404); what was created is deleted, newest first
+    assert [c.split()[0] for c in calls if not c.startswith("create")] == (
+        ["read_namespaced_job"] + [f"delete_namespaced_{k}" for k in reversed(kinds[:-1])])
+    created = [c.split()[1] for c in calls if c.startswith("create")]
+    assert [c.split()[1] for c in calls if c.startswith("delete")] == list(reversed(created[:-1]))
 
 
-def test_a_refused_service_create_deletes_what_was_created(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("made", "deleted"), [({}, []), ({"deployment": "another-attempt"}, []),
+                                               ({"deployment": "ours"}, ["delete_namespaced_deployment"])],
+                         ids=["not-made", "another-attempts", "made-before-the-reset"])
+def test_a_service_create_that_fails_deletes_the_deployment_only_where_the_server_made_it_for_this_attempt(
+        tmp_path: Path, made: dict[str, str], deleted: list[str]) -> None:
+    """A reset connection may come after the server made the object: it is deleted if it carries this
+    attempt's token; the Service, never asked for, is not touched."""
+    from skyflow.backends.kubernetes_manifests import attempt_of
+
     calls: list[str] = []
+    launch = _launch(tmp_path, spec={"resources": {"ports": 8000}, "service": {"readiness_probe": "/health"}})
     backend = KubernetesBackend(_config(gke=KubernetesContext(namespace="ml", image_has_skyflow=True)),
                                 client_factory=lambda context: object())
-    backend._clusters["gke"] = _cluster_with(calls)
+    backend._clusters["gke"] = _cluster_with(calls, {k: attempt_of(launch) if v == "ours" else v
+                                                     for k, v in made.items()})
 
     def refuse_deployment(*args: Any, **kwargs: Any) -> None:
         calls.append("create_namespaced_deployment")
         raise RuntimeError("connection reset by peer")
 
     backend._clusters["gke"].apis["AppsV1Api"].create_namespaced_deployment = refuse_deployment
-    launch = _launch(tmp_path, spec={"resources": {"ports": 8000}, "service": {"readiness_probe": "/health"}})
     with pytest.raises(BackendError, match=r"^Kubernetes: creating Deployment sf-[a-z0-9-]+ failed: "
                                            r"connection reset by peer$"):
         backend.serve(launch)
-    assert [c.split()[0] for c in calls] == ["create_namespaced_deployment", "delete_namespaced_service",
-                                             "delete_namespaced_deployment"]
+    assert [c.split()[0] for c in calls] == ["create_namespaced_deployment", "read_namespaced_deployment", *deleted]
 
 
 def test_without_the_kubernetes_client_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -495,5 +495,6 @@ def test_a_resume_stops_a_dead_runners_remote_attempt_through_its_backend(tmp_pa
     run.state.set_stage("r1", "train", state=StageState.RUNNING, remote_handle='{"job": "train-3"}')
     log_path = run.state.get_stage("r1", "train").log_path
     assert run.loop().resume("r1", {}) == "succeeded"
-    assert (run.local.abandoned, run.cloud.abandoned) == ([], [Leftover((), {"job": "train-3"}, log_path)])
+    assert (run.local.abandoned, run.cloud.abandoned) == ([], [Leftover((), {"job": "train-3"}, log_path,
+                                                                           "aws/us-east-1")])
     assert run.launched(run.cloud) == [("train", 1)]
