@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from skyflow.artifacts.record import ArtifactRecord
 from skyflow.backends.base import Capacity, Leftover, StageExit, StageHandle, StageLaunch
 from skyflow.backends.masking import LogPump
-from skyflow.backends.ray_submission import JobSubmission, cluster_name, job_submission, new_submission_id
+from skyflow.backends.ray_submission import (
+    ATTEMPT_TOKEN_KEY,
+    JobSubmission,
+    cluster_name,
+    job_submission,
+    new_submission_id,
+)
 from skyflow.backends.remote_stage import (
     code_package_for,
     commit_workdir,
@@ -35,6 +41,7 @@ from skyflow.backends.remote_stage import (
 from skyflow.config import RayCluster, SkyflowConfig
 from skyflow.errors import BackendError
 from skyflow.matching import close_matches
+from skyflow.processes import attempt_token
 
 if TYPE_CHECKING:
     from skyflow.backends.registry import BackendContext
@@ -317,12 +324,22 @@ class RayBackend:
         return handle
 
     def abandon(self, leftover: Leftover) -> None:
-        """Stop the job a dead runner's attempt left (`skyflow resume`), found by its stored submission id."""
+        """Stop the job a dead runner's attempt left (`skyflow resume`, `skyflow cancel`), found by its stored
+        submission id, or, for a runner that died between submitting it and recording the id, by the token
+        of the attempt's log path in the jobs' metadata."""
         remote = leftover.remote
-        if not remote or remote.get("backend") != "ray":
-            return
-        address, submission_id = str(remote["address"]), str(remote["submission_id"])
-        stop_and_wait(self._client(address), submission_id)
+        if remote and remote.get("backend") == "ray":
+            address, submission_id = str(remote["address"]), str(remote["submission_id"])
+            stop_and_wait(self._client(address), submission_id)
+        elif not remote and leftover.log_path and leftover.infra:
+            address = self.cluster(leftover.infra)[1].address
+            client, token = self._client(address), attempt_token(leftover.log_path)
+            with _translated("listing its jobs", address):
+                left = [job.submission_id for job in client.list_jobs()
+                        if (job.metadata or {}).get(ATTEMPT_TOKEN_KEY) == token
+                        and str(getattr(job.status, "value", job.status)) not in _TERMINAL]
+            for submission_id in left:
+                stop_and_wait(client, submission_id)
 
 
 def _committed_inputs(launch: StageLaunch, store_uri: str) -> dict[str, ArtifactRecord]:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from skyflow.artifacts.code_package import bootstrap_script
 from skyflow.backends.base import StageLaunch
 from skyflow.backends.remote_stage import SPEC_ENV, WRAPPER_MODULE
+from skyflow.processes import attempt_token
 
 if TYPE_CHECKING:
     from skyflow.artifacts.code_package import CodePackage
@@ -80,6 +81,11 @@ class JobSubmission:
 def cluster_name(infra: str | None) -> str:
     """`ray/gpu` -> gpu; plain `ray` -> ""."""
     return str(infra or "").partition("/")[2]
+
+
+# The token of the attempt's log path, which the runner records before it submits: a later runner finds the
+# job by it when the runner before it died between submitting it and recording its submission id.
+ATTEMPT_TOKEN_KEY = "skyflow_attempt_token"
 
 
 def new_submission_id(run_id: str, stage: str, attempt: int) -> str:
@@ -146,7 +152,8 @@ def job_submission(launch: StageLaunch, cluster: RayCluster, node_spec: Mapping[
     if package is not None:
         runtime_env["working_dir"] = str(package.directory)
     cpus, gpus, memory, resources = _resources(launch)
-    metadata = {"skyflow_run": launch.run_id, "skyflow_stage": launch.stage, "skyflow_attempt": str(launch.attempt)}
+    metadata = {"skyflow_run": launch.run_id, "skyflow_stage": launch.stage, "skyflow_attempt": str(launch.attempt),
+                ATTEMPT_TOKEN_KEY: attempt_token(launch.log_path)}
     return JobSubmission(submission_id=submission_id, entrypoint=ENTRYPOINT,
                          runtime_env=runtime_env, entrypoint_num_cpus=cpus, entrypoint_num_gpus=gpus,
                          entrypoint_memory=memory, entrypoint_resources=resources, metadata=metadata,

@@ -11,13 +11,15 @@ really installs skyflow from the wheels Ray ships as its working_dir (once per n
   actors of its own on the cluster's nodes (each writes to S3 from its node and reports the node's
   address), then the same file as a dry run;
 - a runner killed with SIGKILL leaves its job running; `skyflow resume` finds it by the stored
-  submission id, stops it, and runs the stage again.
+  submission id (or, when the runner died before storing it, by its attempt's token), stops it, and
+  runs the stage again; `skyflow cancel` stops it too.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -264,33 +266,58 @@ def _remote_handle(home: Path, run_id: str, stage: str) -> dict[str, Any] | None
     return json.loads(row.remote_handle) if row.remote_handle else None
 
 
-def test_a_killed_runners_job_is_found_by_its_submission_id_on_resume(
-        tmp_path: Path, ray_test_cluster: RayTestCluster, s3_env: dict[str, str]) -> None:
-    client: Any = ray_test_cluster.client()
+def _killed_runner(tmp_path: Path, cluster: RayTestCluster, s3_env: dict[str, str], recorded: bool
+                   ) -> tuple[Skyflow, str]:
+    """A run whose Ray stage's job runs when its runner is SIGKILLed; without ``recorded``, the job's submission
+    id is erased from the run state, as a runner killed between submitting and recording leaves it (the
+    attempt's log path, recorded first, stays). The first job's submission id."""
+    client: Any = cluster.client()
     marker = tmp_path / "first-attempt-started"  # the nodes share this machine's files: they can leave a mark here
-    sky = _skyflow(tmp_path, ray_test_cluster, s3_env, ray_test_cluster.config_yaml("lab"))
-    sky.write("slow.yaml", SLOW.format(store=_store(ray_test_cluster), marker=marker))
+    sky = _skyflow(tmp_path, cluster, s3_env, cluster.config_yaml("lab"))
+    sky.write("slow.yaml", SLOW.format(store=_store(cluster), marker=marker))
     runner = sky.start("run", "slow.yaml", "--run-id", "ray-slow-1", "--no-lineage")
     try:
         wait_for(marker.exists, 180, "the Ray job to start")
+        wait_for(lambda: _remote_handle(sky.home, "ray-slow-1", "wait") is not None, 30, "the job to be recorded")
         handle = _remote_handle(sky.home, "ray-slow-1", "wait")
         assert handle is not None and handle["backend"] == "ray"
-        first = str(handle["submission_id"])
         runner.send_signal(signal.SIGKILL)  # no cleanup from the runner
         runner.wait(timeout=30)
-        assert str(client.get_job_status(first)) == "RUNNING"  # the job outlives the runner
-
-        resumed = sky("resume", "ray-slow-1", timeout=300)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
+    first = str(handle["submission_id"])
+    assert str(client.get_job_status(first)) == "RUNNING"  # the job outlives the runner
+    if not recorded:
+        with sqlite3.connect(sky.home / "state.db") as conn:
+            conn.execute("UPDATE stages SET remote_handle=NULL WHERE run_id='ray-slow-1' AND stage='wait'")
+    return sky, first
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "never-recorded"])
+def test_a_killed_runners_job_is_found_on_resume(
+        tmp_path: Path, ray_test_cluster: RayTestCluster, s3_env: dict[str, str], recorded: bool) -> None:
+    """By its stored submission id, or, when the runner died before storing it, by the token of the
+    attempt's log path in the job's metadata: the job is stopped and the stage runs again."""
+    sky, first = _killed_runner(tmp_path, ray_test_cluster, s3_env, recorded)
+    client: Any = ray_test_cluster.client()
+    resumed = sky("resume", "ray-slow-1", timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert str(client.get_job_status(first)) == "STOPPED"
     second = _remote_handle(sky.home, "ray-slow-1", "wait")
     assert second is not None and second["submission_id"] != first
     assert str(client.get_job_status(second["submission_id"])) == "SUCCEEDED"
     assert sky.stage_state("ray-slow-1", "wait") == "succeeded"
+
+
+def test_cancel_stops_the_job_of_a_runner_that_died_before_recording_it(
+        tmp_path: Path, ray_test_cluster: RayTestCluster, s3_env: dict[str, str]) -> None:
+    sky, first = _killed_runner(tmp_path, ray_test_cluster, s3_env, recorded=False)
+    cancelled = sky("cancel", "ray-slow-1", timeout=120)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert str(ray_test_cluster.client().get_job_status(first)) == "STOPPED"
+    assert sky.stage_state("ray-slow-1", "wait") == "cancelled"
 
 
 # -- where the nodes run -------------------------------------------------------------------------------
