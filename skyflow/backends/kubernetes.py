@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 DEFAULT_CONTEXT = "default"
 POLL_S = 1.0
 GONE_TIMEOUT_S = 120.0
-KINDS = ("Secret", "Service", "Deployment", "Job")  # what an attempt creates
 MANAGED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
@@ -117,32 +116,16 @@ def default_client_factory(kubeconfig: str | None) -> Callable[[str], Any]:
     return open_client
 
 
-def _kind_create(kind: str) -> tuple[str, str]:
-    return {"Secret": ("CoreV1Api", "create_namespaced_secret"),
-            "Service": ("CoreV1Api", "create_namespaced_service"),
-            "Job": ("BatchV1Api", "create_namespaced_job"),
-            "Deployment": ("AppsV1Api", "create_namespaced_deployment")}[kind]
+# Each kind an attempt creates: its API group and the noun of its calls (create_namespaced_job, ...).
+_KIND_CALLS = {"Secret": ("CoreV1Api", "secret"), "Service": ("CoreV1Api", "service"),
+               "Job": ("BatchV1Api", "job"), "Deployment": ("AppsV1Api", "deployment")}
+KINDS = tuple(_KIND_CALLS)  # what an attempt creates
 
 
-def _kind_read(kind: str) -> tuple[str, str]:
-    return {"Secret": ("CoreV1Api", "read_namespaced_secret"),
-            "Service": ("CoreV1Api", "read_namespaced_service"),
-            "Job": ("BatchV1Api", "read_namespaced_job"),
-            "Deployment": ("AppsV1Api", "read_namespaced_deployment")}[kind]
-
-
-def _kind_list(kind: str) -> tuple[str, str]:
-    return {"Secret": ("CoreV1Api", "list_namespaced_secret"),
-            "Service": ("CoreV1Api", "list_namespaced_service"),
-            "Job": ("BatchV1Api", "list_namespaced_job"),
-            "Deployment": ("AppsV1Api", "list_namespaced_deployment")}[kind]
-
-
-def _kind_delete(kind: str) -> tuple[str, str]:
-    return {"Secret": ("CoreV1Api", "delete_namespaced_secret"),
-            "Service": ("CoreV1Api", "delete_namespaced_service"),
-            "Job": ("BatchV1Api", "delete_namespaced_job"),
-            "Deployment": ("AppsV1Api", "delete_namespaced_deployment")}[kind]
+def _kind_call(verb: str, kind: str) -> tuple[str, str]:
+    """(API group, method) of ``verb`` (create, read, list, delete) for ``kind``."""
+    api, noun = _KIND_CALLS[kind]
+    return api, f"{verb}_namespaced_{noun}"
 
 
 class Cluster:
@@ -182,7 +165,7 @@ class Cluster:
         return existing is not None and (existing.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt
 
     def _create_one(self, doc: dict[str, Any], stage: str, attempt: str) -> None:
-        api, method = _kind_create(doc["kind"])
+        api, method = _kind_call("create", doc["kind"])
         meta = doc["metadata"]
         action = f"creating {doc['kind']} {meta['name']}"
         try:
@@ -210,7 +193,7 @@ class Cluster:
 
     def read(self, doc: Mapping[str, Any]) -> Any:
         """The object ``doc`` names as the API server has it, or None once it is gone."""
-        api, method = _kind_read(doc["kind"])
+        api, method = _kind_call("read", doc["kind"])
         try:
             return getattr(self.apis[api], method)(doc["metadata"]["name"], doc["metadata"]["namespace"])
         except Exception as exc:
@@ -232,7 +215,7 @@ class Cluster:
         """What carries the token ``attempt`` in ``namespace``, as docs `delete` takes."""
         found = []
         for kind in KINDS:
-            api, method = _kind_list(kind)
+            api, method = _kind_call("list", kind)
             for item in getattr(self.apis[api], method)(namespace, label_selector=MANAGED).items:
                 if (item.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt:
                     found.append({"kind": kind, "metadata": {"name": item.metadata.name, "namespace": namespace}})
@@ -243,7 +226,7 @@ class Cluster:
         ``Foreground``: a Job stays until its pods are gone, so that one made again under its name
         never sees them."""
         for doc in reversed(docs):
-            api, method = _kind_delete(doc["kind"])
+            api, method = _kind_call("delete", doc["kind"])
             with contextlib.suppress(Exception):
                 getattr(self.apis[api], method)(doc["metadata"]["name"], doc["metadata"]["namespace"],
                                                 propagation_policy=propagation)
