@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 
+import pluggy
 import pytest
 
 STRICT_DIRS = ("tests/integration/", "tests/reliability/", "tests/examples/")
@@ -36,7 +37,8 @@ def _strict(item: pytest.Item) -> bool:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     if report.skipped and _strict(item) and not hasattr(report, "wasxfail"):

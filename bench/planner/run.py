@@ -256,16 +256,16 @@ def main(argv: list[str]) -> int:
         speed = chain3_s / net if chain3_s and net > 0 else float("nan")
         print(f"  {mode:<5} first {first:.3f} s, the next ones {after:.3f} s median ({speed:.1f}x SkyPilot's "
               f"optimize net of `--version`)")
-    for row in large:
-        gap = f"within {row['gap']:.2%} of its bound" if row["gap"] else "proven optimal"
-        print(f"random DAG, {row['stages']} stages / {row['edges']} edges, egress {row['egress']}, time limit "
-              f"{row['time_limit_s']:g} s: planned in {row['plan_s']:.2f} s median ({row['solver']}), "
-              f"${row['total_usd']:,.2f}, {gap} (goal < {row['goal_s']:g} s)")
+    for dag in large:
+        gap = f"within {dag['gap']:.2%} of its bound" if dag["gap"] else "proven optimal"
+        print(f"random DAG, {dag['stages']} stages / {dag['edges']} edges, egress {dag['egress']}, time limit "
+              f"{dag['time_limit_s']:g} s: planned in {dag['plan_s']:.2f} s median ({dag['solver']}), "
+              f"${dag['total_usd']:,.2f}, {gap} (goal < {dag['goal_s']:g} s)")
     from bench.planner.realistic import SHAPES, describe, run_shape
 
     realistic = [run_shape(shape, None, timeout_s=600) for shape in SHAPES]
-    for row in realistic:
-        print(describe(row))
+    for measured in realistic:
+        print(describe(measured))
     (OUT / "planner.json").write_text(json.dumps({"skyflow": ours, "skyflow_process": whole, "terminal": terminal,
                                                   "skypilot": sky, "large": large, "realistic": realistic}, indent=1))
     return 0 if ok else 1

@@ -99,8 +99,8 @@ def test_the_incremental_schedule_agrees_with_the_pure_ready_and_blocked_sets(se
             states[name] = StageState.SKIPPED
         expected_ready = ready_stages(order, upstream, states)
         taken = []
-        while (name := schedule.take_ready()) is not None:
-            taken.append(name)
+        while (ready := schedule.take_ready()) is not None:
+            taken.append(ready)
         assert taken == expected_ready
         for name in taken:
             states[name] = StageState.RUNNING

@@ -4,6 +4,7 @@ clouds found from their CLIs' credential files, and the user config's accelerato
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import socket
 import threading
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ def listening_port() -> Iterator[int]:
 
 
 def test_kubernetes_contexts_are_checked_against_the_kubeconfig(tmp_path: Path) -> None:
-    contexts = {"contexts": {"default": {}, "gke-a": {}}}
+    contexts: dict[str, dict[str, dict[str, str]]] = {"contexts": {"default": {}, "gke-a": {}}}
     absent = check._kubernetes(config(kubernetes={"kubeconfig": str(tmp_path / "none"), **contexts}), {})
     missing = f"no kubeconfig at {tmp_path / 'none'}"
     assert [(f.name, f.ok, f.detail) for f in absent] == [("default", False, missing), ("gke-a", False, missing)]
@@ -73,8 +74,8 @@ def test_a_kubernetes_context_without_the_client_says_how_to_install_it(tmp_path
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("contexts:\n  - name: gke-a\n  - not-a-mapping\n")
-    real_find_spec = check.importlib.util.find_spec
-    monkeypatch.setattr(check.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "kubernetes" else real_find_spec(name, *a))
     found = check._kubernetes(config(kubernetes={"kubeconfig": str(kubeconfig), "contexts": {"gke-a": {}}}), {})
     assert found == [Finding("kubernetes", "gke-a", False, "the Kubernetes client is not installed",
@@ -85,12 +86,12 @@ def test_a_ray_cluster_that_answers_needs_the_client_here(listening_port: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     address = f"http://127.0.0.1:{listening_port}"
     clusters = config(ray_clusters={"lab": {"address": address}})
-    real_find_spec = check.importlib.util.find_spec
-    monkeypatch.setattr(check.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
     assert check._ray(clusters) == [Finding("ray", "ray/lab", False, f"{address} answers",
                                             "pip install 'ray[default]>=2.44,<3' (the Job Submission client)")]
-    monkeypatch.setattr(check.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     assert check._ray(clusters) == [Finding("ray", "ray/lab", True, f"{address} answers", "")]
 
 

@@ -77,7 +77,7 @@ def test_without_proc_liveness_alone_decides(stubborn: subprocess.Popen[bytes], 
     def no_proc(path: object, *args: object, **kwargs: object) -> object:
         raise FileNotFoundError(2, "No such file or directory", str(path))
 
-    monkeypatch.setattr(processes.os, "listdir", no_proc)
+    monkeypatch.setattr(os, "listdir", no_proc)  # the os module skyflow.processes uses
     monkeypatch.setattr(processes, "open", no_proc, raising=False)
     processes._boot_id.cache_clear()
     try:

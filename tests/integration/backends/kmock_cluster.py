@@ -129,8 +129,8 @@ class JobController:
         while not self._stop.is_set():
             try:
                 self._reconcile(self.batch.list_namespaced_job(NAMESPACE).items)
-                stream = watch.Watch()
-                for event in stream.stream(self.batch.list_namespaced_job, NAMESPACE, _request_timeout=1):
+                stream = watch.Watch()  # type: ignore[no-untyped-call]  # kubernetes.watch is unannotated
+                for event in stream.stream(self.batch.list_namespaced_job, NAMESPACE, _request_timeout=1):  # type: ignore[no-untyped-call]
                     job = event["object"]
                     if event["type"] == "ADDED":
                         self._adopt(job)

@@ -30,12 +30,16 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from skyflow.config import RayCluster
 from tests.integration.backends.conftest import lan, netns_unavailable
 from tests.integration.conftest import StoreServer, free_port
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 # Ray refuses several nodes on one host unless told they are meant (its check is for laptops).
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
@@ -66,7 +70,7 @@ class RayTestCluster:
         return (f"ray_clusters:\n  {name}:\n    address: {self.address}\n    nodes: 3\n    cpus: 1\n"
                 f"    env_root: {self.env_root}\n")
 
-    def client(self) -> object:
+    def client(self) -> JobSubmissionClient:
         from ray.job_submission import JobSubmissionClient
 
         return JobSubmissionClient(self.address)

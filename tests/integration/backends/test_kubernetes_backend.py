@@ -114,9 +114,10 @@ def _cluster(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
 
         # The pods learn where the store is from the cluster (as a node's environment would say), and
         # its credentials only from the Secret the context names.
-        client.CoreV1Api(api_client(str(emulator.url))).create_namespaced_secret(NAMESPACE, {
+        secret = client.V1Secret.model_validate({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": STORE_SECRET, "namespace": NAMESPACE},
             "stringData": credentials})
+        client.CoreV1Api(api_client(str(emulator.url))).create_namespaced_secret(NAMESPACE, secret)
         controller = JobController(emulator, tmp_path / "pods", {"PATH": os.environ["PATH"], **where},
                                    skyflow_images=frozenset({SKYFLOW_IMAGE}))
         config = _config("kmock", SKYFLOW_IMAGE if has_skyflow else BARE_IMAGE, has_skyflow, STORE_SECRET)

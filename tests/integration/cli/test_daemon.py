@@ -147,7 +147,9 @@ def _validate_waiting(fifo: Path, env: dict[str, str], ctrl_c: Any) -> tuple[sub
     client = subprocess.Popen([sys.executable, "-m", "skyflow", "validate", str(fifo)], env=env, cwd=REPO_ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
-    return client, wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
+    writer = wait_for(lambda: _open_writer(fifo), "the command to open the pipeline")
+    assert writer is not None  # wait_for returns the first true value
+    return client, writer
 
 
 def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_path: Path) -> None:
@@ -157,9 +159,13 @@ def test_an_interrupt_reaches_the_served_command(daemon: dict[str, str], tmp_pat
     for env in (daemon, {**daemon, "SKYFLOW_DAEMON": "off"}):
         client, writer = _validate_waiting(fifo, env, signal.SIG_DFL)
         reader = daemon_state(daemon)["commands"][0]["pid"] if env["SKYFLOW_DAEMON"] != "off" else client.pid
+
+        def in_its_read(reader: int = reader) -> bool:
+            return "pipe_read" in _kernel_wait(reader)
+
         # Once in its read, not between opening the pipeline and reading it: Python takes a signal that
         # comes there only after the read returns, as it would in any process.
-        wait_for(lambda reader=reader: "pipe_read" in _kernel_wait(reader), "the command to wait in its read")
+        wait_for(in_its_read, "the command to wait in its read")
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=WAIT_S)
         os.close(writer)

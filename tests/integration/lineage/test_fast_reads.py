@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from lineage_pipeline import POLICY, RAW, SECRET, chain_records, run_info
 
 from skyflow.lineage.mlflow_recorder import MlflowRecorder
 from skyflow.lineage.store_reader import MlflowLineageReader, SqliteLineageReader, open_reader
 from skyflow.lineage.trace import _trace
 from skyflow.runner.run_list import recent_runs
 from skyflow.runner.state import RunStore
+from tests.integration.lineage.lineage_pipeline import POLICY, RAW, SECRET, chain_records, run_info
 
 pytestmark = pytest.mark.integration
 

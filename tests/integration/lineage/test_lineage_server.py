@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import MlflowServer, free_port
-from lineage_pipeline import POLICY, SECRET, chain_records, run_info
 from mlflow import MlflowClient
 
 from skyflow.lineage.mlflow_recorder import MlflowRecorder
 from skyflow.lineage.trace import trace_artifact
+from tests.integration.lineage.conftest import MlflowServer, free_port
+from tests.integration.lineage.lineage_pipeline import POLICY, SECRET, chain_records, run_info
 from tests.integration.runner.conftest import Skyflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mlflow")]

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from lineage_pipeline import MODEL, POLICY, RAW, REWARD, SECRET, chain_records, run_info, stage_record
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -20,6 +19,16 @@ from skyflow.cli.main import main
 from skyflow.errors import LineageError
 from skyflow.lineage.recorder import open_recorder, stage_run_environment
 from skyflow.lineage.trace import trace_artifact
+from tests.integration.lineage.lineage_pipeline import (
+    MODEL,
+    POLICY,
+    RAW,
+    REWARD,
+    SECRET,
+    chain_records,
+    run_info,
+    stage_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,10 +92,12 @@ def test_layout_experiment_parent_and_stage_runs(home: Path, tmp_path: Path) -> 
     assert rm.data.metrics["retries"] == 2
     assert rm.data.metrics["output_bytes.reward_model"] == 200
 
+    assert rm.inputs is not None
     datasets = {(d.dataset.name, d.tags[0].value): d.dataset for d in rm.inputs.dataset_inputs}
     assert set(datasets) == {("model", "input"), ("reward_model", "output")}
     out = datasets[("reward_model", "output")]
     assert json.loads(out.source)["uri"] == REWARD.uri
+    assert out.profile is not None
     assert json.loads(out.profile)["digest"] == REWARD.digest
     assert out.digest == "b" * 36
     # Lineage is queryable in MLflow itself.

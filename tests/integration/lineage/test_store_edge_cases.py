@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lineage_pipeline import MODEL, POLICY, RAW, SECRET, run_info, stage_record
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
@@ -30,6 +29,7 @@ from skyflow.lineage.records import DeclaredOutput
 from skyflow.lineage.spool import SpoolFile, spool_dir
 from skyflow.lineage.trace import trace_artifact
 from skyflow.lineage.views import pipeline_experiment
+from tests.integration.lineage.lineage_pipeline import MODEL, POLICY, RAW, SECRET, run_info, stage_record
 
 pytestmark = pytest.mark.integration
 

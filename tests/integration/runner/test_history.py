@@ -29,7 +29,8 @@ stages:
 
 def _plan(skyflow: Skyflow, *args: str) -> dict[str, Any]:
     result = skyflow("plan", *args, "--json", "--no-cache", check=True)
-    return dict(json.loads(result.stdout))["stages"]["train"]
+    train: dict[str, Any] = dict(json.loads(result.stdout))["stages"]["train"]
+    return train
 
 
 def test_a_measured_run_prices_the_same_work_here_and_nothing_else(skyflow: Skyflow) -> None:

@@ -270,7 +270,8 @@ def _groups(skyflow: Skyflow, run_id: str, stage: str) -> bool:
 
 
 def _state(skyflow: Skyflow, run_id: str, stage: str) -> str | None:
-    return _stage_column(skyflow, run_id, stage, "state")
+    state: str | None = _stage_column(skyflow, run_id, stage, "state")
+    return state
 
 
 def _stage_column(skyflow: Skyflow, run_id: str, stage: str, column: str) -> Any:

@@ -109,7 +109,7 @@ def test_cli_and_sigterm_stop_of_the_real_scheduler(home: Home) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         # It follows the manual run to its end, then idles; SIGTERM must stop it cleanly.
         while not any("schedule hourly: run hourly-manual-" in line for line in lines):
             line = proc.stdout.readline()

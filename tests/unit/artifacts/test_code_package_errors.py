@@ -234,6 +234,6 @@ def test_uploading_a_package_whose_wheel_was_removed_asks_for_a_rebuild(tmp_path
 def test_only_fsspec_stores_sign_urls_and_fetch_is_url_or_dir(tmp_path: Path) -> None:
     package = fake_package(tmp_path)
     with pytest.raises(ArtifactError, match=r"only fsspec stores can sign URLs; ship the files with fetch='dir'"):
-        presign_code_package(package, SimpleNamespace(uri="custom://store"))  # type: ignore[arg-type]
+        presign_code_package(package, SimpleNamespace(uri="custom://store"))
     with pytest.raises(ArtifactError, match=r"fetch must be 'url' or 'dir', not 'scp'"):
         bootstrap_script(package, fetch="scp")  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from skyflow.artifacts.commit import (
     read_manifest,
     write_manifest,
 )
-from skyflow.artifacts.manifest import FileEntry, Manifest, digest_bytes
+from skyflow.artifacts.manifest import FileEntry, Manifest, digest_bytes, hash_file
 from skyflow.artifacts.refs import blob_key, manifest_key
 from skyflow.artifacts.store import FsspecStore, open_store
 from skyflow.errors import ArtifactError
@@ -59,7 +59,7 @@ def output_dir(tmp_path: Path, files: dict[str, bytes]) -> Path:
 
 def rewriting_after_hash(monkeypatch: pytest.MonkeyPatch, path: Path, new_bytes: bytes) -> None:
     """The file is written again right after skyflow hashed it (a process the stage left behind)."""
-    real_hash = commit_module.hash_file
+    real_hash = hash_file
 
     def hash_then_rewrite(hashed: Path) -> tuple[str, int]:
         found = real_hash(hashed)

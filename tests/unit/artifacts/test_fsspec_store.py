@@ -49,7 +49,7 @@ def test_moving_what_is_not_there_says_so(where: str, tmp_path: Path) -> None:
     assert store.read_bytes("blobs/x") == b"data" and store.size_of("tmp/here.staged") is None
 
 
-class _MissingBucket(MemoryFileSystem):
+class _MissingBucket(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
     """A filesystem whose listing of an absent bucket raises, as gcsfs and adlfs do."""
 
     def find(self, path: str, *args: Any, **kwargs: Any) -> Any:

@@ -14,13 +14,14 @@ from fsspec.callbacks import Callback
 from skyflow.artifacts import collect_garbage, commit_output, open_store, transfer_artifact
 from skyflow.artifacts import garbage as gc_module
 from skyflow.artifacts.progress import reporting_transfers_to
-from skyflow.artifacts.refs import manifest_key
+from skyflow.artifacts.refs import ArtifactRef, manifest_key
 from skyflow.artifacts.store import FsspecStore
 
 NOW = 1_000_000.0
 
 
-def committed(store: FsspecStore, tmp_path: Path, name: str, files: dict[str, bytes], when: float | None = None):
+def committed(store: FsspecStore, tmp_path: Path, name: str, files: dict[str, bytes],
+              when: float | None = None) -> ArtifactRef:
     src = tmp_path / f"src-{name}"
     src.mkdir()
     for path, data in files.items():

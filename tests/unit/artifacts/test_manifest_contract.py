@@ -31,10 +31,10 @@ D = f"sha256:{HEX}"
 URI = "s3://bucket/manifests/abc"
 
 
-def refusal(root: Path, **options: bool) -> ArtifactError:
+def refusal(root: Path, *, confined: bool = False) -> ArtifactError:
     """The ArtifactError listing ``root`` raises."""
     with pytest.raises(ArtifactError) as info:
-        list_local_files(root, **options)
+        list_local_files(root, confined=confined)
     return info.value
 
 

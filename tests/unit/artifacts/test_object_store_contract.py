@@ -55,7 +55,8 @@ def s3_store(s3_endpoint: str) -> FsspecStore:
 
 def bucket_region(store: FsspecStore) -> str | None:
     bucket = store.root.split("/", 1)[0]
-    return store.fs.call_s3("get_bucket_location", Bucket=bucket).get("LocationConstraint")
+    region: str | None = store.fs.call_s3("get_bucket_location", Bucket=bucket).get("LocationConstraint")
+    return region
 
 
 # --- buckets ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -17,7 +17,7 @@ from skyflow.artifacts.refs import (
     digest_of_manifest_key,
     manifest_key,
 )
-from skyflow.artifacts.store import open_store
+from skyflow.artifacts.store import ArtifactStore, open_store
 from skyflow.errors import ArtifactError
 
 HEX = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"  # sha256 of b"hello"
@@ -110,8 +110,8 @@ def test_unknown_size_and_file_count_open_as_zero(opened: list[tuple[str, Any]])
 ])
 def test_the_given_store_is_reused_when_it_is_the_records_store(
         opened: list[tuple[str, Any]], given_uri: str, record_uri: str) -> None:
-    given = FakeStore(given_uri)
-    ref = ArtifactRef.open(record(store_uri=record_uri), store=given)  # type: ignore[arg-type]
+    given = cast(ArtifactStore, FakeStore(given_uri))  # all ArtifactRef uses of a store: its uri and url()
+    ref = ArtifactRef.open(record(store_uri=record_uri), store=given)
     assert ref.store is given
     assert opened == []
 
@@ -130,12 +130,12 @@ def test_the_records_store_opens_with_the_storage_options(opened: list[tuple[str
 
 
 def test_to_dict_and_from_dict_round_trip_reusing_the_store(opened: list[tuple[str, Any]]) -> None:
-    store = FakeStore("/runs/store")
-    ref = ArtifactRef.open(record(), store=store)  # type: ignore[arg-type]
+    store = cast(ArtifactStore, FakeStore("/runs/store"))  # all ArtifactRef uses of a store: its uri and url()
+    ref = ArtifactRef.open(record(), store=store)
     data = ref.to_dict()
     assert data == {"name": "model", "uri": f"/runs/store/manifests/sha256/{HEX}.json", "digest": DIGEST,
                     "size_bytes": 1234, "store_uri": "/runs/store", "file_count": 3}
-    back = ArtifactRef.from_dict(data, store=store)  # type: ignore[arg-type]
+    back = ArtifactRef.from_dict(data, store=store)
     assert back == ref
     assert back.store is store
     assert opened == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -200,9 +201,19 @@ def test_a_file_of_exactly_the_whole_file_size_moves_in_one_read(tmp_path: Path,
     monkeypatch.setattr(transfer_module, "WHOLE_FILE_BYTES", 5)
     source, target = local_store(tmp_path, "source"), local_store(tmp_path, "target")
     ref = committed(source, tmp_path, {"five.txt": b"abcde", "six.txt": b"abcdef"})
-    whole, streamed = [], []
+    whole: list[str] = []
+    streamed: list[str] = []
     real_read_bytes, real_read_chunks = source.read_bytes, source.read_chunks
-    monkeypatch.setattr(source, "read_bytes", lambda k: whole.append(k) or real_read_bytes(k))
-    monkeypatch.setattr(source, "read_chunks", lambda k: streamed.append(k) or real_read_chunks(k))
+
+    def read_bytes(key: str) -> bytes:
+        whole.append(key)
+        return real_read_bytes(key)
+
+    def read_chunks(key: str) -> Iterator[bytes]:
+        streamed.append(key)
+        return real_read_chunks(key)
+
+    monkeypatch.setattr(source, "read_bytes", read_bytes)
+    monkeypatch.setattr(source, "read_chunks", read_chunks)
     transfer_artifact(ref, target)
     assert (whole, streamed) == ([blob_key(digest_bytes(b"abcde"))], [blob_key(digest_bytes(b"abcdef"))])

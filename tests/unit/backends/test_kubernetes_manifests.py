@@ -114,6 +114,7 @@ def test_service_stage_is_a_deployment_and_service_with_the_readiness_probe() ->
     docs = {d["kind"]: d for d in _backend().manifests(launch, STORE)}
     deployment, service = docs["Deployment"], docs["Service"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert launch.spec.service is not None
     assert container["readinessProbe"]["httpGet"]["path"] == launch.spec.service.readiness_probe.path
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert "Job" not in docs

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import http.server
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -117,7 +118,7 @@ def test_memory_that_cannot_be_read_counts_as_none_and_gpus_are_counted_by_name(
     def no_sysconf(name: str) -> int:
         raise ValueError(f"unrecognized configuration name {name}")
 
-    monkeypatch.setattr(local.os, "sysconf", no_sysconf)
+    monkeypatch.setattr(os, "sysconf", no_sysconf)  # the os module skyflow.backends.local uses
     monkeypatch.setattr(local, "detect_gpus", lambda: {0: "H100", 1: "H100", 2: "L4"})
     cap = detect_capacity(max_parallel=3)
     assert cap.memory_gb == 0.0 and dict(cap.gpus) == {"H100": 2, "L4": 1} and cap.max_parallel == 3

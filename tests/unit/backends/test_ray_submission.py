@@ -57,7 +57,7 @@ def test_a_bad_cluster_address_is_a_positioned_error(tmp_path: Path) -> None:
 
 
 def _launch(tmp_path: Path, resources: dict[str, object], num_nodes: int = 1) -> object:
-    accelerators = {"A100": 2} if "accelerators" in resources else {}
+    accelerators: dict[str, float] = {"A100": 2} if "accelerators" in resources else {}
     placement = Placement(infra="ray/gpu", cloud="ray", region="gpu", zone=None, instance_type="ray:gpu",
                           accelerators=accelerators, use_spot=False, num_nodes=num_nodes, hourly_usd=0.0,
                           hours=0.0, store_uri="s3://bucket/skyflow")

@@ -417,11 +417,12 @@ def test_without_skypilot_installed_the_error_says_what_to_install(monkeypatch: 
 
 
 def test_a_task_skypilot_rejects_names_the_stage_and_launches_nothing(backend: SkyPilotBackend, sky: FakeSky,
-                                                                       tmp_path: Path) -> None:
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     def reject(config: dict[str, Any]) -> Any:
         raise ValueError("Invalid resources: disk_tier 'ultra' is not supported")
 
-    sky.Task.from_yaml_config = reject  # type: ignore[attr-defined]
+    monkeypatch.setattr(sky.Task, "from_yaml_config", reject)
     with pytest.raises(BackendError, match=r"^SkyPilot rejected the task for stage 'train': Invalid resources: "
                                            r"disk_tier 'ultra' is not supported$") as caught:
         backend.launch(_launch(tmp_path))

@@ -125,6 +125,7 @@ def test_the_process_entry_point_runs_main_then_skips_the_final_collections(monk
 
     scripts = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["skyflow"] == "skyflow.cli.daemon.client:main"
+    assert cli_main.__file__ is not None
     dunder_main = Path(cli_main.__file__).parent.parent / "__main__.py"
     assert "from skyflow.cli.daemon.client import main" in dunder_main.read_text()
     calls: list[str] = []

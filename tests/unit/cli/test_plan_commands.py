@@ -166,7 +166,7 @@ def test_json_stays_pure_when_the_integer_program_runs(files: dict[str, str], tm
                                                        capfd: pytest.CaptureFixture[str]) -> None:
     # a diamond is no tree, so HiGHS solves it; the solver must not write to the process's stdout
     (tmp_path / "p.yaml").write_text(DIAMOND)
-    code, out, err = run(plan_args(files, "--json", "--all-clouds"), capfd)  # type: ignore[arg-type]
+    code, out, err = run(plan_args(files, "--json", "--all-clouds"), capfd)
     assert code == 0, err
     assert set(json.loads(out)["stages"]) == {"prep", "left", "right", "join"}
 

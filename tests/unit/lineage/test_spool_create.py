@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from skyflow.lineage import spool as spool_module
 from skyflow.lineage.spool import SpoolFile, orphan_paths
 
 
@@ -30,7 +29,7 @@ def test_a_recorder_adopting_orphans_at_the_moment_another_creates_its_file_does
             looking[0] = False
         real_flock(fd, operation)
 
-    monkeypatch.setattr(spool_module.fcntl, "flock", flock_after_another_recorder_looked)
+    monkeypatch.setattr(fcntl, "flock", flock_after_another_recorder_looked)  # the fcntl the spool uses
     created = SpoolFile.create(directory, "sqlite:///x.db")
     assert adopted == []
     assert created.path.suffix == ".jsonl" and created.path.exists()

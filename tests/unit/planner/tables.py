@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -16,6 +16,15 @@ from skyflow.planner.problem import Problem
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import resolve_data
 from skyflow.spec.source import parse_yaml
+
+
+class Hardware(TypedDict, total=False):
+    """What ``offer(...)`` takes about a machine, for ``**hardware`` shared by several offers."""
+
+    acc: str
+    count: float
+    cpus: float
+    mem: float
 
 
 def offer(location: str, instance: str, price: float | None, spot: float | None = None, *,

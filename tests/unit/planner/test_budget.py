@@ -42,7 +42,8 @@ def test_the_budget_counts_from_when_the_command_started_and_keeps_a_reserve() -
 
 
 def test_progress_is_reported_through_the_callback_with_the_time_since_the_start() -> None:
-    clock, heard = Clock(), []
+    clock = Clock()
+    heard: list[str] = []
     budget = Budget(5.0, clock=clock, started=clock.now - 1.5, progress=heard.append)
     budget.report("finding candidates")
     budget.part(0.5).report("pricing the baseline")
@@ -140,7 +141,8 @@ def test_a_budget_expires_only_when_nothing_is_left() -> None:
 
 
 def test_a_plan_is_timed_on_the_clock_it_is_given() -> None:
-    clock, heard = Clock(), []
+    clock = Clock()
+    heard: list[str] = []
     p = pipeline({"a": {"outputs": {"o": 1}}, "b": {"inputs": {"i": "a.o"}}})
     plan = plan_pipeline(p, catalog(offer("aws/us-east-1", "m5", 1.0)), EGRESS, Policy(), started=clock.now - 2.0,
                          clock=clock, progress=heard.append)

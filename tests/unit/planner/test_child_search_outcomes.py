@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from skyflow.planner import Policy, highs_child, plan_pipeline
 from skyflow.planner import core as core_module
 from skyflow.planner import milp as milp_module
 from skyflow.planner import solve as solve_module
+from skyflow.planner.forest import forest_marginals
 from skyflow.planner.highs_child import ChildOutcome
 
 Report = Callable[[float | None, float], None] | None
@@ -34,7 +35,7 @@ def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
 def keep_every_placement(monkeypatch: pytest.MonkeyPatch) -> None:
     """The forest relaxation's bound as it is, but no placement dropped by its per-placement bounds: they prove
     this case's start optimal before any program is built, and these tests are about the program's search."""
-    real = solve_module.forest_marginals
+    real = forest_marginals  # what solve and core import
 
     def bound_only(problem: Any, keep: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
         bound, marginals = real(problem, keep)
@@ -44,7 +45,7 @@ def keep_every_placement(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core_module, "forest_marginals", bound_only)  # the start's search begins from it
 
 
-def searched(monkeypatch: pytest.MonkeyPatch, change: Change, objective: str = "cost",
+def searched(monkeypatch: pytest.MonkeyPatch, change: Change, objective: Literal["cost", "time"] = "cost",
              lines: list[str] | None = None) -> Any:
     real = highs_child.run_in_child
 
@@ -57,7 +58,7 @@ def searched(monkeypatch: pytest.MonkeyPatch, change: Change, objective: str = "
                          baseline=False, progress=None if lines is None else lines.append)
 
 
-def exact(objective: str = "cost") -> Any:
+def exact(objective: Literal["cost", "time"] = "cost") -> Any:
     p, cat = CASE
     return plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective=objective, time_limit_s=0), baseline=False)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -12,7 +14,7 @@ from skyflow.planner.core import plan_pipeline
 
 
 @pytest.fixture
-def collector_on():
+def collector_on() -> Iterator[None]:
     was = gc.isenabled()
     gc.enable()
     yield
@@ -20,26 +22,26 @@ def collector_on():
         gc.disable()
 
 
-def test_off_inside_and_back_on_after(collector_on):
+def test_off_inside_and_back_on_after(collector_on: None) -> None:
     with collector_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
 
 
-def test_left_off_when_it_was_off(collector_on):
+def test_left_off_when_it_was_off(collector_on: None) -> None:
     gc.disable()
     with collector_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()
 
 
-def test_back_on_after_an_error(collector_on):
+def test_back_on_after_an_error(collector_on: None) -> None:
     with pytest.raises(RuntimeError), collector_paused():
         raise RuntimeError("planning failed")
     assert gc.isenabled()
 
 
-def test_overlapping_pauses_end_with_the_last(collector_on):
+def test_overlapping_pauses_end_with_the_last(collector_on: None) -> None:
     """Two plans in two threads: the first to end does not turn the collector on under the second, and the
     last turns it back on (one thread saving "off" as it found it would leave it off for good)."""
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
@@ -67,12 +69,12 @@ def test_overlapping_pauses_end_with_the_last(collector_on):
     assert gc.isenabled()
 
 
-def test_plan_pipeline_runs_with_the_collector_off(collector_on, monkeypatch):
+def test_plan_pipeline_runs_with_the_collector_off(collector_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import skyflow.planner.core as core
 
-    seen = []
+    seen: list[bool] = []
 
-    def spy(*args, **kwargs):
+    def spy(*args: object, **kwargs: object) -> NoReturn:
         seen.append(gc.isenabled())
         raise RuntimeError("stop here")
 

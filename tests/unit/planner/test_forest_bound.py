@@ -122,7 +122,7 @@ def test_a_fan_out_is_bounded_by_splitting_its_rate_among_the_readers() -> None:
     problem, _ = _problem(p, cat, rules(("aws", "*", 0.09)), Policy(all_clouds=True))
     keep = cheapest_per_location(problem)
     whole, split = (_relaxed_optimum(problem, keep, relaxed_charges(problem, split=split)) for split in (False, True))
-    assert (whole, split) == (pytest.approx(6.6), pytest.approx(7.0))
+    assert (whole, split) == (pytest.approx(6.6), pytest.approx(7.0))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
     assert forest_bound(problem, keep) == pytest.approx(7.0) == _brute_force(problem, None, None)
 
 

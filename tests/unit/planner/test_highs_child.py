@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -110,12 +110,14 @@ def test_the_plans_a_child_finds_before_it_dies_come_back_with_the_error() -> No
     plans = [(30.0, [1.0, 0.0, 1.0]), (20.0, [0.0, 1.0, 1.0]), (25.0, [1.0, 1.0, 0.0])]
 
     class Improving(_StuckSolver):
-        class _Subscriber:
+        class _Subscriber(_StuckSolver._Callback):
             def __init__(self) -> None:
                 self.callbacks: list[Any] = []
 
             def subscribe(self, callback: Any) -> None:
                 self.callbacks.append(callback)
+
+        cbMipImprovingSolution: _Subscriber
 
         def __init__(self) -> None:
             self.cbMipImprovingSolution = self._Subscriber()
@@ -174,7 +176,8 @@ def test_the_search_child_ends_its_process_with_its_own_code(solver: Any, code: 
 
 
 @pytest.mark.parametrize("objective", ["cost", "time"])
-def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plans_searched_in_a_child_equal_the_in_process_ones(objective: Literal["cost", "time"],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     keep_every_placement(monkeypatch)  # a search to run: without it the start is proven optimal at once
     p, cat = _large_case(40, seed=11)
     policy = Policy(all_clouds=True, objective=objective, time_limit_s=60)

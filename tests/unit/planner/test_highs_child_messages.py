@@ -73,6 +73,7 @@ def test_only_a_better_solution_replaces_the_one_kept() -> None:
     got = outcome()
     first, worse, better = (np.array([i, 0.0]).tobytes() for i in (1.0, 2.0, 3.0))
     _apply(got, ("solution", 10, first), None)
+    assert got.x is not None
     assert (got.objective, list(got.x)) == (10.0, [1.0, 0.0]) and isinstance(got.objective, float)
     _apply(got, ("solution", 10.0, worse), None)  # as good: the first found is kept
     _apply(got, ("solution", 11.0, worse), None)
@@ -104,10 +105,12 @@ def test_the_end_message_sets_the_status_the_final_bound_and_the_solution_it_nam
     _apply(got, ("solution", 5.0, np.array([1.0]).tobytes()), None)
     _apply(got, ("bound", 5.0, 4.0), None)
     _apply(got, ("done", "kOptimal", 4.5, np.array([2.0]).tobytes(), 4.5), None)
+    assert got.x is not None
     assert (got.finished, got.status, got.bound, got.objective, list(got.x)) == (True, "kOptimal", 4.5, 4.5, [2.0])
     stopped = outcome()
     _apply(stopped, ("solution", 5.0, np.array([1.0]).tobytes()), None)
     _apply(stopped, ("done", "kTimeLimit", 0.0, None, 3), None)  # no solution in the end message: keep ours
+    assert stopped.x is not None
     assert (stopped.finished, stopped.status, stopped.bound, stopped.objective, list(stopped.x)) == \
         (True, "kTimeLimit", 3.0, 5.0, [1.0])
     assert isinstance(stopped.bound, float)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
-from tables import catalog, offer, pipeline, rules
+from typing import Any
 
+import pytest
+from tables import Hardware, catalog, offer, pipeline, rules
+
+from skyflow.catalog import Offer
 from skyflow.errors import PlanningError, SpecError
 from skyflow.planner import Policy, plan_pipeline
 from skyflow.spec.loader import resolve_data
 from skyflow.spec.source import parse_yaml
 
 CLOUDS = Policy(all_clouds=True)
-P4D = {"acc": "A100", "count": 8, "cpus": 96, "mem": 1152}
+P4D: Hardware = {"acc": "A100", "count": 8, "cpus": 96, "mem": 1152}
 
 
-def _placed(stages: dict[str, object], *offers: object, policy: Policy = CLOUDS) -> dict[str, tuple[object, ...]]:
-    plan = plan_pipeline(pipeline(stages), catalog(*offers), rules(), policy)  # type: ignore[arg-type]
+def _placed(stages: dict[str, Any], *offers: Offer, policy: Policy = CLOUDS) -> dict[str, tuple[object, ...]]:
+    plan = plan_pipeline(pipeline(stages), catalog(*offers), rules(), policy)
     return {name: (p.infra, p.zone, p.instance_type, p.hourly_usd) for name, p in plan.stages.items()}
 
 

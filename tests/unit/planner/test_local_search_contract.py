@@ -3,16 +3,17 @@ moving a stage to another cloud with its neighbours following gets out of what s
 
 from __future__ import annotations
 
+import numpy as np
 from tables import catalog, infras, offer, pipeline, position, problem_with_every_option, rules
 
 from skyflow.planner import Policy
-from skyflow.planner.problem import evaluate
+from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import good_start
 
 CLOUDS = Policy(all_clouds=True)
 
 
-def _case(offers: list[tuple[str, float]], egress: list[tuple[str, str, float]]) -> tuple:
+def _case(offers: list[tuple[str, float]], egress: list[tuple[str, str, float]]) -> tuple[Problem, list[np.ndarray]]:
     cat = catalog(*(offer(loc, f"m-{loc}", price) for loc, price in offers))
     p = pipeline({"a": {"estimate": 10, "outputs": {"out": 1000}}, "b": {"estimate": 10, "inputs": {"x": "a.out"}}})
     return problem_with_every_option(p, cat, rules(*egress), CLOUDS)

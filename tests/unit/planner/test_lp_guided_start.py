@@ -3,17 +3,18 @@ when it is cheaper than the start it is given, and the relaxation's bound raisin
 
 from __future__ import annotations
 
+import numpy as np
 from tables import catalog, infras, offer, pipeline, position, problem_with_every_option, rules
 
 from skyflow.planner import Policy
 from skyflow.planner.budget import Budget
 from skyflow.planner.milp import MilpModel
-from skyflow.planner.problem import evaluate
+from skyflow.planner.problem import Problem, evaluate
 from skyflow.planner.search import good_start
 from skyflow.planner.solve import _lp_guided_start
 
 
-def _stuck_case():  # type: ignore[no-untyped-def]
+def _stuck_case() -> tuple[Problem, list[np.ndarray]]:
     """Two stages each $1 cheaper in aws/near, both reading 1,000 GB kept in aws/far (copied once to
     aws/near, $20), and 1,000 GB between them. Either stage moving to aws/far alone still needs the copy
     and adds $20 or $30 for the transfer; both moving save $20 and pay $2 of compute: single moves are

@@ -46,7 +46,8 @@ def cloud_level_cases(draw: Any) -> Problem:
              ("*", "*")]
     egress = rules(*[(a, b, draw(st.sampled_from(RATES))) for a, b in pairs])
     # Some stages' outputs already exist somewhere: a zero-hour, zero-compute option there.
-    cached = {name: (CachedCopy(draw(st.sampled_from(LOCATIONS))),) for name in stages if draw(st.integers(0, 3)) == 0}
+    cached: dict[str, tuple[CachedCopy, ...]] = {name: (CachedCopy(draw(st.sampled_from(LOCATIONS))),)
+                                                for name in stages if draw(st.integers(0, 3)) == 0}
     problem, _ = _problem(pipeline(stages, inputs), catalog(*offers), egress, Policy(all_clouds=True, cached=cached))
     return problem
 

@@ -4,7 +4,7 @@ filters, the size asked for, the instance type, and each configured pool that do
 from __future__ import annotations
 
 import pytest
-from tables import catalog, offer, pipeline, refusal, rules
+from tables import Hardware, catalog, offer, pipeline, refusal, rules
 
 from skyflow.catalog import PriceCatalog
 from skyflow.planner import Policy, PoolLocation, plan_pipeline
@@ -109,7 +109,7 @@ def test_a_pool_named_by_infra_adds_its_reason_to_the_catalogs() -> None:
 
 # A100s in two regions of aws (the cheaper one farther from us-east-1) and in gcp; a region name two
 # other clouds share; on-demand and spot prices apart.
-A100 = {"acc": "A100", "count": 8, "cpus": 96}
+A100: Hardware = {"acc": "A100", "count": 8, "cpus": 96}
 SPREAD = catalog(offer("aws/us-east-1", "p4d", 32.0, 12.0, zone="us-east-1a", **A100),
                  offer("aws/us-east-1", "m6i", 0.4, 0.1, zone="us-east-1b"),
                  offer("aws/us-east-1", "p4d", 32.0, 12.0, zone="us-east-1c", **A100),
@@ -225,7 +225,7 @@ def test_a_pool_takes_a_request_up_to_a_node_and_bills_nodes_or_pods(resources: 
                                                                      hourly: float) -> None:
     plan = plan_pipeline(pipeline({"s": {"resources": {**resources, "infra": pool}}}), CAT, rules(),
                          Policy(pools=(LAB, K8S)))
-    assert (plan.stages["s"].infra, plan.stages["s"].hourly_usd) == (pool, pytest.approx(hourly))
+    assert (plan.stages["s"].infra, plan.stages["s"].hourly_usd) == (pool, pytest.approx(hourly))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
 
 
 @pytest.mark.parametrize(("accelerator", "line"), [
@@ -298,7 +298,7 @@ def test_an_empty_catalog_says_so() -> None:
 
 
 def test_the_nearest_are_the_three_cheapest_at_the_price_asked_for_that_have_it() -> None:
-    a100 = {"acc": "A100", "count": 8, "cpus": 96}
+    a100: Hardware = {"acc": "A100", "count": 8, "cpus": 96}
     cat = catalog(offer("aws/us-east-1", "p4d", 30.0, 12.0, **a100), offer("aws/us-west-2", "p4d", 32.0, 9.0, **a100),
                   offer("gcp/us-central1", "a2", 28.0, None, **a100), offer("azure/eastus", "nd", 29.0, 10.0, **a100),
                   offer("lambda/us-south-1", "gpu", 27.0, 11.0, **a100))

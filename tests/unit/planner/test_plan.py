@@ -170,7 +170,7 @@ def test_a_cached_copy_far_away_is_reused_when_moving_it_is_cheap_and_recomputed
     assert cheap.total_usd == pytest.approx(1.0 + 2.0)
     (recompute, *_) = explain_stage(p, cat, rules(("*", "*", 0.01)), policy, cheap, "prep")
     assert (recompute.placement.infra, recompute.placement.cached) == ("aws/us-east-1", False)
-    assert (recompute.delta_compute_usd, recompute.delta_egress_usd) == (pytest.approx(6.0), pytest.approx(-1.0))
+    assert (recompute.delta_compute_usd, recompute.delta_egress_usd) == (pytest.approx(6.0), pytest.approx(-1.0))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
     # At $0.10/GB the move costs $10: recompute where the consumer is.
     dear = plan_pipeline(p, cat, rules(("*", "*", 0.1)), policy)
     placed = dear.stages["prep"]
@@ -179,7 +179,7 @@ def test_a_cached_copy_far_away_is_reused_when_moving_it_is_cheap_and_recomputed
     assert dear.egress == ()
     (reuse, *_) = explain_stage(p, cat, rules(("*", "*", 0.1)), policy, dear, "prep")
     assert (reuse.placement.infra, reuse.placement.cached) == ("gcp/us-central1", True)
-    assert (reuse.delta_compute_usd, reuse.delta_egress_usd) == (pytest.approx(-6.0), pytest.approx(10.0))
+    assert (reuse.delta_compute_usd, reuse.delta_egress_usd) == (pytest.approx(-6.0), pytest.approx(10.0))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
 
 
 def test_a_cached_copy_where_the_stage_may_not_run_is_still_offered() -> None:
@@ -301,7 +301,7 @@ def test_the_baseline_is_the_cheapest_plan_on_one_cloud_whatever_the_objective()
     p = pipeline({"a": {"inputs": {"raw": "raw"}}}, {"raw": {"uri": "s3://b/raw", "infra": "aws/r1", "size_gb": 100}})
     plan = plan_pipeline(p, cat, rules(("aws", "aws", 0.002), ("aws", "*", 0.09)), Policy(objective="time"))
     assert (plan.stages["a"].infra, plan.total_usd) == ("aws/r1", 2.0)
-    assert (plan.baseline_usd, plan.baseline_cloud) == (pytest.approx(0.7), "aws")
+    assert (plan.baseline_usd, plan.baseline_cloud) == (pytest.approx(0.7), "aws")  # type: ignore[comparison-overlap]  # pytest.approx equals a float
 
 
 def test_a_chain_whose_stages_each_read_an_input_is_placed_by_the_dp_next_to_each() -> None:
@@ -311,7 +311,7 @@ def test_a_chain_whose_stages_each_read_an_input_is_placed_by_the_dp_next_to_eac
                   "raw2": {"uri": "gs://b/raw2", "infra": "gcp/r", "size_gb": 100}})
     plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
     assert plan.solver == "dp"
-    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("aws/r", "gcp/r", pytest.approx(2.09))
+    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("aws/r", "gcp/r", pytest.approx(2.09))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
 
 
 @pytest.mark.parametrize("names", [("big", "small"), ("small", "big")])
@@ -350,7 +350,7 @@ def test_the_dp_weighs_a_stages_compute_beside_the_copy_of_its_input() -> None:
                  {"raw": {"uri": "s3://b/raw", "infra": "aws/r", "size_gb": 100}})
     plan = plan_pipeline(p, cat, rules(("aws", "*", 0.09), ("gcp", "*", 0.12)), CLOUDS)
     assert plan.solver == "dp"
-    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("gcp/r", "gcp/r", pytest.approx(30.0))
+    assert (plan.stages["a"].infra, plan.stages["b"].infra, plan.total_usd) == ("gcp/r", "gcp/r", pytest.approx(30.0))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
 
 
 def test_an_output_read_by_two_stages_is_charged_for_each_copy() -> None:

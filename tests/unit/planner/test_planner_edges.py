@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def test_when_both_constrained_searches_stop_the_error_still_names_both_limits(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = solve_module.solve_milp_bounded
 
-    def stopped_when_constrained(*args: object, **kwargs: object) -> object:
+    def stopped_when_constrained(*args: Any, **kwargs: Any) -> object:
         if kwargs.get("deadline_h") is not None or kwargs.get("max_cost_usd") is not None:
             raise PlanningError("the solver stopped before finding the cheapest plan")
         return real(*args, **kwargs)
@@ -220,7 +221,7 @@ def test_an_output_without_size_gb_is_moved_at_the_size_it_had_before_or_at_0_gb
                   "b": {"resources": {"infra": "gcp/us-central1"}, "inputs": {"x": "a.o"}, "estimate": 1}})
     egress = rules(("aws", "gcp", 0.1))
     seen = plan_pipeline(p, cat, egress, Policy(all_clouds=True, observed_size_gb={"a.o": 50.0}))
-    assert [(e.artifact, e.size_gb, e.usd) for e in seen.egress] == [("a.o", 50.0, pytest.approx(5.0))]
+    assert [(e.artifact, e.size_gb, e.usd) for e in seen.egress] == [("a.o", 50.0, pytest.approx(5.0))]  # type: ignore[comparison-overlap]  # pytest.approx equals a float
     assert seen.warnings == ()
     unseen = plan_pipeline(p, cat, egress, CLOUDS)
     assert [(e.artifact, e.size_gb, e.usd) for e in unseen.egress] == [("a.o", 0.0, 0.0)]

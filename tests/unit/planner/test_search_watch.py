@@ -110,7 +110,7 @@ def _figure(text: str) -> float:
 
 def _lp(model: MilpModel, solver: str) -> highspy.Highs:
     """The program's LP relaxation with presolve off, so that HiGHS's own LP solver does all the work."""
-    h = _quiet_highs()
+    h: highspy.Highs = _quiet_highs()
     lp = model._highs_lp(model.cost_objective())
     lp.integrality_ = []
     h.passModel(lp)

@@ -4,6 +4,7 @@ relaxation's guided search stands in for it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_a_start_left_without_a_program_is_polished_and_keeps_the_forest_bound(m
 def test_without_a_time_limit_highs_starts_from_the_polished_start(monkeypatch: pytest.MonkeyPatch) -> None:
     problem, keep, forest, start = _case()
     given: list[list[int] | None] = []
-    real_solve = MilpModel.solve
+    real_solve: Callable[..., np.ndarray] = MilpModel.solve
 
     def solve(self: MilpModel, *args: Any, start: list[int] | None = None, **kwargs: Any) -> Any:
         given.append(start)

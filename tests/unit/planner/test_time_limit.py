@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from tables import catalog, offer, pipeline, rules
@@ -52,7 +52,8 @@ def _large_case(n: int = 60, seed: int = 3, price_scale: float = 1.0, parts: int
 # its objective (whether it is stopped depends on the machine's speed, so the test does not assert it):
 # the exact plan of the cost case takes about 1 s, where the time objective's of the same case takes 25 s.
 @pytest.mark.parametrize(("objective", "stages", "seed"), [("cost", 120, 5), ("time", 80, 3)])
-def test_a_tiny_time_limit_still_returns_a_valid_plan_with_its_gap(objective: str, stages: int, seed: int) -> None:
+def test_a_tiny_time_limit_still_returns_a_valid_plan_with_its_gap(objective: Literal["cost", "time"], stages: int,
+                                                                   seed: int) -> None:
     p, cat = _large_case(stages, seed=seed)
     exact = plan_pipeline(p, cat, EGRESS, Policy(all_clouds=True, objective=objective, time_limit_s=0),
                           baseline=False)

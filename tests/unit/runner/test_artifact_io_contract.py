@@ -23,6 +23,7 @@ from skyflow.runner import artifact_io
 from skyflow.runner.context import RunContext, RunOptions
 from skyflow.runner.loop import RunLoop
 from skyflow.runner.state import RunStore
+from skyflow.spec.graph import ResolvedPipeline
 from skyflow.spec.loader import load_pipeline
 
 STORES = """
@@ -51,7 +52,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return user
 
 
-def _pipeline(tmp_path: Path, text: str):
+def _pipeline(tmp_path: Path, text: str) -> ResolvedPipeline:
     (tmp_path / "pipeline.yaml").write_text(text)
     return load_pipeline(tmp_path / "pipeline.yaml")
 
@@ -68,7 +69,8 @@ def _pipeline(tmp_path: Path, text: str):
     ("ssh/lab", None, ("{home}/skyflow-store", True, None)),
 ])
 def test_a_placement_writes_to_the_store_named_for_its_region_then_its_cloud_else_the_local_one(
-        tmp_path: Path, home: Path, infra: str, located_at: str | None, expected: tuple) -> None:
+        tmp_path: Path, home: Path, infra: str, located_at: str | None,
+        expected: tuple[str, bool, str | None]) -> None:
     pipeline = _pipeline(tmp_path, STORES)
     uri, create, region = expected
     assert artifact_io.store_for_infra(pipeline, infra, tmp_path / "skyflow-home", located_at) == \

@@ -82,6 +82,7 @@ def test_moved_bytes_are_priced_by_the_rule_the_plan_applied(tmp_path: Path, egr
     compute = sum(s.cost_usd or 0.0 for s in run.stages.values())
     assert run.stages["prep"].cost_usd and run.stages["prep"].cost_usd > 0
     assert run.actual_usd == pytest.approx(compute + usd)
+    assert run.actual_usd is not None
     assert run.actual_usd > compute
 
 

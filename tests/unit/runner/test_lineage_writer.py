@@ -68,7 +68,7 @@ def row(state: str) -> StageRow:
 
 def test_a_failing_recorder_warns_once_and_the_run_goes_on(pipeline: ResolvedPipeline) -> None:
     warnings: list[str] = []
-    writer = LineageWriter(recorder=RecordingRecorder("the lineage store is read-only"),  # type: ignore[arg-type]
+    writer = LineageWriter(recorder=RecordingRecorder("the lineage store is read-only"),
                            warn=warnings.append, background_ok=False)
     writer.start("r1", pipeline, {}, None)
     writer.stage("r1", pipeline, row("succeeded"))
@@ -79,7 +79,7 @@ def test_a_failing_recorder_warns_once_and_the_run_goes_on(pipeline: ResolvedPip
 
 def test_a_stage_run_that_cannot_be_opened_is_said_once_with_the_cause() -> None:
     warnings: list[str] = []
-    writer = LineageWriter(recorder=RecordingRecorder("database is locked"),  # type: ignore[arg-type]
+    writer = LineageWriter(recorder=RecordingRecorder("database is locked"),
                            warn=warnings.append)
     assert writer.open_stage("r1", "prep") is None
     assert writer.open_stage("r1", "train") is None
@@ -90,7 +90,7 @@ def test_a_stage_run_that_cannot_be_opened_is_said_once_with_the_cause() -> None
 
 def test_only_finished_stages_are_recorded_and_the_plan_adds_nothing_when_absent(pipeline: ResolvedPipeline) -> None:
     recorder = RecordingRecorder()
-    writer = LineageWriter(recorder=recorder, warn=print)  # type: ignore[arg-type]
+    writer = LineageWriter(recorder=recorder, warn=print)
     subscriber = LineageSubscriber(writer, pipeline)
     writer.stage("r1", pipeline, row("pending"))
     subscriber(RunEvent("running", "prep", run_id="r1", row=row("running")))  # sent back to run again
@@ -105,7 +105,7 @@ def test_only_finished_stages_are_recorded_and_the_plan_adds_nothing_when_absent
 
 def test_a_run_started_without_run_state_gets_a_fresh_key(pipeline: ResolvedPipeline) -> None:
     recorder = RecordingRecorder()
-    subscriber = LineageSubscriber(LineageWriter(recorder=recorder), pipeline)  # type: ignore[arg-type]
+    subscriber = LineageSubscriber(LineageWriter(recorder=recorder), pipeline)
     subscriber(RunEvent(RUN_STARTED, None, run_id="r1"))
     (kind, info), = recorder.calls
     assert kind == "start" and len(info.run_key) == 32 and info.run_key != subscriber._run_key("r1")

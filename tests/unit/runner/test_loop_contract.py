@@ -259,6 +259,7 @@ def test_a_failed_stage_keeps_its_reason_and_everything_below_it_is_skipped(tmp_
     assert (head.state, head.message) == ("failed", f"attempt 1: exit code 2 (log: {log})")
     assert 0 < (head.duration_s or 0) <= (head.ended_at or 0) - (head.started_at or 0)
     failed = next(e for e in run.events if e.stage == "head" and e.kind == StageState.FAILED)
+    assert head.message is not None and head.duration_s is not None
     assert failed == RunEvent(StageState.FAILED, "head", head.message, cost_usd=0.0, duration_s=head.duration_s,
                               run_id="r1", row=head)
     rows = {name: (row.state, row.message, row.outputs) for name, row in state.get_run("r1").stages.items()}

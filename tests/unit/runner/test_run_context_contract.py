@@ -78,7 +78,7 @@ def test_each_store_is_opened_once_per_run_and_shared_by_the_stages_placed_there
     assert far.uri == str(tmp_path / "far") and far is not local and ctx.store_for("left") is far
 
 
-def _transfers(ctx: RunContext) -> list[tuple]:
+def _transfers(ctx: RunContext) -> list[tuple[str, str, str, int, float, float]]:
     with sqlite3.connect(ctx.state.path) as db:
         return db.execute("SELECT run_id, stage, artifact, bytes, seconds, egress_usd FROM transfers "
                           "ORDER BY rowid").fetchall()

@@ -86,7 +86,8 @@ def _loop(tmp_path: Path, backend: FakeBackend, plan: Plan, events: list[RunEven
 
 
 def test_the_chosen_alternative_reaches_the_launch_whole(tmp_path: Path) -> None:
-    backend, events = _writes_outputs(fail_first={"train"}), []
+    backend = _writes_outputs(fail_first={"train"})
+    events: list[RunEvent] = []
     loop = _loop(tmp_path, backend, _plan(), events)
     assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "succeeded"
     train = [launch for launch in backend.launches if launch.stage == "train"]
@@ -103,7 +104,8 @@ def test_the_chosen_alternative_reaches_the_launch_whole(tmp_path: Path) -> None
 
 
 def test_the_state_db_keeps_the_typed_plan_and_resume_runs_from_it(tmp_path: Path) -> None:
-    backend, events = _writes_outputs(fail_first=set()), []
+    backend = _writes_outputs(fail_first=set())
+    events: list[RunEvent] = []
     loop = _loop(tmp_path, _writes_outputs(set(), frozenset({"train"})), _plan(), events)
     assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "failed"
     stored = RunStore(tmp_path / "home" / "state.db").get_run("r1").plan

@@ -81,7 +81,7 @@ class Run:
         self.emit: Callable[[RunEvent], None] = self.events.append
         self.state = RunStore(tmp_path / "home" / "state.db")
         self.backend = backend
-        self.backends = BackendPool(BackendContext(), {"local": backend, "skypilot": backend,  # type: ignore[dict-item]
+        self.backends = BackendPool(BackendContext(), {"local": backend, "skypilot": backend,
                                                        "ssh": backend})
         self.secrets: dict[str, str] = {}
         self.options = RunOptions(retry_base_delay_s=0.0, env=dict(os.environ))
@@ -114,7 +114,7 @@ class Run:
         with sqlite3.connect(self.state.path) as db:
             rows = db.execute("SELECT artifact, bytes, egress_usd FROM transfers WHERE run_id=? AND stage=? "
                               "ORDER BY rowid", (run_id, name)).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def transfer_times(self, name: str, run_id: str = "r1") -> list[tuple[str, float]]:
         with sqlite3.connect(self.state.path) as db:
@@ -576,7 +576,7 @@ def test_an_input_moved_from_another_store_is_charged_at_the_planned_egress_rate
     assert run.transfers("train") == [(f"rows={rows.digest}", 23, pytest.approx(0.5)),
                                       (f"rows={rows.digest}", 23, 0.0)]
     row = run.state.get_stage("r1", "train")
-    assert (row.egress_gb, row.egress_usd) == (pytest.approx(23e-9), pytest.approx(0.5))
+    assert (row.egress_gb, row.egress_usd) == (pytest.approx(23e-9), pytest.approx(0.5))  # type: ignore[comparison-overlap]  # pytest.approx equals a float
     assert outcome.outputs["model"].store_uri == str(tmp_path / "mid")
 
 
@@ -662,7 +662,7 @@ class _LocalLikeBackend(FakeBackend):
 
 
 def test_a_stage_whose_handle_reports_no_remote_records_none(tmp_path: Path) -> None:
-    run = Run(tmp_path, _LocalLikeBackend(writes_outputs))  # type: ignore[arg-type]
+    run = Run(tmp_path, _LocalLikeBackend(writes_outputs))
     run.start()
     work = run.stage("prep")
     assert (work.outcome.state, work.outcome.message) == (StageState.SUCCEEDED, "")  # type: ignore[attr-defined]

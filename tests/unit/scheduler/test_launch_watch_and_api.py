@@ -102,7 +102,7 @@ def test_a_run_still_planning_is_terminated_and_killed_if_it_ignores_the_signal(
 
 # -- watch ----------------------------------------------------------------------------------------
 
-class BrokenFS(AbstractFileSystem):
+class BrokenFS(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untyped
     """A storage library whose every call fails the way a missing credential does."""
 
     protocol = "brokenfs"
@@ -120,7 +120,7 @@ class BrokenFS(AbstractFileSystem):
         raise RuntimeError("NoCredentialsError: Unable to locate credentials")
 
 
-class UnconfiguredFS(AbstractFileSystem):
+class UnconfiguredFS(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untyped
     protocol = "unconfiguredfs"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

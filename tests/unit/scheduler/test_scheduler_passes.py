@@ -63,7 +63,7 @@ def store(tmp_path: Path) -> ScheduleStore:
 
 
 def scheduler(store: ScheduleStore, launcher: RecordingLauncher, clock: Clock, **options: float) -> Scheduler:
-    return Scheduler(store, launcher, clock=clock, owner="me", **options)  # type: ignore[arg-type]
+    return Scheduler(store, launcher, clock=clock, owner="me", **options)
 
 
 def test_a_standby_scheduler_says_once_that_another_holds_the_lease(

@@ -23,8 +23,8 @@ from skyflow.scheduler.timing import due_ticks, format_tick, latest_tick, next_t
 BERLIN = "Europe/Berlin"
 
 
-def at(*args: int, tz: str = BERLIN) -> float:
-    return datetime(*args, tzinfo=ZoneInfo(tz)).timestamp()  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, tz: str = BERLIN) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(tz)).timestamp()
 
 
 def local(ticks: tuple[float, ...] | list[float], tz: str = BERLIN) -> list[str]:

@@ -67,7 +67,7 @@ def test_stage_function_runs_with_inputs_outputs_and_arguments(tmp_path: Path) -
 
 
 def test_stage_arguments_parse_param_values_by_type(tmp_path: Path) -> None:
-    def fn(data: Path, outputs: dict, steps: int, name: str, flag: bool) -> None: ...
+    def fn(data: Path, outputs: dict[str, Path], steps: int, name: str, flag: bool) -> None: ...
 
     env = {"SKYFLOW_INPUT_DATA": "/d", "SKYFLOW_OUTPUT_MODEL": "/m", "SKYFLOW_KWARG_steps": "3",
            "SKYFLOW_KWARG_flag": "true", "SKYFLOW_KWARGS": '{"name": "x"}'}

@@ -37,19 +37,19 @@ def _message(pipeline: Pipeline) -> str:
     return str(info.value)
 
 
-@stage(outputs=["model"])
-def train(data: Path, outputs: dict, steps: int = 1) -> None: ...
+@stage(outputs=["model"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+def train(data: Path, outputs: dict[str, Path], steps: int = 1) -> None: ...
 
 
-@stage(outputs=["a", "b"])
-def split(data: Path, outputs: dict) -> None: ...
+@stage(outputs=["a", "b"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+def split(data: Path, outputs: dict[str, Path]) -> None: ...
 
 
-@stage(outputs=["merged"])
-def merge(parts: list, outputs: dict) -> None: ...
+@stage(outputs=["merged"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+def merge(parts: list[Path], outputs: dict[str, Path]) -> None: ...
 
 
-@stage()
+@stage()  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
 def flexible(**kwargs: Any) -> None: ...
 
 
@@ -142,7 +142,9 @@ def test_a_list_of_artifacts_fans_in_and_a_mixed_list_is_refused() -> None:
     resolved = resolve_decorated(fan_in)
     assert {(e.input_name, e.ref) for e in resolved.edges if e.consumer == "merge"} == {
         ("parts_0", "split.a"), ("parts_1", "split.b")}
-    assert json.loads(resolved.stages["merge"].envs["SKYFLOW_INPUT_LISTS"]) == {"parts": ["parts_0", "parts_1"]}
+    lists = resolved.stages["merge"].envs["SKYFLOW_INPUT_LISTS"]
+    assert lists is not None
+    assert json.loads(lists) == {"parts": ["parts_0", "parts_1"]}
 
     @Pipeline(name="mixed")
     def mixed() -> None:
@@ -169,8 +171,9 @@ def test_a_stage_taking_any_keyword_accepts_every_argument_as_a_constant() -> No
     def any_keyword() -> None:
         flexible(anything=1, other="x")
 
-    envs = resolve_decorated(any_keyword).stages["flexible"].envs
-    assert json.loads(envs["SKYFLOW_KWARGS"]) == {"anything": 1, "other": "x"}
+    kwargs = resolve_decorated(any_keyword).stages["flexible"].envs["SKYFLOW_KWARGS"]
+    assert kwargs is not None
+    assert json.loads(kwargs) == {"anything": 1, "other": "x"}
 
 
 def test_a_bare_decorator_and_a_lambda_stage_are_stages_and_the_lambdas_options_are_placed_on_its_line() -> None:
@@ -220,7 +223,7 @@ def test_an_undecorated_pipeline_and_an_undeclared_argument_are_refused_where_th
 def test_an_exception_while_tracing_points_at_the_line_that_raised_it() -> None:
     @Pipeline(name="raises")
     def raises() -> None:
-        {}["missing"]  # no such key
+        {}["missing"]  # type: ignore[index]  # no such key
 
     assert _message(raises) == (
         f"{_at('# no such key')}KeyError while tracing the pipeline function: 'missing'. Fix the "
