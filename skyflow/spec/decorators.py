@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from skyflow.errors import Issue, SourcePosition, SpecError
 from skyflow.spec.source import SourceMap
@@ -300,7 +300,16 @@ class StageDefinition:
         return data
 
 
-def stage(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+@overload
+def stage(func: Callable[..., Any], **options: Any) -> StageDefinition: ...
+
+
+@overload
+def stage(func: None = None, **options: Any) -> Callable[[Callable[..., Any]], StageDefinition]: ...
+
+
+def stage(func: Callable[..., Any] | None = None,
+          **options: Any) -> StageDefinition | Callable[[Callable[..., Any]], StageDefinition]:
     """Declare a function as a stage: ``@stage(resources=Resources(accelerators="A100:8"), ...)``.
 
     Options are a stage's YAML fields (resources, outputs, estimate, retries, cache, num_nodes,

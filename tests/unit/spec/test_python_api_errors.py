@@ -37,19 +37,19 @@ def _message(pipeline: Pipeline) -> str:
     return str(info.value)
 
 
-@stage(outputs=["model"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+@stage(outputs=["model"])
 def train(data: Path, outputs: dict[str, Path], steps: int = 1) -> None: ...
 
 
-@stage(outputs=["a", "b"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+@stage(outputs=["a", "b"])
 def split(data: Path, outputs: dict[str, Path]) -> None: ...
 
 
-@stage(outputs=["merged"])  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+@stage(outputs=["merged"])
 def merge(parts: list[Path], outputs: dict[str, Path]) -> None: ...
 
 
-@stage()  # type: ignore[untyped-decorator]  # skyflow.stage is typed to return Any
+@stage()
 def flexible(**kwargs: Any) -> None: ...
 
 
