@@ -17,7 +17,8 @@ from skyflow.backends.base import (
     StageExit,
     StageHandle,
     StageLaunch,
+    WriteAheadBackend,
 )
 
 __all__ = ["Backend", "Capacity", "Leftover", "RemoteHandle", "RenderingBackend", "Service", "ServiceBackend",
-           "StageExit", "StageHandle", "StageLaunch"]
+           "StageExit", "StageHandle", "StageLaunch", "WriteAheadBackend"]

@@ -182,6 +182,15 @@ class ServiceBackend(Protocol):
 
 
 @runtime_checkable
+class WriteAheadBackend(Protocol):
+    """A backend whose launch takes long enough to matter before it returns a handle (SkyPilot provisions a
+    cluster for minutes): the runner records ``planned_remote`` before the launch, so a runner that dies
+    during it leaves a handle `abandon` can stop what the launch made. The launch's own handle replaces it."""
+
+    def planned_remote(self, launch: StageLaunch) -> RemoteHandle | None: ...
+
+
+@runtime_checkable
 class RenderingBackend(Protocol):
     """A backend that can show what it would create for a launch (a manifest, a task), for --dry-run."""
 

@@ -36,6 +36,7 @@ from skyflow.backends.skypilot_task import (
     code_package_setup,
     own_install_setup,
     task_config,
+    task_name,
     wants_recovery,
 )
 from skyflow.config import SkyPilotConfig
@@ -43,6 +44,11 @@ from skyflow.errors import BackendError
 
 if TYPE_CHECKING:
     from skyflow.backends.registry import BackendContext
+
+
+# SkyPilot's errors for a cluster, or the jobs or serve controller, that is not there: what was to be
+# stopped was never made or is gone already.
+_ABSENT = frozenset({"ClusterDoesNotExist", "ClusterNotUpError"})
 
 
 def import_sky() -> Any:
@@ -283,14 +289,25 @@ class SkyPilotBackend:
     def _stop_service(self, handle: RemoteHandle) -> None:
         self._call(f"sky serve down {handle['service']}", self.sky.serve.down, handle["service"])
 
+    def planned_remote(self, launch: StageLaunch) -> RemoteHandle:
+        """The handle before the launch returns (provisioning takes minutes): the names are the attempt's,
+        the managed job's id is not known yet."""
+        name = task_name(launch.run_id, launch.stage, launch.attempt)
+        if launch.spec.service is not None:
+            return {"backend": "skypilot", "service": name}
+        return {"backend": "skypilot", "cluster": name, "job_id": None, "managed": wants_recovery(launch)}
+
     def abandon(self, leftover: Leftover) -> None:
-        """Stop what a dead runner's attempt left: cancel the managed job, take the cluster down, or
-        take down a service that never became ready."""
+        """Stop what a dead runner's attempt left: cancel the managed job (by its id, or by its name when the
+        runner died before the launch returned it), take the cluster down, or take down a service that never
+        became ready. One that is not there (never made, or gone) is nothing to stop."""
         handle = leftover.remote
         if not handle:
             return
         if handle.get("service"):
             self._stop_service(handle)
+        elif handle.get("managed") and handle.get("job_id") is None:
+            self._call(f"sky jobs cancel --name {handle['cluster']}", self.sky.jobs.cancel, name=handle["cluster"])
         elif handle.get("managed"):
             self._call(f"sky jobs cancel {handle['job_id']}", self.sky.jobs.cancel, job_ids=[handle["job_id"]])
         else:
@@ -300,6 +317,8 @@ class SkyPilotBackend:
         try:
             self.sky.stream_and_get(fn(*args, **kwargs))
         except Exception as exc:
+            if type(exc).__name__ in _ABSENT:
+                return
             raise BackendError(f"SkyPilot: {what} failed: {exc}", backend=self.name) from exc
 
 

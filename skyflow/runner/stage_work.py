@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from skyflow.artifacts import ArtifactRecord, ArtifactRef, ArtifactStore, DamagedArtifact
-from skyflow.backends.base import Backend, ServiceBackend, StageExit, StageLaunch
+from skyflow.backends.base import Backend, ServiceBackend, StageExit, StageLaunch, WriteAheadBackend
 from skyflow.backends.masking import mask_secrets
 from skyflow.errors import ArtifactError, BackendError, RunError, SkyflowError
 from skyflow.planner import Placement
@@ -193,6 +193,8 @@ class StageWork:
                               inputs=inputs, outputs=outputs,
                               input_refs={k: r.record for k, r in input_refs.items()}, log_path=log_path)
         backend = ctx.backend_for(name)
+        if isinstance(backend, WriteAheadBackend) and (planned := backend.planned_remote(launch)):
+            ctx.state.set_stage(ctx.run_id, name, remote_handle=json.dumps(dict(planned)))
         if self.spec.service is not None:
             return self._serve(launch, backend), None
         handle = backend.launch(launch)

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from skyflow.backends.base import Backend, RenderingBackend, ServiceBackend
+from skyflow.backends.base import Backend, RenderingBackend, ServiceBackend, WriteAheadBackend
 
 PUBLIC = {
     "skyflow": ["Input", "Pipeline", "Placement", "Plan", "PlanningOptions", "Resources", "RunOptions", "RunResult",
                 "Session", "SkyflowError", "SpecError", "__version__", "load_pipeline", "plan", "run", "stage"],
     "skyflow.backends": ["Backend", "Capacity", "Leftover", "RemoteHandle", "RenderingBackend", "Service",
-                         "ServiceBackend", "StageExit", "StageHandle", "StageLaunch"],
+                         "ServiceBackend", "StageExit", "StageHandle", "StageLaunch", "WriteAheadBackend"],
     "skyflow.cli": ["cli"],
     "skyflow.lineage": ["LineageNode", "LineageRecorder", "NullRecorder", "Producer", "RunInfo", "StageRecord",
                         "open_recorder", "resolve_tracking_uri"],
@@ -78,7 +78,7 @@ for name in importlib.import_module(package).__all__:
     ("skyflow.backends.ssh", "SshBackend", set()),
     ("skyflow.backends.ssh", "SshBackends", set()),
     ("skyflow.backends.kubernetes", "KubernetesBackend", {ServiceBackend, RenderingBackend}),
-    ("skyflow.backends.skypilot", "SkyPilotBackend", {ServiceBackend, RenderingBackend}),
+    ("skyflow.backends.skypilot", "SkyPilotBackend", {ServiceBackend, RenderingBackend, WriteAheadBackend}),
     ("skyflow.backends.fake", "FakeBackend", {ServiceBackend, RenderingBackend}),
 ])
 def test_each_backend_says_what_it_can_do_through_the_protocols(module: str, name: str, abilities: set[type]) -> None:
@@ -86,7 +86,7 @@ def test_each_backend_says_what_it_can_do_through_the_protocols(module: str, nam
     for method in ("capacity", "launch", "abandon"):
         assert callable(getattr(cls, method, None)), f"{name} lacks {method} of the Backend protocol"
         assert method in dir(Backend)
-    for protocol in (ServiceBackend, RenderingBackend):
-        methods = [m for m in ("serve", "stop_service", "render") if m in dir(protocol)]
+    for protocol in (ServiceBackend, RenderingBackend, WriteAheadBackend):
+        methods = [m for m in ("serve", "stop_service", "render", "planned_remote") if m in dir(protocol)]
         has = all(inspect.isfunction(getattr(cls, m, None)) for m in methods)
         assert has == (protocol in abilities), f"{name} and {protocol.__name__}"

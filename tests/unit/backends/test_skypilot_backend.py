@@ -102,8 +102,8 @@ class FakeSky(types.ModuleType):
         self.calls.append(("jobs.tail_logs", job_id))
         return self._write(output_stream)
 
-    def _jobs_cancel(self, job_ids: list[int]) -> None:
-        self.calls.append(("jobs.cancel", job_ids))
+    def _jobs_cancel(self, name: str | None = None, job_ids: list[int] | None = None) -> None:
+        self.calls.append(("jobs.cancel", job_ids if job_ids is not None else {"name": name}))
 
     def _serve_up(self, task: Any, service_name: str) -> Any:
         self.calls.append(("serve.up", {"service_name": service_name, "config": task.config}))
@@ -238,6 +238,52 @@ def test_abandon_cancels_a_managed_job_or_takes_a_cluster_down(backend: SkyPilot
     backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-1", "job_id": 7, "managed": True}))
     backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-2", "job_id": 1, "managed": False}))
     assert sky.calls == [("jobs.cancel", [7]), ("down", "sf-train-2")]
+
+
+@pytest.mark.parametrize("use_spot", [False, True], ids=["cluster", "managed-job"])
+def test_the_handle_written_ahead_names_what_the_launch_makes(backend: SkyPilotBackend, sky: FakeSky,
+                                                               tmp_path: Path, use_spot: bool) -> None:
+    """Recorded before `sky launch` or `sky jobs launch` (minutes of provisioning) returns."""
+    launch = _launch(tmp_path, use_spot=use_spot)
+    planned = backend.planned_remote(launch)
+    handle = backend.launch(launch)
+    assert isinstance(handle, SkyPilotStageHandle)
+    assert planned == {**handle.remote, "job_id": None}
+    made = sky.calls[-1][1]
+    assert made["name" if use_spot else "cluster_name"] == planned["cluster"]
+
+
+def test_the_handle_written_ahead_for_a_service_is_the_services(backend: SkyPilotBackend, sky: FakeSky,
+                                                                tmp_path: Path) -> None:
+    launch = _launch(tmp_path, stage_spec={"resources": {"ports": 8000}, "service": {"readiness_probe": "/"}})
+    assert backend.planned_remote(launch) == backend.serve(launch).remote
+
+
+def test_abandon_of_a_handle_written_ahead_cancels_the_managed_job_by_name_or_takes_the_cluster_down(
+        backend: SkyPilotBackend, sky: FakeSky) -> None:
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-1", "job_id": None,
+                                     "managed": True}))
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-2", "job_id": None,
+                                     "managed": False}))
+    assert sky.calls == [("jobs.cancel", {"name": "sf-train-1"}), ("down", "sf-train-2")]
+
+
+@pytest.mark.parametrize("absent", ["ClusterDoesNotExist", "ClusterNotUpError"])
+def test_abandon_of_what_was_never_made_or_is_gone_is_not_an_error(backend: SkyPilotBackend, sky: FakeSky,
+                                                                    absent: str) -> None:
+    """A runner that died before its launch reached SkyPilot left a handle whose cluster (or jobs controller)
+    is not there: resume goes on."""
+    error = type(absent, (ValueError,), {})
+
+    def missing(*args: Any, **kwargs: Any) -> None:
+        raise error("Cluster 'sf-train-2' does not exist.")
+
+    sky.down = missing  # type: ignore[method-assign]
+    sky.jobs.cancel = missing
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-2", "job_id": None,
+                                     "managed": False}))
+    backend.abandon(Leftover(remote={"backend": "skypilot", "cluster": "sf-train-1", "job_id": None,
+                                     "managed": True}))
 
 
 def test_launch_failure_is_a_backend_error_naming_the_stage(backend: SkyPilotBackend, sky: FakeSky,

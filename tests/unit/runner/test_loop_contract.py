@@ -447,6 +447,32 @@ def test_a_cancel_ends_the_running_stage_and_the_stages_left_as_cancelled(tmp_pa
 # -- resume ------------------------------------------------------------------------------------------------
 
 
+class WriteAheadFake(FakeBackend):
+    """A backend with a handle before its launch returns; the launch reads what run state holds then."""
+
+    def __init__(self, state: Callable[[], RunStore]) -> None:
+        super().__init__(self._seen)
+        self.state, self.at_launch = state, dict[str, str | None]()
+
+    def planned_remote(self, launch: StageLaunch) -> dict[str, object]:
+        return {"backend": "fake", "name": f"{launch.stage}-{launch.attempt}"}
+
+    def _seen(self, launch: StageLaunch) -> FakeResult:
+        self.at_launch[launch.stage] = self.state().get_stage("r1", launch.stage).remote_handle
+        return writes_outputs(launch)
+
+
+def test_a_write_ahead_handle_is_in_run_state_before_the_launch_and_the_launchs_own_replaces_it(
+        tmp_path: Path) -> None:
+    """A runner that dies while a slow launch provisions (SkyPilot) leaves a handle `abandon` can use."""
+    run = Run(tmp_path, TWO, {"prep": _place(), "train": _place("aws/us-east-1")})
+    cloud = WriteAheadFake(lambda: run.state)
+    run.cloud = cloud
+    assert run.start() == "succeeded"
+    assert cloud.at_launch == {"train": '{"backend": "fake", "name": "train-1"}'}
+    assert run.state.get_stage("r1", "train").remote_handle == '{"fake": "r1/train/1"}'  # the launch's own
+
+
 def _failed_run(tmp_path: Path, placements: dict[str, Placement]) -> Run:
     """A run of TWO whose train failed; prep's output is committed."""
     failing = Run(tmp_path, TWO, placements,
