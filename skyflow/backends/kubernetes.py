@@ -24,7 +24,6 @@ from skyflow.backends.kubernetes_manifests import (
     MANAGED_BY,
     STAGE_CONTAINER,
     PodPlan,
-    attempt_of,
     code_package_commands,
     job_manifests,
     redacted,
@@ -128,6 +127,15 @@ def _kind_call(verb: str, kind: str) -> tuple[str, str]:
     return api, f"{verb}_namespaced_{noun}"
 
 
+class _TakenName(BackendError):
+    """A name the launch needs is held by an object that is not this attempt's."""
+
+
+def _attempt_mark(obj: Any) -> str | None:
+    """The attempt token an object from the API server carries (`ATTEMPT_ANNOTATION`), if any."""
+    return (obj.metadata.annotations or {}).get(ATTEMPT_ANNOTATION)
+
+
 class Cluster:
     """One API client and the few calls the backend makes."""
 
@@ -143,18 +151,16 @@ class Cluster:
         token of this very attempt, was created by a runner that died before recording it: it is deleted
         and created afresh. One that does not is another's, and stops the launch."""
         created: list[dict[str, Any]] = []
-        try:
-            for doc in docs:
-                try:
-                    self._create_one(doc, stage, attempt)
-                except BackendError:
-                    if self._carries(doc, attempt):  # the call failed (a timeout, a reset) after the server made it
-                        created.append(doc)
-                    raise
-                created.append(doc)
-        except BackendError:
-            self.delete(created)
-            raise
+        for doc in docs:
+            try:
+                self._create_one(doc, stage, attempt)
+            except BackendError as exc:
+                # a call that failed (a timeout, a reset) after the server made the object
+                if not isinstance(exc, _TakenName) and self._carries(doc, attempt):
+                    created.append(doc)
+                self.delete(created)
+                raise
+            created.append(doc)
 
     def _carries(self, doc: Mapping[str, Any], attempt: str) -> bool:
         """Whether the server has ``doc`` and it carries ``attempt`` (False where that cannot be read)."""
@@ -162,7 +168,7 @@ class Cluster:
             existing = self.read(doc)
         except BackendError:
             return False
-        return existing is not None and (existing.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt
+        return existing is not None and _attempt_mark(existing) == attempt
 
     def _create_one(self, doc: dict[str, Any], stage: str, attempt: str) -> None:
         api, method = _kind_call("create", doc["kind"])
@@ -176,12 +182,12 @@ class Cluster:
             if getattr(exc.__cause__, "status", None) != 409:
                 raise
         existing = self.read(doc)
-        theirs = (existing.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) if existing is not None else None
+        theirs = _attempt_mark(existing) if existing is not None else None
         if existing is not None and theirs != attempt:
             labels = existing.metadata.labels or {}
             who = (f"it is run {labels.get('skyflow.dev/run', '?')}'s, stage {labels.get('skyflow.dev/stage', '?')}, "
                    "from another skyflow home" if theirs else "skyflow did not make it")
-            raise BackendError(
+            raise _TakenName(
                 f"Kubernetes: {doc['kind']} {meta['name']} already exists in namespace {meta['namespace']} and is not "
                 f"this attempt's ({who}). Run again with another --run-id, or delete it if it is a leftover: "
                 f"kubectl delete {doc['kind'].lower()} {meta['name']} -n {meta['namespace']}",
@@ -217,7 +223,7 @@ class Cluster:
         for kind in KINDS:
             api, method = _kind_call("list", kind)
             for item in getattr(self.apis[api], method)(namespace, label_selector=MANAGED).items:
-                if (item.metadata.annotations or {}).get(ATTEMPT_ANNOTATION) == attempt:
+                if _attempt_mark(item) == attempt:
                     found.append({"kind": kind, "metadata": {"name": item.metadata.name, "namespace": namespace}})
         return found
 
@@ -543,7 +549,7 @@ class KubernetesBackend:
     def launch(self, launch: StageLaunch) -> StageHandle:
         context = context_name(launch.placement.infra)
         cluster, store, docs = self._prepare(launch)
-        cluster.create(docs, launch.stage, attempt_of(launch))
+        cluster.create(docs, launch.stage, attempt_token(launch.log_path))
         spec_key = node_spec(launch, store)["result_key"]
         return KubernetesStageHandle(cluster, launch, docs, store, spec_key, context, self.on_line, self.poll_s)
 
@@ -552,7 +558,7 @@ class KubernetesBackend:
         from skyflow.backends.kubernetes_manifests import service_port
 
         cluster, _, docs = self._prepare(launch)
-        cluster.create(docs, launch.stage, attempt_of(launch))
+        cluster.create(docs, launch.stage, attempt_token(launch.log_path))
         service = next(d for d in docs if d["kind"] == "Service")
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         meta = service["metadata"]

@@ -284,13 +284,8 @@ def service_manifests(launch: StageLaunch, plan: PodPlan, secret_values: Mapping
     return _stamped(docs, launch)
 
 
-def attempt_of(launch: StageLaunch) -> str:
-    """The token that marks what ``launch`` creates (`ATTEMPT_ANNOTATION`)."""
-    return attempt_token(launch.log_path)
-
-
 def _stamped(docs: list[dict[str, Any]], launch: StageLaunch) -> list[dict[str, Any]]:
-    token = attempt_of(launch)
+    token = attempt_token(launch.log_path)
     for doc in docs:
         doc["metadata"]["annotations"] = {**doc["metadata"].get("annotations", {}), ATTEMPT_ANNOTATION: token}
     return docs

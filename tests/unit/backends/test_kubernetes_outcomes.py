@@ -329,13 +329,13 @@ def test_a_service_create_that_fails_deletes_the_deployment_only_where_the_serve
         tmp_path: Path, made: dict[str, str], deleted: list[str]) -> None:
     """A reset connection may come after the server made the object: it is deleted if it carries this
     attempt's token; the Service, never asked for, is not touched."""
-    from skyflow.backends.kubernetes_manifests import attempt_of
+    from skyflow.processes import attempt_token
 
     calls: list[str] = []
     launch = _launch(tmp_path, spec={"resources": {"ports": 8000}, "service": {"readiness_probe": "/health"}})
     backend = KubernetesBackend(_config(gke=KubernetesContext(namespace="ml", image_has_skyflow=True)),
                                 client_factory=lambda context: object())
-    backend._clusters["gke"] = _cluster_with(calls, {k: attempt_of(launch) if v == "ours" else v
+    backend._clusters["gke"] = _cluster_with(calls, {k: attempt_token(launch.log_path) if v == "ours" else v
                                                      for k, v in made.items()})
 
     def refuse_deployment(*args: Any, **kwargs: Any) -> None:
