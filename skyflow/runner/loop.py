@@ -27,7 +27,7 @@ from skyflow.runner.decisions import blocked_stages, ready_stages, run_outcome
 from skyflow.runner.events import RETRYING, RUN_STARTED, RunEvent, run_ended
 from skyflow.runner.stage_work import StageOutcome, StageWork
 from skyflow.runner.state import StageRow
-from skyflow.signals import acting_on_signals
+from skyflow.signals import MAIN_THREAD_WAKE_S, acting_on_signals
 from skyflow.spec.graph import ResolvedPipeline
 from skyflow.states import DONE, RunState, StageState
 
@@ -135,7 +135,8 @@ class RunLoop:
                         running[pool.submit(StageWork(ctx, ready).run)] = ready
                 if not running:
                     break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                # not asleep for long: Ctrl-C and SIGTERM are handled in this thread (see skyflow.signals)
+                done, _ = wait(list(running), timeout=MAIN_THREAD_WAKE_S, return_when=FIRST_COMPLETED)
                 for future in done:
                     name = running.pop(future)
                     outcome = future.result()

@@ -22,7 +22,7 @@ from skyflow.scheduler.decisions import DEFAULT_GRACE_S, Decision, change_reason
 from skyflow.scheduler.store import FireRow, ScheduleRecord, ScheduleStore
 from skyflow.scheduler.timing import format_tick, next_tick
 from skyflow.scheduler.watch import observe
-from skyflow.signals import act_on_signals
+from skyflow.signals import act_on_signals, wait_awake
 
 log = logging.getLogger("skyflow.scheduler")
 
@@ -207,7 +207,7 @@ class Scheduler:
             while not stop.is_set():
                 self.tick()
                 now = self.clock()
-                stop.wait(max(0.0, min(self.next_wake(now) - now, self.poll_s)) + 0.01)
+                wait_awake(stop, max(0.0, min(self.next_wake(now) - now, self.poll_s)) + 0.01)
         finally:
             self.store.release_lease(self.owner)
             log.info("scheduler stopped; runs it started keep running")

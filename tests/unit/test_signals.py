@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from skyflow.signals import act_on_signals
+from skyflow.signals import act_on_signals, acting_on_signals
 
 
 @pytest.fixture
@@ -56,3 +58,38 @@ def test_the_watcher_ends_without_acting_once_done(restore_usr1: None) -> None:
     for thread in watchers:
         thread.join(30)
     assert not any(t.is_alive() for t in watchers) and acted == []
+
+
+BLOCKED_AT_START = """
+import signal, sys, threading
+from skyflow.signals import act_on_signals
+acted = threading.Event()
+act_on_signals((signal.SIGTERM,), lambda signum: acted.set(), name="blocked-at-start")
+print("ready", flush=True)
+print("acted" if acted.wait(60) else "never acted", flush=True)
+"""
+
+
+def test_a_process_started_with_sigterm_blocked_still_acts_on_it() -> None:
+    # A signal mask is inherited across exec: a runner started by a program that blocks SIGTERM in the
+    # starting thread would otherwise hold every `skyflow cancel` pending for ever.
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_AT_START], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "acted\n"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_the_callers_signal_mask_comes_back_after_the_block() -> None:
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        with acting_on_signals((signal.SIGUSR1, signal.SIGUSR2), lambda signum: None, name="test-mask"):
+            assert signal.SIGUSR1 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        after = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        assert signal.SIGUSR1 in after and signal.SIGUSR2 not in after
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

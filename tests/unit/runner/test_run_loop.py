@@ -215,6 +215,35 @@ def test_ctrl_c_during_the_loop_cancels_the_run_and_gives_the_caller_its_ctrl_c_
         signal.signal(signal.SIGINT, inherited)
 
 
+def test_a_sigterm_the_kernel_hands_to_a_stage_thread_still_cancels_the_run(tmp_path: Path) -> None:
+    """A process's signal goes to any thread that does not block it (the main thread blocks them all for a
+    moment whenever it starts a process), and Python runs the handler in the main thread only: a main
+    thread asleep in a wait with no timeout never ran it, and `skyflow cancel` waited its 30 s for nothing."""
+    events: list[RunEvent] = []
+    watchdog_fired: list[bool] = []
+
+    def handler(launch: StageLaunch) -> FakeResult:
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # this stage thread, not the main one
+        return FakeResult(block=True)  # runs until cancelled
+
+    loop = _loop(tmp_path, FakeBackend(handler), _plan(), events)
+    stop = threading.Event()
+
+    def watchdog() -> None:  # fails the test instead of leaving the run blocked for ever
+        if not stop.wait(60):
+            watchdog_fired.append(True)
+            loop.cancel()
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        assert loop.start("r1", "pipeline.yaml", {}, {}, lineage=False) == "cancelled"
+    finally:
+        stop.set()
+    assert not watchdog_fired, "the SIGTERM was never acted on"
+    assert RunStore(tmp_path / "home" / "state.db").stage_states("r1") == {
+        "prep": StageState.CANCELLED, "train": StageState.CANCELLED}
+
+
 def test_sigterm_during_the_loop_cancels_the_run_as_skyflow_cancel_does(tmp_path: Path) -> None:
     events: list[RunEvent] = []
 

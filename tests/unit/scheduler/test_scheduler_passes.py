@@ -5,13 +5,16 @@ mid-pass, runs that cannot start or will not stop."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from skyflow.errors import SchedulerError
-from skyflow.scheduler.daemon import Scheduler
+from skyflow.scheduler.daemon import Scheduler, stop_on_signals
 from skyflow.scheduler.decisions import Fingerprint, Fire, tick_key
 from skyflow.scheduler.store import FireRow, ScheduleRecord, ScheduleStore
 
@@ -217,3 +220,42 @@ def test_a_run_that_cannot_be_started_ends_its_fire_with_the_reason(
     assert (fire.state, fire.outcome) == ("ended", "not started: cannot start run x: [Errno 2] No such file")
     assert report.started == []
     assert "schedule hourly: cannot start run x" in caplog.text
+
+
+class _NotingEvent(threading.Event):
+    """An Event that says when the scheduler's loop has gone to sleep on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asleep = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            self.asleep.set()
+        return super().wait(timeout)
+
+
+def test_a_sigterm_another_thread_receives_stops_the_scheduler_without_waiting_for_its_next_pass(
+        store: ScheduleStore) -> None:
+    """Python runs signal handlers in the main thread; the kernel may hand the signal to any thread (the
+    main one blocks them all while `subprocess` starts a run). The loop's wait until its next pass must
+    not keep the main thread asleep through it."""
+    stop, watchdog_fired = _NotingEvent(), []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    stop_on_signals(stop)
+
+    def elsewhere() -> None:
+        if stop.asleep.wait(60):
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        if not stop.wait(60):  # the pass would sleep 10 minutes: fail instead
+            watchdog_fired.append(True)
+            stop.set()
+
+    try:
+        sched = Scheduler(store, RecordingLauncher(), clock=time.time, owner="me", poll_s=600, lease_ttl_s=3600)
+        threading.Thread(target=elsewhere, daemon=True).start()
+        sched.serve(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert not watchdog_fired, "the SIGTERM was acted on only once the wait ended"
