@@ -147,6 +147,16 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
+def kill_process(pid: int, start: str | None) -> bool:
+    """SIGKILL the process ``pid`` if it is still the one whose `process_start` was ``start``, and wait
+    (up to KILL_GRACE_S) for it to die; whether it is gone."""
+    _signal(pid, start, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while same_process(pid, start) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not same_process(pid, start)
+
+
 def process_alive(pid: int | None) -> bool:
     """Whether a process is running (a zombie, dead and waiting for its parent, is not)."""
     if not pid:

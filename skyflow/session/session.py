@@ -324,8 +324,9 @@ class Session:
         return runner_alive(self.state.get_run(run_id))
 
     def cancel(self, run_id: str, timeout_s: float = 30.0) -> str:
-        """Ask the run's runner to stop (SIGTERM); if none is alive, stop its stages and mark it cancelled."""
-        from skyflow.processes import STAGE_TOKEN_VARIABLE, end_attempt
+        """Ask the run's runner to stop (SIGTERM); if none is alive, or it has not stopped within
+        ``timeout_s`` (it is then killed), stop the run's stages and mark it cancelled."""
+        from skyflow.processes import KILL_GRACE_S, STAGE_TOKEN_VARIABLE, end_attempt, kill_process
 
         state = self.state
         run = state.get_run(run_id)
@@ -338,6 +339,14 @@ class Session:
                 if state.get_run(run_id).state != RunState.RUNNING:
                     return state.get_run(run_id).state
                 time.sleep(0.1)
+            # Not stopped (stopped with SIGSTOP, wedged): killed before its stages are ended here. Left
+            # alive, it would record them failed by the signal and start the stages they held back.
+            if not kill_process(run.runner_pid, run.runner_start):
+                raise RunError(f"the runner of run {run_id!r} (pid {run.runner_pid}) did not end on SIGTERM, nor "
+                               f"within {KILL_GRACE_S:g} s of SIGKILL (stuck in the kernel?); run state is as it "
+                               f"was: try `skyflow cancel {run_id}` again")
+            if state.get_run(run_id).state != RunState.RUNNING:  # it ended the run as the kill came
+                return state.get_run(run_id).state
         pool: BackendPool | None = None
         for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):

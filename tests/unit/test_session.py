@@ -5,6 +5,9 @@ services, and asking for a log a stage has not written yet."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,6 +142,48 @@ def test_cancelling_a_run_whose_runner_died_keeps_what_finished(tmp_path: Path) 
     assert run.state == "cancelled"
     assert run.stages["prep"].state == "succeeded"
     assert (run.stages["train"].state, run.stages["train"].message) == ("cancelled", "run cancelled")
+
+
+DEAF_RUNNER = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+               "time.sleep(300)")
+
+
+def _deaf_runner_run(home: Path) -> tuple[RunStore, subprocess.Popen[str]]:
+    """A run whose recorded runner is alive and ignores SIGTERM."""
+    state = dead_runner_run(home, ["train"])
+    deaf = subprocess.Popen([sys.executable, "-c", DEAF_RUNNER], stdout=subprocess.PIPE, text=True)
+    assert deaf.stdout is not None and deaf.stdout.readline() == "ready\n"
+    state.set_run("r1", runner_pid=deaf.pid)
+    state.set_stage("r1", "train", state="running")
+    return state, deaf
+
+
+def test_a_runner_that_ignores_sigterm_is_killed_and_the_run_cancelled(tmp_path: Path) -> None:
+    state, deaf = _deaf_runner_run(tmp_path / "home")
+    try:
+        assert Session(home=tmp_path / "home").cancel("r1", timeout_s=0.2) == "cancelled"
+        assert deaf.wait(timeout=30) == -signal.SIGKILL
+        assert state.get_run("r1").state == "cancelled" and state.get_stage("r1", "train").state == "cancelled"
+    finally:
+        deaf.kill()
+        deaf.communicate(timeout=30)
+
+
+def test_a_runner_that_survives_sigkill_leaves_the_run_as_it_was(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # a process in uninterruptible sleep (a hung NFS read) outlives SIGKILL until the kernel lets go
+    import skyflow.processes
+
+    state, deaf = _deaf_runner_run(tmp_path / "home")
+    monkeypatch.setattr(skyflow.processes, "kill_process", lambda pid, start: False)
+    try:
+        with pytest.raises(RunError, match=rf"the runner of run 'r1' \(pid {deaf.pid}\) did not end on SIGTERM, "
+                                           r"nor within 5 s of SIGKILL .*try `skyflow cancel r1` again"):
+            Session(home=tmp_path / "home").cancel("r1", timeout_s=0.2)
+        assert state.get_run("r1").state == "running" and state.get_stage("r1", "train").state == "running"
+    finally:
+        deaf.kill()
+        deaf.communicate(timeout=30)
 
 
 class UnreachableBackend(FakeBackend):

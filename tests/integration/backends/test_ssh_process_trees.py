@@ -156,8 +156,8 @@ def test_a_node_that_ends_first_leaves_the_other_nodes_running(tmp_path: Path, l
 
 def test_children_on_the_host_end_when_a_run_whose_runner_is_stuck_is_cancelled(
         sky: Skyflow, escapees: Escapees, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stopped runner keeps its connection (the host's watcher sees nothing) and never answers SIGTERM:
-    # `cancel` stops the stage itself, on the pool's host, through the backend.
+    # A stopped runner never answers SIGTERM: `cancel` kills it and stops the stage itself, on the pool's
+    # host, through the backend (that path alone, with the connection kept: ..._when_the_attempt_is_abandoned).
     from skyflow.session import Session
 
     sky.write("escaping.yaml", escaping_pipeline(escapees, "sleep 300"))
@@ -168,7 +168,8 @@ def test_children_on_the_host_end_when_a_run_whose_runner_is_stuck_is_cancelled(
         monkeypatch.setenv("SKYFLOW_SSH_KNOWN_HOSTS", sky.env["SKYFLOW_SSH_KNOWN_HOSTS"])
         session = Session(home=sky.home)
         assert session.cancel("stuck", timeout_s=0.5) == "cancelled"
-        wait_gone(escapees)  # before the runner goes: its dropped connection would end them too
+        assert runner.wait(timeout=30) == -signal.SIGKILL
+        wait_gone(escapees)
         assert session.state.get_run("stuck").stages["slow"].message == "run cancelled"
     finally:
         runner.kill()

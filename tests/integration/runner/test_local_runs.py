@@ -302,6 +302,31 @@ def test_cancel_stops_the_stage_processes_and_keeps_state(skyflow: Skyflow, tmp_
     wait_for(lambda: not _alive(pid), timeout_s=10, what="stage process to exit")
 
 
+def test_cancel_kills_a_runner_that_does_not_stop_and_the_stage_stays_cancelled(skyflow: Skyflow,
+                                                                                 tmp_path: Path) -> None:
+    """A runner that does not answer SIGTERM (stopped here; wedged or deaf in life) is killed before cancel
+    ends its stages itself. Left alive, it saw its stage killed, recorded it failed after the cancel had
+    recorded it cancelled, and closed the run as failed."""
+    from skyflow.session import Session
+
+    pidfile = tmp_path / "stage.pid"
+    skyflow.write("stuck.yaml", f"name: s\nstages:\n  wait: {{run: 'echo $$ > {pidfile}; sleep 120'}}\n")
+    runner = skyflow.start("run", "stuck.yaml", "--run-id", "stuck", "--no-lineage")
+    try:
+        wait_for(lambda: pidfile.exists() and _groups(skyflow, "stuck", "wait"), what="stage to start")
+        runner.send_signal(signal.SIGSTOP)
+        assert Session(home=skyflow.home).cancel("stuck", timeout_s=0.5) == "cancelled"
+        runner.send_signal(signal.SIGCONT)  # a runner that was only slow would go on from here
+        runner.wait(timeout=30)
+        assert runner.returncode == -signal.SIGKILL
+        status = skyflow.status("stuck")
+        assert (status["state"], status["stages"]["wait"]["state"]) == ("cancelled", "cancelled")
+        wait_for(lambda: not _alive(int(pidfile.read_text())), timeout_s=10, what="stage process to exit")
+    finally:
+        runner.kill()
+        runner.communicate(timeout=30)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
