@@ -3,7 +3,6 @@ the locks the action needs."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def test_a_signal_arriving_while_the_main_thread_holds_the_actions_lock_is_acted
 
     act_on_signals((signal.SIGUSR1,), action, name="test-signals")
     with lock:
-        os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs in this thread, inside the locked block
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # the handler runs here, inside the block
         assert not done.wait(0.3)  # nothing acts while the lock is held
     assert done.wait(30), "the action never ran"
     assert acted == [signal.SIGUSR1]
