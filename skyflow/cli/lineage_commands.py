@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -203,6 +204,7 @@ def _serve_until_stopped(command: list[str], env: dict[str, str]) -> int | None:
     import signal
 
     from skyflow.processes import kill_process_groups
+    from skyflow.signals import MAIN_THREAD_WAKE_S
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -211,7 +213,9 @@ def _serve_until_stopped(command: list[str], env: dict[str, str]) -> int | None:
     proc: subprocess.Popen[bytes] | None = None
     try:
         proc = subprocess.Popen(command, env=env, start_new_session=True)
-        return proc.wait()
+        while True:  # not one wait: the handler runs in this thread, which must wake (see skyflow.signals)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return proc.wait(timeout=MAIN_THREAD_WAKE_S)
     except KeyboardInterrupt:
         return None
     finally:

@@ -3,6 +3,7 @@ server and its workers with it: nothing is left holding the port."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -52,7 +53,20 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def test_sigterm_stops_the_mlflow_server_and_frees_the_port(skyflow: Skyflow) -> None:
+def _send_sigterm(pid: int, to: str) -> None:
+    if to == "process":
+        os.kill(pid, signal.SIGTERM)  # the process only, as `kill PID` or a service manager sends it
+        return
+    # The kernel gives a process's signal to any thread that does not block it: here, one that is not the
+    # main thread, where Python runs the handler.
+    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
+    assert others, "skyflow ui runs no thread besides the main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(pid, others[0], signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
+
+
+@pytest.mark.parametrize("to", ["process", "another-thread"])
+def test_sigterm_stops_the_mlflow_server_and_frees_the_port(skyflow: Skyflow, to: str) -> None:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "skyflow", "ui", "--port", str(port)], cwd=skyflow.workdir,
                             env=skyflow.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -70,7 +84,7 @@ def test_sigterm_stops_the_mlflow_server_and_frees_the_port(skyflow: Skyflow) ->
         assert healthy, f"skyflow ui exited with {proc.poll()}"
         server_groups = {os.getpgid(child) for child in _children(proc.pid)}
         assert server_groups, "no MLflow server process under skyflow ui"
-        os.kill(proc.pid, signal.SIGTERM)  # the process only, as `kill PID` or a service manager sends it
+        _send_sigterm(proc.pid, to)
         proc.communicate(timeout=60)
         left = [g for g in server_groups if _group_alive(g)]
         assert not left, f"process groups {left} outlived skyflow ui"
