@@ -74,3 +74,14 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 60, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def signal_another_thread(pid: int, signum: int) -> None:
+    """Send ``signum`` to a thread of process ``pid`` other than its main one (tgkill), as the kernel may
+    deliver a signal sent to the process; Python runs the handler in the main thread only."""
+    import ctypes
+
+    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
+    assert others, f"process {pid} runs no thread besides the main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(pid, others[0], signum) == 0, os.strerror(ctypes.get_errno())

@@ -3,7 +3,6 @@ server and its workers with it: nothing is left holding the port."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runner.conftest import Skyflow
+from tests.integration.runner.conftest import Skyflow, signal_another_thread
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +55,8 @@ def _group_alive(pgid: int) -> bool:
 def _send_sigterm(pid: int, to: str) -> None:
     if to == "process":
         os.kill(pid, signal.SIGTERM)  # the process only, as `kill PID` or a service manager sends it
-        return
-    # The kernel gives a process's signal to any thread that does not block it: here, one that is not the
-    # main thread, where Python runs the handler.
-    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
-    assert others, "skyflow ui runs no thread besides the main one"
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.tgkill(pid, others[0], signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
+    else:
+        signal_another_thread(pid, signal.SIGTERM)
 
 
 @pytest.mark.parametrize("to", ["process", "another-thread"])

@@ -13,7 +13,7 @@ from skyflow.artifacts import ArtifactRef, fetch_artifact, load_manifest, open_s
 from skyflow.artifacts.refs import blob_key
 from skyflow.lineage.drain import wait_for_drain
 from skyflow.processes import process_alive
-from tests.integration.runner.conftest import Skyflow, wait_for
+from tests.integration.runner.conftest import Skyflow, signal_another_thread, wait_for
 
 CHAIN = """\
 name: chain
@@ -300,6 +300,21 @@ def test_cancel_stops_the_stage_processes_and_keeps_state(skyflow: Skyflow, tmp_
     assert skyflow.status("to-cancel")["stages"]["wait"]["state"] == "cancelled"
     pid = int(pidfile.read_text())
     wait_for(lambda: not _alive(pid), timeout_s=10, what="stage process to exit")
+
+
+def test_a_sigterm_that_lands_on_another_thread_of_the_runner_cancels_the_run(skyflow: Skyflow,
+                                                                               tmp_path: Path) -> None:
+    pidfile = tmp_path / "stage.pid"
+    skyflow.write("cancel.yaml", f"name: c\nstages:\n  wait: {{run: 'echo $$ > {pidfile}; sleep 120'}}\n")
+    runner = skyflow.start("run", "cancel.yaml", "--run-id", "elsewhere", "--no-lineage")
+    try:
+        wait_for(pidfile.exists, what="stage to start")
+        signal_another_thread(runner.pid, signal.SIGTERM)
+        runner.wait(timeout=60)  # the old loop slept until the stage's 120 s were up
+        assert skyflow.status("elsewhere")["stages"]["wait"]["state"] == "cancelled"
+    finally:
+        runner.kill()
+        runner.communicate(timeout=30)
 
 
 def test_cancel_kills_a_runner_that_does_not_stop_and_the_stage_stays_cancelled(skyflow: Skyflow,
