@@ -340,7 +340,7 @@ class Session:
                     return state.get_run(run_id).state
                 time.sleep(0.1)
             # Not stopped (stopped with SIGSTOP, wedged): killed before its stages are ended here. Left
-            # alive, it would record them failed by the signal and start the stages they held back.
+            # alive, it would record them failed by the signal and start the stages waiting for a slot.
             if not kill_process(run.runner_pid, run.runner_start):
                 raise RunError(f"the runner of run {run_id!r} (pid {run.runner_pid}) did not end on SIGTERM, nor "
                                f"within {KILL_GRACE_S:g} s of SIGKILL (stuck in the kernel?); run state is as it "
