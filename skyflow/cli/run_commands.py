@@ -372,6 +372,9 @@ def _last_lines(f: BinaryIO, count: int) -> list[bytes]:
 def cancel(run_id: str, as_json: bool) -> None:
     """Stop RUN_ID: its stages are killed and its state is kept for `skyflow resume`.
 
+    The run's runner gets SIGTERM and stops them itself; a runner that has not done so within 30 s
+    is killed, and the stages are stopped from here.
+
     \b
     skyflow cancel rlhf-20261130-061200-ab12
     skyflow resume rlhf-20261130-061200-ab12     # later: the stages that did not finish
