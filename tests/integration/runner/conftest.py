@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -81,7 +82,9 @@ def signal_another_thread(pid: int, signum: int) -> None:
     deliver a signal sent to the process; Python runs the handler in the main thread only."""
     import ctypes
 
-    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
-    assert others, f"process {pid} runs no thread besides the main one"
     libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.tgkill(pid, others[0], signum) == 0, os.strerror(ctypes.get_errno())
+    for thread in (int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid):
+        if libc.tgkill(pid, thread, signum) == 0:
+            return
+        assert ctypes.get_errno() == errno.ESRCH, os.strerror(ctypes.get_errno())  # else it ended: the next
+    raise AssertionError(f"process {pid} runs no thread besides the main one")
