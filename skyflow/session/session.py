@@ -336,8 +336,8 @@ class Session:
             os.kill(run.runner_pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                if state.get_run(run_id).state != RunState.RUNNING:
-                    return state.get_run(run_id).state
+                if (now := state.get_run(run_id).state) != RunState.RUNNING:
+                    return now
                 time.sleep(0.1)
             # Not stopped (stopped with SIGSTOP, wedged): killed before its stages are ended here. Left
             # alive, it would record them failed by the signal and start the stages waiting for a slot.
@@ -345,8 +345,8 @@ class Session:
                 raise RunError(f"the runner of run {run_id!r} (pid {run.runner_pid}) did not end on SIGTERM, nor "
                                f"within {KILL_GRACE_S:g} s of SIGKILL (stuck in the kernel?); run state is as it "
                                f"was: try `skyflow cancel {run_id}` again")
-            if state.get_run(run_id).state != RunState.RUNNING:  # it ended the run as the kill came
-                return state.get_run(run_id).state
+            if (now := state.get_run(run_id).state) != RunState.RUNNING:  # it ended the run as the kill came
+                return now
         pool: BackendPool | None = None
         for name, row in state.get_run(run_id).stages.items():  # read now: only groups that are still its own
             if row.state in (StageState.RUNNING, StageState.PENDING):

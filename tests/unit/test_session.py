@@ -24,6 +24,7 @@ from skyflow.runner.state import RunStore
 from skyflow.session import Session
 from skyflow.session.api import _resolve
 from skyflow.spec.loader import load_pipeline
+from tests.unit.test_processes import STUBBORN
 
 T = TypeVar("T")
 PIPELINE = """
@@ -144,14 +145,10 @@ def test_cancelling_a_run_whose_runner_died_keeps_what_finished(tmp_path: Path) 
     assert (run.stages["train"].state, run.stages["train"].message) == ("cancelled", "run cancelled")
 
 
-DEAF_RUNNER = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-               "time.sleep(300)")
-
-
 def _deaf_runner_run(home: Path) -> tuple[RunStore, subprocess.Popen[str]]:
     """A run whose recorded runner is alive and ignores SIGTERM."""
     state = dead_runner_run(home, ["train"])
-    deaf = subprocess.Popen([sys.executable, "-c", DEAF_RUNNER], stdout=subprocess.PIPE, text=True)
+    deaf = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True)
     assert deaf.stdout is not None and deaf.stdout.readline() == "ready\n"
     state.set_run("r1", runner_pid=deaf.pid)
     state.set_stage("r1", "train", state="running")

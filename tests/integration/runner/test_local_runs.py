@@ -336,7 +336,7 @@ def test_cancel_kills_a_runner_that_does_not_stop_and_the_stage_stays_cancelled(
         assert runner.returncode == -signal.SIGKILL
         status = skyflow.status("stuck")
         assert (status["state"], status["stages"]["wait"]["state"]) == ("cancelled", "cancelled")
-        wait_for(lambda: not _alive(int(pidfile.read_text())), timeout_s=10, what="stage process to exit")
+        wait_for(lambda: not process_alive(int(pidfile.read_text())), timeout_s=10, what="stage process to exit")
     finally:
         runner.kill()
         runner.communicate(timeout=30)
